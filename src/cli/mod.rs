@@ -1,0 +1,213 @@
+//! The command-line edge: clap definitions, and one thin handler per command
+//! (each in its own file below). Handlers return `anyhow::Result<Outcome>`;
+//! [`main`] prints errors with their whole chain and maps them to exit codes:
+//! 0 success, 1 the work failed, 2 bad usage or bad configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+mod check;
+mod demo;
+mod plan;
+mod run;
+mod sandbox;
+mod status;
+mod upload;
+
+/// What a command ended with, as the operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1: an upload failed, a group was (or would be) rejected.
+    WorkFailed,
+}
+
+/// An error that means "bad usage": exit code 2 rather than 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spatialgen-sync",
+    version,
+    about = "Upload finished spatial video exports from watch folders to SpatialGen"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--config FILE`, shared by every command that reads the config.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// The agent's TOML config file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "SPATIALGEN_SYNC_CONFIG")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.config)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: watch, settle, group, upload, until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Validate the config and print the effective settings (key redacted).
+    Check(CheckArgs),
+    /// Dry run: the groups the agent would form, with roles, layout and rule violations.
+    Plan(PlanArgs),
+    /// Upload one folder as one group now, in the foreground.
+    Upload(UploadArgs),
+    /// What the journal holds: one row per group.
+    Status(StatusArgs),
+    /// Cancel a group (local id, server session id, or folder path).
+    Cancel(GroupArgs),
+    /// Re-queue a failed, canceled or expired group as a fresh upload.
+    Retry(GroupArgs),
+    /// Run the local SpatialGen-compatible server.
+    Sandbox(SandboxArgs),
+    /// The whole flow on this machine, no account needed.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Plan this folder instead of the configured watch folders.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Layout (2D, MVHEVC, SBS, TB, Separate, AIV); default: inferred.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Perspective (Regular, 180, 360).
+    #[arg(long)]
+    pub perspective: Option<String>,
+    /// Video name; default: the folder's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The export folder to upload.
+    pub folder: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Local id, server session id, or folder path.
+    pub group: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Where stored objects and state go (default: a temporary folder).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// API key the sandbox accepts (default: any non-empty key).
+    #[arg(long, env = "SPATIALGEN_SANDBOX_KEY")]
+    pub key: Option<String>,
+    /// Part size the sandbox chooses, in bytes (default 100 MiB).
+    #[arg(long)]
+    pub part_size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the temporary folder afterwards and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Parse the arguments, run the command, print any error, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match dispatch(cli) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::WorkFailed) => ExitCode::from(1),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Upload(a) => upload::run(a),
+        Command::Status(a) => status::status(a),
+        Command::Cancel(a) => status::cancel(a),
+        Command::Retry(a) => status::retry(a),
+        Command::Sandbox(a) => sandbox::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// 2 for configuration and usage errors, 1 for everything else.
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    let usage = e.chain().any(|c| c.is::<ConfigError>() || c.is::<UsageError>());
+    if usage { 2 } else { 1 }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// A multi-threaded tokio runtime for commands that need one.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

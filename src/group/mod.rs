@@ -1,0 +1,93 @@
+//! From a finished export to an [`UploadGroup`]: roles, languages, layout,
+//! the API's validation rules, `.fcpxmld` bundle zipping, fingerprints.
+//!
+//! Pure: no network I/O; the only filesystem access is reading directory
+//! listings and metadata, and writing bundle zips into the staging directory.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::model::{FileRole, Layout, Perspective};
+
+/// One video as SpatialGen will see it, plus what the agent needs to upload it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadGroup {
+    /// `videoName`: the folder name (folders mode) or the shared stem (flat mode).
+    pub name: String,
+    /// Identity of the export on disk: the export folder (folders mode), or
+    /// `<drop folder>/<stem>` (flat mode; not a real path). One export has at
+    /// most one live group per key.
+    pub key: PathBuf,
+    /// The folder the files' `rel_path`s are relative to.
+    pub root: PathBuf,
+    /// The watch folder this export was found in, if any (not for `upload FOLDER`).
+    pub watch_path: Option<PathBuf>,
+    pub layout: Layout,
+    pub perspective: Option<Perspective>,
+    pub description: Option<String>,
+    /// SpatialGen dashboard folder.
+    pub folder_name: Option<String>,
+    /// Queue priority from the watch folder; higher goes first.
+    pub priority: i32,
+    pub files: Vec<GroupFile>,
+    /// Hash of relative paths, sizes and mtimes: the same export is never uploaded twice.
+    pub fingerprint: String,
+    /// Rules this group breaks; non-empty means rejected, never sent.
+    pub violations: Vec<Violation>,
+}
+
+impl UploadGroup {
+    pub fn is_valid(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// One file of a group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupFile {
+    /// Absolute path of the bytes to upload (for a bundle directory: the staged zip).
+    pub source: PathBuf,
+    /// The item's path relative to the group's root, with `/` separators
+    /// (for a bundle: the `.fcpxmld` directory).
+    pub rel_path: String,
+    /// `fileName` sent to the API.
+    pub file_name: String,
+    pub role: FileRole,
+    /// Lower-case language-only tag; `Some` exactly for audio and subtitle.
+    pub language: Option<String>,
+    /// Size of `source` in bytes.
+    pub size: u64,
+    /// mtime of `source` in nanoseconds since the Unix epoch; with `size`,
+    /// how the engine notices a file changed under it.
+    pub mtime_ns: i64,
+    /// `source` is a file the agent made (a bundle zip) and removes when the group ends.
+    pub staged: bool,
+}
+
+/// A broken rule, in plain words, naming the file when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Violation {
+    /// Short stable identifier of the rule, e.g. `separate-needs-left-and-right`.
+    pub rule: &'static str,
+    /// The file concerned, relative to the group root.
+    pub file: Option<String>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{file}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! spatialgen-sync: a background agent that uploads finished spatial video
+//! exports from watched folders to SpatialGen through its Direct Upload API.
+//!
+//! The pipeline runs left to right and each stage hands the next a plain value:
+//! [`watch`] notices changes and decides when an export is *finished*
+//! (settled); [`group`] turns a finished export into an [`group::UploadGroup`]
+//! (roles, languages, layout, the API's rules) or a rejection; [`journal`]
+//! records the group in SQLite, the only shared state; [`upload`] claims
+//! queued groups from the journal and moves their bytes through [`api`], the
+//! typed SpatialGen client, recording every fact before the network step that
+//! depends on it. [`sandbox`] is a local server with the same contract (and
+//! fault injection) for the demo, the tests and offline trials. [`config`]
+//! reads the one TOML file; [`model`] holds the vocabulary all stages share;
+//! [`cli`] is the command-line edge.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod group;
+pub mod journal;
+pub mod logging;
+pub mod model;
+pub mod sandbox;
+pub mod upload;
+pub mod watch;
