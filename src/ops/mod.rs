@@ -1,0 +1,2 @@
+//! Operator controls, as parts the upload engine plugs in.
+pub mod window;
