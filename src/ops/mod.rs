@@ -1,2 +1,3 @@
 //! Operator controls, as parts the upload engine plugs in.
+pub mod throttle;
 pub mod window;
