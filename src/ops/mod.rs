@@ -1,3 +1,4 @@
 //! Operator controls, as parts the upload engine plugs in.
+pub mod hooks;
 pub mod throttle;
 pub mod window;
