@@ -1,4 +1,5 @@
 //! Operator controls, as parts the upload engine plugs in.
 pub mod hooks;
+pub mod metrics;
 pub mod throttle;
 pub mod window;
