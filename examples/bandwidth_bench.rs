@@ -122,10 +122,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mib = |b: f64| b / (1024.0 * 1024.0);
     let rate = total as f64 / elapsed;
     let limit = a.rate.0 as f64;
-    let (lo, hi) = (
-        per_second.iter().copied().min().unwrap_or(0) as f64,
-        per_second.iter().copied().max().unwrap_or(0) as f64,
-    );
+    let (lo, hi) =
+        (per_second.iter().copied().min().unwrap_or(0) as f64, per_second.iter().copied().max().unwrap_or(0) as f64);
     println!(
         "limit {:.1} MiB/s, {} streams, {} KiB chunks, {:.1} s: measured {:.2} MiB/s ({:+.2} % of the limit); \
          per second min {:.1} / max {:.1} MiB/s",
