@@ -16,6 +16,7 @@ mod demo;
 mod plan;
 mod run;
 mod sandbox;
+pub mod sample;
 mod status;
 mod upload;
 
