@@ -15,8 +15,9 @@ mod check;
 mod demo;
 mod plan;
 mod run;
-mod sandbox;
 pub mod sample;
+mod sandbox;
+mod service;
 mod status;
 mod upload;
 
