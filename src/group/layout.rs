@@ -198,7 +198,8 @@ mod tests {
             ..Sidecar::default()
         };
         let none = side(None, None);
-        let rows: Vec<(&WatchConfig, Sidecar, &Vec<GroupFile>, (Layout, Perspective))> = vec![
+        type Row<'a> = (&'a WatchConfig, Sidecar, &'a Vec<GroupFile>, (Layout, Perspective));
+        let rows: Vec<Row> = vec![
             (&auto, none.clone(), &lr, (Layout::Separate, Perspective::Regular)),
             (&auto, none.clone(), &aivu, (Layout::Aiv, Perspective::D180)),
             (&fixed, none.clone(), &lr, (Layout::Tb, Perspective::D360)),
