@@ -517,19 +517,44 @@ pub fn plan_watch(watch: &WatchConfig, staging_dir: Option<&Path>) -> Result<Vec
     if watch.mode == WatchMode::Flat {
         return build_flat_groups_with(&matcher, &watch.path, &opts);
     }
-    let folder_err = |source| GroupError::Folder { path: watch.path.clone(), source };
+    let dirs = export_folders(&matcher, &watch.path, watch.follow_symlinks)?;
+    plan_folders(&matcher, &dirs, &opts)
+}
+
+/// Folders mode: the direct subfolders of `dir` that are exports (hidden,
+/// ignored and temporary folders left out), sorted.
+pub fn export_folders(matcher: &RoleMatcher, dir: &Path, follow_symlinks: bool) -> Result<Vec<PathBuf>, GroupError> {
+    let folder_err = |source| GroupError::Folder { path: dir.to_owned(), source };
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(&watch.path).map_err(folder_err)? {
+    for entry in std::fs::read_dir(dir).map_err(folder_err)? {
         let entry = entry.map_err(folder_err)?;
         let Ok(ft) = entry.file_type() else { continue };
-        let is_dir = ft.is_dir() || (ft.is_symlink() && watch.follow_symlinks && entry.path().is_dir());
+        let is_dir = ft.is_dir() || (ft.is_symlink() && follow_symlinks && entry.path().is_dir());
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_dir && matcher.classify_dir(&name) == DirClass::Descend {
             dirs.push(entry.path());
         }
     }
     dirs.sort();
-    plan_folders(&matcher, &dirs, &opts)
+    Ok(dirs)
+}
+
+/// Does `dir` itself (not its subfolders) hold a video file? `plan PATH`
+/// then takes PATH as one export rather than as a folder of exports.
+pub fn holds_videos(matcher: &RoleMatcher, dir: &Path) -> Result<bool, GroupError> {
+    let folder_err = |source| GroupError::Folder { path: dir.to_owned(), source };
+    for entry in std::fs::read_dir(dir).map_err(folder_err)? {
+        let entry = entry.map_err(folder_err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let video = matches!(
+            matcher.classify(&name),
+            Class::Role(FileRole::Video | FileRole::VideoLeft | FileRole::VideoRight)
+        );
+        if video && !entry.path().is_dir() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Groups for the given export folders (folders mode). A folder that vanished

@@ -14,16 +14,16 @@ pub mod bundle;
 mod engine;
 pub mod language;
 pub mod layout;
+#[cfg(test)]
+mod proptests;
 pub mod roles;
 pub mod rules;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod proptests;
 
 pub use engine::{
     GroupError, GroupOptions, build_flat_groups, build_flat_groups_with, build_folder_group, build_folder_group_with,
-    fingerprint, plan_folders, plan_watch, remove_staged, staged_name,
+    export_folders, fingerprint, holds_videos, plan_folders, plan_watch, remove_staged, staged_name,
 };
 pub use roles::{Class, DirClass, RoleMatcher};
 pub use rules::validate;
