@@ -10,6 +10,22 @@ use serde::Serialize;
 
 use crate::model::{FileRole, Layout, Perspective};
 
+pub mod bundle;
+mod engine;
+pub mod language;
+pub mod layout;
+pub mod roles;
+pub mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use engine::{
+    GroupError, GroupOptions, build_flat_groups, build_flat_groups_with, build_folder_group, build_folder_group_with,
+    fingerprint, plan_folders, plan_watch, remove_staged, staged_name,
+};
+pub use roles::{Class, DirClass, RoleMatcher};
+pub use rules::validate;
+
 /// One video as SpatialGen will see it, plus what the agent needs to upload it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
