@@ -126,12 +126,7 @@ impl Client {
 
     /// Get Part URLs for one file. The answer is checked (byte ranges add up)
     /// before it is returned.
-    pub async fn part_urls(
-        &self,
-        session: &str,
-        upload_id: &str,
-        req: &PartUrlsRequest,
-    ) -> Result<PartUrls, ApiError> {
+    pub async fn part_urls(&self, session: &str, upload_id: &str, req: &PartUrlsRequest) -> Result<PartUrls, ApiError> {
         let url = self.url(&[session, "files", upload_id, "part-urls"]);
         let target = redact_url(url.as_str());
         let urls: PartUrls = self.call(Op::PartUrls, Method::POST, url, Some(req)).await?;
@@ -250,7 +245,12 @@ impl Client {
         } else {
             TransportKind::Interrupted
         };
-        ApiError::Transport { op, kind, target: target.to_string(), detail: scrub(&chain(&e.without_url()), self.key.expose()) }
+        ApiError::Transport {
+            op,
+            kind,
+            target: target.to_string(),
+            detail: scrub(&chain(&e.without_url()), self.key.expose()),
+        }
     }
 
     async fn status_error(&self, op: Op, target: &str, mut resp: Response) -> ApiError {

@@ -88,7 +88,10 @@ struct Found {
 enum Item {
     Found(Found),
     /// Something wrong with this entry (unmatched, temporary, unreadable, ...).
-    Problem { temporary: bool, violation: Violation },
+    Problem {
+        temporary: bool,
+        violation: Violation,
+    },
 }
 
 fn problem(rule: &'static str, rel_path: &str, message: String) -> Item {
@@ -454,7 +457,9 @@ pub fn build_flat_groups_with(
             Item::Problem { violation, .. } => (violation.file.as_deref().unwrap_or(""), false),
         };
         let stem = match &item {
-            Item::Found(f) => matcher.flat_stem(rel, is_dir).unwrap_or_else(|| strip_extension(&f.rel_path).to_string()),
+            Item::Found(f) => {
+                matcher.flat_stem(rel, is_dir).unwrap_or_else(|| strip_extension(&f.rel_path).to_string())
+            }
             Item::Problem { .. } => match matcher.flat_stem(rel, false) {
                 Some(s) => s,
                 None => strip_extension(rel).to_string(),

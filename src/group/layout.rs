@@ -136,7 +136,8 @@ pub fn resolve(watch: &WatchConfig, sidecar: &Sidecar, files: &[GroupFile]) -> (
         LayoutChoice::Fixed(l) => l,
         LayoutChoice::Auto => infer_layout(files, watch.default_layout),
     };
-    let perspective = sidecar.perspective.unwrap_or(if layout == Layout::Aiv { Perspective::D180 } else { watch.perspective });
+    let perspective =
+        sidecar.perspective.unwrap_or(if layout == Layout::Aiv { Perspective::D180 } else { watch.perspective });
     (layout, perspective)
 }
 

@@ -28,7 +28,8 @@ use std::thread::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WatchConfig;
+use crate::config::{Config, JournalConfig, WatchConfig};
+use crate::journal::Journal;
 
 mod backend;
 mod driver;
@@ -40,7 +41,7 @@ pub mod settle;
 mod tests;
 
 pub use backend::WatchStats;
-pub use handoff::{ChannelHandoff, Handoff};
+pub use handoff::{ChannelHandoff, Handoff, JournalHandoff};
 pub use scan::{Scan, WatchRules, look_export, scan};
 pub use settle::{Clock, Look, ManualClock, Settle, SettlePolicy, Settler, SystemClock};
 
@@ -67,6 +68,13 @@ pub enum WatchError {
     /// A watch folder's settings do not work (e.g. a bad glob).
     #[error("{0}")]
     Config(String),
+    /// The grouping engine could not build a group (its folder cannot be
+    /// listed, the staging directory cannot be written).
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
+    /// The journal refused a write.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// The hand-off could not record a settle value.
     #[error("hand-off: {0}")]
     Handoff(String),
@@ -203,6 +211,21 @@ pub async fn run_with(
         _ = ended.cancelled() => tracing::error!("the watcher thread ended on its own"),
     }
     tokio::task::spawn_blocking(move || handle.stop()).await.map_err(|_| WatchError::Died)?
+}
+
+/// The agent's watchers: every `[[watch]]` folder of `cfg`, settle values
+/// handed through the grouping engine into the journal at `journal_path`
+/// (bundle zips staged beside it), until `shutdown` is cancelled.
+pub async fn run_watchers(
+    cfg: Arc<Config>,
+    journal_path: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), WatchError> {
+    let staging = JournalConfig { path: journal_path.clone() }.staging_dir();
+    let journal =
+        tokio::task::spawn_blocking(move || Journal::open(&journal_path)).await.map_err(|_| WatchError::Died)??;
+    let handoff = JournalHandoff::new(Arc::new(journal), staging);
+    run_with(&cfg.watch, Box::new(handoff), WatchOptions::default(), shutdown).await
 }
 
 /// Scan one watch folder once, as the startup scan does (for `plan`,

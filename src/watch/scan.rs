@@ -7,6 +7,12 @@
 //! skipped unless the watch folder sets `follow_symlinks`; when followed, a
 //! dangling link is still listed, so that the readability check rejects the
 //! group with the OS error instead of silently leaving the file out.
+//!
+//! Which files are temporary, ignored, or belong to which flat-mode stem is
+//! the grouping engine's [`RoleMatcher`]'s answer, so that the watcher and
+//! the groups it hands off never disagree. Ignored files (hidden ones,
+//! `Thumbs.db`, ...) do not count in a look's digest: Finder writing a
+//! `.DS_Store` into a finished export does not make it "changed".
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -15,9 +21,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-
 use crate::config::{WatchConfig, WatchMode};
+use crate::group::{DirClass, RoleMatcher};
 
 use super::WatchError;
 use super::settle::{Look, SettlePolicy};
@@ -44,24 +49,31 @@ pub struct WatchRules {
     pub poll: Option<Duration>,
     /// Full rescan interval.
     pub rescan: Duration,
-    /// Matched against a file's path relative to the export and against its name.
-    temporary: GlobSet,
+    /// The grouping engine's patterns for this folder, as the watcher asks them.
+    pub matcher: RoleMatcher,
+    /// The watch folder's settings as handed to the grouping engine: in flat
+    /// mode with `*.<ready_marker>` added to the ignore patterns, so the
+    /// marker is never uploaded (folders mode: the engine skips it itself).
+    pub group_config: WatchConfig,
+    /// `group_config`'s patterns, compiled once.
+    pub matcher_for_groups: RoleMatcher,
 }
 
 impl WatchRules {
     pub fn new(index: usize, w: &WatchConfig) -> Result<WatchRules, WatchError> {
-        let mut b = GlobSetBuilder::new();
-        let patterns: Vec<String> = match &w.roles.temporary {
-            Some(p) => p.clone(),
-            None => DEFAULT_TEMPORARY.iter().map(|s| s.to_string()).collect(),
-        };
-        for p in &patterns {
-            let glob = GlobBuilder::new(p).case_insensitive(true).literal_separator(false).build().map_err(|e| {
-                WatchError::Config(format!("watch[{index}].roles.temporary: bad glob {p:?}: {}", e.kind()))
-            })?;
-            b.add(glob);
+        let matcher = RoleMatcher::new(w)?;
+        let mut group_config = w.clone();
+        if let (WatchMode::Flat, Some(marker)) = (w.mode, &w.ready_marker) {
+            let mut ignore = w
+                .roles
+                .ignore
+                .clone()
+                .unwrap_or_else(|| crate::group::roles::DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect());
+            ignore.push(format!("*.{marker}"));
+            ignore.push(marker.clone());
+            group_config.roles.ignore = Some(ignore);
         }
-        let temporary = b.build().map_err(|e| WatchError::Config(format!("watch[{index}].roles.temporary: {e}")))?;
+        let matcher_for_groups = RoleMatcher::new(&group_config)?;
         Ok(WatchRules {
             index,
             root: w.path.clone(),
@@ -71,14 +83,35 @@ impl WatchRules {
             follow_symlinks: w.follow_symlinks,
             poll: w.poll.map(|d| d.0),
             rescan: w.rescan.0,
-            temporary,
+            matcher,
+            group_config,
+            matcher_for_groups,
         })
     }
 
     /// A temporary (partial, lock, download) file that blocks "finished".
     pub fn is_temporary(&self, rel_path: &str) -> bool {
-        let name = rel_path.rsplit('/').next().unwrap_or(rel_path);
-        self.temporary.is_match(rel_path) || self.temporary.is_match(name)
+        self.matcher.is_temporary(rel_path)
+    }
+
+    /// Flat mode: the stem a file in the drop folder belongs to (`None`:
+    /// ignored). A marker `<stem>.<ready_marker>` belongs to its stem.
+    pub fn flat_stem(&self, name: &str, is_dir: bool) -> Option<String> {
+        if let Some(rest) = self.flat_marker_of(name) {
+            return Some(self.matcher.flat_stem(rest, false).unwrap_or_else(|| rest.to_owned()));
+        }
+        self.matcher.flat_stem(name, is_dir)
+    }
+
+    /// In flat mode, `clip.READY` marks the stem `clip` finished; the part
+    /// before the marker extension.
+    fn flat_marker_of<'n>(&self, name: &'n str) -> Option<&'n str> {
+        let marker = self.ready_marker.as_deref()?;
+        let cut = name.len().checked_sub(marker.len() + 1)?;
+        if cut == 0 || !name.is_char_boundary(cut) || !name[cut..].starts_with('.') {
+            return None;
+        }
+        name[cut + 1..].eq_ignore_ascii_case(marker).then_some(&name[..cut])
     }
 
     /// The polling interval used when the OS refuses more native watches.
@@ -92,23 +125,24 @@ impl WatchRules {
         let mut comps = rel.components();
         let first = comps.next()?.as_os_str().to_str()?;
         let deeper = comps.next().is_some();
-        if first.starts_with('.') && self.ready_marker.as_deref() != Some(first) {
-            return None;
-        }
         match self.mode {
             WatchMode::Folders => {
-                // A folder being written under a temporary name is not an
-                // export yet; its rename to the final name is.
-                if self.is_temporary(first) {
-                    return None;
+                // Hidden and ignored folders are no exports; a folder being
+                // written under a temporary name is not one yet (its rename
+                // to the final name is).
+                match self.matcher.classify_dir(first) {
+                    DirClass::Ignored | DirClass::Temporary => None,
+                    DirClass::Bundle | DirClass::Descend => Some(self.root.join(first)),
                 }
-                Some(self.root.join(first))
             }
             WatchMode::Flat => {
                 if deeper {
-                    return None;
+                    // Only a bundle directory's contents matter below the drop folder.
+                    return self.flat_stem(first, true).map(|s| self.root.join(s));
                 }
-                Some(self.root.join(flat_stem(first)))
+                // Whether a removed entry was a directory is unknown; a
+                // bundle directory and its zip give the same stem anyway.
+                self.flat_stem(first, false).or_else(|| self.flat_stem(first, true)).map(|s| self.root.join(s))
             }
         }
     }
@@ -122,7 +156,10 @@ impl WatchRules {
                 let Some(stem) = key.file_name().and_then(|s| s.to_str()) else { return false };
                 let Ok(rd) = fs::read_dir(&self.root) else { return false };
                 rd.flatten().any(|e| {
-                    e.file_name().to_str().is_some_and(|n| flat_stem(n) == stem && self.flat_candidate(&e.path()))
+                    let path = e.path();
+                    e.file_name().to_str().is_some_and(|n| {
+                        self.flat_stem(n, path.is_dir()).as_deref() == Some(stem) && self.flat_candidate(&path)
+                    })
                 })
             }
         }
@@ -141,29 +178,15 @@ impl WatchRules {
         meta.is_dir().then_some(meta)
     }
 
-    /// A plain (or, when followed, symlinked) file directly in a flat drop folder.
+    /// A plain file or bundle directory (or, when followed, a symlink to
+    /// one) directly in a flat drop folder.
     fn flat_candidate(&self, path: &Path) -> bool {
         match fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => self.follow_symlinks,
-            Ok(m) => m.is_file(),
+            Ok(m) => m.is_file() || m.is_dir(),
             Err(_) => false,
         }
     }
-}
-
-/// The name stem that groups files in flat mode: the name before its first
-/// dot, without an eye suffix (`_L`, `-R`, `_left`, ...), so that
-/// `clip_L.mov`, `clip_R.mov`, `clip.en.srt` and `clip.m4a` form one export.
-pub fn flat_stem(name: &str) -> &str {
-    let base = name.split('.').next().unwrap_or(name);
-    let base = if base.is_empty() { name } else { base };
-    let lower = base.to_ascii_lowercase();
-    for suffix in ["_left", "-left", "_right", "-right", "_audio", "_l", "-l", "_r", "-r"] {
-        if lower.len() > suffix.len() && lower.ends_with(suffix) {
-            return &base[..base.len() - suffix.len()];
-        }
-    }
-    base
 }
 
 /// What looking at one export found, with what the readability check needs.
@@ -260,7 +283,8 @@ pub fn look_export(rules: &WatchRules, key: &Path) -> Result<Option<ExportLook>,
             for e in rd.flatten() {
                 let name = e.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if flat_stem(name) == stem {
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if rules.flat_stem(name, is_dir).as_deref() == Some(stem) {
                     flat_file(rules, &e.path(), name, &mut acc);
                 }
             }
@@ -277,6 +301,10 @@ pub fn look_export(rules: &WatchRules, key: &Path) -> Result<Option<ExportLook>,
 fn flat_file(rules: &WatchRules, path: &Path, name: &str, acc: &mut Acc) {
     let Some(meta) = file_meta(rules, path, acc) else { return };
     if meta.is_dir() {
+        // Only `.fcpxmld` bundle directories belong to a flat-mode stem.
+        if rules.matcher.classify_dir(name) == DirClass::Bundle {
+            walk(rules, path, name, 1, acc);
+        }
         return;
     }
     note_file(rules, path, name, &meta, acc, true);
@@ -310,23 +338,25 @@ fn note_file(rules: &WatchRules, path: &Path, rel: &str, meta: &Metadata, acc: &
     if !(meta.is_file() || meta.file_type().is_symlink()) {
         return; // FIFOs, sockets, devices: never part of an export
     }
-    acc.add(rel, meta.len(), mtime_ns(meta));
-    let name = rel.rsplit('/').next().unwrap_or(rel);
-    if let Some(marker) = &rules.ready_marker {
-        let is_marker = if flat {
-            name.split_once('.').is_some_and(|(_, ext)| ext.eq_ignore_ascii_case(marker)) || name == marker
-        } else {
-            rel == marker
-        };
-        if is_marker {
-            acc.marker = true;
-            return;
-        }
+    let is_marker = match &rules.ready_marker {
+        Some(_) if flat => rules.flat_marker_of(rel).is_some(),
+        Some(marker) => rel == marker,
+        None => false,
+    };
+    if is_marker {
+        acc.add(rel, meta.len(), mtime_ns(meta));
+        acc.marker = true;
+        return;
     }
     if rules.is_temporary(rel) {
+        acc.add(rel, meta.len(), mtime_ns(meta));
         acc.temporary.get_or_insert_with(|| rel.to_owned());
         return;
     }
+    if rules.matcher.is_ignored(rel) {
+        return;
+    }
+    acc.add(rel, meta.len(), mtime_ns(meta));
     if let Some(p) = acc.paths.as_mut() {
         p.push(path.to_owned());
     }
@@ -355,8 +385,15 @@ fn walk(rules: &WatchRules, dir: &Path, rel: &str, depth: usize, acc: &mut Acc) 
         let path = entry.path();
         let Some(meta) = file_meta(rules, &path, acc) else { continue };
         if meta.is_dir() {
-            if depth < MAX_DEPTH {
-                walk(rules, &path, &child_rel, depth + 1, acc);
+            match rules.matcher.classify_dir(&child_rel) {
+                DirClass::Ignored => {}
+                DirClass::Temporary => {
+                    acc.temporary.get_or_insert_with(|| child_rel.clone());
+                }
+                DirClass::Bundle | DirClass::Descend if depth < MAX_DEPTH => {
+                    walk(rules, &path, &child_rel, depth + 1, acc)
+                }
+                DirClass::Bundle | DirClass::Descend => {}
             }
         } else {
             note_file(rules, &path, &child_rel, &meta, acc, false);
@@ -397,12 +434,12 @@ pub fn scan(rules: &WatchRules) -> Result<Scan, WatchError> {
         WatchMode::Flat => {
             let mut by_stem: HashMap<PathBuf, Acc> = HashMap::new();
             for e in rd.flatten() {
-                let path = e.path();
-                let Some(key) = rules.route(&path) else { continue };
                 let name = e.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let acc = by_stem.entry(key).or_default();
-                flat_file(rules, &path, name, acc);
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                let Some(stem) = rules.flat_stem(name, is_dir) else { continue };
+                let acc = by_stem.entry(rules.root.join(stem)).or_default();
+                flat_file(rules, &e.path(), name, acc);
             }
             for (key, acc) in by_stem {
                 if acc.files == 0 {
