@@ -374,3 +374,181 @@ async fn run_with_stops_on_shutdown() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops promptly").expect("join").expect("ok");
 }
+
+// ---- through the real grouping engine and journal ----------------------------------
+
+use crate::journal::{Enqueued, GroupState, Journal, SessionFile};
+
+struct JournalRun {
+    run: Run,
+    journal: Arc<Journal>,
+    outcomes: Receiver<(Instant, PathBuf, Enqueued)>,
+}
+
+impl JournalRun {
+    fn start(watches: &[WatchConfig], db: &Path) -> JournalRun {
+        let journal = Arc::new(Journal::open(db).expect("journal opens"));
+        let (otx, outcomes) = channel();
+        let staging = db.parent().expect("has a parent").join("staging");
+        let handoff = JournalHandoff::new(journal.clone(), staging).with_outcomes(otx);
+        let (tx, rx) = channel();
+        let both = Tee { journal: handoff, channel: ChannelHandoff(tx) };
+        let handle = start(watches, Box::new(both), WatchOptions::default()).expect("start");
+        JournalRun { run: Run { handle: Some(handle), rx }, journal, outcomes }
+    }
+
+    fn outcome_for(&self, key: &Path) -> (Instant, Enqueued) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.outcomes.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((t, k, e)) if k == key => return (t, e),
+                Ok(_) => {}
+                Err(e) => panic!("no enqueue outcome for {}: {e}", key.display()),
+            }
+        }
+    }
+
+    fn states(&self) -> Vec<(String, GroupState)> {
+        self.journal.list().expect("list").into_iter().map(|g| (g.name, g.state)).collect()
+    }
+}
+
+/// The journal hand-off, then a channel so tests can also wait on settle values.
+struct Tee {
+    journal: JournalHandoff,
+    channel: ChannelHandoff,
+}
+
+impl Handoff for Tee {
+    fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
+        self.journal.hand_off(s, rules)?;
+        self.channel.hand_off(s, rules)
+    }
+}
+
+#[test]
+fn settling_export_is_waiting_then_queued_and_a_second_run_queues_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let db = dir.path().join("journal.sqlite3");
+    let mut w = watch(&root);
+    w.settle = Dur(Duration::from_secs(1));
+    let jr = JournalRun::start(std::slice::from_ref(&w), &db);
+    let exp = root.join("shot1");
+    write_file(&exp.join("shot1.mov"), 2000);
+    write_file(&exp.join("shot1.en.srt"), 20);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Waiting)], "visible in status while settling");
+    let (_, outcome) = jr.outcome_for(&exp);
+    let Enqueued::Queued(id) = outcome else { panic!("expected queued, got {outcome:?}") };
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Queued)]);
+    let record = jr.journal.group(id).expect("group");
+    assert_eq!(record.files.len(), 2);
+    // The engine's part: upload it.
+    let session: Vec<SessionFile> = record
+        .files
+        .iter()
+        .map(|f| SessionFile {
+            file_id: f.id,
+            upload_id: format!("up-{}", f.id),
+            part_size: f.size,
+            total_parts: 1,
+            strategy: "single_put".into(),
+        })
+        .collect();
+    jr.journal.record_session(id, "sess-1", None, &session).expect("uploading");
+    jr.journal.complete_group(id, 42).expect("completed");
+    jr.run.stop();
+
+    // Restart: the startup scan settles the same export again; nothing new.
+    let jr = JournalRun::start(&[w], &db);
+    let (_, outcome) = jr.outcome_for(&exp);
+    assert_eq!(outcome, Enqueued::Duplicate { id, state: GroupState::Completed });
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Completed)]);
+    jr.run.stop();
+}
+
+#[test]
+fn change_after_queued_requeues_with_the_new_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let jr = JournalRun::start(&[watch(&root)], &dir.path().join("j.sqlite3"));
+    let exp = root.join("shot");
+    write_file(&exp.join("shot.mov"), 100);
+    let (_, first) = jr.outcome_for(&exp);
+    let Enqueued::Queued(id) = first else { panic!("{first:?}") };
+    let before = jr.journal.group(id).expect("group");
+    write_file(&exp.join("shot.en.m4a"), 100);
+    jr.run.wait_for("changed", |s| matches!(s, Settle::Changed { .. }));
+    let (_, again) = jr.outcome_for(&exp);
+    let Enqueued::Queued(id2) = again else { panic!("{again:?}") };
+    let after = jr.journal.group(id2).expect("group");
+    assert_eq!(after.files.len(), 2);
+    assert_ne!(before.fingerprint, after.fingerprint);
+    assert_eq!(jr.states().iter().filter(|(_, s)| *s == GroupState::Queued).count(), 1, "{:?}", jr.states());
+    jr.run.stop();
+}
+
+#[test]
+fn unreadable_file_is_rejected_in_the_journal_with_the_os_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let mut w = watch(&root);
+    w.follow_symlinks = true;
+    let jr = JournalRun::start(&[w], &dir.path().join("j.sqlite3"));
+    let exp = root.join("shot");
+    write_file(&exp.join("shot.mov"), 100);
+    std::os::unix::fs::symlink(dir.path().join("gone.m4a"), exp.join("shot.m4a")).expect("symlink");
+    let (_, outcome) = jr.outcome_for(&exp);
+    let Enqueued::Rejected(id) = outcome else { panic!("{outcome:?}") };
+    let summary = jr.journal.summary(id).expect("summary");
+    let error = summary.error.unwrap_or_default();
+    assert!(error.contains("shot.m4a") && error.contains("No such file or directory"), "{error}");
+    jr.run.stop();
+}
+
+#[test]
+fn flat_mode_marker_finishes_its_stem_and_is_not_uploaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let mut w = watch(&root);
+    w.mode = WatchMode::Flat;
+    w.ready_marker = Some("ready".into());
+    let jr = JournalRun::start(&[w], &dir.path().join("j.sqlite3"));
+    write_file(&root.join("clip_L.mov"), 100);
+    write_file(&root.join("clip_R.mov"), 100);
+    write_file(&root.join("other.mov"), 100);
+    let early = jr.run.collect_for(Duration::from_millis(1200));
+    assert!(early.iter().all(|s| !matches!(s, Settle::Settled { .. })), "{early:?}");
+    write_file(&root.join("clip.ready"), 0);
+    let (_, outcome) = jr.outcome_for(&root.join("clip"));
+    let Enqueued::Queued(id) = outcome else { panic!("{outcome:?}") };
+    let g = jr.journal.group(id).expect("group");
+    let mut names: Vec<String> = g.files.iter().map(|f| f.file_name.clone()).collect();
+    names.sort();
+    assert_eq!(names, vec!["clip_L.mov", "clip_R.mov"], "the marker is not uploaded");
+    assert!(jr.states().contains(&("other".to_string(), GroupState::Waiting)), "{:?}", jr.states());
+    jr.run.stop();
+}
+
+#[test]
+fn deleted_while_settling_leaves_no_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let mut w = watch(&root);
+    w.settle = Dur(Duration::from_secs(2));
+    let jr = JournalRun::start(&[w], &dir.path().join("j.sqlite3"));
+    let exp = root.join("shot");
+    write_file(&exp.join("shot.mov"), 10);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+    assert_eq!(jr.states().len(), 1);
+    fs::remove_dir_all(&exp).expect("rm");
+    jr.run.wait_for("vanished", |s| matches!(s, Settle::Vanished { .. }));
+    assert!(jr.states().is_empty(), "{:?}", jr.states());
+    jr.run.stop();
+}
