@@ -18,6 +18,8 @@ pub mod roles;
 pub mod rules;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod proptests;
 
 pub use engine::{
     GroupError, GroupOptions, build_flat_groups, build_flat_groups_with, build_folder_group, build_folder_group_with,

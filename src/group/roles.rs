@@ -267,12 +267,10 @@ pub fn strip_extension(name: &str) -> &str {
     }
 }
 
-/// The lower-case extension of `name`, without the dot ("" when none).
+/// The lower-case text after the last `.` of `name` ("" when there is no dot),
+/// which is what the API's extension rules look at.
 pub fn extension(name: &str) -> String {
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
-        _ => String::new(),
-    }
+    name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default()
 }
 
 /// Remove a case-insensitive `suffix` from `s`, keeping a non-empty rest.

@@ -158,7 +158,8 @@ pub fn check(group: &UploadGroup) -> Vec<Violation> {
         let aivu = group.files.iter().any(|f| f.role == FileRole::Video && extension(&f.file_name) == "aivu");
         let aime = !named(FileRole::Aime).is_empty();
         let fcpxmld = !named(FileRole::Fcpxmld).is_empty();
-        if !aivu && !(aime && fcpxmld) {
+        let satisfied = aivu || (aime && fcpxmld);
+        if !satisfied {
             let missing = match (aime, fcpxmld) {
                 (false, false) => "an .aime file and an .fcpxmld bundle",
                 (true, false) => "an .fcpxmld bundle",
