@@ -14,12 +14,12 @@ pub mod bundle;
 mod engine;
 pub mod language;
 pub mod layout;
+#[cfg(test)]
+mod proptests;
 pub mod roles;
 pub mod rules;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod proptests;
 
 pub use engine::{
     GroupError, GroupOptions, build_flat_groups, build_flat_groups_with, build_folder_group, build_folder_group_with,

@@ -78,9 +78,8 @@ const EXTS: &[&str] = &["mov", "MOV", "mp4", "aivu", "AIVU", "m4a", "srt", "SRT"
 const TAGS: &[&str] = &["en", "EN", "de", "sw", "en-US", "pt_BR", "xx", "zxx", "eng", ""];
 
 fn arb_name() -> impl Strategy<Value = String> {
-    (prop::sample::select(vec!["Shot", "shot left", "Ünï 東京", ""]), prop::sample::select(EXTS.to_vec())).prop_map(
-        |(stem, ext)| if ext.is_empty() { stem.to_string() } else { format!("{stem}.{ext}") },
-    )
+    (prop::sample::select(vec!["Shot", "shot left", "Ünï 東京", ""]), prop::sample::select(EXTS.to_vec()))
+        .prop_map(|(stem, ext)| if ext.is_empty() { stem.to_string() } else { format!("{stem}.{ext}") })
 }
 
 fn arb_file() -> impl Strategy<Value = GroupFile> {
