@@ -552,3 +552,73 @@ fn deleted_while_settling_leaves_no_row() {
     assert!(jr.states().is_empty(), "{:?}", jr.states());
     jr.run.stop();
 }
+
+// ---- the OS watch limit, for real, inside a user namespace -------------------------
+
+const LIMIT_CHILD: &str = "SPATIALGEN_WATCH_LIMIT_CHILD";
+const LIMIT_TEST: &str = "watch::tests::os_watch_limit_falls_back_to_polling";
+
+/// Runs this very test again in a new user namespace whose inotify watch
+/// limit is 8 (`/proc/sys/user/max_inotify_watches` is per namespace, so the
+/// machine's limit is untouched): once with the limit hit by the first
+/// watch, once with it hit later by new subfolders.
+#[test]
+fn os_watch_limit_falls_back_to_polling() {
+    if let Ok(scenario) = std::env::var(LIMIT_CHILD) {
+        limit_child(&scenario);
+        return;
+    }
+    let userns = std::process::Command::new("unshare")
+        .args(["-Ur", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !userns {
+        // Without user namespaces the limit could only be lowered for the
+        // whole machine, which a test must not do.
+        eprintln!("skipped: unshare -U is not available here");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    for scenario in ["startup", "later"] {
+        let out = std::process::Command::new("unshare")
+            .args(["-Ur", "sh", "-c", "echo 8 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""])
+            .arg(&exe)
+            .args(["--exact", LIMIT_TEST, "--nocapture", "--test-threads=1"])
+            .env(LIMIT_CHILD, scenario)
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{scenario}: {}\n{stdout}\n{stderr}", out.status);
+        assert!(stdout.contains(&format!("limit-child-ok {scenario}")), "{scenario}: {stdout}\n{stderr}");
+    }
+}
+
+fn limit_child(scenario: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let before = if scenario == "startup" { 20 } else { 1 };
+    for i in 0..before {
+        write_file(&root.join(format!("old{i}/v.mov")), 1);
+    }
+    let run = Run::start(&[watch(root)]);
+    let mut want: Vec<PathBuf> = (0..before).map(|i| root.join(format!("old{i}"))).collect();
+    if scenario == "startup" {
+        assert_eq!(WatchStats::get(&run.stats().fallbacks), 1, "the first watch hit the limit");
+        assert_eq!(WatchStats::get(&run.stats().polling), 1);
+    } else {
+        assert_eq!(WatchStats::get(&run.stats().polling), 0, "native at first");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..15 {
+        let exp = root.join(format!("new{i}"));
+        write_file(&exp.join("sub/v.mov"), 1);
+        want.push(exp);
+    }
+    run.wait_all_settled(&want);
+    assert_eq!(WatchStats::get(&run.stats().fallbacks), 1, "{scenario}: fell back once");
+    assert_eq!(WatchStats::get(&run.stats().polling), 1, "{scenario}: now polling");
+    run.stop();
+    println!("limit-child-ok {scenario}");
+}
