@@ -1,1 +1,4 @@
 //! (module under construction)
+
+pub mod retry;
+pub mod stream;
