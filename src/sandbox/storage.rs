@@ -1,0 +1,346 @@
+//! The object storage behind presigned URLs: S3-style answers, streamed writes.
+//!
+//! A URL is `STORAGE/objects/<uploadId>` (single_put) or
+//! `STORAGE/objects/<uploadId>/parts/<n>` (multipart), with
+//! `X-Expires` (Unix seconds), `X-Serial` and `X-Signature`, the hex
+//! HMAC-SHA256 of `PUT\n<path>\n<expires>\n<serial>` under the server's secret.
+//!
+//! A PUT body goes to disk as it arrives: collected into 1 MiB buffers, each
+//! hashed (MD5) and written at its place in the upload's object file on the
+//! blocking pool while the next one fills. So a PUT holds at most two
+//! buffers, whatever the part size, and hashing overlaps receiving.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use hmac::{Hmac, Mac};
+use md5::Digest;
+use sha2::Sha256;
+use tokio::task::JoinHandle;
+
+use super::faults::Fault;
+use super::{
+    ConnAbort, FileStatus, KEY_HEADER, SandboxError, SessionStatus, Shared, ViolationKind, expire_if_due, lock,
+};
+
+type Sh = Arc<Shared>;
+
+/// Bytes per disk write (and per MD5 update).
+const CHUNK: usize = 1 << 20;
+
+pub(crate) fn router(shared: Sh) -> Router {
+    Router::new()
+        .route("/objects/{upload}", put(put_single))
+        .route("/objects/{upload}/parts/{part}", put(put_part))
+        .fallback(fallback)
+        .with_state(shared)
+}
+
+/// The path of the URL for one upload (and part, for multipart).
+pub(crate) fn object_path(upload_id: &str, part: Option<u64>) -> String {
+    match part {
+        None => format!("/objects/{upload_id}"),
+        Some(n) => format!("/objects/{upload_id}/parts/{n}"),
+    }
+}
+
+fn mac(sh: &Shared, path: &str, expires: i64, serial: u64) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&sh.secret).expect("HMAC accepts a key of any length");
+    mac.update(format!("PUT\n{path}\n{expires}\n{serial}").as_bytes());
+    mac
+}
+
+/// A presigned PUT URL for `path`, valid until `expires` (Unix seconds).
+pub(crate) fn presign(sh: &Shared, path: &str, expires: i64) -> String {
+    let serial = sh.url_serial.fetch_add(1, Ordering::SeqCst);
+    let sig = hex::encode(mac(sh, path, expires, serial).finalize().into_bytes());
+    format!("{}{path}?X-Expires={expires}&X-Serial={serial}&X-Signature={sig}", sh.storage_url)
+}
+
+/// Signature first (a forged URL learns nothing about expiry), then expiry.
+fn verify(sh: &Shared, path: &str, query: Option<&str>) -> Result<(), SandboxError> {
+    let (mut expires, mut serial, mut sig) = (None, None, None);
+    for kv in query.unwrap_or_default().split('&') {
+        match kv.split_once('=') {
+            Some(("X-Expires", v)) => expires = v.parse::<i64>().ok(),
+            Some(("X-Serial", v)) => serial = v.parse::<u64>().ok(),
+            Some(("X-Signature", v)) => sig = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(expires), Some(serial), Some(sig)) = (expires, serial, sig) else {
+        return Err(SandboxError::BadSignature);
+    };
+    mac(sh, path, expires, serial).verify_slice(&sig).map_err(|_| SandboxError::BadSignature)?;
+    let expired_at = jiff::Timestamp::from_second(expires).map_err(|_| SandboxError::BadSignature)?;
+    if serial < sh.min_serial.load(Ordering::SeqCst) || sh.now() >= expired_at {
+        return Err(SandboxError::UrlExpired);
+    }
+    Ok(())
+}
+
+async fn put_single(State(sh): State<Sh>, Path(upload): Path<String>, req: Request) -> Response {
+    handle(sh, upload, None, req).await
+}
+
+async fn put_part(State(sh): State<Sh>, Path((upload, part)): Path<(String, String)>, req: Request) -> Response {
+    handle(sh, upload, Some(part), req).await
+}
+
+async fn fallback(State(sh): State<Sh>, req: Request) -> Response {
+    let resp = SandboxError::BadSignature.into_response();
+    tracing::debug!(method = %req.method(), path = %req.uri().path(), "storage: no such object");
+    count(&sh, resp.status(), 0);
+    resp
+}
+
+fn count(sh: &Shared, status: StatusCode, bytes: u64) {
+    let mut stats = lock(&sh.stats);
+    *stats.storage.entry(status.as_u16()).or_default() += 1;
+    stats.put_bytes += bytes;
+    if status == StatusCode::FORBIDDEN {
+        stats.forbidden += 1;
+    }
+}
+
+async fn handle(sh: Sh, upload: String, part: Option<String>, req: Request) -> Response {
+    lock(&sh.stats).storage_puts += 1;
+    let path = req.uri().path().to_string();
+    let mut received = 0u64;
+    let r = put_object(&sh, &upload, part.as_deref(), req, &mut received).await;
+    let resp = r.unwrap_or_else(IntoResponse::into_response);
+    // The query string holds the signature: log the path only.
+    tracing::debug!(%path, status = resp.status().as_u16(), bytes = received, "storage PUT");
+    count(&sh, resp.status(), received);
+    resp
+}
+
+/// What a PUT needs to know about its target, read under the state lock.
+struct Target {
+    part: u64,
+    expected: u64,
+    offset: u64,
+    object: std::path::PathBuf,
+    part_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn target(sh: &Shared, upload: &str, part: Option<&str>) -> Result<Target, SandboxError> {
+    let now = sh.now();
+    let mut guard = lock(&sh.state);
+    let st = &mut *guard;
+    let (session_id, i) = st.uploads.get(upload).cloned().ok_or(SandboxError::NoSuchUpload)?;
+    let s = st.sessions.get_mut(&session_id).ok_or(SandboxError::NoSuchUpload)?;
+    expire_if_due(s, now);
+    if s.status != SessionStatus::Pending {
+        return Err(SandboxError::NoSuchUpload);
+    }
+    let f = s.files.get_mut(i).ok_or(SandboxError::NoSuchUpload)?;
+    if !matches!(f.status, FileStatus::Pending | FileStatus::Uploading) {
+        return Err(SandboxError::NoSuchUpload);
+    }
+    let n = match part {
+        None => 1,
+        Some(p) => p.parse::<u64>().map_err(|_| SandboxError::BadSignature)?,
+    };
+    if n == 0 || n > f.total_parts || (part.is_none() != f.single_put()) {
+        // A signed URL always names a real part; this is a URL of another shape.
+        return Err(SandboxError::BadSignature);
+    }
+    let (start, end) = f.part_range(n);
+    Ok(Target {
+        part: n,
+        expected: end - start + 1,
+        offset: start,
+        object: f.object.clone(),
+        part_lock: f.part_locks.entry(n).or_default().clone(),
+    })
+}
+
+/// Forget or record a part's MD5; `Err` if the upload went away meanwhile.
+fn set_part(sh: &Shared, upload: &str, part: u64, md5: Option<[u8; 16]>) -> Result<(), SandboxError> {
+    let mut guard = lock(&sh.state);
+    let st = &mut *guard;
+    let (session_id, i) = st.uploads.get(upload).cloned().ok_or(SandboxError::NoSuchUpload)?;
+    let s = st.sessions.get_mut(&session_id).ok_or(SandboxError::NoSuchUpload)?;
+    let f = s.files.get_mut(i).ok_or(SandboxError::NoSuchUpload)?;
+    if s.status != SessionStatus::Pending || !matches!(f.status, FileStatus::Pending | FileStatus::Uploading) {
+        return Err(SandboxError::NoSuchUpload);
+    }
+    match md5 {
+        None => {
+            f.parts.remove(&part);
+        }
+        Some(md5) => {
+            f.parts.insert(part, md5);
+            f.status = FileStatus::Uploading;
+        }
+    }
+    Ok(())
+}
+
+async fn put_object(
+    sh: &Shared,
+    upload: &str,
+    part: Option<&str>,
+    req: Request,
+    received: &mut u64,
+) -> Result<Response, SandboxError> {
+    let (parts, body) = req.into_parts();
+    if parts.headers.contains_key(KEY_HEADER) {
+        sh.violation(
+            ViolationKind::KeyOnStoragePut,
+            format!("storage PUT {} carried the {KEY_HEADER} header", parts.uri.path()),
+        );
+    }
+    verify(sh, parts.uri.path(), parts.uri.query())?;
+    let length = match parts.headers.get("content-length") {
+        _ if parts.headers.contains_key("transfer-encoding") => return Err(SandboxError::MissingContentLength),
+        None => return Err(SandboxError::MissingContentLength),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| SandboxError::StorageBadRequest("Content-Length is not a number".into()))?,
+    };
+    let t = target(sh, upload, part)?;
+    if length != t.expected {
+        return Err(SandboxError::StorageBadRequest(format!(
+            "Content-Length {length} does not match the size of part {} ({} bytes)",
+            t.part, t.expected
+        )));
+    }
+    let (latency, fault) = {
+        let mut f = lock(&sh.faults);
+        let fault = f.put();
+        (f.faults.latency, fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut stream = body.into_data_stream();
+    match fault {
+        Some(Fault::Put5xx) => {
+            sh.count_fault(Fault::Put5xx);
+            while let Some(Ok(b)) = stream.next().await {
+                *received += b.len() as u64;
+            }
+            return Err(SandboxError::StorageInternal);
+        }
+        Some(Fault::Reset) => {
+            sh.count_fault(Fault::Reset);
+            while *received < t.expected.div_ceil(2) {
+                match stream.next().await {
+                    Some(Ok(b)) => *received += b.len() as u64,
+                    _ => break,
+                }
+            }
+            lock(&sh.stats).put_bytes += *received;
+            *received = 0;
+            if let Some(abort) = parts.extensions.get::<ConnAbort>() {
+                abort.abort();
+            }
+            // The connection task drops this future together with the connection.
+            std::future::pending::<()>().await;
+            return Err(SandboxError::StorageInternal);
+        }
+        _ => {}
+    }
+
+    let _serial = t.part_lock.clone().lock_owned().await;
+    // From here the part's old bytes are being replaced: its old ETag is void.
+    set_part(sh, upload, t.part, None)?;
+    let mut file = std::fs::OpenOptions::new().write(true).open(&t.object).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SandboxError::NoSuchUpload,
+        _ => SandboxError::Internal(format!("cannot open object: {e}")),
+    })?;
+    file.seek(SeekFrom::Start(t.offset)).map_err(|e| SandboxError::Internal(format!("cannot seek object: {e}")))?;
+    let mut pipe = Pipeline::new(file);
+    while let Some(frame) = stream.next().await {
+        let mut bytes =
+            frame.map_err(|e| SandboxError::StorageBadRequest(format!("the request body ended early: {e}")))?;
+        *received += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let take = (CHUNK - pipe.buf.len()).min(bytes.len());
+            pipe.buf.extend_from_slice(&bytes.split_to(take));
+            if pipe.buf.len() == CHUNK {
+                pipe.flush().await?;
+            }
+        }
+    }
+    if *received != t.expected {
+        return Err(SandboxError::StorageBadRequest(format!(
+            "the body had {} bytes; part {} has {}",
+            *received, t.part, t.expected
+        )));
+    }
+    let md5 = pipe.finish().await?;
+    set_part(sh, upload, t.part, Some(md5))?;
+    let mut etag = md5;
+    if fault == Some(Fault::CorruptEtag) {
+        sh.count_fault(Fault::CorruptEtag);
+        etag[0] ^= 0xff;
+    }
+    Ok((StatusCode::OK, [("etag", format!("\"{}\"", hex::encode(etag)))]).into_response())
+}
+
+/// The file and running MD5, owned by whichever side currently holds them.
+struct Sink {
+    file: std::fs::File,
+    md5: md5::Md5,
+}
+
+/// Double buffering: `buf` fills while the previous buffer is hashed and
+/// written on the blocking pool.
+struct Pipeline {
+    buf: BytesMut,
+    sink: Option<Sink>,
+    job: Option<JoinHandle<std::io::Result<(Sink, BytesMut)>>>,
+}
+
+impl Pipeline {
+    fn new(file: std::fs::File) -> Pipeline {
+        Pipeline { buf: BytesMut::with_capacity(CHUNK), sink: Some(Sink { file, md5: md5::Md5::new() }), job: None }
+    }
+
+    /// Wait for the running write, if any; returns the sink and a spare buffer.
+    async fn settle(&mut self) -> Result<(Sink, BytesMut), SandboxError> {
+        match self.job.take() {
+            Some(job) => job
+                .await
+                .map_err(|e| SandboxError::Internal(format!("write task failed: {e}")))?
+                .map_err(|e| SandboxError::Internal(format!("cannot write object: {e}"))),
+            None => {
+                let sink = self.sink.take().ok_or_else(|| SandboxError::Internal("sink lost".into()))?;
+                Ok((sink, BytesMut::with_capacity(CHUNK)))
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), SandboxError> {
+        let (mut sink, spare) = self.settle().await?;
+        let mut full = std::mem::replace(&mut self.buf, spare);
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            sink.md5.update(&full);
+            sink.file.write_all(&full)?;
+            full.clear();
+            Ok((sink, full))
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<[u8; 16], SandboxError> {
+        if !self.buf.is_empty() {
+            self.flush().await?;
+        }
+        let (sink, _) = self.settle().await?;
+        Ok(sink.md5.finalize().into())
+    }
+}
