@@ -21,6 +21,8 @@ pub mod error;
 pub mod model;
 
 #[cfg(test)]
+mod sandbox_tests;
+#[cfg(test)]
 pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
