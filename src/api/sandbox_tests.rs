@@ -42,7 +42,7 @@ async fn env(key: Option<&str>) -> Env {
 
 /// Deterministic, non-repeating-looking bytes.
 fn write_file(dir: &Path, name: &str, len: usize, seed: u8) -> PathBuf {
-    let data: Vec<u8> = (0..len).map(|i| ((i as u64 * 2654435761 >> 7) as u8) ^ seed ^ (i >> 16) as u8).collect();
+    let data: Vec<u8> = (0..len).map(|i| (((i as u64 * 2654435761) >> 7) as u8) ^ seed ^ (i >> 16) as u8).collect();
     let path = dir.join(name);
     std::fs::write(&path, data).unwrap();
     path
