@@ -190,7 +190,8 @@ pub fn scrub(text: &str, key: &str) -> String {
     while let Some(start) = find_url(rest) {
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
-        let end = tail.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')')).unwrap_or(tail.len());
+        let end =
+            tail.find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')')).unwrap_or(tail.len());
         out.push_str(&redact_url(&tail[..end]));
         rest = &tail[end..];
     }

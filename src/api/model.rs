@@ -358,10 +358,8 @@ fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
     match Option::<Id>::deserialize(d)? {
         None => Ok(None),
         Some(Id::N(n)) => Ok(Some(n)),
-        Some(Id::S(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("libraryId {s:?} is not a number"))),
+        Some(Id::S(s)) => {
+            s.trim().parse().map(Some).map_err(|_| serde::de::Error::custom(format!("libraryId {s:?} is not a number")))
+        }
     }
 }
