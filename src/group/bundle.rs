@@ -155,8 +155,7 @@ fn zip_into<W: Write + Seek>(entries: &[BundleEntry], sink: W) -> Result<W, Faul
     let mut buf = vec![0u8; 256 * 1024];
     for e in entries {
         if e.is_dir {
-            zip.add_directory(e.zip_name.as_str(), base.unix_permissions(0o755))
-                .map_err(|z| Fault::Write(z.into()))?;
+            zip.add_directory(e.zip_name.as_str(), base.unix_permissions(0o755)).map_err(|z| Fault::Write(z.into()))?;
             continue;
         }
         let mut file = File::open(&e.path).map_err(|err| Fault::Read(e.path.clone(), err))?;

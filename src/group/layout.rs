@@ -42,20 +42,23 @@ fn line_of(text: &str, offset: usize) -> usize {
 pub fn parse_sidecar(text: &str) -> (Sidecar, Vec<Violation>) {
     use toml::de::DeValue;
     let mut out = Sidecar::default();
-    let mut problems = Vec::new();
+    let mut problems: Vec<(usize, Violation)> = Vec::new();
     let mut bad = |line: usize, msg: String| {
-        problems.push(Violation {
-            rule: SIDECAR_RULE,
-            file: Some(SIDECAR_NAME.to_string()),
-            message: format!("line {line}: {msg}"),
-        })
+        problems.push((
+            line,
+            Violation {
+                rule: SIDECAR_RULE,
+                file: Some(SIDECAR_NAME.to_string()),
+                message: format!("line {line}: {msg}"),
+            },
+        ))
     };
     let doc = match toml::de::DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
             let line = e.span().map_or(1, |s| line_of(text, s.start));
             bad(line, format!("not valid TOML: {}", e.message().trim()));
-            return (out, problems);
+            return (out, problems.into_iter().map(|(_, v)| v).collect());
         }
     };
     for (key, value) in doc.get_ref().iter() {
@@ -94,7 +97,9 @@ pub fn parse_sidecar(text: &str) -> (Sidecar, Vec<Violation>) {
             bad(line, msg);
         }
     }
-    (out, problems)
+    // The table iterates by key; report in the order of the file.
+    problems.sort_by_key(|(line, _)| *line);
+    (out, problems.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Read `<folder>/spatialgen.toml` if it is there. A sidecar that cannot be
@@ -136,7 +141,8 @@ pub fn resolve(watch: &WatchConfig, sidecar: &Sidecar, files: &[GroupFile]) -> (
         LayoutChoice::Fixed(l) => l,
         LayoutChoice::Auto => infer_layout(files, watch.default_layout),
     };
-    let perspective = sidecar.perspective.unwrap_or(if layout == Layout::Aiv { Perspective::D180 } else { watch.perspective });
+    let perspective =
+        sidecar.perspective.unwrap_or(if layout == Layout::Aiv { Perspective::D180 } else { watch.perspective });
     (layout, perspective)
 }
 
@@ -192,7 +198,8 @@ mod tests {
             ..Sidecar::default()
         };
         let none = side(None, None);
-        let rows: Vec<(&WatchConfig, Sidecar, &Vec<GroupFile>, (Layout, Perspective))> = vec![
+        type Row<'a> = (&'a WatchConfig, Sidecar, &'a Vec<GroupFile>, (Layout, Perspective));
+        let rows: Vec<Row> = vec![
             (&auto, none.clone(), &lr, (Layout::Separate, Perspective::Regular)),
             (&auto, none.clone(), &aivu, (Layout::Aiv, Perspective::D180)),
             (&fixed, none.clone(), &lr, (Layout::Tb, Perspective::D360)),

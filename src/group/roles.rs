@@ -38,8 +38,15 @@ pub const DEFAULT_VIDEO_RIGHT: &[&str] =
 pub const DEFAULT_VIDEO: &[&str] = &["*.mov", "*.mp4", "*.aivu"];
 /// `.m4a` anywhere; `.mp4` only inside an `audio/` folder or with an `_audio`
 /// stem (optionally followed by a language tag).
-pub const DEFAULT_AUDIO: &[&str] =
-    &["*.m4a", "**/audio/*.mp4", "*_audio.mp4", "*_audio.*.mp4", "*_audio_??.mp4", "*_audio_??-*.mp4", "*_audio_zxx.mp4"];
+pub const DEFAULT_AUDIO: &[&str] = &[
+    "*.m4a",
+    "**/audio/*.mp4",
+    "*_audio.mp4",
+    "*_audio.*.mp4",
+    "*_audio_??.mp4",
+    "*_audio_??-*.mp4",
+    "*_audio_zxx.mp4",
+];
 pub const DEFAULT_SUBTITLE: &[&str] = &["*.srt"];
 pub const DEFAULT_AIME: &[&str] = &["*.aime"];
 /// A zipped bundle, or a `.fcpxmld` bundle directory which the agent zips itself.
@@ -106,14 +113,19 @@ impl Patterns {
             }
         }
         let build = |b: GlobSetBuilder| {
-            b.build().map_err(|e| GroupError::Pattern { role: key, pattern: patterns.join(", "), message: e.to_string() })
+            b.build().map_err(|e| GroupError::Pattern {
+                role: key,
+                pattern: patterns.join(", "),
+                message: e.to_string(),
+            })
         };
         Ok(Patterns { name: build(name)?, path: build(path)? })
     }
 
     fn is_match(&self, rel_path: &str) -> bool {
         let file_name = rel_path.rsplit('/').next().unwrap_or(rel_path);
-        self.name.is_match_candidate(&Candidate::new(file_name)) || self.path.is_match_candidate(&Candidate::new(rel_path))
+        self.name.is_match_candidate(&Candidate::new(file_name))
+            || self.path.is_match_candidate(&Candidate::new(rel_path))
     }
 }
 
@@ -255,12 +267,10 @@ pub fn strip_extension(name: &str) -> &str {
     }
 }
 
-/// The lower-case extension of `name`, without the dot ("" when none).
+/// The lower-case text after the last `.` of `name` ("" when there is no dot),
+/// which is what the API's extension rules look at.
 pub fn extension(name: &str) -> String {
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
-        _ => String::new(),
-    }
+    name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default()
 }
 
 /// Remove a case-insensitive `suffix` from `s`, keeping a non-empty rest.

@@ -31,12 +31,18 @@ pub const API_RULES: &[Rule] = &[
     Rule { id: "files-required", summary: "a group has at least one file" },
     Rule { id: "file-name-required", summary: "every file has a name" },
     Rule { id: "empty-file", summary: "sizeBytes is a positive integer" },
-    Rule { id: "separate-needs-left-and-right", summary: "layout Separate: exactly one video_left and one video_right" },
+    Rule {
+        id: "separate-needs-left-and-right",
+        summary: "layout Separate: exactly one video_left and one video_right",
+    },
     Rule { id: "separate-no-plain-video", summary: "layout Separate: no video file" },
     Rule { id: "needs-exactly-one-video", summary: "every layout but Separate: exactly one video file" },
     Rule { id: "eye-files-need-separate", summary: "video_left/video_right only with layout Separate" },
     Rule { id: "aiv-needs-180", summary: "layout AIV: perspective 180" },
-    Rule { id: "aiv-needs-aivu-or-aime-and-fcpxmld", summary: "layout AIV: an .aivu video, or both an aime and an fcpxmld file" },
+    Rule {
+        id: "aiv-needs-aivu-or-aime-and-fcpxmld",
+        summary: "layout AIV: an .aivu video, or both an aime and an fcpxmld file",
+    },
     Rule { id: "extension-not-allowed", summary: "each role accepts certain extensions" },
     Rule { id: "at-most-one-aime", summary: "at most one aime file" },
     Rule { id: "at-most-one-fcpxmld", summary: "at most one fcpxmld file" },
@@ -102,8 +108,7 @@ pub fn check(group: &UploadGroup) -> Vec<Violation> {
         for (eyes, role, example) in [(&lefts, "video_left", "Shot_L.mov"), (&rights, "video_right", "Shot_R.mov")] {
             if eyes.len() != 1 {
                 let which = if role == "video_left" { "left" } else { "right" };
-                let found =
-                    if eyes.is_empty() { "found none".to_string() } else { format!("found {}", list(eyes)) };
+                let found = if eyes.is_empty() { "found none".to_string() } else { format!("found {}", list(eyes)) };
                 out.push(v(
                     "separate-needs-left-and-right",
                     None,
@@ -153,7 +158,8 @@ pub fn check(group: &UploadGroup) -> Vec<Violation> {
         let aivu = group.files.iter().any(|f| f.role == FileRole::Video && extension(&f.file_name) == "aivu");
         let aime = !named(FileRole::Aime).is_empty();
         let fcpxmld = !named(FileRole::Fcpxmld).is_empty();
-        if !aivu && !(aime && fcpxmld) {
+        let satisfied = aivu || (aime && fcpxmld);
+        if !satisfied {
             let missing = match (aime, fcpxmld) {
                 (false, false) => "an .aime file and an .fcpxmld bundle",
                 (true, false) => "an .fcpxmld bundle",
@@ -219,7 +225,10 @@ pub fn check(group: &UploadGroup) -> Vec<Violation> {
                     out.push(v(
                         "language-region",
                         file,
-                        format!("SpatialGen takes language-only tags; use {:?} instead of {tag:?}", super::language::primary_subtag(&tag)),
+                        format!(
+                            "SpatialGen takes language-only tags; use {:?} instead of {tag:?}",
+                            super::language::primary_subtag(&tag)
+                        ),
                     ));
                 } else if tag == NO_LANGUAGE && f.role != FileRole::Audio {
                     out.push(v(
@@ -323,16 +332,36 @@ mod tests {
                 group(Separate, reg, vec![f("Shot_L.mov", VideoLeft, None)]),
                 group(Separate, reg, lr()),
             ),
-            ("separate-no-plain-video", group(Separate, reg, with(lr(), f("x.mov", Video, None))), group(Separate, reg, lr())),
+            (
+                "separate-no-plain-video",
+                group(Separate, reg, with(lr(), f("x.mov", Video, None))),
+                group(Separate, reg, lr()),
+            ),
             ("needs-exactly-one-video", group(Sbs, reg, with(one(), f("b.mp4", Video, None))), group(Sbs, reg, one())),
-            ("eye-files-need-separate", group(TwoD, reg, with(one(), f("a_L.mov", VideoLeft, None))), group(TwoD, reg, one())),
-            ("aiv-needs-180", group(Aiv, reg, vec![f("a.aivu", Video, None)]), group(Aiv, d180, vec![f("a.aivu", Video, None)])),
+            (
+                "eye-files-need-separate",
+                group(TwoD, reg, with(one(), f("a_L.mov", VideoLeft, None))),
+                group(TwoD, reg, one()),
+            ),
+            (
+                "aiv-needs-180",
+                group(Aiv, reg, vec![f("a.aivu", Video, None)]),
+                group(Aiv, d180, vec![f("a.aivu", Video, None)]),
+            ),
             (
                 "aiv-needs-aivu-or-aime-and-fcpxmld",
                 group(Aiv, d180, vec![f("a.mov", Video, None), f("a.aime", Aime, None)]),
-                group(Aiv, d180, vec![f("a.mov", Video, None), f("a.aime", Aime, None), f("a.fcpxmld.zip", Fcpxmld, None)]),
+                group(
+                    Aiv,
+                    d180,
+                    vec![f("a.mov", Video, None), f("a.aime", Aime, None), f("a.fcpxmld.zip", Fcpxmld, None)],
+                ),
             ),
-            ("extension-not-allowed", group(Tb, reg, vec![f("a.mkv", Video, None)]), group(Tb, reg, vec![f("a.MP4", Video, None)])),
+            (
+                "extension-not-allowed",
+                group(Tb, reg, vec![f("a.mkv", Video, None)]),
+                group(Tb, reg, vec![f("a.MP4", Video, None)]),
+            ),
             (
                 "at-most-one-aime",
                 group(Mvhevc, reg, with(with(one(), f("a.aime", Aime, None)), f("b.aime", Aime, None))),
@@ -343,11 +372,31 @@ mod tests {
                 group(Mvhevc, reg, with(with(one(), f("a.zip", Fcpxmld, None)), f("b.fcpxmld.zip", Fcpxmld, None))),
                 group(Mvhevc, reg, with(one(), f("a.zip", Fcpxmld, None))),
             ),
-            ("language-required", group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, None))), group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("en"))))),
-            ("language-not-allowed", group(Mvhevc, reg, vec![f("a.mov", Video, Some("en"))]), group(Mvhevc, reg, one())),
-            ("language-region", group(Mvhevc, reg, with(one(), f("a.m4a", Audio, Some("en-us")))), group(Mvhevc, reg, with(one(), f("a.m4a", Audio, Some("EN"))))),
-            ("language-unsupported", group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("xx")))), group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("sw"))))),
-            ("zxx-audio-only", group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("zxx")))), group(Mvhevc, reg, with(one(), f("a.m4a", Audio, Some("zxx"))))),
+            (
+                "language-required",
+                group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, None))),
+                group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("en")))),
+            ),
+            (
+                "language-not-allowed",
+                group(Mvhevc, reg, vec![f("a.mov", Video, Some("en"))]),
+                group(Mvhevc, reg, one()),
+            ),
+            (
+                "language-region",
+                group(Mvhevc, reg, with(one(), f("a.m4a", Audio, Some("en-us")))),
+                group(Mvhevc, reg, with(one(), f("a.m4a", Audio, Some("EN")))),
+            ),
+            (
+                "language-unsupported",
+                group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("xx")))),
+                group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("sw")))),
+            ),
+            (
+                "zxx-audio-only",
+                group(Mvhevc, reg, with(one(), f("a.srt", Subtitle, Some("zxx")))),
+                group(Mvhevc, reg, with(one(), f("a.m4a", Audio, Some("zxx")))),
+            ),
         ];
         let mut covered: Vec<&str> = Vec::new();
         for (rule, bad, good) in &rows {
@@ -424,12 +473,20 @@ mod tests {
 
     #[test]
     fn messages_name_files_and_fixes() {
-        let g = group(Mvhevc, Some(Perspective::Regular), vec![f("a.mov", Video, None), f("subs/x.srt", Subtitle, Some("xx"))]);
+        let g = group(
+            Mvhevc,
+            Some(Perspective::Regular),
+            vec![f("a.mov", Video, None), f("subs/x.srt", Subtitle, Some("xx"))],
+        );
         let vs = check(&g);
         assert_eq!(vs.len(), 1);
         assert_eq!(vs[0].file.as_deref(), Some("subs/x.srt"));
         assert!(vs[0].message.contains("\"xx\"") && vs[0].message.contains("en es fr"), "{}", vs[0].message);
-        let g = group(Separate, Some(Perspective::Regular), vec![f("A_L.mov", VideoLeft, None), f("B_L.mov", VideoLeft, None)]);
+        let g = group(
+            Separate,
+            Some(Perspective::Regular),
+            vec![f("A_L.mov", VideoLeft, None), f("B_L.mov", VideoLeft, None)],
+        );
         let text: Vec<String> = check(&g).iter().map(|v| v.to_string()).collect();
         assert!(text.iter().any(|t| t.contains("found A_L.mov and B_L.mov")), "{text:?}");
         assert!(text.iter().any(|t| t.contains("right-eye") && t.contains("found none")), "{text:?}");
@@ -437,7 +494,11 @@ mod tests {
 
     #[test]
     fn validate_keeps_agent_rules_and_rederives_api_rules() {
-        let mut g = group(TwoD, Some(Perspective::Regular), vec![f("a_L.mov", VideoLeft, None), f("a_R.mov", VideoRight, None)]);
+        let mut g = group(
+            TwoD,
+            Some(Perspective::Regular),
+            vec![f("a_L.mov", VideoLeft, None), f("a_R.mov", VideoRight, None)],
+        );
         g.violations.push(Violation { rule: "unmatched-file", file: Some("notes.txt".into()), message: "x".into() });
         validate(&mut g);
         assert!(g.violations.iter().any(|v| v.rule == "eye-files-need-separate"));
