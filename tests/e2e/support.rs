@@ -190,3 +190,38 @@ pub fn wait_for_blocking(limit: Duration, what: &str, mut cond: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Output of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl World {
+    /// A second config beside the first, with its own journal (for a
+    /// separate agent process against the same sandbox).
+    pub fn config_with_journal(&self, name: &str, upload_extra: &str) -> (PathBuf, PathBuf) {
+        let journal = self.dir.path().join(format!("state-{name}/journal.sqlite3"));
+        let config = self.dir.path().join(format!("agent-{name}.toml"));
+        let text = format!(
+            "[api]\nendpoint = \"{}\"\napi_key_env = \"E2E_SPATIALGEN_KEY\"\n\n[journal]\npath = \"{}\"\n\n\
+             [upload]\nretry_base = \"20ms\"\nretry_cap = \"200ms\"\nretry_attempts = 30\n{upload_extra}\n",
+            self.sandbox.base_url(),
+            journal.display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        (config, journal)
+    }
+
+    /// Run `spatialgen-sync ARGS` to its end (async, so the in-process sandbox keeps serving).
+    pub async fn run(&self, key: &str, args: &[&str]) -> Run {
+        let out = tokio::process::Command::from(self.command(key)).args(args).output().await.expect("binary runs");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
