@@ -78,7 +78,8 @@ impl Shared {
             }
         }
         if let Some(dir) = &self.cfg.upload.receipt_dir {
-            let path = finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
+            let path =
+                finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
             tracing::debug!(group = id, receipt = %path.display(), "receipt written");
         }
         finish::remove_staged(&g);
@@ -122,11 +123,14 @@ pub async fn cancel_now(
     if let (Some(session), true) =
         (&g.session_id, matches!(g.state, GroupState::Queued | GroupState::Uploading | GroupState::Failed))
     {
-        let short = RetryPolicy { max_attempts: policy.max_attempts.min(3), budget: Duration::from_secs(20), ..*policy };
+        let short =
+            RetryPolicy { max_attempts: policy.max_attempts.min(3), budget: Duration::from_secs(20), ..*policy };
         let result = match client {
-            Some(c) => with_retries(&short, &CancellationToken::new(), "cancel upload group", |_| c.cancel_group(session))
-                .await
-                .map_err(|e| e.to_string()),
+            Some(c) => {
+                with_retries(&short, &CancellationToken::new(), "cancel upload group", |_| c.cancel_group(session))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             None => Err("no API client".to_string()),
         };
         if let Err(e) = result {
@@ -157,7 +161,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: Arc<Config>, journal: Arc<Journal>, key: ApiKey, opts: EngineOptions) -> Result<Engine, EngineError> {
+    pub fn new(
+        cfg: Arc<Config>,
+        journal: Arc<Journal>,
+        key: ApiKey,
+        opts: EngineOptions,
+    ) -> Result<Engine, EngineError> {
         let client = Client::new(&cfg.api, key)?;
         let policy = RetryPolicy::from_config(&cfg.upload);
         let parts = Arc::new(Semaphore::new(cfg.upload.max_parts_in_flight.max(1)));
@@ -238,7 +247,13 @@ impl Engine {
                 paused_until = None;
             }
             let probing = paused_until.is_some_and(|u| Instant::now() >= u);
-            let limit = if probing { 1 } else if paused_until.is_some() { 0 } else { cfg.max_groups.max(1) };
+            let limit = if probing {
+                1
+            } else if paused_until.is_some() {
+                0
+            } else {
+                cfg.max_groups.max(1)
+            };
             while active.len() < limit {
                 let busy: Vec<GroupId> = active.keys().copied().collect();
                 let next = match only {

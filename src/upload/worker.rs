@@ -13,7 +13,9 @@ use super::finish::{self, check_source, check_sources};
 use super::retry::{RetryError, with_retries};
 use super::stream::{PutOptions, TransferError, put_file_range_with};
 use super::{EngineError, GroupOutcome};
-use crate::api::{ApiError, CompletedPart, ErrorClass, PartUrl, PartUrlsRequest, StartFile, StartGroup, Strategy, redact_url};
+use crate::api::{
+    ApiError, CompletedPart, ErrorClass, PartUrl, PartUrlsRequest, StartFile, StartGroup, Strategy, redact_url,
+};
 use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
 
 /// The API forgets a group this long after it was created.
@@ -266,9 +268,7 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
             // crash): `complete` is idempotent, so ask the last file again.
             let last = g.files.last().ok_or_else(|| Stop::Failed("the group has no files".into()))?;
             let done = complete(ctx, &inner, &session, last).await?;
-            done.ok_or_else(|| {
-                Stop::Failed("every file is completed but the server gave no library id".to_string())
-            })?
+            done.ok_or_else(|| Stop::Failed("every file is completed but the server gave no library id".to_string()))?
         }
     };
     sh.journal.complete_group(id, library_id)?;
@@ -385,17 +385,20 @@ async fn put_part(
     let _permit = permit;
     let sh = &ctx.sh;
     let n = part.part_number;
-    let opts = PutOptions { verify_md5: sh.cfg.upload.verify_etag, progress: Some(sh.sent.clone()), ..Default::default() };
+    let opts =
+        PutOptions { verify_md5: sh.cfg.upload.verify_etag, progress: Some(sh.sent.clone()), ..Default::default() };
     let what = format!("upload part {n} of {}", file.rel_path);
     let mut refreshes = 0;
     loop {
         if url_expiring(&url) || refreshes > 0 {
             let single = file.strategy.as_deref() == Some("single_put");
             let req = if single { PartUrlsRequest::SinglePut } else { PartUrlsRequest::Numbers(vec![n]) };
-            let fresh = ctx.api(&inner, "refresh part URL", |_| sh.client.part_urls(&session, &upload_id, &req)).await?;
-            url = fresh.parts.into_iter().find(|p| p.part_number == n).ok_or_else(|| {
-                Stop::Failed(format!("{}: the server sent no fresh URL for part {n}", file.rel_path))
-            })?;
+            let fresh =
+                ctx.api(&inner, "refresh part URL", |_| sh.client.part_urls(&session, &upload_id, &req)).await?;
+            url =
+                fresh.parts.into_iter().find(|p| p.part_number == n).ok_or_else(|| {
+                    Stop::Failed(format!("{}: the server sent no fresh URL for part {n}", file.rel_path))
+                })?;
             tracing::debug!(group = ctx.id, part = n, url = %redact_url(&url.url), "part URL refreshed");
         }
         let put = with_retries(&sh.policy, &ctx.stop, &what, |_| {

@@ -131,7 +131,10 @@ async fn cancel_and_retry_with_no_agent_running() {
         .spawn()
         .unwrap();
     wait_for(Duration::from_secs(20), "some parts done", || {
-        Journal::open(&w.journal_path).ok().and_then(|j| j.list().ok()).is_some_and(|l| l.iter().any(|g| g.parts_done >= 2))
+        Journal::open(&w.journal_path)
+            .ok()
+            .and_then(|j| j.list().ok())
+            .is_some_and(|l| l.iter().any(|g| g.parts_done >= 2))
     })
     .await;
     up.kill().await.unwrap(); // SIGKILL: no engine runs on the journal any more

@@ -107,14 +107,20 @@ async fn a_fault_storm_completes_every_group_exactly_once() {
         assert_library_matches(&w.sandbox, g.session_id.as_deref().unwrap(), f);
     }
     assert_eq!(w.sandbox.sessions().len(), 5, "no group was created twice");
-    let bad: Vec<_> = w.sandbox.violations().into_iter().filter(|v| format!("{:?}", v.kind) != "EtagMismatch").collect();
+    let bad: Vec<_> =
+        w.sandbox.violations().into_iter().filter(|v| format!("{:?}", v.kind) != "EtagMismatch").collect();
     assert!(bad.is_empty(), "{bad:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_urls_are_refreshed_and_corrupt_etags_caught() {
     let w = World::new(16 * KIB as u64, "max_parts_in_flight = 2").await;
-    w.sandbox.set_faults(Faults { latency: Duration::from_millis(15), corrupt_etag: 0.2, seed: Some(3), ..Faults::default() });
+    w.sandbox.set_faults(Faults {
+        latency: Duration::from_millis(15),
+        corrupt_etag: 0.2,
+        seed: Some(3),
+        ..Faults::default()
+    });
     let journal = w.journal();
     let f = w.export("refresh", &[("v.mov", 400 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
@@ -137,7 +143,10 @@ async fn expired_urls_are_refreshed_and_corrupt_etags_caught() {
     assert!(stats.fault_count("corrupt_etag") > 0);
     let g = journal.group(id).unwrap();
     assert_library_matches(&w.sandbox, g.session_id.as_deref().unwrap(), &f);
-    assert!(w.sandbox.violations().iter().all(|v| format!("{:?}", v.kind) != "EtagMismatch"), "a bad ETag was completed");
+    assert!(
+        w.sandbox.violations().iter().all(|v| format!("{:?}", v.kind) != "EtagMismatch"),
+        "a bad ETag was completed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,8 +252,10 @@ async fn source_change_cancels(change: impl FnOnce(&std::path::Path), expect: &s
     wait_for(Duration::from_secs(20), "some parts done", || j.summary(id).unwrap().parts_done >= 2).await;
     change(&f.join("v.mov"));
     let j = journal.clone();
-    wait_for(Duration::from_secs(10), "the group to be canceled", || j.group(id).unwrap().state == GroupState::Canceled)
-        .await;
+    wait_for(Duration::from_secs(10), "the group to be canceled", || {
+        j.group(id).unwrap().state == GroupState::Canceled
+    })
+    .await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let g = journal.group(id).unwrap();
@@ -374,4 +385,36 @@ async fn one_group_in_the_foreground_and_after_upload_move_with_receipt() {
 fn hex_of(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_fails_after_its_retry_budget_and_retries_by_itself_later() {
+    let w = World::new(64 * KIB as u64, "retry_attempts = 3\nretry_failed_after = \"1s\"").await;
+    w.sandbox.set_faults(Faults { api_5xx: 1.0, ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("flaky", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let s = shutdown.clone();
+        async move { engine.run(s).await }
+    });
+    let j = journal.clone();
+    wait_for(Duration::from_secs(10), "the group to fail", || j.group(id).unwrap().state == GroupState::Failed).await;
+    let g = journal.group(id).unwrap();
+    assert!(g.error.as_deref().unwrap().contains("500"), "{:?}", g.error);
+    assert!(g.error.as_deref().unwrap().contains("3 attempt"), "{:?}", g.error);
+    assert_eq!(w.sandbox.stats().api_total("start"), 3, "the per-request budget: 3 attempts");
+    w.sandbox.set_faults(Faults::default());
+    let j = journal.clone();
+    wait_for(Duration::from_secs(10), "the automatic retry to complete it", || {
+        j.group(id).unwrap().state == GroupState::Completed
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let history: Vec<_> = journal.events(id).unwrap().into_iter().filter_map(|e| e.detail).collect();
+    assert!(history.iter().any(|d| d == "automatic retry"), "{history:?}");
+    assert_eq!(w.sandbox.library().len(), 1);
 }

@@ -46,10 +46,11 @@ impl World {
 
     /// (Re)write the config; `extra_tables` is appended (e.g. `[[watch]]`).
     pub fn write_config(&self, upload_extra: &str, extra_tables: &str) {
+        let attempts = if upload_extra.contains("retry_attempts") { "" } else { "retry_attempts = 30\n" };
         let text = format!(
             "[api]\nendpoint = \"{}\"\napi_key_env = \"E2E_SPATIALGEN_KEY\"\nrequest_timeout = \"10s\"\nstall_timeout = \"10s\"\n\n\
              [journal]\npath = \"{}\"\n\n\
-             [upload]\nretry_base = \"20ms\"\nretry_cap = \"200ms\"\nretry_attempts = 30\nshutdown_grace = \"2s\"\n{upload_extra}\n\n\
+             [upload]\nretry_base = \"20ms\"\nretry_cap = \"200ms\"\n{attempts}shutdown_grace = \"2s\"\n{upload_extra}\n\n\
              {extra_tables}\n",
             self.sandbox.base_url(),
             self.journal_path.display(),
@@ -143,7 +144,8 @@ pub fn sha256_file(p: &Path) -> String {
 /// Every library entry's files match the sources in `folder` byte for byte.
 pub fn assert_library_matches(sandbox: &Sandbox, session: &str, folder: &Path) {
     let lib = sandbox.library();
-    let entry = lib.iter().find(|e| e.session_id == session).unwrap_or_else(|| panic!("no library entry for {session}"));
+    let entry =
+        lib.iter().find(|e| e.session_id == session).unwrap_or_else(|| panic!("no library entry for {session}"));
     for f in &entry.files {
         let src = find_source(folder, &f.file_name);
         assert_eq!(f.sha256, sha256_file(&src), "{} differs from {}", f.file_name, src.display());
