@@ -11,7 +11,8 @@
 //!   redirect comes back as an [`ApiError::Status`] with the 3xx code (fatal).
 //! - API calls have a total timeout (`request_timeout`). PUTs have none, since
 //!   a large part on a slow link may rightly take long; instead a watchdog
-//!   aborts a PUT that makes no progress for `stall_timeout`.
+//!   aborts a PUT that makes no progress for `stall_timeout` (see
+//!   `watch_stall` for what counts as progress once the body is sent).
 //! - Error text carries no key and no URL query string (see [`error`]).
 //! - This module knows HTTP and JSON, not the journal: it never retries by
 //!   itself. Callers decide with [`ApiError::class`] (see `upload::retry`).
@@ -19,6 +20,10 @@
 pub mod error;
 pub mod model;
 
+#[cfg(test)]
+mod sandbox_tests;
+#[cfg(test)]
+pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
 
@@ -105,9 +110,9 @@ impl Client {
             .user_agent(user_agent)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout.0)
-            // Covers a response that trickles after the body was sent; the
-            // body itself is watched by the stall watchdog.
-            .read_timeout(cfg.stall_timeout.0)
+            // No `read_timeout`: reqwest counts the whole upload as time
+            // without a read and would abort a long, healthy PUT. The stall
+            // watchdog in `put_part` covers sending and the answer alike.
             .build()
             .map_err(|e| ApiError::Setup(chain(&e.without_url())))?;
         Ok(Client { api, storage, base, key, stall_timeout: cfg.stall_timeout.0 })
@@ -201,7 +206,7 @@ impl Client {
                 detail: "the storage answered 2xx without an ETag header".into(),
             })
         };
-        match watch_stall(request, &moved, self.stall_timeout).await {
+        match watch_stall(request, &moved, len, self.stall_timeout).await {
             Some(result) => result,
             None => Err(ApiError::Stalled { op, target, after: self.stall_timeout }),
         }
@@ -328,11 +333,20 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Run `fut` unless `moved` stays unchanged for `stall`: `None` means stalled.
-async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, stall: Duration) -> Option<F::Output> {
+/// Run `fut` unless it stops making progress: `None` means stalled.
+///
+/// Progress is `moved`, the bytes hyper has taken from the body. While the
+/// body is being sent, `stall` without a new byte is a stall. Once all `len`
+/// bytes are taken, the socket buffers (several MiB) may still be draining
+/// at the link's pace before the storage can answer, so the answer may take
+/// `stall` *plus* as long as handing the body over took, which is the time
+/// the link needed for a comparable amount of data.
+async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, len: u64, stall: Duration) -> Option<F::Output> {
     let tick = (stall / 4).max(Duration::from_millis(5));
+    let start = tokio::time::Instant::now();
     let mut seen = moved.load(Ordering::Relaxed);
-    let mut since = tokio::time::Instant::now();
+    let mut since = start;
+    let mut handed_over: Option<Duration> = None;
     let mut fut = std::pin::pin!(fut);
     loop {
         tokio::select! {
@@ -342,7 +356,11 @@ async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, stall: Duration) -> O
                 if now != seen {
                     seen = now;
                     since = tokio::time::Instant::now();
-                } else if since.elapsed() >= stall {
+                }
+                if handed_over.is_none() && seen >= len {
+                    handed_over = Some(start.elapsed());
+                }
+                if since.elapsed() >= stall + handed_over.unwrap_or(Duration::ZERO) {
                     return None;
                 }
             }

@@ -67,7 +67,9 @@ pub struct GroupOptions<'a> {
     /// The watch folder's settings: mode, roles, layout, languages, names.
     pub watch: &'a WatchConfig,
     /// Where bundle zips go. `None` = dry run: nothing is written, a bundle's
-    /// size is computed by zipping into a counting sink.
+    /// size is computed by zipping into a counting sink, and its `source` is
+    /// the bundle directory itself — such a group is for showing, not for
+    /// uploading.
     pub staging_dir: Option<&'a Path>,
 }
 
@@ -445,6 +447,28 @@ pub fn build_flat_groups_with(
     drop: &Path,
     opts: &GroupOptions<'_>,
 ) -> Result<Vec<UploadGroup>, GroupError> {
+    flat(matcher, drop, None, opts)
+}
+
+/// Flat mode, one stem: the group `<drop>/<stem>` alone (`None` when nothing
+/// but files still being written, or nothing at all, has that stem). Only
+/// this group's bundles are zipped into staging; the watcher calls this
+/// when one stem has settled.
+pub fn build_flat_group_with(
+    matcher: &RoleMatcher,
+    drop: &Path,
+    stem: &str,
+    opts: &GroupOptions<'_>,
+) -> Result<Option<UploadGroup>, GroupError> {
+    Ok(flat(matcher, drop, Some(stem), opts)?.pop())
+}
+
+fn flat(
+    matcher: &RoleMatcher,
+    drop: &Path,
+    only: Option<&str>,
+    opts: &GroupOptions<'_>,
+) -> Result<Vec<UploadGroup>, GroupError> {
     let scanner = Scanner { matcher, follow_symlinks: opts.watch.follow_symlinks };
     let mut items = Vec::new();
     scanner
@@ -452,20 +476,18 @@ pub fn build_flat_groups_with(
         .map_err(|source| GroupError::Folder { path: drop.to_owned(), source })?;
     let mut by_stem: BTreeMap<String, Vec<Item>> = BTreeMap::new();
     for item in items {
-        let (rel, is_dir) = match &item {
-            Item::Found(f) => (f.rel_path.as_str(), f.bundle.is_some()),
-            Item::Problem { violation, .. } => (violation.file.as_deref().unwrap_or(""), false),
-        };
         let stem = match &item {
-            Item::Found(f) => {
-                matcher.flat_stem(rel, is_dir).unwrap_or_else(|| strip_extension(&f.rel_path).to_string())
+            Item::Found(f) => matcher
+                .flat_stem(&f.rel_path, f.bundle.is_some())
+                .unwrap_or_else(|| strip_extension(&f.rel_path).to_string()),
+            Item::Problem { violation, .. } => {
+                let rel = violation.file.as_deref().unwrap_or("");
+                matcher.flat_stem(rel, false).unwrap_or_else(|| strip_extension(rel).to_string())
             }
-            Item::Problem { .. } => match matcher.flat_stem(rel, false) {
-                Some(s) => s,
-                None => strip_extension(rel).to_string(),
-            },
         };
-        by_stem.entry(stem).or_default().push(item);
+        if only.is_none_or(|s| s == stem) {
+            by_stem.entry(stem).or_default().push(item);
+        }
     }
     let mut groups = Vec::with_capacity(by_stem.len());
     for (stem, items) in by_stem {
@@ -517,19 +539,44 @@ pub fn plan_watch(watch: &WatchConfig, staging_dir: Option<&Path>) -> Result<Vec
     if watch.mode == WatchMode::Flat {
         return build_flat_groups_with(&matcher, &watch.path, &opts);
     }
-    let folder_err = |source| GroupError::Folder { path: watch.path.clone(), source };
+    let dirs = export_folders(&matcher, &watch.path, watch.follow_symlinks)?;
+    plan_folders(&matcher, &dirs, &opts)
+}
+
+/// Folders mode: the direct subfolders of `dir` that are exports (hidden,
+/// ignored and temporary folders left out), sorted.
+pub fn export_folders(matcher: &RoleMatcher, dir: &Path, follow_symlinks: bool) -> Result<Vec<PathBuf>, GroupError> {
+    let folder_err = |source| GroupError::Folder { path: dir.to_owned(), source };
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(&watch.path).map_err(folder_err)? {
+    for entry in std::fs::read_dir(dir).map_err(folder_err)? {
         let entry = entry.map_err(folder_err)?;
         let Ok(ft) = entry.file_type() else { continue };
-        let is_dir = ft.is_dir() || (ft.is_symlink() && watch.follow_symlinks && entry.path().is_dir());
+        let is_dir = ft.is_dir() || (ft.is_symlink() && follow_symlinks && entry.path().is_dir());
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_dir && matcher.classify_dir(&name) == DirClass::Descend {
             dirs.push(entry.path());
         }
     }
     dirs.sort();
-    plan_folders(&matcher, &dirs, &opts)
+    Ok(dirs)
+}
+
+/// Does `dir` itself (not its subfolders) hold a video file? `plan PATH`
+/// then takes PATH as one export rather than as a folder of exports.
+pub fn holds_videos(matcher: &RoleMatcher, dir: &Path) -> Result<bool, GroupError> {
+    let folder_err = |source| GroupError::Folder { path: dir.to_owned(), source };
+    for entry in std::fs::read_dir(dir).map_err(folder_err)? {
+        let entry = entry.map_err(folder_err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let video = matches!(
+            matcher.classify(&name),
+            Class::Role(FileRole::Video | FileRole::VideoLeft | FileRole::VideoRight)
+        );
+        if video && !entry.path().is_dir() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Groups for the given export folders (folders mode). A folder that vanished

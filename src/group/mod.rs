@@ -22,8 +22,9 @@ pub mod rules;
 mod tests;
 
 pub use engine::{
-    GroupError, GroupOptions, build_flat_groups, build_flat_groups_with, build_folder_group, build_folder_group_with,
-    fingerprint, plan_folders, plan_watch, remove_staged, staged_name,
+    GroupError, GroupOptions, build_flat_group_with, build_flat_groups, build_flat_groups_with, build_folder_group,
+    build_folder_group_with, export_folders, fingerprint, holds_videos, plan_folders, plan_watch, remove_staged,
+    staged_name,
 };
 pub use roles::{Class, DirClass, RoleMatcher};
 pub use rules::validate;

@@ -369,6 +369,20 @@ fn flat_mode_groups_by_stem() {
     assert!(groups[2].is_valid());
 
     assert_eq!(rule_ids(&groups[3]), vec!["unmatched-file", "files-required"]);
+
+    // One stem alone: the same group, and only its bundle is staged.
+    let staging = tmp.path().join(".staging");
+    let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging) };
+    let m = RoleMatcher::new(&watch).expect("patterns");
+    let shot = build_flat_group_with(&m, drop, "Shot_010_v002", &opts).expect("group").expect("exists");
+    assert_eq!(shot, groups[1]);
+    assert!(!staging.exists(), "no bundle in Shot_010_v002, nothing staged");
+    let a = build_flat_group_with(&m, drop, "A", &opts).expect("group").expect("exists");
+    let zip = a.files.iter().find(|f| f.role == FileRole::Fcpxmld).expect("bundle");
+    assert!(zip.staged && zip.source.starts_with(&staging) && zip.source.is_file());
+    assert_eq!(a.fingerprint, groups[0].fingerprint);
+    assert_eq!(build_flat_group_with(&m, drop, "C", &opts).expect("group"), None, "only a .part file");
+    assert_eq!(build_flat_group_with(&m, drop, "nothing", &opts).expect("group"), None);
     // Fingerprints differ between groups of one drop folder.
     assert_ne!(groups[0].fingerprint, groups[1].fingerprint);
 }

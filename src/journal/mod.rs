@@ -919,6 +919,41 @@ impl Journal {
         })
     }
 
+    /// A `queued` group that still has its server session (a failed group
+    /// retried): back to `uploading` on that session, keeping its done parts.
+    pub fn resume(&self, id: GroupId) -> Result<(), JournalError> {
+        self.write(|tx| {
+            let session: Option<String> =
+                tx.query_row("SELECT session_id FROM groups WHERE id = ?1", [id], |r| r.get(0))?;
+            let Some(session) = session else {
+                return Err(JournalError::Refused(format!("group {id} has no server session to resume")));
+            };
+            transition(tx, id, GroupState::Uploading, Some(&format!("resuming server group {session}")))?;
+            tx.execute("UPDATE groups SET error = NULL WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// The parts of one file, ascending, as recorded now.
+    pub fn parts(&self, file_id: FileId) -> Result<Vec<PartRecord>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT part_number, byte_start, size, etag, state FROM parts WHERE file_id = ?1 ORDER BY part_number",
+        )?;
+        let parts = stmt
+            .query_map([file_id], |r| {
+                Ok(PartRecord {
+                    part_number: r.get::<_, i64>(0)? as u32,
+                    byte_start: r.get::<_, i64>(1)? as u64,
+                    size: r.get::<_, i64>(2)? as u64,
+                    etag: r.get(3)?,
+                    done: r.get::<_, String>(4)? == "done",
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(parts)
+    }
+
     /// A part's bytes are stored: record its ETag. Called once per part as it
     /// succeeds, so this is the hot path (one short transaction).
     pub fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError> {
