@@ -65,17 +65,8 @@ impl JournalHandoff {
         match rules.mode {
             WatchMode::Folders => Ok(Some(group::build_folder_group_with(&rules.matcher_for_groups, key, &staged)?)),
             WatchMode::Flat => {
-                // Every stem of the drop folder is built; a dry run first, so
-                // other stems' bundles are not zipped into staging for nothing.
-                let dry = GroupOptions { staging_dir: None, ..staged };
-                let pick = |groups: Vec<UploadGroup>| groups.into_iter().find(|g| g.key == key);
-                let Some(g) = pick(group::build_flat_groups_with(&rules.matcher_for_groups, &rules.root, &dry)?) else {
-                    return Ok(None);
-                };
-                if !g.files.iter().any(|f| f.staged) {
-                    return Ok(Some(g));
-                }
-                Ok(pick(group::build_flat_groups_with(&rules.matcher_for_groups, &rules.root, &staged)?))
+                let stem = export_name(key);
+                Ok(group::build_flat_group_with(&rules.matcher_for_groups, &rules.root, &stem, &staged)?)
             }
         }
     }
