@@ -98,7 +98,17 @@ impl Handoff for JournalHandoff {
     fn hand_off(&mut self, settle: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
         match settle {
             Settle::Waiting { key, .. } => {
-                self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+                // First sight in this run. An export the journal already
+                // knows (a restart over uploaded exports) gets no `waiting`
+                // row: settling it again ends as a duplicate, or, if it
+                // changed while the agent was stopped, as a new group.
+                let known = match key.to_str() {
+                    Some(spec) => self.journal.find(spec)?.is_some(),
+                    None => false,
+                };
+                if !known {
+                    self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+                }
             }
             Settle::Changed { key, .. } => {
                 // Back to waiting if it has not started; an upload in

@@ -461,8 +461,11 @@ fn settling_export_is_waiting_then_queued_and_a_second_run_queues_nothing() {
     jr.journal.complete_group(id, 42).expect("completed");
     jr.run.stop();
 
-    // Restart: the startup scan settles the same export again; nothing new.
+    // Restart: the startup scan settles the same export again; nothing new,
+    // and no `waiting` row for it meanwhile.
     let jr = JournalRun::start(&[w], &db);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Completed)]);
     let (_, outcome) = jr.outcome_for(&exp);
     assert_eq!(outcome, Enqueued::Duplicate { id, state: GroupState::Completed });
     assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Completed)]);
