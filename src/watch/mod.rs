@@ -8,6 +8,13 @@
 //! whenever events were lost, and hands every [`Settle`] value to a
 //! [`Handoff`].
 //!
+//! Exports: in folders mode each direct subfolder of the watch folder
+//! (hidden, ignored and temporary-named ones skipped); in flat mode the files
+//! directly in it that share a stem (the grouping engine's `flat_stem`).
+//! The ready marker is a file named `ready_marker` at the top of an export
+//! folder, or `<stem>.<ready_marker>` beside a flat-mode stem's files; it is
+//! never uploaded.
+//!
 //! Invariants:
 //! - Never hand off half an export: finished means quiet for `settle`, no
 //!   temporary file, the same names/sizes/mtimes in two looks `settle` apart,
