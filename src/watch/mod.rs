@@ -1,7 +1,7 @@
 //! Watching export folders and deciding when an export is *finished*.
 //!
-//! Shape: notify watchers ([`backend`], native or polling, one per
-//! `[[watch]]` folder) feed one bounded channel; one thread ([`driver`])
+//! Shape: notify watchers (`backend`, native or polling, one per
+//! `[[watch]]` folder) feed one bounded channel; one thread (`driver`)
 //! maps event paths to exports ([`scan::WatchRules::route`]), runs the pure
 //! settle state machine ([`settle::Settler`]), takes looks at exports only
 //! when one is due, rescans whole folders at startup, every `rescan` and
