@@ -1,1 +1,402 @@
-//! (module under construction)
+//! The typed SpatialGen Direct Upload client: the four API calls, the
+//! presigned part PUT, and the classification of every failure.
+//!
+//! Invariants:
+//! - The key header (`X-SPATIALGEN-APPKEY`) is a default header of the *API*
+//!   HTTP client only. Presigned PUTs go through a second HTTP client built
+//!   with no default headers at all, so no code path can attach the key to a
+//!   storage request.
+//! - Redirects: the API client follows one only to the same scheme, host and
+//!   port (the key goes with it); the storage client follows none. A refused
+//!   redirect comes back as an [`ApiError::Status`] with the 3xx code (fatal).
+//! - API calls have a total timeout (`request_timeout`). PUTs have none, since
+//!   a large part on a slow link may rightly take long; instead a watchdog
+//!   aborts a PUT that makes no progress for `stall_timeout` (see
+//!   `watch_stall` for what counts as progress once the body is sent).
+//! - Error text carries no key and no URL query string (see [`error`]).
+//! - This module knows HTTP and JSON, not the journal: it never retries by
+//!   itself. Callers decide with [`ApiError::class`] (see `upload::retry`).
+
+pub mod error;
+pub mod model;
+
+#[cfg(test)]
+mod sandbox_tests;
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, Response, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use error::{ApiError, ErrorClass, Op, TransportKind, parse_retry_after, redact_url, scrub};
+pub use model::{
+    CompletedPart, CreatedFile, FileCompleted, GroupCreated, PartUrl, PartUrls, PartUrlsRequest, StartFile, StartGroup,
+    Strategy,
+};
+
+use crate::config::{ApiConfig, ApiKey};
+
+/// The header that carries the key on every API call (and on nothing else).
+pub const KEY_HEADER: &str = "X-SPATIALGEN-APPKEY";
+
+/// Path under the endpoint where every call hangs.
+const API_PATH: [&str; 3] = ["api", "videos", "uploads"];
+
+/// At most this much of an error body is read (it is only shown, condensed).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Same-host redirects allowed before giving up.
+const MAX_REDIRECTS: usize = 5;
+
+/// A SpatialGen client. Cheap to clone (both HTTP clients share their pools).
+#[derive(Clone)]
+pub struct Client {
+    /// JSON API calls; carries the key as a default header.
+    api: reqwest::Client,
+    /// Presigned PUTs; no default headers, no redirects, no total timeout.
+    storage: reqwest::Client,
+    /// `{endpoint}/api/videos/uploads`.
+    base: Url,
+    /// Kept only to scrub it out of server text that might echo it.
+    key: ApiKey,
+    /// A PUT with no progress for this long is aborted.
+    stall_timeout: Duration,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base", &self.base.as_str()).field("stall_timeout", &self.stall_timeout).finish()
+    }
+}
+
+impl Client {
+    /// A client for `cfg.endpoint`. Refuses an endpoint that is not
+    /// `https://`, except plain `http://` to a loopback address (the sandbox).
+    pub fn new(cfg: &ApiConfig, key: ApiKey) -> Result<Client, ApiError> {
+        let base = base_url(&cfg.endpoint)?;
+        if key.expose().trim().is_empty() {
+            return Err(ApiError::Setup("the API key is empty".into()));
+        }
+        let mut key_value = HeaderValue::from_str(key.expose())
+            .map_err(|_| ApiError::Setup("the API key contains characters not allowed in an HTTP header".into()))?;
+        key_value.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(KEY_HEADER, key_value);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+
+        let user_agent = concat!("spatialgen-sync/", env!("CARGO_PKG_VERSION"));
+        let api = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::custom(same_origin_only))
+            .connect_timeout(cfg.connect_timeout.0)
+            .timeout(cfg.request_timeout.0)
+            .build()
+            .map_err(|e| ApiError::Setup(chain(&e.without_url())))?;
+        let storage = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(cfg.connect_timeout.0)
+            // No `read_timeout`: reqwest counts the whole upload as time
+            // without a read and would abort a long, healthy PUT. The stall
+            // watchdog in `put_part` covers sending and the answer alike.
+            .build()
+            .map_err(|e| ApiError::Setup(chain(&e.without_url())))?;
+        Ok(Client { api, storage, base, key, stall_timeout: cfg.stall_timeout.0 })
+    }
+
+    /// `{endpoint}/api/videos/uploads`.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// Start Upload Group: registers every file; the answer carries the
+    /// session id and, per file, its upload id, part size and strategy.
+    pub async fn start_group(&self, req: &StartGroup) -> Result<GroupCreated, ApiError> {
+        self.call(Op::StartGroup, Method::POST, self.url(&[]), Some(req)).await
+    }
+
+    /// Get Part URLs for one file. The answer is checked (byte ranges add up)
+    /// before it is returned.
+    pub async fn part_urls(&self, session: &str, upload_id: &str, req: &PartUrlsRequest) -> Result<PartUrls, ApiError> {
+        let url = self.url(&[session, "files", upload_id, "part-urls"]);
+        let target = redact_url(url.as_str());
+        let urls: PartUrls = self.call(Op::PartUrls, Method::POST, url, Some(req)).await?;
+        urls.check().map_err(|detail| ApiError::InvalidResponse { op: Op::PartUrls, target, detail })?;
+        Ok(urls)
+    }
+
+    /// Complete File Upload. `parts` is every part from 1 to `totalParts`,
+    /// ascending, for multipart; empty for single_put (sent as `{}`).
+    /// Safe to repeat: completing a completed file returns the same state.
+    pub async fn complete_file(
+        &self,
+        session: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<FileCompleted, ApiError> {
+        let url = self.url(&[session, "files", upload_id, "complete"]);
+        self.call(Op::CompleteFile, Method::POST, url, Some(&model::CompleteBody { parts })).await
+    }
+
+    /// Cancel Upload Group. A group the server no longer knows (404) or
+    /// already ended (409) counts as canceled: the goal is reached either way.
+    pub async fn cancel_group(&self, session: &str) -> Result<(), ApiError> {
+        let url = self.url(&[session]);
+        let target = redact_url(url.as_str());
+        let resp = self.api.delete(url).send().await.map_err(|e| self.transport(Op::CancelGroup, &target, e))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() || status == 404 || status == 409 {
+            // Drain so the connection goes back to the pool; the body says nothing we need.
+            let _ = resp.bytes().await;
+            return Ok(());
+        }
+        Err(self.status_error(Op::CancelGroup, &target, resp).await)
+    }
+
+    /// PUT `len` bytes from `body` to a presigned URL; returns the `ETag`
+    /// header verbatim (quotes included). Sent with no key, no redirects,
+    /// an exact `Content-Length`, and aborted if no byte moves for the stall
+    /// timeout. The body cannot be replayed: a retry needs a new one.
+    pub async fn put_part(&self, url: &str, body: reqwest::Body, len: u64) -> Result<String, ApiError> {
+        let op = Op::PutPart;
+        let target = redact_url(url);
+        let parsed = Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| ApiError::InvalidResponse {
+                op,
+                target: target.clone(),
+                detail: "the part URL is not an http(s) URL".into(),
+            })?;
+        let moved = Arc::new(AtomicU64::new(0));
+        let body = reqwest::Body::wrap(Watched { inner: body, moved: moved.clone(), left: len });
+        let request = async {
+            let resp = self
+                .storage
+                .put(parsed)
+                .header(header::CONTENT_LENGTH, len)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| self.transport(op, &target, e))?;
+            if !resp.status().is_success() {
+                return Err(self.status_error(op, &target, resp).await);
+            }
+            let etag = resp.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            // The status is in; draining only returns the connection to the pool.
+            let _ = resp.bytes().await;
+            etag.filter(|e| !e.is_empty()).ok_or_else(|| ApiError::InvalidResponse {
+                op,
+                target: target.clone(),
+                detail: "the storage answered 2xx without an ETag header".into(),
+            })
+        };
+        match watch_stall(request, &moved, len, self.stall_timeout).await {
+            Some(result) => result,
+            None => Err(ApiError::Stalled { op, target, after: self.stall_timeout }),
+        }
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut u = self.base.clone();
+        u.path_segments_mut().expect("base_url() only accepts http(s) URLs, which have a path").extend(segments);
+        u
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        op: Op,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<T, ApiError> {
+        let target = redact_url(url.as_str());
+        let mut req = self.api.request(method, url);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| self.transport(op, &target, e))?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(op, &target, resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.transport(op, &target, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidResponse {
+            op,
+            target,
+            detail: format!("cannot decode the JSON answer: {e}"),
+        })
+    }
+
+    fn transport(&self, op: Op, target: &str, e: reqwest::Error) -> ApiError {
+        let kind = if e.is_timeout() {
+            TransportKind::Timeout
+        } else if e.is_connect() {
+            TransportKind::Connect
+        } else {
+            TransportKind::Interrupted
+        };
+        ApiError::Transport {
+            op,
+            kind,
+            target: target.to_string(),
+            detail: scrub(&chain(&e.without_url()), self.key.expose()),
+        }
+    }
+
+    async fn status_error(&self, op: Op, target: &str, mut resp: Response) -> ApiError {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let message = if resp.status().is_redirection() {
+            let to = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(redact_url);
+            format!("redirect to {} not followed", to.as_deref().unwrap_or("(no Location)"))
+        } else {
+            let mut body = Vec::new();
+            while body.len() < MAX_ERROR_BODY {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            error::condense_body(&body, self.key.expose())
+        };
+        ApiError::Status { op, status, target: target.to_string(), message, retry_after }
+    }
+}
+
+/// Parse and vet the configured endpoint; append the API path.
+fn base_url(endpoint: &str) -> Result<Url, ApiError> {
+    let refuse = |reason: &str| ApiError::Endpoint { endpoint: redact_url(endpoint), reason: reason.to_string() };
+    let mut url = Url::parse(endpoint.trim()).map_err(|e| refuse(&format!("not a URL ({e})")))?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| refuse("no host"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => return Err(refuse("plain http:// is only allowed to a loopback address; use https://")),
+        _ => return Err(refuse("the scheme must be https://")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(refuse("credentials in the URL are not supported; use api_key_env or api_key_file"));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut().map_err(|_| refuse("not a hierarchical URL"))?.pop_if_empty().extend(API_PATH);
+    Ok(url)
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, as `Url::host_str` spells them.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Redirect policy for the API client: the key is a default header, so a
+/// redirect may only be followed where the key was meant to go.
+fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let Some(first) = attempt.previous().first() else { return attempt.stop() };
+    let same = attempt.url().scheme() == first.scheme()
+        && attempt.url().host_str() == first.host_str()
+        && attempt.url().port_or_known_default() == first.port_or_known_default();
+    if same && attempt.previous().len() <= MAX_REDIRECTS { attempt.follow() } else { attempt.stop() }
+}
+
+/// An error and its sources, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// Run `fut` unless it stops making progress: `None` means stalled.
+///
+/// Progress is `moved`, the bytes hyper has taken from the body. While the
+/// body is being sent, `stall` without a new byte is a stall. Once all `len`
+/// bytes are taken, the socket buffers (several MiB) may still be draining
+/// at the link's pace before the storage can answer, so the answer may take
+/// `stall` *plus* as long as handing the body over took, which is the time
+/// the link needed for a comparable amount of data.
+async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, len: u64, stall: Duration) -> Option<F::Output> {
+    let tick = (stall / 4).max(Duration::from_millis(5));
+    let start = tokio::time::Instant::now();
+    let mut seen = moved.load(Ordering::Relaxed);
+    let mut since = start;
+    let mut handed_over: Option<Duration> = None;
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep(tick) => {
+                let now = moved.load(Ordering::Relaxed);
+                if now != seen {
+                    seen = now;
+                    since = tokio::time::Instant::now();
+                }
+                if handed_over.is_none() && seen >= len {
+                    handed_over = Some(start.elapsed());
+                }
+                if since.elapsed() >= stall + handed_over.unwrap_or(Duration::ZERO) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A request body that counts the bytes hyper takes from it (the stall
+/// watchdog's signal) and reports its exact remaining size.
+struct Watched {
+    inner: reqwest::Body,
+    moved: Arc<AtomicU64>,
+    left: u64,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let n = data.len() as u64;
+            self.left = self.left.saturating_sub(n);
+            self.moved.fetch_add(n, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}

@@ -1,15 +1,167 @@
 //! `spatialgen-sync status`, `cancel` and `retry`: read and write the journal.
+//!
+//! `cancel` with an engine running (the agent, or a foreground `upload`)
+//! writes a request into the journal and waits for that engine to carry it
+//! out (it drops the group's PUTs, sends DELETE, records `canceled`). With no
+//! engine running, the command takes the engine lock and does it itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use super::{GroupArgs, Outcome, StatusArgs, UsageError};
+use crate::api::Client;
+use crate::config::Config;
+use crate::journal::{GroupId, GroupState, GroupSummary, Journal, RequestKind};
+use crate::upload::finish::check_sources;
+use crate::upload::retry::RetryPolicy;
 
-pub fn status(_args: StatusArgs) -> anyhow::Result<Outcome> {
-    Err(UsageError("the status command is not available in this build yet".into()).into())
+/// How long `cancel` waits for a running engine to carry out its request.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
+    let cfg = args.config.load()?;
+    // No journal yet: nothing has happened; do not create one just to say so.
+    let rows = if cfg.journal.path.exists() { Journal::open(&cfg.journal.path)?.list()? } else { Vec::new() };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(Outcome::Success)
 }
 
-pub fn cancel(_args: GroupArgs) -> anyhow::Result<Outcome> {
-    Err(UsageError("the cancel command is not available in this build yet".into()).into())
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-pub fn retry(_args: GroupArgs) -> anyhow::Result<Outcome> {
-    Err(UsageError("the retry command is not available in this build yet".into()).into())
+/// The `status` table: one line per group, its error on the next line.
+pub fn table(rows: &[GroupSummary]) -> String {
+    if rows.is_empty() {
+        return "no groups in the journal\n".to_string();
+    }
+    let mut out = format!("{:>5}  {:<10} {:>24}  {:>9}  {}\n", "ID", "STATE", "PROGRESS", "LIBRARY", "NAME  (PATH)");
+    for r in rows {
+        let pct = if r.bytes_total == 0 { 0.0 } else { r.bytes_uploaded as f64 * 100.0 / r.bytes_total as f64 };
+        let progress = if r.bytes_total == 0 {
+            "-".to_string()
+        } else {
+            format!("{}/{} {:>3.0}%", human(r.bytes_uploaded), human(r.bytes_total), pct)
+        };
+        let lib = r.library_id.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+        out.push_str(&format!("{:>5}  {:<10} {:>24}  {:>9}  {}  ({})\n", r.id, r.state, progress, lib, r.name, r.path));
+        if let Some(e) = &r.error {
+            out.push_str(&format!("{:>5}  {}\n", "", e));
+        }
+    }
+    out
+}
+
+fn find(journal: &Journal, spec: &str) -> anyhow::Result<GroupId> {
+    journal.find(spec)?.ok_or_else(|| {
+        UsageError(format!("no group {spec:?} in the journal (give a local id, a session id or the export's path)"))
+            .into()
+    })
+}
+
+pub fn cancel(args: GroupArgs) -> anyhow::Result<Outcome> {
+    let cfg = args.config.load()?;
+    super::upload::init_logging(&cfg);
+    let journal = Journal::open(&cfg.journal.path)?;
+    let id = find(&journal, &args.group)?;
+    let g = journal.group(id)?;
+    match g.state {
+        GroupState::Queued | GroupState::Uploading | GroupState::Failed => {}
+        GroupState::Canceled => {
+            println!("group {id} ({}) is already canceled", g.name);
+            return Ok(Outcome::Success);
+        }
+        GroupState::Waiting => {
+            return Err(UsageError(format!(
+                "group {id} ({}) is still settling; nothing has been sent yet (cancel it once it is queued, or move the export away)",
+                g.name
+            ))
+            .into());
+        }
+        other => {
+            eprintln!("group {id} ({}) is {other}; there is nothing to cancel", g.name);
+            return Ok(Outcome::WorkFailed);
+        }
+    }
+
+    if let Some(_lock) = journal.try_lock_engine()? {
+        // No engine running: do it here, holding the lock so none starts meanwhile.
+        let client = match &g.session_id {
+            Some(_) => Some(Client::new(&cfg.api, cfg.api_key()?)?),
+            None => None,
+        };
+        let policy = RetryPolicy::from_config(&cfg.upload);
+        let rt = super::runtime()?;
+        rt.block_on(crate::upload::cancel_now(client.as_ref(), &journal, &policy, id, "canceled by the user", true))?;
+        println!("group {id} ({}) canceled", g.name);
+        return Ok(Outcome::Success);
+    }
+
+    let rid = journal.request(id, RequestKind::Cancel)?;
+    let started = Instant::now();
+    loop {
+        let g = journal.group(id)?;
+        if g.state == GroupState::Canceled {
+            println!("group {id} ({}) canceled", g.name);
+            return Ok(Outcome::Success);
+        }
+        if let Some(r) = journal.request_status(rid)?
+            && r.handled_at_ms.is_some()
+            && r.result.as_deref() != Some("canceling")
+        {
+            eprintln!("group {id} ({}): {}", g.name, r.result.unwrap_or_default());
+            return Ok(Outcome::WorkFailed);
+        }
+        if started.elapsed() > CANCEL_WAIT {
+            println!("the cancel of group {id} is recorded; the running agent carries it out");
+            return Ok(Outcome::Success);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn retry(args: GroupArgs) -> anyhow::Result<Outcome> {
+    let cfg: Config = args.config.load()?;
+    let journal = Arc::new(Journal::open(&cfg.journal.path)?);
+    let id = find(&journal, &args.group)?;
+    let g = journal.group(id)?;
+    if matches!(g.state, GroupState::Canceled | GroupState::Expired)
+        && let Err(changed) = check_sources(&g)
+    {
+        eprintln!(
+            "group {id} ({}) cannot be re-queued as it was: {changed}; the watcher picks up the export as it is now",
+            g.name
+        );
+        return Ok(Outcome::WorkFailed);
+    }
+    let new = match journal.retry_group(id) {
+        Ok(new) => new,
+        Err(crate::journal::JournalError::Refused(why)) => {
+            eprintln!("{why}");
+            return Ok(Outcome::WorkFailed);
+        }
+        Err(e) => return Err(e).context("cannot re-queue"),
+    };
+    if new == id {
+        println!("group {id} ({}) re-queued", g.name);
+    } else {
+        println!("group {id} ({}) re-queued as group {new}", g.name);
+    }
+    if !journal.engine_running()? {
+        println!("no agent is running on this journal: start `spatialgen-sync run` to upload it");
+    }
+    Ok(Outcome::Success)
 }

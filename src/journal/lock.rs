@@ -1,0 +1,91 @@
+//! One engine per journal: an advisory lock on `<journal>.lock`.
+//!
+//! The agent (`run`) and a foreground `upload` both run the engine; two
+//! engines working the same journal would upload the same parts twice. The
+//! lock is an OS file lock (`flock` on Unix), so it vanishes with the
+//! process, even after kill -9: no stale lock to clean up. The CLI uses
+//! [`EngineLock::is_held`] to decide between writing a request for the
+//! running engine and doing the work itself.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::JournalError;
+
+/// Held while an engine works the journal; released on drop (or process exit).
+#[derive(Debug)]
+pub struct EngineLock {
+    _file: File,
+    path: PathBuf,
+}
+
+fn lock_path(journal: &Path) -> PathBuf {
+    let mut p = journal.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+impl EngineLock {
+    /// Take the lock, or `None` if another process holds it.
+    pub fn try_acquire(journal: &Path) -> Result<Option<EngineLock>, JournalError> {
+        let path = lock_path(journal);
+        let io = |source| JournalError::Io { path: path.clone(), source };
+        let mut file = open_private(&path).map_err(io)?;
+        if !try_lock(&file).map_err(io)? {
+            return Ok(None);
+        }
+        // The pid is for people reading the file; the lock is what counts.
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Some(EngineLock { _file: file, path }))
+    }
+
+    /// Does another process (or this one) hold the lock right now?
+    pub fn is_held(journal: &Path) -> Result<bool, JournalError> {
+        let path = lock_path(journal);
+        if !path.exists() {
+            return Ok(false);
+        }
+        // A second open file description conflicts with our own lock too,
+        // so this also answers true inside the engine's process.
+        Ok(EngineLock::try_acquire(journal)?.is_none())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_private(path: &Path) -> std::io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+#[cfg(unix)]
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(err) }
+}
+
+#[cfg(not(unix))]
+#[allow(clippy::incompatible_msrv)]
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}

@@ -1,0 +1,111 @@
+//! The journal's schema, as an ordered list of migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. Opening a
+//! journal applies every pending migration in one `IMMEDIATE` transaction (so
+//! two processes opening an old journal at once cannot both migrate it), and
+//! refuses a journal whose version is higher than [`LATEST`]: an older binary
+//! must not write rows a newer one would misread.
+//!
+//! A migration is never edited once released; a change of schema is a new
+//! entry at the end. `fixtures/v1.sql` is a frozen journal at version 1 that
+//! the tests upgrade.
+
+/// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // v1: groups, their files and parts, and control requests.
+    r#"
+    CREATE TABLE groups (
+        id            INTEGER PRIMARY KEY,
+        key           TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        root          TEXT NOT NULL,
+        watch_path    TEXT,
+        state         TEXT NOT NULL CHECK (state IN
+                        ('waiting','queued','uploading','completed','rejected','failed','canceled','expired')),
+        layout        TEXT,
+        perspective   TEXT,
+        description   TEXT,
+        folder_name   TEXT,
+        priority      INTEGER NOT NULL DEFAULT 0,
+        fingerprint   TEXT,
+        violations    TEXT,
+        session_id    TEXT,
+        expires_at    TEXT,
+        session_at    INTEGER,
+        library_id    INTEGER,
+        error         TEXT,
+        retry_at      INTEGER,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX groups_session ON groups(session_id) WHERE session_id IS NOT NULL;
+    CREATE INDEX groups_fingerprint ON groups(fingerprint);
+    CREATE INDEX groups_state ON groups(state);
+
+    CREATE TABLE files (
+        id            INTEGER PRIMARY KEY,
+        group_id      INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL,
+        source        TEXT NOT NULL,
+        rel_path      TEXT NOT NULL,
+        file_name     TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        language      TEXT,
+        size          INTEGER NOT NULL,
+        mtime_ns      INTEGER NOT NULL,
+        staged        INTEGER NOT NULL DEFAULT 0,
+        upload_id     TEXT,
+        part_size     INTEGER,
+        total_parts   INTEGER,
+        strategy      TEXT,
+        state         TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','uploading','completed')),
+        UNIQUE (group_id, position)
+    );
+
+    CREATE TABLE parts (
+        file_id       INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        part_number   INTEGER NOT NULL,
+        byte_start    INTEGER NOT NULL,
+        size          INTEGER NOT NULL,
+        etag          TEXT,
+        state         TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','done')),
+        PRIMARY KEY (file_id, part_number)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE requests (
+        id            INTEGER PRIMARY KEY,
+        group_id      INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+        kind          TEXT NOT NULL CHECK (kind IN ('cancel','retry')),
+        created_at    INTEGER NOT NULL,
+        handled_at    INTEGER,
+        result        TEXT
+    );
+    CREATE INDEX requests_open ON requests(handled_at) WHERE handled_at IS NULL;
+    "#,
+    // v2: the history of every group, links between a group and the one
+    // that replaced it (retry, expiry), and the after-upload bookkeeping.
+    // Paths become blobs (the raw OS bytes), so that any file name round-trips.
+    r#"
+    UPDATE groups SET key = CAST(key AS BLOB), root = CAST(root AS BLOB), watch_path = CAST(watch_path AS BLOB);
+    UPDATE files SET source = CAST(source AS BLOB);
+    CREATE TABLE events (
+        id            INTEGER PRIMARY KEY,
+        group_id      INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+        at            INTEGER NOT NULL,
+        from_state    TEXT,
+        to_state      TEXT,
+        detail        TEXT
+    );
+    CREATE INDEX events_group ON events(group_id, id);
+    ALTER TABLE groups ADD COLUMN retry_of INTEGER REFERENCES groups(id);
+    ALTER TABLE groups ADD COLUMN user_canceled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groups ADD COLUMN finished INTEGER NOT NULL DEFAULT 0;
+    -- One export has at most one group that is still settling or waiting for the engine.
+    CREATE UNIQUE INDEX groups_pending_key ON groups(key) WHERE state IN ('waiting','queued');
+    -- Groups completed before this version had their after-upload step done already.
+    UPDATE groups SET finished = 1 WHERE state IN ('completed','rejected','canceled','expired');
+    "#,
+];
+
+/// The schema version this binary writes.
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,575 @@
+//! Journal tests on real SQLite files in temporary folders.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::group::{GroupFile, UploadGroup, Violation};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn group(key: &str, fingerprint: &str, sizes: &[u64]) -> UploadGroup {
+    let root = PathBuf::from(key);
+    UploadGroup {
+        name: root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        key: root.clone(),
+        root: root.clone(),
+        watch_path: root.parent().map(Path::to_path_buf),
+        layout: Layout::TwoD,
+        perspective: Some(Perspective::Regular),
+        description: None,
+        folder_name: None,
+        priority: 0,
+        files: sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let (name, role, language) = match i {
+                    0 => ("video.mov".to_string(), FileRole::Video, None),
+                    1 => ("audio.m4a".to_string(), FileRole::Audio, Some("en".to_string())),
+                    n => (format!("sub{n}.srt"), FileRole::Subtitle, Some("en".to_string())),
+                };
+                GroupFile {
+                    source: root.join(&name),
+                    rel_path: name.clone(),
+                    file_name: name,
+                    role,
+                    language,
+                    size,
+                    mtime_ns: 1_700_000_000_000_000_000 + i as i64,
+                    staged: false,
+                }
+            })
+            .collect(),
+        fingerprint: fingerprint.to_string(),
+        violations: Vec::new(),
+    }
+}
+
+fn queued(j: &Journal, key: &str, fp: &str, sizes: &[u64]) -> GroupId {
+    match j.enqueue(&group(key, fp, sizes)).expect("enqueue") {
+        Enqueued::Queued(id) => id,
+        other => panic!("expected queued, got {other:?}"),
+    }
+}
+
+/// Record a session the way the engine does: one part per `part_size` bytes.
+fn start(j: &Journal, id: GroupId, session: &str, part_size: u64) {
+    let g = j.group(id).unwrap();
+    let files: Vec<SessionFile> = g
+        .files
+        .iter()
+        .map(|f| SessionFile {
+            file_id: f.id,
+            upload_id: format!("{session}-up-{}", f.position),
+            part_size,
+            total_parts: f.size.div_ceil(part_size).max(1) as u32,
+            strategy: if f.size <= part_size { "single_put".into() } else { "multipart".into() },
+        })
+        .collect();
+    j.record_session(id, session, Some("2030-01-01T00:00:00Z"), &files).expect("record session");
+}
+
+fn state(j: &Journal, id: GroupId) -> GroupState {
+    j.group(id).unwrap().state
+}
+
+#[test]
+fn states_spell_lower_case_and_parse_back() {
+    for s in GroupState::ALL {
+        assert_eq!(s.to_string().parse::<GroupState>().unwrap(), s);
+        assert_eq!(s.to_string(), s.to_string().to_lowercase());
+        assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+    }
+    assert!("Queued".parse::<GroupState>().is_err());
+}
+
+#[test]
+fn only_documented_transitions_are_legal() {
+    use GroupState::*;
+    let legal = [
+        (Waiting, Queued),
+        (Waiting, Rejected),
+        (Queued, Waiting),
+        (Queued, Uploading),
+        (Queued, Failed),
+        (Queued, Canceled),
+        (Uploading, Completed),
+        (Uploading, Failed),
+        (Uploading, Canceled),
+        (Uploading, Expired),
+        (Failed, Queued),
+        (Failed, Canceled),
+        (Failed, Expired),
+    ];
+    for from in GroupState::ALL {
+        for to in GroupState::ALL {
+            assert_eq!(from.can_become(to), legal.contains(&(from, to)), "{from} -> {to}");
+        }
+        if from.is_terminal() {
+            assert!(GroupState::ALL.iter().all(|&to| !from.can_become(to)), "{from} is terminal");
+        }
+    }
+}
+
+#[test]
+fn illegal_transition_is_an_error_and_writes_nothing() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let id = queued(&j, "/x/a", "fp", &[10]);
+    let events_before = j.events(id).unwrap().len();
+    let err = j.complete_group(id, 7).unwrap_err();
+    assert!(
+        matches!(err, JournalError::IllegalTransition { from: GroupState::Queued, to: GroupState::Completed, .. }),
+        "{err}"
+    );
+    let g = j.group(id).unwrap();
+    assert_eq!(g.state, GroupState::Queued);
+    assert_eq!(g.library_id, None);
+    assert_eq!(j.events(id).unwrap().len(), events_before);
+    // expired is only reachable from uploading/failed
+    assert!(matches!(j.expire_group(id, "x", true), Err(JournalError::IllegalTransition { .. })));
+    assert_eq!(j.list().unwrap().len(), 1);
+}
+
+#[test]
+fn the_full_happy_path_records_every_fact() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let w = j.note_waiting(Path::new("/x/a"), "a", Some(Path::new("/x"))).unwrap();
+    assert_eq!(j.note_waiting(Path::new("/x/a"), "a", Some(Path::new("/x"))).unwrap(), w, "idempotent per key");
+    assert_eq!(j.list().unwrap()[0].state, GroupState::Waiting);
+
+    let id = queued(&j, "/x/a", "fp", &[250, 10]);
+    assert_eq!(id, w, "the waiting row is reused");
+    start(&j, id, "sess-1", 100);
+    let g = j.group(id).unwrap();
+    assert_eq!(g.state, GroupState::Uploading);
+    assert_eq!(g.session_id.as_deref(), Some("sess-1"));
+    assert_eq!(g.files[0].parts.len(), 3);
+    assert_eq!(
+        g.files[0].parts.iter().map(|p| (p.byte_start, p.size)).collect::<Vec<_>>(),
+        vec![(0, 100), (100, 100), (200, 50)]
+    );
+    assert_eq!(g.files[1].parts.len(), 1);
+    assert_eq!(g.files[1].strategy.as_deref(), Some("single_put"));
+
+    j.part_done(g.files[0].id, 2, "\"etag-2\"").unwrap();
+    let s = j.summary(id).unwrap();
+    assert_eq!((s.bytes_total, s.bytes_uploaded, s.parts_done, s.parts_total), (260, 100, 1, 4));
+    assert!(matches!(j.part_done(g.files[0].id, 9, "x"), Err(JournalError::NoSuchPart { part: 9, .. })));
+
+    j.part_done(g.files[0].id, 1, "\"etag-1\"").unwrap();
+    j.part_done(g.files[0].id, 3, "\"etag-3\"").unwrap();
+    j.file_completed(g.files[0].id, None).unwrap();
+    j.part_done(g.files[1].id, 1, "\"etag-s\"").unwrap();
+    j.file_completed(g.files[1].id, Some(42)).unwrap();
+    let g = j.group(id).unwrap();
+    assert_eq!(g.library_id, Some(42));
+    assert!(g.files.iter().all(|f| f.state == FileState::Completed));
+    assert_eq!(g.files[0].parts[1].etag.as_deref(), Some("\"etag-2\""));
+    j.complete_group(id, 42).unwrap();
+
+    let s = j.summary(id).unwrap();
+    assert_eq!(s.state, GroupState::Completed);
+    assert_eq!((s.bytes_uploaded, s.library_id), (260, Some(42)));
+    let history: Vec<_> = j.events(id).unwrap().into_iter().filter_map(|e| e.to).collect();
+    assert_eq!(history, vec![GroupState::Waiting, GroupState::Queued, GroupState::Uploading, GroupState::Completed]);
+    assert_eq!(j.unfinished().unwrap(), vec![id]);
+    j.set_finished(id).unwrap();
+    assert!(j.unfinished().unwrap().is_empty());
+}
+
+#[test]
+fn status_json_has_the_fixed_field_names() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    queued(&j, "/x/a", "fp", &[5]);
+    let v = serde_json::to_value(j.list().unwrap()).unwrap();
+    let row = &v[0];
+    for k in ["id", "name", "path", "state", "sessionId", "libraryId", "bytesTotal", "bytesUploaded", "error"] {
+        assert!(row.get(k).is_some(), "missing {k} in {row}");
+    }
+    assert_eq!(row["state"], "queued");
+    assert_eq!(row["path"], "/x/a");
+    assert!(row["sessionId"].is_null() && row["libraryId"].is_null());
+}
+
+#[test]
+fn dedup_by_fingerprint() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let a = queued(&j, "/x/a", "fp-a", &[5]);
+    // queued: same fingerprint again (a rescan) creates nothing
+    j.note_waiting(Path::new("/x/a2"), "a2", None).unwrap();
+    assert_eq!(
+        j.enqueue(&group("/x/a2", "fp-a", &[5])).unwrap(),
+        Enqueued::Duplicate { id: a, state: GroupState::Queued }
+    );
+    assert_eq!(j.list().unwrap().len(), 1, "the duplicate's waiting row is dropped");
+    // uploading
+    start(&j, a, "s-a", 100);
+    assert_eq!(
+        j.enqueue(&group("/x/a", "fp-a", &[5])).unwrap(),
+        Enqueued::Duplicate { id: a, state: GroupState::Uploading }
+    );
+    // completed
+    let f = j.group(a).unwrap().files[0].id;
+    j.part_done(f, 1, "e").unwrap();
+    j.file_completed(f, Some(1)).unwrap();
+    j.complete_group(a, 1).unwrap();
+    assert_eq!(
+        j.enqueue(&group("/x/a", "fp-a", &[5])).unwrap(),
+        Enqueued::Duplicate { id: a, state: GroupState::Completed }
+    );
+    // expired groups do not block a new upload of the same bytes
+    let b = queued(&j, "/x/b", "fp-b", &[5]);
+    start(&j, b, "s-b", 100);
+    assert_eq!(j.expire_group(b, "404", false).unwrap(), None);
+    let b2 = queued(&j, "/x/b", "fp-b", &[5]);
+    assert_ne!(b2, b);
+    // a user's cancel sticks; a cancel because the source changed does not
+    let c = queued(&j, "/x/c", "fp-c", &[5]);
+    j.cancel_group(c, "canceled by the user", true).unwrap();
+    assert_eq!(
+        j.enqueue(&group("/x/c", "fp-c", &[5])).unwrap(),
+        Enqueued::Duplicate { id: c, state: GroupState::Canceled }
+    );
+    let e = queued(&j, "/x/e", "fp-e", &[5]);
+    j.cancel_group(e, "video.mov changed during upload", false).unwrap();
+    assert!(matches!(j.enqueue(&group("/x/e", "fp-e", &[5])).unwrap(), Enqueued::Queued(_)));
+}
+
+#[test]
+fn rejected_groups_keep_their_reasons() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    j.note_waiting(Path::new("/x/r"), "r", None).unwrap();
+    let mut g = group("/x/r", "fp-r", &[5]);
+    g.violations.push(Violation {
+        rule: "one-video",
+        file: Some("b.mov".into()),
+        message: "a second video file; a 2D group has exactly one".into(),
+    });
+    let Enqueued::Rejected(id) = j.enqueue(&g).unwrap() else { panic!("not rejected") };
+    let s = j.summary(id).unwrap();
+    assert_eq!(s.state, GroupState::Rejected);
+    assert!(s.error.as_deref().unwrap().contains("b.mov: a second video file"), "{:?}", s.error);
+    // the same rejection is not recorded twice
+    assert_eq!(j.enqueue(&g).unwrap(), Enqueued::Duplicate { id, state: GroupState::Rejected });
+    // fixed (e.g. a config change) with the same files: queued
+    g.violations.clear();
+    assert!(matches!(j.enqueue(&g).unwrap(), Enqueued::Queued(n) if n != id));
+}
+
+#[test]
+fn unqueue_only_before_the_upload_started() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let id = queued(&j, "/x/a", "fp-1", &[5]);
+    assert!(j.unqueue(Path::new("/x/a")).unwrap());
+    let s = j.summary(id).unwrap();
+    assert_eq!((s.state, s.files), (GroupState::Waiting, 0));
+    // settles again with new content: same row, new fingerprint
+    assert_eq!(j.enqueue(&group("/x/a", "fp-2", &[6])).unwrap(), Enqueued::Queued(id));
+    start(&j, id, "s", 100);
+    assert!(!j.unqueue(Path::new("/x/a")).unwrap(), "already uploading");
+    assert_eq!(state(&j, id), GroupState::Uploading);
+    assert!(!j.unqueue(Path::new("/nothing")).unwrap());
+    // drop_waiting forgets only waiting rows
+    j.note_waiting(Path::new("/x/b"), "b", None).unwrap();
+    j.drop_waiting(Path::new("/x/b")).unwrap();
+    j.drop_waiting(Path::new("/x/a")).unwrap();
+    assert_eq!(j.list().unwrap().iter().map(|s| s.id).collect::<Vec<_>>(), vec![id]);
+}
+
+#[test]
+fn a_queued_export_enqueued_again_with_new_content_is_replaced_in_place() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let id = queued(&j, "/x/a", "fp-1", &[5]);
+    assert_eq!(j.enqueue(&group("/x/a", "fp-2", &[7, 3])).unwrap(), Enqueued::Queued(id));
+    let g = j.group(id).unwrap();
+    assert_eq!((g.fingerprint.as_deref(), g.total_bytes(), g.files.len()), (Some("fp-2"), 10, 2));
+}
+
+#[test]
+fn next_group_resumes_uploads_first_then_priority() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let a = queued(&j, "/x/a", "a", &[5]);
+    let mut g = group("/x/b", "b", &[5]);
+    g.priority = 5;
+    let Enqueued::Queued(b) = j.enqueue(&g).unwrap() else { panic!() };
+    let c = queued(&j, "/x/c", "c", &[5]);
+    assert_eq!(j.next_group(&[]).unwrap(), Some(b));
+    start(&j, c, "s-c", 100);
+    assert_eq!(j.next_group(&[]).unwrap(), Some(c));
+    assert_eq!(j.next_group(&[c]).unwrap(), Some(b));
+    assert_eq!(j.next_group(&[c, b]).unwrap(), Some(a));
+    assert_eq!(j.next_group(&[c, b, a]).unwrap(), None);
+}
+
+#[test]
+fn session_with_inconsistent_parts_is_refused_whole() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let id = queued(&j, "/x/a", "a", &[250]);
+    let f = j.group(id).unwrap().files[0].id;
+    let bad =
+        SessionFile { file_id: f, upload_id: "u".into(), part_size: 100, total_parts: 2, strategy: "multipart".into() };
+    assert!(matches!(j.record_session(id, "s", None, &[bad]), Err(JournalError::Invalid(_))));
+    let g = j.group(id).unwrap();
+    assert_eq!((g.state, g.session_id, g.files[0].parts.len()), (GroupState::Queued, None, 0));
+}
+
+#[test]
+fn failed_groups_retry_on_the_same_row_and_automatically_when_due() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let id = queued(&j, "/x/a", "a", &[250]);
+    start(&j, id, "s", 100);
+    let f = j.group(id).unwrap().files[0].id;
+    j.part_done(f, 1, "e1").unwrap();
+    j.fail_group(id, "HTTP 500 after 10 attempts", Some(1_000)).unwrap();
+    assert_eq!(j.next_retry_at().unwrap(), Some(1_000));
+    assert!(j.requeue_due(999).unwrap().is_empty());
+    assert_eq!(j.requeue_due(1_000).unwrap(), vec![id]);
+    let g = j.group(id).unwrap();
+    assert_eq!(g.state, GroupState::Queued);
+    assert_eq!(g.session_id.as_deref(), Some("s"), "the session is kept for resuming");
+    assert!(g.files[0].parts[0].done, "progress is kept");
+    // explicit retry of a failed group: same row
+    j.fail_group(id, "boom", None).unwrap();
+    assert_eq!(j.retry_group(id).unwrap(), id);
+    assert_eq!(state(&j, id), GroupState::Queued);
+    assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
+}
+
+#[test]
+fn expired_and_canceled_groups_come_back_as_new_groups() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let id = queued(&j, "/x/a", "a", &[250, 5]);
+    start(&j, id, "s", 100);
+    j.part_done(j.group(id).unwrap().files[0].id, 1, "e").unwrap();
+    let new = j.expire_group(id, "the server no longer knows session s", true).unwrap().expect("re-queued");
+    let (old, g) = (j.group(id).unwrap(), j.group(new).unwrap());
+    assert_eq!((old.state, old.finished), (GroupState::Expired, true));
+    assert_eq!((g.state, g.retry_of, g.session_id.as_ref()), (GroupState::Queued, Some(id), None));
+    assert_eq!(g.files.len(), 2);
+    assert!(g.files.iter().all(|f| f.parts.is_empty() && f.upload_id.is_none()));
+    assert_eq!(g.fingerprint.as_deref(), Some("a"));
+    // retry of the expired one is refused: it is already re-uploaded
+    assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
+
+    j.cancel_group(new, "canceled by the user", true).unwrap();
+    let again = j.retry_group(new).unwrap();
+    assert_ne!(again, new);
+    assert_eq!(state(&j, again), GroupState::Queued);
+    assert!(matches!(j.retry_group(again), Err(JournalError::Refused(_))), "queued cannot be retried");
+}
+
+#[test]
+fn cancel_requests_round_trip() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let id = queued(&j, "/x/a", "a", &[5]);
+    let rid = j.request(id, RequestKind::Cancel).unwrap();
+    let open = j.open_requests().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].id, open[0].group_id, open[0].kind), (rid, id, RequestKind::Cancel));
+    j.finish_request(rid, "canceled").unwrap();
+    assert!(j.open_requests().unwrap().is_empty());
+    assert_eq!(j.request_status(rid).unwrap().unwrap().result.as_deref(), Some("canceled"));
+    assert!(matches!(j.request(999, RequestKind::Cancel), Err(JournalError::NoSuchGroup(999))));
+}
+
+#[test]
+fn find_by_id_session_or_path() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let a = queued(&j, "/x/a", "a", &[5]);
+    let b = queued(&j, "/x/b", "b", &[5]);
+    start(&j, b, "5ea97a59-95e0", 100);
+    assert_eq!(j.find(&a.to_string()).unwrap(), Some(a));
+    assert_eq!(j.find("5ea97a59-95e0").unwrap(), Some(b));
+    assert_eq!(j.find("/x/a").unwrap(), Some(a));
+    assert_eq!(j.find("/x/a/").unwrap(), Some(a));
+    assert_eq!(j.find("/nowhere").unwrap(), None);
+}
+
+#[cfg(unix)]
+#[test]
+fn odd_file_names_round_trip() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let weird = std::ffi::OsStr::from_bytes(b"/x/caf\xe9 shot 010");
+    let mut g = group("/x/tmp", "w", &[5]);
+    g.key = PathBuf::from(weird);
+    g.root = g.key.clone();
+    g.files[0].source = g.key.join("Shot_010_v002_L.mov");
+    let Enqueued::Queued(id) = j.enqueue(&g).unwrap() else { panic!() };
+    let r = j.group(id).unwrap();
+    assert_eq!(r.key.as_os_str(), weird);
+    assert_eq!(r.files[0].source, g.files[0].source);
+}
+
+#[cfg(unix)]
+#[test]
+fn journal_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp();
+    let path = d.path().join("sub/j.sqlite3");
+    let j = Journal::open(&path).unwrap();
+    queued(&j, "/x/a", "a", &[5]);
+    for p in [path.clone(), PathBuf::from(format!("{}-wal", path.display()))] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+}
+
+#[test]
+fn migrates_a_version_1_journal() {
+    let d = tmp();
+    let path = d.path().join("old.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("fixtures/v1.sql")).unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.schema_version().unwrap(), schema::LATEST);
+    let list = j.list().unwrap();
+    assert_eq!(
+        list.iter().map(|s| (s.id, s.state)).collect::<Vec<_>>(),
+        vec![(1, GroupState::Completed), (2, GroupState::Uploading), (3, GroupState::Queued)]
+    );
+    assert_eq!(list[0].library_id, Some(41));
+    assert_eq!((list[1].bytes_total, list[1].bytes_uploaded), (150, 100));
+    // the mid-upload group resumes: part 1 done with its ETag, part 2 pending
+    let b = j.group(2).unwrap();
+    assert_eq!(b.key, PathBuf::from("/renders/b"));
+    assert_eq!(b.files[0].source, PathBuf::from("/renders/b/b.mov"));
+    assert_eq!(b.files[0].parts[0].etag.as_deref(), Some("\"e2\""));
+    assert!(!b.files[0].parts[1].done);
+    // old paths work with the new lookups and the completed fingerprint still dedups
+    assert_eq!(j.find("/renders/c").unwrap(), Some(3));
+    assert_eq!(
+        j.enqueue(&group("/renders/a", "fp-a", &[10])).unwrap(),
+        Enqueued::Duplicate { id: 1, state: GroupState::Completed }
+    );
+    assert!(j.unfinished().unwrap().is_empty(), "old completed groups need no housekeeping");
+    // re-opening a migrated journal is a no-op
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.list().unwrap().len(), 3);
+}
+
+#[test]
+fn a_newer_journal_is_refused_untouched() {
+    let d = tmp();
+    let path = d.path().join("new.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;").unwrap();
+    }
+    let err = Journal::open(&path).unwrap_err();
+    assert!(matches!(err, JournalError::TooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("newer spatialgen-sync"), "{err}");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 99);
+    let n: i64 = c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'groups'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0, "nothing was created");
+}
+
+#[test]
+fn a_corrupt_journal_is_renamed_aside_and_replaced() {
+    let d = tmp();
+    let path = d.path().join("j.sqlite3");
+    std::fs::write(&path, b"this is not an SQLite database, it is garbage left by a broken disk....").unwrap();
+    let j = Journal::open(&path).unwrap();
+    assert!(j.list().unwrap().is_empty());
+    queued(&j, "/x/a", "a", &[5]);
+    let aside: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("j.sqlite3.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let kept = std::fs::read(d.path().join(&aside[0])).unwrap();
+    assert!(kept.starts_with(b"this is not an SQLite database"), "the bad file is kept for inspection");
+}
+
+#[test]
+fn a_truncated_journal_is_renamed_aside() {
+    let d = tmp();
+    let path = d.path().join("j.sqlite3");
+    {
+        let j = Journal::open(&path).unwrap();
+        for i in 0..50 {
+            queued(&j, &format!("/x/{i}"), &format!("fp{i}"), &[5, 6, 7]);
+        }
+        let c = j.conn();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+    let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+    let bytes = std::fs::read(&path).unwrap();
+    // keep the header, scribble over the first table page
+    let mut bad = bytes.clone();
+    for b in bad.iter_mut().skip(4096).take(4096) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bad).unwrap();
+    let j = Journal::open(&path).unwrap();
+    assert!(j.list().unwrap().is_empty(), "a fresh journal");
+    assert!(
+        std::fs::read_dir(d.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".corrupt-"))
+    );
+}
+
+#[test]
+fn agent_and_cli_use_the_journal_at_once() {
+    let d = tmp();
+    let path = d.path().join("j.sqlite3");
+    let agent = Journal::open(&path).unwrap();
+    let cli = Journal::open(&path).unwrap();
+    let id = queued(&agent, "/x/a", "a", &[1000]);
+    start(&agent, id, "s", 10);
+    let f = agent.group(id).unwrap().files[0].id;
+    let writer = std::thread::spawn(move || {
+        for n in 1..=100u32 {
+            agent.part_done(f, n, &format!("e{n}")).unwrap();
+        }
+        agent
+    });
+    // the CLI reads and writes while the agent records parts
+    let mut seen = 0;
+    for _ in 0..50 {
+        let s = cli.summary(id).unwrap();
+        assert!(s.parts_done >= seen, "progress never goes back");
+        seen = s.parts_done;
+        cli.request(id, RequestKind::Cancel).unwrap();
+    }
+    let agent = writer.join().unwrap();
+    assert_eq!(cli.summary(id).unwrap().parts_done, 100);
+    assert_eq!(agent.open_requests().unwrap().len(), 50);
+}
+
+#[test]
+fn one_engine_per_journal() {
+    let d = tmp();
+    let path = d.path().join("j.sqlite3");
+    let j = Journal::open(&path).unwrap();
+    assert!(!j.engine_running().unwrap());
+    let lock = j.try_lock_engine().unwrap().expect("free");
+    assert!(j.engine_running().unwrap());
+    let other = Journal::open(&path).unwrap();
+    assert!(other.try_lock_engine().unwrap().is_none());
+    drop(lock);
+    assert!(!other.engine_running().unwrap());
+    assert!(other.try_lock_engine().unwrap().is_some());
+}

@@ -1,0 +1,460 @@
+//! The scheduler: which groups run, control requests, auth pause, shutdown.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::finish::{self, AfterOutcome};
+use super::retry::{RetryPolicy, with_retries};
+use super::worker::{self, Ctx};
+use super::{EngineError, GroupOutcome};
+use crate::api::Client;
+use crate::config::{ApiKey, Config};
+use crate::journal::{GroupId, GroupState, Journal, JournalError, RequestKind, now_ms};
+
+/// Knobs that are not in the config file (tests and the one-shot command set them).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How often the journal is re-read for new work and control requests.
+    /// Bounds how fast a cancel request is seen (well under 2 s).
+    pub poll: Duration,
+    /// After the API refused the key, how long the queue stays paused
+    /// before one group probes again.
+    pub auth_recheck: Duration,
+    /// How often ended groups' housekeeping (staged files of rejected
+    /// groups, a crashed after-upload step) is looked for.
+    pub housekeeping: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            poll: Duration::from_millis(500),
+            auth_recheck: Duration::from_secs(300),
+            housekeeping: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub cfg: Arc<Config>,
+    pub journal: Arc<Journal>,
+    pub client: Client,
+    pub policy: RetryPolicy,
+    /// `max_parts_in_flight` permits, across all groups.
+    pub parts: Arc<Semaphore>,
+    /// Bytes handed to the network by part PUTs (failed attempts taken back out).
+    pub sent: Arc<AtomicU64>,
+    /// Set by every successful API call: ends an auth pause.
+    pub api_ok: AtomicBool,
+}
+
+impl Shared {
+    /// After-upload action, receipt and staged files of a completed group.
+    /// Failures are logged and noted; the step is retried at the next start.
+    pub(crate) fn finish_completed(&self, id: GroupId) {
+        if let Err(e) = self.try_finish_completed(id) {
+            tracing::warn!(group = id, error = %e, "after-upload step failed; it is retried at the next start");
+            let _ = self.journal.note(id, &format!("after-upload step failed: {e}"));
+        }
+    }
+
+    fn try_finish_completed(&self, id: GroupId) -> Result<(), String> {
+        let g = self.journal.group(id).map_err(|e| e.to_string())?;
+        let after = finish::after_upload(&self.cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
+        match &after {
+            AfterOutcome::Kept => {}
+            AfterOutcome::Deleted => tracing::info!(group = id, path = %g.key.display(), "export deleted after upload"),
+            AfterOutcome::Moved { to } => {
+                tracing::info!(group = id, path = %g.key.display(), to = %to.display(), "export moved after upload")
+            }
+        }
+        if let Some(dir) = &self.cfg.upload.receipt_dir {
+            let path =
+                finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
+            tracing::debug!(group = id, receipt = %path.display(), "receipt written");
+        }
+        finish::remove_staged(&g);
+        let note = match &after {
+            AfterOutcome::Kept => "export kept".to_string(),
+            AfterOutcome::Deleted => "export deleted".to_string(),
+            AfterOutcome::Moved { to } => format!("export moved to {}", to.display()),
+        };
+        self.journal.note(id, &note).map_err(|e| e.to_string())?;
+        self.journal.set_finished(id).map_err(|e| e.to_string())
+    }
+
+    /// Housekeeping for every ended group that has not had it.
+    fn housekeeping(&self) -> Result<(), EngineError> {
+        for id in self.journal.unfinished()? {
+            let g = self.journal.group(id)?;
+            if g.state == GroupState::Completed {
+                self.finish_completed(id);
+            } else {
+                finish::remove_staged(&g);
+                self.journal.set_finished(id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Cancel group `id` now: DELETE its server group if it has one (a few
+/// attempts; if the server cannot be reached the group is canceled locally
+/// anyway and noted: nothing will upload to it again and it expires by
+/// itself), record `canceled` with `reason`, remove its staged files.
+pub async fn cancel_now(
+    client: Option<&Client>,
+    journal: &Journal,
+    policy: &RetryPolicy,
+    id: GroupId,
+    reason: &str,
+    by_user: bool,
+) -> Result<(), EngineError> {
+    let g = journal.group(id)?;
+    if let (Some(session), true) =
+        (&g.session_id, matches!(g.state, GroupState::Queued | GroupState::Uploading | GroupState::Failed))
+    {
+        let short =
+            RetryPolicy { max_attempts: policy.max_attempts.min(3), budget: Duration::from_secs(20), ..*policy };
+        let result = match client {
+            Some(c) => {
+                with_retries(&short, &CancellationToken::new(), "cancel upload group", |_| c.cancel_group(session))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => Err("no API client".to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(group = id, session = %session, error = %e, "the server group could not be canceled; it expires by itself");
+            journal.note(id, &format!("server group {session} could not be canceled ({e}); it expires by itself"))?;
+        }
+    }
+    journal.cancel_group(id, reason, by_user)?;
+    finish::remove_staged(&g);
+    journal.set_finished(id)?;
+    Ok(())
+}
+
+/// A running group worker as the scheduler sees it.
+struct Active {
+    tok: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+    /// Cancel requests waiting for this worker to end.
+    requests: Vec<i64>,
+}
+
+/// The engine. Build it with [`Engine::new`], run it with [`Engine::run`]
+/// (the agent) or [`Engine::run_one`] (one group in the foreground). The
+/// caller holds the journal's [`crate::journal::EngineLock`].
+pub struct Engine {
+    sh: Arc<Shared>,
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(
+        cfg: Arc<Config>,
+        journal: Arc<Journal>,
+        key: ApiKey,
+        opts: EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        let client = Client::new(&cfg.api, key)?;
+        let policy = RetryPolicy::from_config(&cfg.upload);
+        let parts = Arc::new(Semaphore::new(cfg.upload.max_parts_in_flight.max(1)));
+        let sh = Shared {
+            cfg,
+            journal,
+            client,
+            policy,
+            parts,
+            sent: Arc::new(AtomicU64::new(0)),
+            api_ok: AtomicBool::new(false),
+        };
+        Ok(Engine { sh: Arc::new(sh), opts })
+    }
+
+    /// Bytes handed to the network since the engine started (in-flight
+    /// parts included, failed attempts taken back out): for progress bars.
+    pub fn bytes_sent(&self) -> Arc<AtomicU64> {
+        self.sh.sent.clone()
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.sh.journal
+    }
+
+    /// Work the queue until `shutdown` fires, then stop in two phases
+    /// (see the module doc). Returns `Ok` after a clean stop.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), EngineError> {
+        self.schedule(shutdown, None).await.map(|_| ())
+    }
+
+    /// Work only group `id` until it ends (following it to the new group
+    /// if it expires and is re-queued). Returns the group that ended and how.
+    /// A refused key ends it with [`EngineError::AuthRefused`].
+    pub async fn run_one(
+        &self,
+        id: GroupId,
+        shutdown: CancellationToken,
+    ) -> Result<(GroupId, GroupOutcome), EngineError> {
+        let r = self.schedule(shutdown, Some(id)).await?;
+        Ok(r.unwrap_or((id, GroupOutcome::Stopped)))
+    }
+
+    async fn schedule(
+        &self,
+        shutdown: CancellationToken,
+        mut only: Option<GroupId>,
+    ) -> Result<Option<(GroupId, GroupOutcome)>, EngineError> {
+        let sh = &self.sh;
+        let cfg = &sh.cfg.upload;
+        sh.housekeeping()?;
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let mut active: HashMap<GroupId, Active> = HashMap::new();
+        let mut tasks: HashMap<tokio::task::Id, GroupId> = HashMap::new();
+        let mut workers: JoinSet<(GroupId, Result<GroupOutcome, EngineError>)> = JoinSet::new();
+        // Auth pause: until when, and whether a probe group is allowed.
+        let mut paused_until: Option<Instant> = None;
+        let mut last_housekeeping = Instant::now();
+        let mut result = None;
+
+        'main: loop {
+            // Control requests first: a cancel must not wait for scheduling.
+            for req in sh.journal.open_requests()? {
+                self.handle_request(req, &mut active).await?;
+            }
+            if only.is_none() {
+                for id in sh.journal.requeue_due(now_ms())? {
+                    tracing::info!(group = id, "failed group re-queued for an automatic retry");
+                }
+                if last_housekeeping.elapsed() >= self.opts.housekeeping {
+                    sh.housekeeping()?;
+                    last_housekeeping = Instant::now();
+                }
+            }
+            if paused_until.is_some() && sh.api_ok.load(Ordering::Relaxed) {
+                tracing::info!("the API accepts the key again; uploads resume");
+                paused_until = None;
+            }
+            let probing = paused_until.is_some_and(|u| Instant::now() >= u);
+            let limit = if probing {
+                1
+            } else if paused_until.is_some() {
+                0
+            } else {
+                cfg.max_groups.max(1)
+            };
+            while active.len() < limit {
+                let busy: Vec<GroupId> = active.keys().copied().collect();
+                let next = match only {
+                    Some(id) if busy.contains(&id) => None,
+                    Some(id) => {
+                        let state = sh.journal.group(id)?.state;
+                        matches!(state, GroupState::Queued | GroupState::Uploading).then_some(id)
+                    }
+                    None => sh.journal.next_group(&busy)?,
+                };
+                let Some(id) = next else { break };
+                let tok = abort.child_token();
+                let reason = Arc::new(Mutex::new(None));
+                let ctx = Ctx { sh: sh.clone(), id, stop: stop.clone(), tok: tok.clone(), reason: reason.clone() };
+                tracing::debug!(group = id, "group worker started");
+                let handle = workers.spawn(async move { (id, worker::work(ctx).await) });
+                tasks.insert(handle.id(), id);
+                active.insert(id, Active { tok, reason, requests: Vec::new() });
+            }
+            if let Some(id) = only
+                && active.is_empty()
+            {
+                // Nothing runnable: the group ended (perhaps canceled from the CLI).
+                let state = sh.journal.group(id)?.state;
+                let outcome = match state {
+                    GroupState::Canceled => GroupOutcome::Canceled(sh.journal.group(id)?.error.unwrap_or_default()),
+                    GroupState::Completed => {
+                        GroupOutcome::Completed { library_id: sh.journal.group(id)?.library_id.unwrap_or(0) }
+                    }
+                    _ => GroupOutcome::Stopped,
+                };
+                result = Some((id, outcome));
+                break 'main;
+            }
+
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'main,
+                joined = workers.join_next_with_id(), if !workers.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (id, outcome) = match joined {
+                        Ok((task, v)) => {
+                            tasks.remove(&task);
+                            v
+                        }
+                        Err(e) => {
+                            // A panic in a worker: its group stays as recorded and is
+                            // picked up again later; the slot is freed.
+                            let id = tasks.remove(&e.id());
+                            tracing::error!(group = ?id, error = %e, "a group worker ended abnormally");
+                            if let Some(id) = id {
+                                active.remove(&id);
+                            }
+                            continue;
+                        }
+                    };
+                    let ended = active.remove(&id);
+                    let outcome = outcome?;
+                    if let Some(a) = ended {
+                        for rid in a.requests {
+                            let what = match &outcome {
+                                GroupOutcome::Canceled(_) => "canceled".to_string(),
+                                other => format!("not canceled: the group ended first ({other:?})"),
+                            };
+                            sh.journal.finish_request(rid, &what)?;
+                        }
+                    }
+                    match &outcome {
+                        GroupOutcome::AuthRefused(msg) => {
+                            if only.is_some() {
+                                self.stop_all(&stop, &abort, &mut workers).await;
+                                return Err(EngineError::AuthRefused(msg.clone()));
+                            }
+                            if paused_until.is_none() {
+                                tracing::error!(
+                                    error = %msg,
+                                    recheck_in = %humantime::format_duration(self.opts.auth_recheck),
+                                    "THE API REFUSED THE KEY: all uploads are paused; fix api_key_env / api_key_file \
+                                     (the key needs role admin or upload); the agent re-checks by itself"
+                                );
+                            } else {
+                                tracing::debug!("the API still refuses the key");
+                            }
+                            sh.api_ok.store(false, Ordering::Relaxed);
+                            paused_until = Some(Instant::now() + self.opts.auth_recheck);
+                        }
+                        GroupOutcome::Expired { requeued: Some(new) } if only == Some(id) => only = Some(*new),
+                        _ if only == Some(id) => {
+                            result = Some((id, outcome.clone()));
+                            break 'main;
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tokio::time::sleep(self.opts.poll) => {}
+            }
+        }
+        self.stop_all(&stop, &abort, &mut workers).await;
+        Ok(result)
+    }
+
+    /// Two-phase stop: no new steps, in-flight parts get `shutdown_grace`,
+    /// then everything still running is dropped.
+    async fn stop_all(
+        &self,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+        workers: &mut JoinSet<(GroupId, Result<GroupOutcome, EngineError>)>,
+    ) {
+        stop.cancel();
+        let grace = self.sh.cfg.upload.shutdown_grace.0;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(r) = workers.join_next().await {
+                log_stopped(r);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace = %humantime::format_duration(grace), "parts still in flight after the shutdown grace; dropping them");
+            abort.cancel();
+            while let Some(r) = workers.join_next().await {
+                log_stopped(r);
+            }
+        }
+    }
+
+    async fn handle_request(
+        &self,
+        req: crate::journal::Request,
+        active: &mut HashMap<GroupId, Active>,
+    ) -> Result<(), EngineError> {
+        let sh = &self.sh;
+        match req.kind {
+            RequestKind::Cancel => {
+                if let Some(a) = active.get_mut(&req.group_id) {
+                    // The worker drops its PUTs, sends DELETE and records the
+                    // cancel; the request is answered when it ends.
+                    *a.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some("canceled by the user".into());
+                    a.tok.cancel();
+                    a.requests.push(req.id);
+                    // Mark it taken so the next poll does not see it again.
+                    sh.journal.finish_request(req.id, "canceling")?;
+                    return Ok(());
+                }
+                let g = sh.journal.group(req.group_id)?;
+                let result = match g.state {
+                    GroupState::Queued | GroupState::Uploading | GroupState::Failed => {
+                        cancel_now(Some(&sh.client), &sh.journal, &sh.policy, g.id, "canceled by the user", true)
+                            .await?;
+                        tracing::info!(group = g.id, "group canceled");
+                        "canceled".to_string()
+                    }
+                    GroupState::Canceled => "canceled".to_string(),
+                    other => format!("not canceled: the group is {other}"),
+                };
+                sh.journal.finish_request(req.id, &result)?;
+            }
+            RequestKind::Retry => {
+                let result = match sh.journal.retry_group(req.group_id) {
+                    Ok(id) => format!("re-queued as group {id}"),
+                    Err(JournalError::Refused(why)) => why,
+                    Err(e) => return Err(e.into()),
+                };
+                sh.journal.finish_request(req.id, &result)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_stopped(r: Result<(GroupId, Result<GroupOutcome, EngineError>), tokio::task::JoinError>) {
+    match r {
+        Ok((id, Ok(outcome))) => tracing::debug!(group = id, ?outcome, "group worker stopped"),
+        Ok((id, Err(e))) => tracing::error!(group = id, error = %e, "group worker failed while stopping"),
+        Err(e) => tracing::error!(error = %e, "a group worker ended abnormally"),
+    }
+}
+
+/// The agent's engine: open the journal, take the engine lock (waiting while
+/// another engine, e.g. a foreground `upload`, holds it), then work the
+/// queue until `shutdown`.
+pub async fn run_engine(
+    cfg: Arc<Config>,
+    journal_path: &Path,
+    key: ApiKey,
+    shutdown: CancellationToken,
+) -> Result<(), EngineError> {
+    let journal = Arc::new(Journal::open(journal_path)?);
+    let mut told = false;
+    let _lock = loop {
+        if let Some(lock) = journal.try_lock_engine()? {
+            break lock;
+        }
+        if !told {
+            tracing::warn!(journal = %journal_path.display(), "another engine works this journal; waiting for it to finish");
+            told = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    let engine = Engine::new(cfg, journal, key, EngineOptions::default())?;
+    engine.run(shutdown).await
+}

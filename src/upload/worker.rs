@@ -1,0 +1,437 @@
+//! One group's upload, from `queued` (or a resumed `uploading`) to its end.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Shared;
+use super::finish::{self, check_source, check_sources};
+use super::retry::{RetryError, with_retries};
+use super::stream::{PutOptions, TransferError, put_file_range_with};
+use super::{EngineError, GroupOutcome};
+use crate::api::{
+    ApiError, CompletedPart, ErrorClass, PartUrl, PartUrlsRequest, StartFile, StartGroup, Strategy, redact_url,
+};
+use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
+
+/// The API forgets a group this long after it was created.
+pub(crate) const SERVER_GROUP_LIFETIME: Duration = Duration::from_secs(5 * 24 * 3600);
+
+/// A part URL this close to its expiry is refreshed before use.
+const URL_MARGIN: Duration = Duration::from_secs(30);
+
+/// Fresh URLs for one part in a row before the group fails.
+const MAX_REFRESHES: u32 = 5;
+
+/// Why a group's work stopped before the library id was known.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// Shutdown: leave everything as recorded.
+    Shutdown,
+    /// The group's token fired: a cancel request, or the shutdown grace ran out.
+    Canceled,
+    /// A source file changed or vanished.
+    SourceChanged(String),
+    /// The server no longer knows the group.
+    Gone(String),
+    /// 401/403 from the API.
+    Auth(String),
+    /// Fatal, or retries exhausted.
+    Failed(String),
+    Journal(JournalError),
+}
+
+impl From<JournalError> for Stop {
+    fn from(e: JournalError) -> Stop {
+        Stop::Journal(e)
+    }
+}
+
+/// What a worker needs; cheap to clone into file and part tasks.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub sh: Arc<Shared>,
+    pub id: GroupId,
+    /// Shutdown phase one: start nothing new.
+    pub stop: CancellationToken,
+    /// Fires on a cancel request or when the shutdown grace is over: drop everything.
+    pub tok: CancellationToken,
+    /// Set before `tok` fires for a cancel request: the reason to record.
+    pub reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Ctx {
+    fn check_stop(&self, inner: &CancellationToken) -> Result<(), Stop> {
+        if inner.is_cancelled() {
+            Err(Stop::Canceled)
+        } else if self.stop.is_cancelled() {
+            Err(Stop::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One JSON API call with per-request retries, raced against `inner`.
+    async fn api<T, F, Fut>(&self, inner: &CancellationToken, what: &str, f: F) -> Result<T, Stop>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        self.check_stop(inner)?;
+        let r = tokio::select! {
+            r = with_retries(&self.sh.policy, &self.stop, what, f) => r,
+            _ = inner.cancelled() => return Err(Stop::Canceled),
+        };
+        match r {
+            Ok(v) => {
+                self.sh.api_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(RetryError::Canceled) => Err(Stop::Shutdown),
+            Err(e @ RetryError::Exhausted { .. }) => Err(Stop::Failed(format!("{what}: {e}"))),
+            Err(RetryError::Stopped(e)) => Err(classify_api(what, &e)),
+        }
+    }
+}
+
+fn classify_api(what: &str, e: &ApiError) -> Stop {
+    if e.is_auth() {
+        return Stop::Auth(e.to_string());
+    }
+    match e.class() {
+        ErrorClass::Gone => Stop::Gone(format!("{what}: {e}")),
+        _ => Stop::Failed(format!("{what}: {e}")),
+    }
+}
+
+/// Drive group `ctx.id` to its end and record the end in the journal.
+pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
+    let sh = ctx.sh.clone();
+    let id = ctx.id;
+    match upload(&ctx).await {
+        Ok(library_id) => {
+            tracing::info!(group = id, library_id, "group completed");
+            sh.finish_completed(id);
+            Ok(GroupOutcome::Completed { library_id })
+        }
+        Err(Stop::Shutdown) => Ok(GroupOutcome::Stopped),
+        Err(Stop::Canceled) => {
+            let reason = ctx.reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match reason {
+                Some(reason) => {
+                    super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy, id, &reason, true).await?;
+                    tracing::info!(group = id, %reason, "group canceled");
+                    Ok(GroupOutcome::Canceled(reason))
+                }
+                None => Ok(GroupOutcome::Stopped),
+            }
+        }
+        Err(Stop::SourceChanged(why)) => {
+            tracing::warn!(group = id, reason = %why, "source changed; canceling the server group");
+            super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy, id, &why, false).await?;
+            Ok(GroupOutcome::Canceled(why))
+        }
+        Err(Stop::Gone(why)) => {
+            let g = sh.journal.group(id)?;
+            let unchanged = check_sources(&g);
+            let requeued = sh.journal.expire_group(id, &why, unchanged.is_ok())?;
+            match (requeued, unchanged) {
+                (Some(new), _) => {
+                    tracing::warn!(group = id, new_group = new, reason = %why, "group expired; re-queued as a new group")
+                }
+                (None, Err(changed)) => {
+                    tracing::warn!(group = id, reason = %why, %changed, "group expired; its files changed, not re-queued");
+                    finish::remove_staged(&g);
+                    sh.journal.set_finished(id)?;
+                }
+                (None, Ok(())) => tracing::warn!(group = id, reason = %why, "group expired"),
+            }
+            Ok(GroupOutcome::Expired { requeued })
+        }
+        Err(Stop::Auth(msg)) => Ok(GroupOutcome::AuthRefused(msg)),
+        Err(Stop::Failed(msg)) => {
+            let retry_at = crate::journal::now_ms() + sh.cfg.upload.retry_failed_after.0.as_millis() as i64;
+            match sh.journal.fail_group(id, &msg, Some(retry_at)) {
+                Ok(()) => {}
+                // Canceled meanwhile by the CLI (no agent seen): nothing to fail.
+                Err(JournalError::IllegalTransition { .. }) => return Ok(GroupOutcome::Stopped),
+                Err(e) => return Err(e.into()),
+            }
+            tracing::error!(group = id, error = %msg, retry_in = %sh.cfg.upload.retry_failed_after, "group failed");
+            Ok(GroupOutcome::Failed(msg))
+        }
+        Err(Stop::Journal(e)) => Err(e.into()),
+    }
+}
+
+fn start_request(g: &GroupRecord) -> Result<StartGroup, Stop> {
+    let layout = g.layout.ok_or_else(|| Stop::Failed("the group has no layout recorded".into()))?;
+    Ok(StartGroup {
+        video_name: g.name.clone(),
+        description: g.description.clone(),
+        layout,
+        perspective: g.perspective,
+        folder_name: g.folder_name.clone(),
+        files: g
+            .files
+            .iter()
+            .map(|f| StartFile {
+                file_name: f.file_name.clone(),
+                file_role: f.role,
+                size_bytes: f.size,
+                language_tag: f.language.clone(),
+            })
+            .collect(),
+    })
+}
+
+async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
+    let sh = &ctx.sh;
+    let id = ctx.id;
+    // Cancels the group's own tasks when one of them fails.
+    let inner = ctx.tok.child_token();
+    let _guard = inner.clone().drop_guard();
+    let g = sh.journal.group(id)?;
+    match (g.state, &g.session_id) {
+        (GroupState::Queued, None) => {
+            check_sources(&g).map_err(Stop::SourceChanged)?;
+            let req = start_request(&g)?;
+            let created = ctx.api(&inner, "start upload group", |_| sh.client.start_group(&req)).await?;
+            let mut files = Vec::with_capacity(g.files.len());
+            for f in &g.files {
+                let c = created.file_for(&f.file_name, f.role).ok_or_else(|| {
+                    Stop::Failed(format!("the server's answer does not list {} ({})", f.file_name, f.role))
+                })?;
+                files.push(SessionFile {
+                    file_id: f.id,
+                    upload_id: c.upload_id.clone(),
+                    part_size: c.part_size_bytes,
+                    total_parts: c.total_parts,
+                    strategy: match c.upload_strategy {
+                        Strategy::SinglePut => "single_put".into(),
+                        Strategy::Multipart => "multipart".into(),
+                    },
+                });
+            }
+            if let Err(e) = sh.journal.record_session(id, &created.session_id, created.expires_at.as_deref(), &files) {
+                // Do not leave a live server group behind that nothing will upload.
+                let _ = sh.client.cancel_group(&created.session_id).await;
+                return Err(match e {
+                    JournalError::Invalid(m) => Stop::Failed(format!("the server's answer does not fit: {m}")),
+                    other => Stop::Journal(other),
+                });
+            }
+            tracing::info!(group = id, session = %created.session_id, files = files.len(), "server group created");
+        }
+        (GroupState::Queued, Some(_)) => sh.journal.resume(id)?,
+        (GroupState::Uploading, _) => {}
+        // Ended meanwhile (canceled from the CLI with no agent seen): nothing to do.
+        _ => return Err(Stop::Shutdown),
+    }
+
+    let g = sh.journal.group(id)?;
+    let session = g.session_id.clone().ok_or_else(|| Stop::Failed("uploading without a session id".into()))?;
+    if let Some(at) = g.session_at_ms {
+        let age = crate::journal::now_ms().saturating_sub(at);
+        if age >= SERVER_GROUP_LIFETIME.as_millis() as i64 {
+            return Err(Stop::Gone(format!("server group {session} is older than 5 days")));
+        }
+    }
+    let session: Arc<str> = session.into();
+    let mut files = JoinSet::new();
+    for f in g.files.iter().filter(|f| f.state != FileState::Completed).cloned() {
+        files.spawn(upload_file(ctx.clone(), inner.clone(), session.clone(), f));
+    }
+    let mut first: Option<Stop> = None;
+    while let Some(r) = files.join_next().await {
+        let r = r.unwrap_or_else(|e| Err(Stop::Failed(format!("file task ended abnormally: {e}"))));
+        if let Err(stop) = r
+            && first.is_none()
+        {
+            inner.cancel();
+            first = Some(stop);
+        }
+    }
+    if let Some(stop) = first {
+        return Err(stop);
+    }
+
+    let g = sh.journal.group(id)?;
+    let library_id = match g.library_id {
+        Some(l) => l,
+        None => {
+            // Every file is completed but no answer carried the id (lost in a
+            // crash): `complete` is idempotent, so ask the last file again.
+            let last = g.files.last().ok_or_else(|| Stop::Failed("the group has no files".into()))?;
+            let done = complete(ctx, &inner, &session, last).await?;
+            done.ok_or_else(|| Stop::Failed("every file is completed but the server gave no library id".to_string()))?
+        }
+    };
+    sh.journal.complete_group(id, library_id)?;
+    Ok(library_id)
+}
+
+/// Send `complete` for a file whose parts are all done; records the answer.
+async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileRecord) -> Result<Option<u64>, Stop> {
+    let sh = &ctx.sh;
+    let upload_id = f.upload_id.as_deref().ok_or_else(|| Stop::Failed(format!("{}: no upload id", f.rel_path)))?;
+    check_source(f).map_err(Stop::SourceChanged)?;
+    let parts = sh.journal.parts(f.id)?;
+    let mut list = Vec::with_capacity(parts.len());
+    for p in &parts {
+        match (&p.etag, p.done) {
+            (Some(etag), true) => list.push(CompletedPart { part_number: p.part_number, etag: etag.clone() }),
+            _ => return Err(Stop::Failed(format!("{}: part {} is not done", f.rel_path, p.part_number))),
+        }
+    }
+    if f.strategy.as_deref() == Some("single_put") {
+        list.clear();
+    }
+    let done = ctx.api(inner, "complete file upload", |_| sh.client.complete_file(session, upload_id, &list)).await?;
+    sh.journal.file_completed(f.id, done.library_id)?;
+    tracing::debug!(group = ctx.id, file = %f.rel_path, library_id = ?done.library_id, "file completed");
+    Ok(done.library_id)
+}
+
+async fn upload_file(ctx: Ctx, inner: CancellationToken, session: Arc<str>, f: FileRecord) -> Result<(), Stop> {
+    let sh = ctx.sh.clone();
+    let upload_id: Arc<str> =
+        f.upload_id.clone().ok_or_else(|| Stop::Failed(format!("{}: no upload id", f.rel_path)))?.into();
+    let single = f.strategy.as_deref() == Some("single_put");
+    let pending: Vec<PartRecord> = f.parts.iter().filter(|p| !p.done).cloned().collect();
+    let batch = (sh.cfg.upload.part_url_batch.max(1) as usize).min(10_000);
+    let file = Arc::new(f);
+    let mut puts: JoinSet<Result<(), Stop>> = JoinSet::new();
+    for chunk in pending.chunks(batch) {
+        ctx.check_stop(&inner)?;
+        let req = if single {
+            PartUrlsRequest::SinglePut
+        } else {
+            match (chunk.first(), chunk.last()) {
+                (Some(a), Some(b)) if (b.part_number - a.part_number) as usize + 1 == chunk.len() => {
+                    PartUrlsRequest::Range { start: a.part_number, count: chunk.len() as u32 }
+                }
+                _ => PartUrlsRequest::Numbers(chunk.iter().map(|p| p.part_number).collect()),
+            }
+        };
+        let urls = ctx.api(&inner, "get part URLs", |_| sh.client.part_urls(&session, &upload_id, &req)).await?;
+        let mut by_number: HashMap<u32, PartUrl> = urls.parts.into_iter().map(|p| (p.part_number, p)).collect();
+        for part in chunk {
+            let url = by_number
+                .remove(&part.part_number)
+                .ok_or_else(|| Stop::Failed(format!("{}: no URL for part {}", file.rel_path, part.part_number)))?;
+            if url.byte_start != part.byte_start || url.size_bytes != part.size {
+                return Err(Stop::Failed(format!(
+                    "{}: the server's part {} covers bytes {}+{} but the journal says {}+{}",
+                    file.rel_path, part.part_number, url.byte_start, url.size_bytes, part.byte_start, part.size
+                )));
+            }
+            // The permit comes first: no part's bytes are touched without one.
+            let permit = tokio::select! {
+                p = sh.parts.clone().acquire_owned() => p.expect("the part semaphore is never closed"),
+                _ = inner.cancelled() => return Err(Stop::Canceled),
+                _ = ctx.stop.cancelled() => return Err(Stop::Shutdown),
+            };
+            while let Some(done) = puts.try_join_next() {
+                flatten(done)?;
+            }
+            ctx.check_stop(&inner)?;
+            check_source(&file).map_err(Stop::SourceChanged)?;
+            puts.spawn(put_part(
+                ctx.clone(),
+                inner.clone(),
+                session.clone(),
+                upload_id.clone(),
+                file.clone(),
+                part.clone(),
+                url,
+                permit,
+            ));
+        }
+    }
+    while let Some(done) = puts.join_next().await {
+        flatten(done)?;
+    }
+    ctx.check_stop(&inner)?;
+    complete(&ctx, &inner, &session, &file).await?;
+    Ok(())
+}
+
+fn flatten(r: Result<Result<(), Stop>, tokio::task::JoinError>) -> Result<(), Stop> {
+    r.unwrap_or_else(|e| Err(Stop::Failed(format!("part task ended abnormally: {e}"))))
+}
+
+fn url_expiring(url: &PartUrl) -> bool {
+    let Some(at) = url.expires_at.as_deref().and_then(|s| s.parse::<jiff::Timestamp>().ok()) else { return false };
+    let margin = jiff::SignedDuration::try_from(URL_MARGIN).unwrap_or(jiff::SignedDuration::ZERO);
+    at.checked_sub(margin).map(|t| t <= jiff::Timestamp::now()).unwrap_or(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn put_part(
+    ctx: Ctx,
+    inner: CancellationToken,
+    session: Arc<str>,
+    upload_id: Arc<str>,
+    file: Arc<FileRecord>,
+    part: PartRecord,
+    mut url: PartUrl,
+    permit: OwnedSemaphorePermit,
+) -> Result<(), Stop> {
+    let _permit = permit;
+    let sh = &ctx.sh;
+    let n = part.part_number;
+    let opts =
+        PutOptions { verify_md5: sh.cfg.upload.verify_etag, progress: Some(sh.sent.clone()), ..Default::default() };
+    let what = format!("upload part {n} of {}", file.rel_path);
+    let mut refreshes = 0;
+    loop {
+        if url_expiring(&url) || refreshes > 0 {
+            let single = file.strategy.as_deref() == Some("single_put");
+            let req = if single { PartUrlsRequest::SinglePut } else { PartUrlsRequest::Numbers(vec![n]) };
+            let fresh =
+                ctx.api(&inner, "refresh part URL", |_| sh.client.part_urls(&session, &upload_id, &req)).await?;
+            url =
+                fresh.parts.into_iter().find(|p| p.part_number == n).ok_or_else(|| {
+                    Stop::Failed(format!("{}: the server sent no fresh URL for part {n}", file.rel_path))
+                })?;
+            tracing::debug!(group = ctx.id, part = n, url = %redact_url(&url.url), "part URL refreshed");
+        }
+        let put = with_retries(&sh.policy, &ctx.stop, &what, |_| {
+            put_file_range_with(&sh.client, &url.url, &file.source, part.byte_start, part.size, &opts)
+        });
+        let r = tokio::select! {
+            r = put => r,
+            _ = inner.cancelled() => return Err(Stop::Canceled),
+        };
+        match r {
+            Ok(etag) => {
+                sh.journal.part_done(file.id, n, &etag)?;
+                return Ok(());
+            }
+            Err(RetryError::Canceled) => return Err(Stop::Shutdown),
+            Err(e @ RetryError::Exhausted { .. }) => return Err(Stop::Failed(format!("{what}: {e}"))),
+            Err(RetryError::Stopped(e)) => match e.class() {
+                ErrorClass::RefreshUrls if refreshes < MAX_REFRESHES => {
+                    refreshes += 1;
+                    tracing::info!(group = ctx.id, part = n, file = %file.rel_path, "part URL expired; asking a fresh one");
+                    continue;
+                }
+                ErrorClass::Gone => return Err(Stop::Gone(format!("{what}: {e}"))),
+                _ if e.is_source_changed() => {
+                    return Err(Stop::SourceChanged(check_source(&file).err().unwrap_or_else(|| e.to_string())));
+                }
+                _ => {
+                    return Err(match &e {
+                        TransferError::Api(a) if a.is_auth() => Stop::Auth(a.to_string()),
+                        _ => Stop::Failed(format!("{what}: {e}")),
+                    });
+                }
+            },
+        }
+    }
+}

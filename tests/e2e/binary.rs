@@ -1,0 +1,166 @@
+//! The real binary: `upload`, `status`, `cancel`, `retry`; exit codes and output.
+
+use std::time::{Duration, Instant};
+
+use spatialgen_sync::journal::{GroupState, Journal};
+use spatialgen_sync::sandbox::{Faults, SessionStatus};
+
+use crate::support::*;
+
+const KIB: usize = 1024;
+
+fn library_id_in(stdout: &str) -> u64 {
+    let at = stdout.find("library id ").unwrap_or_else(|| panic!("no library id in {stdout:?}"));
+    stdout[at + "library id ".len()..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_prints_the_library_id_and_status_reports_it() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let f = w.export("Shot 010 — final", &[("Shot_010_v002_L.mov", 150 * KIB), ("Shot_010_v002_R.mov", 150 * KIB)]);
+    let cfg = w.config_path.to_str().unwrap();
+    let r = w.run(KEY, &["upload", "--config", cfg, f.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let lib = library_id_in(&r.stdout);
+    let entries = w.sandbox.library();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].library_id, lib);
+    assert_eq!(entries[0].layout.as_str(), "Separate", "L/R pair inferred");
+    assert_library_matches(&w.sandbox, &entries[0].session_id, &f);
+    assert!(!r.stderr.contains(KEY) && !r.stdout.contains(KEY), "the key was printed");
+
+    let s = w.run(KEY, &["status", "--config", cfg, "--json"]).await;
+    assert_eq!(s.code, Some(0), "{s:?}");
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    let row = &v.as_array().unwrap()[0];
+    assert_eq!(row["state"], "completed");
+    assert_eq!(row["libraryId"], lib);
+    assert_eq!(row["sessionId"], entries[0].session_id.as_str());
+    assert_eq!(row["bytesTotal"], row["bytesUploaded"]);
+    assert_eq!(row["name"], "Shot 010 — final");
+    assert_eq!(row["path"], f.to_str().unwrap());
+    assert!(row["error"].is_null());
+    assert!(row["id"].is_number());
+
+    let t = w.run(KEY, &["status", "--config", cfg]).await;
+    assert!(t.stdout.contains("completed") && t.stdout.contains(&lib.to_string()), "{t:?}");
+
+    // the same export again: nothing is sent, the known id is printed
+    let again = w.run(KEY, &["upload", "--config", cfg, f.to_str().unwrap()]).await;
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert_eq!(library_id_in(&again.stdout), lib);
+    assert_eq!(w.sandbox.sessions().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_for_rejected_groups_bad_usage_and_a_refused_key() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let cfg = w.config_path.to_str().unwrap();
+    // two videos in a 2D group: rejected, nothing sent, exit 1
+    let bad = w.export("two-videos", &[("a.mov", 1000), ("b.mov", 1000)]);
+    let r = w.run(KEY, &["upload", "--config", cfg, "--layout", "2D", bad.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("a.mov") || r.stderr.contains("b.mov"), "{r:?}");
+    // not a folder: exit 2
+    let r = w.run(KEY, &["upload", "--config", cfg, "/no/such/folder"]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    // a bad layout: exit 2
+    let good = w.export("good", &[("v.mov", 2000)]);
+    let r = w.run(KEY, &["upload", "--config", cfg, "--layout", "stereo", good.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    // the wrong key: exit 1 at once, a bounded number of calls, the key never printed
+    let started = Instant::now();
+    let r = w.run("wrong-key-XYZ", &["upload", "--config", cfg, good.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(r.stderr.contains("refused"), "{r:?}");
+    assert!(!r.stderr.contains("wrong-key-XYZ"), "the key was printed: {}", r.stderr);
+    assert_eq!(w.sandbox.stats().unauthorized, 1, "one refused call, no hammering");
+    assert!(w.sandbox.sessions().is_empty());
+    // the right key afterwards: the queued group uploads
+    let r = w.run(KEY, &["upload", "--config", cfg, good.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(w.sandbox.violations().is_empty(), "{:?}", w.sandbox.violations());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_from_another_process_during_upload() {
+    let w = World::new(32 * KIB as u64, "max_parts_in_flight = 2").await;
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(300), ..Faults::default() });
+    let f = w.export("long-one", &[("v.mov", 1024 * KIB)]);
+    let cfg = w.config_path.to_str().unwrap().to_string();
+    let mut up = tokio::process::Command::from(w.command(KEY))
+        .args(["upload", "--config", &cfg, f.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the upload to start", || {
+        w.journal_path.exists()
+            && Journal::open(&w.journal_path)
+                .ok()
+                .and_then(|j| j.list().ok())
+                .is_some_and(|l| l.iter().any(|g| g.state == GroupState::Uploading))
+    })
+    .await;
+    let asked = Instant::now();
+    let r = w.run(KEY, &["cancel", "--config", &cfg, f.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("canceled"), "{r:?}");
+    assert!(asked.elapsed() < Duration::from_secs(4), "cancel took {:?}", asked.elapsed());
+    let out = tokio::time::timeout(Duration::from_secs(10), up.wait()).await.expect("upload ends").unwrap();
+    assert_eq!(out.code(), Some(1));
+    let j = Journal::open(&w.journal_path).unwrap();
+    let g = &j.list().unwrap()[0];
+    assert_eq!(g.state, GroupState::Canceled);
+    let server = w.sandbox.sessions().into_iter().find(|s| Some(&s.id) == g.session_id.as_ref()).unwrap();
+    assert_eq!(server.status, SessionStatus::Canceled);
+    assert!(w.sandbox.library().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_retry_with_no_agent_running() {
+    let w = World::new(16 * KIB as u64, "max_parts_in_flight = 2").await;
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(40), ..Faults::default() });
+    let f = w.export("orphan", &[("v.mov", 400 * KIB)]);
+    let cfg = w.config_path.to_str().unwrap().to_string();
+    let mut up = tokio::process::Command::from(w.command(KEY))
+        .args(["upload", "--config", &cfg, f.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "some parts done", || {
+        Journal::open(&w.journal_path)
+            .ok()
+            .and_then(|j| j.list().ok())
+            .is_some_and(|l| l.iter().any(|g| g.parts_done >= 2))
+    })
+    .await;
+    up.kill().await.unwrap(); // SIGKILL: no engine runs on the journal any more
+    let j = Journal::open(&w.journal_path).unwrap();
+    let id = j.list().unwrap()[0].id;
+    assert!(!j.engine_running().unwrap());
+
+    let r = w.run(KEY, &["cancel", "--config", &cfg, &id.to_string()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let g = j.group(id).unwrap();
+    assert_eq!(g.state, GroupState::Canceled);
+    let server = w.sandbox.sessions().into_iter().find(|s| Some(&s.id) == g.session_id.as_ref()).unwrap();
+    assert_eq!(server.status, SessionStatus::Canceled, "the command sent DELETE itself");
+
+    let r = w.run(KEY, &["retry", "--config", &cfg, &id.to_string()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let new = j.list().unwrap().into_iter().find(|s| s.retry_of == Some(id)).expect("a new group");
+    assert_eq!(new.state, GroupState::Queued);
+    w.sandbox.set_faults(Faults::default());
+    let r = w.run(KEY, &["upload", "--config", &cfg, f.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(j.group(new.id).unwrap().state, GroupState::Completed);
+    assert_eq!(w.sandbox.library().len(), 1);
+    // retrying a completed group is refused
+    let r = w.run(KEY, &["retry", "--config", &cfg, &new.id.to_string()]).await;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let r = w.run(KEY, &["cancel", "--config", &cfg, "no-such-group"]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+}

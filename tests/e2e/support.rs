@@ -1,0 +1,229 @@
+//! Temp folders, a sandbox, configs, generated exports, bounded waits.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use spatialgen_sync::config::{ApiKey, Config};
+use spatialgen_sync::group::{GroupOptions, UploadGroup, build_folder_group};
+use spatialgen_sync::journal::{Enqueued, GroupId, Journal};
+use spatialgen_sync::sandbox::{Sandbox, SandboxOptions};
+use spatialgen_sync::upload::{Engine, EngineOptions};
+
+/// The key the sandbox accepts in these tests.
+pub const KEY: &str = "test-key-0123";
+
+/// One test's world: a temp folder with an export area, a journal, a config,
+/// and a sandbox server on 127.0.0.1.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub sandbox: Sandbox,
+    pub exports: PathBuf,
+    pub config_path: PathBuf,
+    pub journal_path: PathBuf,
+}
+
+impl World {
+    /// A sandbox with `part_size` and key [`KEY`], and a config whose
+    /// `[upload]` table gets `upload_extra` lines on top of fast retries.
+    pub async fn new(part_size: u64, upload_extra: &str) -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut opts = SandboxOptions::new(dir.path().join("sandbox"));
+        opts.part_size = part_size;
+        opts.api_key = Some(KEY.to_string());
+        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), opts).await.expect("sandbox starts");
+        let exports = dir.path().join("exports");
+        std::fs::create_dir_all(&exports).unwrap();
+        let journal_path = dir.path().join("state/journal.sqlite3");
+        let config_path = dir.path().join("agent.toml");
+        let w = World { dir, sandbox, exports, config_path, journal_path };
+        w.write_config(upload_extra, "");
+        w
+    }
+
+    /// (Re)write the config; `extra_tables` is appended (e.g. `[[watch]]`).
+    pub fn write_config(&self, upload_extra: &str, extra_tables: &str) {
+        let attempts = if upload_extra.contains("retry_attempts") { "" } else { "retry_attempts = 30\n" };
+        let text = format!(
+            "[api]\nendpoint = \"{}\"\napi_key_env = \"E2E_SPATIALGEN_KEY\"\nrequest_timeout = \"10s\"\nstall_timeout = \"10s\"\n\n\
+             [journal]\npath = \"{}\"\n\n\
+             [upload]\nretry_base = \"20ms\"\nretry_cap = \"200ms\"\n{attempts}shutdown_grace = \"2s\"\n{upload_extra}\n\n\
+             {extra_tables}\n",
+            self.sandbox.base_url(),
+            self.journal_path.display(),
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::new(Config::load(&self.config_path).expect("test config is valid"))
+    }
+
+    pub fn journal(&self) -> Arc<Journal> {
+        Arc::new(Journal::open(&self.journal_path).expect("journal opens"))
+    }
+
+    /// An export folder `name` with files of the given names and sizes;
+    /// contents are pseudo-random, derived from the file name.
+    pub fn export(&self, name: &str, files: &[(&str, usize)]) -> PathBuf {
+        let folder = self.exports.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        for (file, size) in files {
+            let path = folder.join(file);
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).unwrap();
+            }
+            std::fs::write(&path, bytes_for(&format!("{name}/{file}"), *size)).unwrap();
+        }
+        folder
+    }
+
+    /// Group a folder the way `upload` does, with a fixed layout and perspective.
+    pub fn group(&self, folder: &Path, layout: &str, perspective: &str) -> UploadGroup {
+        let mut watch = spatialgen_sync::config::WatchConfig::new(&self.exports);
+        watch.layout = layout.parse().unwrap();
+        watch.perspective = perspective.parse().unwrap();
+        let staging = self.dir.path().join("state/staging");
+        let g = build_folder_group(folder, &GroupOptions { watch: &watch, staging_dir: Some(&staging) }).unwrap();
+        assert!(g.violations.is_empty(), "{:?}", g.violations);
+        g
+    }
+
+    pub fn enqueue(&self, journal: &Journal, group: &UploadGroup) -> GroupId {
+        match journal.enqueue(group).unwrap() {
+            Enqueued::Queued(id) => id,
+            other => panic!("not queued: {other:?}"),
+        }
+    }
+
+    pub fn engine(&self, journal: Arc<Journal>, key: &str, opts: EngineOptions) -> Engine {
+        Engine::new(self.config(), journal, ApiKey::new(key), opts).expect("engine builds")
+    }
+
+    /// `spatialgen-sync` with the test's key in its environment.
+    pub fn command(&self, key: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_spatialgen-sync"));
+        c.env("E2E_SPATIALGEN_KEY", key).env("SPATIALGEN_LOG", "info").env_remove("SPATIALGEN_SYNC_CONFIG");
+        c
+    }
+}
+
+/// Fast engine options for tests.
+pub fn fast() -> EngineOptions {
+    EngineOptions {
+        poll: Duration::from_millis(50),
+        auth_recheck: Duration::from_secs(3600),
+        housekeeping: Duration::from_secs(3600),
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift seeded from `seed`).
+pub fn bytes_for(seed: &str, size: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for b in seed.bytes() {
+        x = (x ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+    }
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// Every library entry's files match the sources in `folder` byte for byte.
+pub fn assert_library_matches(sandbox: &Sandbox, session: &str, folder: &Path) {
+    let lib = sandbox.library();
+    let entry =
+        lib.iter().find(|e| e.session_id == session).unwrap_or_else(|| panic!("no library entry for {session}"));
+    for f in &entry.files {
+        let src = find_source(folder, &f.file_name);
+        assert_eq!(f.sha256, sha256_file(&src), "{} differs from {}", f.file_name, src.display());
+        assert_eq!(f.size, std::fs::metadata(&src).unwrap().len());
+    }
+}
+
+fn find_source(folder: &Path, name: &str) -> PathBuf {
+    let direct = folder.join(name);
+    if direct.exists() {
+        return direct;
+    }
+    for e in walk(folder) {
+        if e.file_name().is_some_and(|n| n == name) {
+            return e;
+        }
+    }
+    panic!("{name} not under {}", folder.display())
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap().path();
+        if e.is_dir() { out.extend(walk(&e)) } else { out.push(e) }
+    }
+    out
+}
+
+/// Poll `cond` every 20 ms until it holds or `limit` passes (then panic with `what`).
+pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Blocking variant for code outside async.
+pub fn wait_for_blocking(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Output of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl World {
+    /// A second config beside the first, with its own journal (for a
+    /// separate agent process against the same sandbox).
+    pub fn config_with_journal(&self, name: &str, upload_extra: &str) -> (PathBuf, PathBuf) {
+        let journal = self.dir.path().join(format!("state-{name}/journal.sqlite3"));
+        let config = self.dir.path().join(format!("agent-{name}.toml"));
+        let text = format!(
+            "[api]\nendpoint = \"{}\"\napi_key_env = \"E2E_SPATIALGEN_KEY\"\n\n[journal]\npath = \"{}\"\n\n\
+             [upload]\nretry_base = \"20ms\"\nretry_cap = \"200ms\"\nretry_attempts = 30\n{upload_extra}\n",
+            self.sandbox.base_url(),
+            journal.display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        (config, journal)
+    }
+
+    /// Run `spatialgen-sync ARGS` to its end (async, so the in-process sandbox keeps serving).
+    pub async fn run(&self, key: &str, args: &[&str]) -> Run {
+        let out = tokio::process::Command::from(self.command(key)).args(args).output().await.expect("binary runs");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
