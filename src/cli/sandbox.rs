@@ -36,15 +36,15 @@ async fn serve(listen: std::net::SocketAddr, opts: SandboxOptions, data: &Path) 
     let sandbox =
         Sandbox::start(listen, opts).await.with_context(|| format!("cannot start the sandbox on {listen}"))?;
     println!("SpatialGen sandbox running");
-    println!("  endpoint: {}", sandbox.base_url());
-    println!("  storage:  {}", sandbox.storage_url());
-    println!("  data:     {}", data.display());
+    println!("  endpoint:  {}", sandbox.base_url());
+    println!("  storage:   {}", sandbox.storage_url());
+    println!("  data:      {}", data.display());
     println!("  part size: {part_size} bytes");
     println!(
         "  key:      {}",
         if keyed { "the one given (--key / SPATIALGEN_SANDBOX_KEY)" } else { "any non-empty key" }
     );
-    println!("  state:    {}/_sandbox/state", sandbox.base_url());
+    println!("  state:     {}/_sandbox/state", sandbox.base_url());
     println!("Press Ctrl-C to stop.");
     wait_for_signal().await?;
     println!("stopping");

@@ -319,6 +319,12 @@ async fn complete(
         let st = &mut *guard;
         let (s, i) = lookup(&sh, st, "complete", &session_id, &upload_id)?;
         if s.files[i].status != FileStatus::Completed {
+            // A PUT still writing would change the bytes after the check.
+            if let Some(n) = s.files[i].parts_in_flight().first() {
+                return Err(SandboxError::Conflict(format!(
+                    "a PUT to part {n} of file {upload_id} is still in progress"
+                )));
+            }
             check_parts(&sh, &req, &s.files[i])?;
             s.files[i].status = FileStatus::Completed;
             s.files[i].part_locks.clear();
@@ -421,7 +427,8 @@ fn check_parts(sh: &Shared, req: &Value, f: &FileRecord) -> Result<(), SandboxEr
 
 /// Move a completed group's objects into the library and describe them.
 fn shelve(sh: &Shared, s: &mut Session, library_id: u64) -> Result<LibraryRecord, SandboxError> {
-    let dir = sh.data_dir().join("library").join(library_id.to_string());
+    // The session id keeps folders of earlier runs on the same data dir apart.
+    let dir = sh.data_dir().join("library").join(format!("{library_id}-{}", s.id));
     std::fs::create_dir_all(&dir)
         .map_err(|e| SandboxError::Internal(format!("cannot create {}: {e}", dir.display())))?;
     let mut files = Vec::new();

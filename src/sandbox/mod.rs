@@ -15,7 +15,7 @@
 //! - All session state lives in memory behind one mutex, never held across an
 //!   `.await`; only object bytes live on disk (`DATA/objects/<uploadId>`, one
 //!   sparse file per upload, each part written at its offset; moved to
-//!   `DATA/library/<libraryId>/<fileName>` when the group completes).
+//!   `DATA/library/<libraryId>-<sessionId>/<fileName>` when the group completes).
 //! - A part counts as received only once its whole body was written and
 //!   hashed; a PUT that starts on a part first forgets the part's earlier ETag,
 //!   so a half-overwritten part can never be completed. PUTs to the same part
@@ -88,7 +88,7 @@ pub const GROUP_LIFETIME: Duration = Duration::from_secs(5 * 24 * 3600);
 pub const MAX_PARTS_PER_CALL: u64 = 10_000;
 
 /// How the server is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SandboxOptions {
     /// The part size the server chooses for every file (the contract lets the
     /// server choose; 100 MiB as in the documented example).
@@ -99,6 +99,17 @@ pub struct SandboxOptions {
     pub data_dir: PathBuf,
     /// How long a presigned URL stays valid.
     pub url_ttl: Duration,
+}
+
+impl std::fmt::Debug for SandboxOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxOptions")
+            .field("part_size", &self.part_size)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("data_dir", &self.data_dir)
+            .field("url_ttl", &self.url_ttl)
+            .finish()
+    }
 }
 
 impl SandboxOptions {
@@ -294,6 +305,8 @@ pub struct FileInfo {
     pub total_parts: u64,
     /// Part numbers received in full, ascending.
     pub parts_received: Vec<u64>,
+    /// Part numbers a PUT is writing right now, ascending.
+    pub parts_in_flight: Vec<u64>,
 }
 
 /// One completed group: what SpatialGen would put in the library.
@@ -432,6 +445,15 @@ impl FileRecord {
 
     fn strategy(&self) -> &'static str {
         if self.single_put() { "single_put" } else { "multipart" }
+    }
+
+    /// Parts with a PUT under way: each PUT holds a clone of its part's lock
+    /// from the moment it picked its target until its last write ended.
+    fn parts_in_flight(&self) -> Vec<u64> {
+        let mut v: Vec<u64> =
+            self.part_locks.iter().filter(|(_, l)| Arc::strong_count(l) > 1).map(|(n, _)| *n).collect();
+        v.sort_unstable();
+        v
     }
 
     /// `(byteStart, byteEnd inclusive)` of part `n` (1-based).
@@ -641,6 +663,7 @@ impl Shared {
                         part_size: f.part_size,
                         total_parts: f.total_parts,
                         parts_received: f.parts.keys().copied().collect(),
+                        parts_in_flight: f.parts_in_flight(),
                     })
                     .collect(),
             })

@@ -7,8 +7,9 @@
 //!
 //! A PUT body goes to disk as it arrives: collected into 1 MiB buffers, each
 //! hashed (MD5) and written at its place in the upload's object file on the
-//! blocking pool while the next one fills. So a PUT holds at most two
-//! buffers, whatever the part size, and hashing overlaps receiving.
+//! blocking pool (hashing and writing in parallel) while the next one fills.
+//! So a PUT holds at most two buffers, whatever the part size, and neither
+//! hashing nor writing waits for the other or for the network.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use md5::Digest;
@@ -254,7 +255,9 @@ async fn put_object(
         _ => {}
     }
 
-    let _serial = t.part_lock.clone().lock_owned().await;
+    // Held by the sink, so a write still running on the blocking pool after
+    // this request was dropped keeps the part locked until it ends.
+    let guard = t.part_lock.clone().lock_owned().await;
     // From here the part's old bytes are being replaced: its old ETag is void.
     set_part(sh, upload, t.part, None)?;
     let mut file = std::fs::OpenOptions::new().write(true).open(&t.object).map_err(|e| match e.kind() {
@@ -262,7 +265,7 @@ async fn put_object(
         _ => SandboxError::Internal(format!("cannot open object: {e}")),
     })?;
     file.seek(SeekFrom::Start(t.offset)).map_err(|e| SandboxError::Internal(format!("cannot seek object: {e}")))?;
-    let mut pipe = Pipeline::new(file);
+    let mut pipe = Pipeline::new(file, guard);
     while let Some(frame) = stream.next().await {
         let mut bytes =
             frame.map_err(|e| SandboxError::StorageBadRequest(format!("the request body ended early: {e}")))?;
@@ -291,48 +294,65 @@ async fn put_object(
     Ok((StatusCode::OK, [("etag", format!("\"{}\"", hex::encode(etag)))]).into_response())
 }
 
-/// The file and running MD5, owned by whichever side currently holds them.
-struct Sink {
+/// The object file, open at the part's offset, holding the part's lock: a
+/// write still running after its request was dropped keeps the part locked.
+struct Writer {
     file: std::fs::File,
-    md5: md5::Md5,
+    _part: tokio::sync::OwnedMutexGuard<()>,
 }
 
-/// Double buffering: `buf` fills while the previous buffer is hashed and
-/// written on the blocking pool.
+type Jobs = (JoinHandle<(md5::Md5, Bytes)>, JoinHandle<std::io::Result<Writer>>);
+
+/// Double buffering with two workers: while `buf` fills, the previous buffer
+/// is hashed on one blocking thread and written on another, so a single PUT
+/// runs at the speed of the slower of MD5 and the disk, not of both in turn.
 struct Pipeline {
     buf: BytesMut,
-    sink: Option<Sink>,
-    job: Option<JoinHandle<std::io::Result<(Sink, BytesMut)>>>,
+    idle: Option<(md5::Md5, Writer)>,
+    jobs: Option<Jobs>,
 }
 
 impl Pipeline {
-    fn new(file: std::fs::File) -> Pipeline {
-        Pipeline { buf: BytesMut::with_capacity(CHUNK), sink: Some(Sink { file, md5: md5::Md5::new() }), job: None }
+    fn new(file: std::fs::File, part: tokio::sync::OwnedMutexGuard<()>) -> Pipeline {
+        let writer = Writer { file, _part: part };
+        Pipeline { buf: BytesMut::with_capacity(CHUNK), idle: Some((md5::Md5::new(), writer)), jobs: None }
     }
 
-    /// Wait for the running write, if any; returns the sink and a spare buffer.
-    async fn settle(&mut self) -> Result<(Sink, BytesMut), SandboxError> {
-        match self.job.take() {
-            Some(job) => job
-                .await
-                .map_err(|e| SandboxError::Internal(format!("write task failed: {e}")))?
-                .map_err(|e| SandboxError::Internal(format!("cannot write object: {e}"))),
+    /// Wait for the running jobs, if any; returns the hasher, the writer and a
+    /// buffer to fill next (the last one, reclaimed, when nothing else holds it).
+    async fn settle(&mut self) -> Result<(md5::Md5, Writer, BytesMut), SandboxError> {
+        let failed = |e: tokio::task::JoinError| SandboxError::Internal(format!("write task failed: {e}"));
+        match self.jobs.take() {
+            Some((hash, write)) => {
+                let writer = write
+                    .await
+                    .map_err(failed)?
+                    .map_err(|e| SandboxError::Internal(format!("cannot write object: {e}")))?;
+                let (md5, done) = hash.await.map_err(failed)?;
+                let mut spare = done.try_into_mut().unwrap_or_else(|_| BytesMut::with_capacity(CHUNK));
+                spare.clear();
+                Ok((md5, writer, spare))
+            }
             None => {
-                let sink = self.sink.take().ok_or_else(|| SandboxError::Internal("sink lost".into()))?;
-                Ok((sink, BytesMut::with_capacity(CHUNK)))
+                let (md5, writer) = self.idle.take().ok_or_else(|| SandboxError::Internal("writer lost".into()))?;
+                Ok((md5, writer, BytesMut::with_capacity(CHUNK)))
             }
         }
     }
 
     async fn flush(&mut self) -> Result<(), SandboxError> {
-        let (mut sink, spare) = self.settle().await?;
-        let mut full = std::mem::replace(&mut self.buf, spare);
-        self.job = Some(tokio::task::spawn_blocking(move || {
-            sink.md5.update(&full);
-            sink.file.write_all(&full)?;
-            full.clear();
-            Ok((sink, full))
-        }));
+        let (mut md5, mut writer, spare) = self.settle().await?;
+        let full = std::mem::replace(&mut self.buf, spare).freeze();
+        let for_disk = full.clone();
+        let hash = tokio::task::spawn_blocking(move || {
+            md5.update(&full);
+            (md5, full)
+        });
+        let write = tokio::task::spawn_blocking(move || {
+            writer.file.write_all(&for_disk)?;
+            Ok(writer)
+        });
+        self.jobs = Some((hash, write));
         Ok(())
     }
 
@@ -340,7 +360,7 @@ impl Pipeline {
         if !self.buf.is_empty() {
             self.flush().await?;
         }
-        let (sink, _) = self.settle().await?;
-        Ok(sink.md5.finalize().into())
+        let (md5, _, _) = self.settle().await?;
+        Ok(md5.finalize().into())
     }
 }

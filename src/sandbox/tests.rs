@@ -553,8 +553,11 @@ async fn multipart_round_trip_is_byte_identical() {
     assert_eq!(f["partSizeBytes"], part);
     assert_eq!(g["files"][1]["totalParts"], 2, "one byte over a part is two parts");
 
-    // Out of order, with part 2 sent twice (a re-PUT replaces it).
-    let _ = e.upload_parts(sid, f, &left, &[2]).await;
+    // Part 2 first gets other bytes of the right length; the re-PUT below replaces them.
+    let (_, v) = e.part_urls(sid, uid, json!({"partNumbers": [2]})).await;
+    let wrong = e.put(v["parts"][0]["url"].as_str().expect("url"), data(part as usize, 99)).await;
+    assert_eq!(wrong.status(), 200);
+    // Out of order.
     let list = e.upload_parts(sid, f, &left, &[3, 1, 2]).await;
     let (status, done) = e.complete(sid, uid, list).await;
     assert_eq!(status, 200, "{done}");
@@ -894,6 +897,43 @@ async fn complete_is_idempotent_and_library_id_only_on_last() {
     }
     assert_eq!(library_ids, vec![1, 2], "library ids count from 1");
     assert_eq!(e.sb.library().len(), 2);
+    assert!(e.sb.violations().is_empty(), "{:?}", e.sb.violations());
+    e.sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn complete_waits_for_puts_in_flight() {
+    use tokio::io::AsyncWriteExt;
+    let e = env(1 << 20).await;
+    let (sid, uid, url, bytes) = one_url(&e).await;
+    assert_eq!(e.put(&url, bytes.clone()).await.status(), 200);
+    // A re-PUT that has sent half its body and stalls.
+    let u = reqwest::Url::parse(&url).expect("url");
+    let host = format!("{}:{}", u.host_str().expect("host"), u.port().expect("port"));
+    let mut s = tokio::net::TcpStream::connect(&host).await.expect("connect");
+    let head = format!(
+        "PUT {}?{} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        u.path(),
+        u.query().expect("query"),
+        bytes.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(&bytes[..2500]).await.expect("half");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.sb.sessions()[0].files[0].parts_in_flight.is_empty() {
+        assert!(Instant::now() < deadline, "the PUT never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, v) = e.complete(&sid, &uid, json!({})).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["message"].as_str().expect("message").contains("still in progress"), "{v}");
+    s.write_all(&bytes[2500..]).await.expect("rest");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !e.sb.sessions()[0].files[0].parts_in_flight.is_empty() {
+        assert!(Instant::now() < deadline, "the PUT never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(e.complete(&sid, &uid, json!({})).await.0, 200);
     assert!(e.sb.violations().is_empty(), "{:?}", e.sb.violations());
     e.sb.shutdown().await;
 }
