@@ -1,7 +1,226 @@
-//! `spatialgen-sync demo`.
+//! `spatialgen-sync demo`: the whole flow on this machine, no account.
+//!
+//! An in-process sandbox on a free loopback port, a temporary drop folder, a
+//! generated sample set (a Separate shot with L/R + `.aime` + a `.fcpxmld`
+//! bundle directory, and a 2D clip with `.en.srt` and `.en.m4a`), the real
+//! agent (watchers + engine, exactly what `run` starts) with a short settle,
+//! then a check of every stored byte against the sources and a summary.
 
-use super::{Outcome, UsageError};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub fn run(_args: super::DemoArgs) -> anyhow::Result<Outcome> {
-    Err(UsageError("the demo command is not available in this build yet".into()).into())
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::sample::{SampleExport, write_sample_set};
+use super::{DemoArgs, Outcome};
+use crate::config::{ApiKey, Config, Dur, WatchConfig};
+use crate::journal::{GroupState, Journal};
+use crate::sandbox::{Sandbox, SandboxOptions};
+
+/// Size of each eye file; the sandbox's part size is a quarter of it, so the
+/// eyes go up as multipart uploads and the small files as single PUTs.
+const EYE_BYTES: u64 = 48 * 1024 * 1024;
+const DEMO_KEY: &str = "demo-key-not-secret";
+
+pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
+    let work = tempfile::Builder::new().prefix("spatialgen-sync-demo-").tempdir()?;
+    let root = work.path().to_owned();
+    let _guard = crate::logging::init(&crate::config::LogConfig { level: "warn".into(), ..Default::default() })
+        .context("cannot set up logging")?;
+    let outcome = super::runtime()?.block_on(demo(&root));
+    if args.keep {
+        let kept = work.keep();
+        println!("\nThe demo's files were kept in {}", kept.display());
+    }
+    outcome
+}
+
+async fn demo(root: &Path) -> anyhow::Result<Outcome> {
+    let (drop, data, state) = (root.join("drop"), root.join("sandbox"), root.join("state"));
+    for d in [&drop, &data, &state] {
+        std::fs::create_dir_all(d)?;
+    }
+
+    let mut opts = SandboxOptions::new(&data);
+    opts.part_size = EYE_BYTES / 4;
+    opts.api_key = Some(DEMO_KEY.into());
+    let sandbox = Sandbox::start("127.0.0.1:0".parse()?, opts).await.context("cannot start the sandbox")?;
+    println!("1. Sandbox (SpatialGen-compatible server) listening at {}", sandbox.base_url());
+
+    let mut cfg = Config::minimal(&sandbox.base_url(), &state.join("journal.sqlite3"));
+    let mut watch = WatchConfig::new(&drop);
+    watch.settle = Dur(Duration::from_secs(1));
+    cfg.watch.push(watch);
+    cfg.source = root.join("demo-config.toml");
+    cfg.validate()?;
+    std::fs::write(&cfg.source, cfg.to_toml())?;
+
+    let started = Instant::now();
+    let shutdown = CancellationToken::new();
+    let agent = super::run::Agent::start(Arc::new(cfg.clone()), ApiKey::new(DEMO_KEY), shutdown.clone())
+        .await
+        .context("cannot start the agent")?;
+    println!("2. Agent watching {}", drop.display());
+
+    let exports = write_sample_set(&drop, EYE_BYTES)?;
+    let total_bytes: u64 = exports.iter().map(|e| dir_bytes(&e.folder)).sum();
+    println!("3. Wrote {} exports ({:.1} MB) into the drop folder:", exports.len(), total_bytes as f64 / 1e6);
+    for e in &exports {
+        println!("     {}/", e.folder.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    }
+
+    println!("4. Waiting for the exports to settle and upload…");
+    let journal = Journal::open(&cfg.journal.path)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let rows = loop {
+        let rows = journal.list()?;
+        let done = rows.iter().filter(|r| r.state == GroupState::Completed).count();
+        if let Some(bad) = rows.iter().find(|r| matches!(r.state, GroupState::Rejected | GroupState::Failed)) {
+            shutdown.cancel();
+            let _ = agent.join().await;
+            bail!("group {:?} ended {}: {}", bad.name, bad.state, bad.error.clone().unwrap_or_default());
+        }
+        if done == exports.len() {
+            break rows;
+        }
+        if Instant::now() > deadline {
+            shutdown.cancel();
+            let _ = agent.join().await;
+            bail!("the demo did not finish within 5 minutes; journal: {rows:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    agent.join().await?;
+
+    println!("5. Verifying what the sandbox stored against the sources…");
+    let library = sandbox.library();
+    let mut checked = 0;
+    for e in &exports {
+        checked += verify_export(e, &library)?;
+    }
+    let violations = sandbox.violations();
+    if !violations.is_empty() {
+        bail!("the sandbox saw protocol violations: {violations:?}");
+    }
+    sandbox.shutdown().await;
+
+    println!("\nSummary");
+    for r in &rows {
+        println!("  {:<16} {:<10} library id {}", r.name, r.state, r.library_id.map_or("-".into(), |id| id.to_string()));
+    }
+    println!(
+        "  {} files verified byte for byte; {:.1} MB in {:.1} s ({:.1} MB/s including the settle time)",
+        checked,
+        total_bytes as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        total_bytes as f64 / 1e6 / elapsed.as_secs_f64()
+    );
+    println!("\nThe config the demo used ({}):\n", cfg.source.display());
+    print!("{}", cfg.to_toml());
+    Ok(Outcome::Success)
+}
+
+/// Compare one export with its library entry; returns the files checked.
+fn verify_export(export: &SampleExport, library: &[crate::sandbox::LibraryEntry]) -> anyhow::Result<usize> {
+    let entry = library
+        .iter()
+        .find(|l| l.video_name == export.name)
+        .with_context(|| format!("no library entry named {:?}", export.name))?;
+    if entry.layout != export.layout {
+        bail!("{}: stored as layout {}, expected {}", export.name, entry.layout, export.layout);
+    }
+    let mut checked = 0;
+    for item in std::fs::read_dir(&export.folder)? {
+        let path = item?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if name == super::sample::SIDECAR {
+            continue;
+        }
+        if path.is_dir() {
+            let stored = entry
+                .files
+                .iter()
+                .find(|f| f.role == crate::model::FileRole::Fcpxmld)
+                .with_context(|| format!("{}: the bundle {name} was not stored", export.name))?;
+            verify_bundle(&path, &stored.path)?;
+        } else {
+            let stored = entry
+                .files
+                .iter()
+                .find(|f| f.file_name == name)
+                .with_context(|| format!("{}: {name} was not stored", export.name))?;
+            if stored.sha256 != sha256_file(&path)? {
+                bail!("{}: stored bytes of {name} differ from the source", export.name);
+            }
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+/// The stored zip holds exactly the bundle's files with their bytes.
+fn verify_bundle(bundle: &Path, zip_path: &Path) -> anyhow::Result<()> {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(zip_path)?)?;
+    let mut stored = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i)?;
+        if f.is_dir() {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        stored.insert(f.name().trim_start_matches('/').to_string(), hex::encode(Sha256::digest(&bytes)));
+    }
+    let mut source = BTreeMap::new();
+    collect_files(bundle, bundle.parent().unwrap_or(bundle), &mut source)?;
+    let matches = source.iter().all(|(k, v)| stored.iter().any(|(sk, sv)| sk.ends_with(k.as_str()) && sv == v));
+    if source.len() != stored.len() || !matches {
+        bail!("the stored bundle zip does not match {}: {stored:?} vs {source:?}", bundle.display());
+    }
+    Ok(())
+}
+
+fn collect_files(dir: &Path, base: &Path, out: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
+    for item in std::fs::read_dir(dir)? {
+        let path = item?.path();
+        if path.is_dir() {
+            collect_files(&path, base, out)?;
+        } else {
+            let rel = path.strip_prefix(base)?.to_string_lossy().replace('\\', "/");
+            out.insert(rel, sha256_file(&path)?);
+        }
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(items) = std::fs::read_dir(dir) else { return 0 };
+    items
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { dir_bytes(&p) } else { e.metadata().map_or(0, |m| m.len()) }
+        })
+        .sum()
 }

@@ -18,7 +18,8 @@ pub struct SampleExport {
 /// Write the demo's two exports into `drop` (folders mode):
 /// - `Shot_010_v002/`: a Separate shot, `Shot_010_v002_L.mov` + `_R.mov`,
 ///   `Shot_010_v002.aime` and a `Shot_010_v002.fcpxmld` bundle directory;
-/// - `Teaser/`: a 2D clip, `Teaser.mp4` + `Teaser.en.srt` + `Teaser.en.m4a`.
+/// - `Teaser/`: a 2D clip, `Teaser.mp4` + `Teaser.en.srt` + `Teaser.en.m4a`,
+///   whose `spatialgen.toml` sidecar sets the layout.
 ///
 /// `eye_bytes` sizes each eye file (the big, multipart files).
 pub fn write_sample_set(drop: &Path, eye_bytes: u64) -> io::Result<Vec<SampleExport>> {
@@ -44,12 +45,20 @@ pub fn write_sample_set(drop: &Path, eye_bytes: u64) -> io::Result<Vec<SampleExp
         "1\n00:00:00,000 --> 00:00:02,500\nWelcome to the sample.\n\n2\n00:00:02,500 --> 00:00:05,000\nUploaded by spatialgen-sync.\n",
     )?;
     write_noise(&teaser.join("Teaser.en.m4a"), 512 * 1024, 5)?;
+    // Render pipelines write a sidecar per shot; it is read, not uploaded.
+    std::fs::write(
+        teaser.join(SIDECAR),
+        "layout = \"2D\"\ndescription = \"A flat teaser with English subtitles and audio\"\n",
+    )?;
 
     Ok(vec![
         SampleExport { folder: shot, name: "Shot_010_v002".into(), layout: crate::model::Layout::Separate },
         SampleExport { folder: teaser, name: "Teaser".into(), layout: crate::model::Layout::TwoD },
     ])
 }
+
+/// The per-export sidecar file name.
+pub const SIDECAR: &str = "spatialgen.toml";
 
 /// `len` deterministic pseudo-random bytes (xorshift64*), written in 1 MiB chunks.
 pub fn write_noise(path: &Path, len: u64, seed: u64) -> io::Result<()> {
