@@ -338,6 +338,10 @@ async fn shutdown_mid_upload_resumes_without_resending_done_parts() {
     assert_eq!(done_before.state, GroupState::Uploading);
     assert!(done_before.parts_done < done_before.parts_total);
     let sent_before = w.sandbox.stats().put_bytes;
+    // A graceful stop: every part in flight finished and was recorded.
+    let stored = w.sandbox.stats().storage.get(&200).copied().unwrap_or(0);
+    assert_eq!(stored, u64::from(done_before.parts_done), "a PUT the storage accepted was not recorded");
+    assert_eq!(sent_before, done_before.bytes_uploaded, "a PUT was cut off during the shutdown grace");
 
     w.sandbox.set_faults(Faults::default());
     let journal2 = w.journal();
