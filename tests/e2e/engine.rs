@@ -422,3 +422,43 @@ async fn a_group_fails_after_its_retry_budget_and_retries_by_itself_later() {
     assert!(history.iter().any(|d| d == "automatic retry"), "{history:?}");
     assert_eq!(w.sandbox.library().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_directory_is_zipped_uploaded_and_its_staged_zip_removed() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let journal = w.journal();
+    let f = w.export(
+        "bundle",
+        &[
+            ("film.mov", 140 * KIB),
+            ("film.aime", 900),
+            ("Edit.fcpxmld/Info.fcpxml", 5000),
+            ("Edit.fcpxmld/Resources/thumb.png", 3000),
+        ],
+    );
+    let g = w.group(&f, "AIV", "180");
+    let staged: Vec<_> = g.files.iter().filter(|f| f.staged).map(|f| f.source.clone()).collect();
+    assert_eq!(staged.len(), 1, "the bundle is zipped into staging");
+    assert!(staged[0].exists());
+    // The zip is deterministic: another build of the same bundle elsewhere has the same bytes.
+    let mut watch = spatialgen_sync::config::WatchConfig::new(&w.exports);
+    watch.layout = "AIV".parse().unwrap();
+    watch.perspective = "180".parse().unwrap();
+    let other = w.dir.path().join("other-staging");
+    let again = spatialgen_sync::group::build_folder_group(
+        &f,
+        &spatialgen_sync::group::GroupOptions { watch: &watch, staging_dir: Some(&other) },
+    )
+    .unwrap();
+    let copy = again.files.iter().find(|f| f.staged).unwrap().source.clone();
+    let expected = sha256_file(&copy);
+
+    let id = w.enqueue(&journal, &g);
+    run_until_done(&w, &journal, &[id], Duration::from_secs(30)).await;
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Completed);
+    assert!(!staged[0].exists(), "the staged zip is removed when the group ends");
+    let lib = w.sandbox.library();
+    let zip = lib[0].files.iter().find(|f| f.role.as_str() == "fcpxmld").unwrap();
+    assert_eq!(zip.sha256, expected);
+    assert_eq!(lib[0].layout.as_str(), "AIV");
+}
