@@ -294,6 +294,7 @@ async fn a_refused_key_pauses_the_queue_without_hammering() {
         let f = w.export(&format!("k{i}"), &[("v.mov", 10 * KIB)]);
         ids.push(w.enqueue(&journal, &w.group(&f, "2D", "Regular")));
     }
+    let logs = captured_logs();
     let mut opts = fast();
     opts.auth_recheck = Duration::from_millis(700);
     let engine = w.engine(journal.clone(), "wrong-key", opts);
@@ -309,6 +310,9 @@ async fn a_refused_key_pauses_the_queue_without_hammering() {
     for id in &ids {
         assert_eq!(journal.group(*id).unwrap().state, GroupState::Queued, "a key problem is not the group's failure");
     }
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert_eq!(text.matches("THE API REFUSED THE KEY").count(), 1, "one loud line per pause:\n{text}");
+    assert!(!text.contains("wrong-key"), "the key reached the log");
     shutdown.cancel();
     task.await.unwrap().unwrap();
 
