@@ -1114,6 +1114,21 @@ impl Journal {
         })
     }
 
+    /// Does a live group other than `except` still upload the staged file `source`?
+    pub fn staged_in_use(&self, source: &Path, except: GroupId) -> Result<bool, JournalError> {
+        let conn = self.conn();
+        let hit: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM files f JOIN groups g ON f.group_id = g.id
+                 WHERE f.source = ?1 AND f.staged = 1 AND g.id != ?2
+                   AND g.state IN ('waiting','queued','uploading','failed') LIMIT 1",
+                params![path_bytes(source), except],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(hit.is_some())
+    }
+
     /// Ended groups whose housekeeping has not been done (a crash in between).
     pub fn unfinished(&self) -> Result<Vec<GroupId>, JournalError> {
         let conn = self.conn();

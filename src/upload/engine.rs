@@ -82,7 +82,7 @@ impl Shared {
                 finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
             tracing::debug!(group = id, receipt = %path.display(), "receipt written");
         }
-        finish::remove_staged(&g);
+        finish::remove_staged(&self.journal, &g);
         let note = match &after {
             AfterOutcome::Kept => "export kept".to_string(),
             AfterOutcome::Deleted => "export deleted".to_string(),
@@ -99,7 +99,7 @@ impl Shared {
             if g.state == GroupState::Completed {
                 self.finish_completed(id);
             } else {
-                finish::remove_staged(&g);
+                finish::remove_staged(&self.journal, &g);
                 self.journal.set_finished(id)?;
             }
         }
@@ -139,7 +139,7 @@ pub async fn cancel_now(
         }
     }
     journal.cancel_group(id, reason, by_user)?;
-    finish::remove_staged(&g);
+    finish::remove_staged(journal, &g);
     journal.set_finished(id)?;
     Ok(())
 }

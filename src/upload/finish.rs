@@ -15,7 +15,7 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use crate::config::{AfterUpload, Config, WatchConfig};
-use crate::journal::{FileRecord, GroupRecord, format_ms, now_ms};
+use crate::journal::{FileRecord, GroupRecord, Journal, format_ms, now_ms};
 
 /// mtime of `meta` in nanoseconds since the Unix epoch (negative before it),
 /// the same measure the grouping records in `GroupFile::mtime_ns`.
@@ -64,9 +64,19 @@ pub fn watch_for<'a>(cfg: &'a Config, group: &GroupRecord) -> Option<&'a WatchCo
     cfg.watch.iter().find(|w| group.root.starts_with(&w.path))
 }
 
-/// Remove the files the agent made for this group (zipped bundles).
-pub fn remove_staged(group: &GroupRecord) {
+/// Remove the files the agent made for this group (zipped bundles), except
+/// those another live group still uses (a staged zip is named after the
+/// export's fingerprint, so a rejected group and its fixed successor share it).
+pub fn remove_staged(journal: &Journal, group: &GroupRecord) {
     for f in group.files.iter().filter(|f| f.staged) {
+        match journal.staged_in_use(&f.source, group.id) {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                tracing::warn!(file = %f.source.display(), error = %e, "staged file kept: cannot tell whether it is in use");
+                continue;
+            }
+        }
         match std::fs::remove_file(&f.source) {
             Ok(()) => tracing::debug!(file = %f.source.display(), "staged file removed"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

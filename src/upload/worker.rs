@@ -149,7 +149,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
                 }
                 (None, Err(changed)) => {
                     tracing::warn!(group = id, reason = %why, %changed, "group expired; its files changed, not re-queued");
-                    finish::remove_staged(&g);
+                    finish::remove_staged(&sh.journal, &g);
                     sh.journal.set_finished(id)?;
                 }
                 (None, Ok(())) => tracing::warn!(group = id, reason = %why, "group expired"),
