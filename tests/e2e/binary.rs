@@ -164,3 +164,26 @@ async fn cancel_and_retry_with_no_agent_running() {
     let r = w.run(KEY, &["cancel", "--config", &cfg, "no-such-group"]).await;
     assert_eq!(r.code, Some(2), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_hands_the_group_to_a_running_agent_and_follows_it() {
+    let w = World::new(32 * KIB as u64, "").await;
+    let journal = w.journal();
+    // This process is "the agent": it holds the engine lock and works the queue.
+    let lock = journal.try_lock_engine().unwrap().expect("lock is free");
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let agent = tokio::spawn({
+        let s = shutdown.clone();
+        async move { engine.run(s).await }
+    });
+    let f = w.export("handed-over", &[("v.mov", 300 * KIB)]);
+    let r = w.run(KEY, &["upload", "--config", w.config_path.to_str().unwrap(), f.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("the agent is running"), "{r:?}");
+    let lib = library_id_in(&r.stdout);
+    assert_eq!(w.sandbox.library()[0].library_id, lib);
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    drop(lock);
+}

@@ -466,3 +466,25 @@ async fn a_bundle_directory_is_zipped_uploaded_and_its_staged_zip_removed() {
     assert_eq!(zip.sha256, expected);
     assert_eq!(lib[0].layout.as_str(), "AIV");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_calls_honour_retry_after() {
+    let w = World::new(64 * KIB as u64, "").await;
+    // Every other API call answers 429 with Retry-After: 1 (seconds).
+    w.sandbox.set_faults(Faults {
+        rate_limit: 0.5,
+        retry_after: Duration::from_millis(1000),
+        seed: Some(11),
+        ..Faults::default()
+    });
+    let journal = w.journal();
+    let f = w.export("limited", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let started = Instant::now();
+    run_until_done(&w, &journal, &[id], Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    let limited = w.sandbox.stats().fault_count("rate_limit");
+    assert!(limited > 0, "no 429 was injected");
+    assert!(took >= Duration::from_secs(limited), "{limited} 429s with Retry-After 1 s, yet done in {took:?}");
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Completed);
+}
