@@ -27,12 +27,8 @@ use crate::model::{Layout, Perspective};
 /// the CLI maps it to exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read config: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: cannot read config: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     /// The file is not valid TOML or does not fit the schema.
     #[error("{location}: {message}")]
     Parse { location: String, message: String },
@@ -646,7 +642,7 @@ impl Config {
     /// Read, parse and validate `path`. Paths inside are made absolute.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         Config::parse(&text, &abs)
     }

@@ -1,7 +1,33 @@
-//! `spatialgen-sync check`.
+//! `spatialgen-sync check --config FILE`: validate everything that can be
+//! validated without talking to SpatialGen, report every problem at once
+//! (exit 2), else print the effective settings with the key redacted.
 
-use super::{Outcome, UsageError};
+use super::{CheckArgs, Outcome};
+use crate::config::ConfigError;
 
-pub fn run(_args: super::CheckArgs) -> anyhow::Result<Outcome> {
-    Err(UsageError("the check command is not available in this build yet".into()).into())
+pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
+    crate::logging::init_quiet();
+    let cfg = args.config.load()?;
+    let mut problems = Vec::new();
+    if let Err(ConfigError::Invalid(p)) = cfg.check_environment() {
+        problems.extend(p.into_iter().map(|p| format!("{}: {p}", cfg.source.display())));
+    }
+    let key_line = match cfg.api_key() {
+        Ok(_) => match &cfg.api.api_key_file {
+            Some(f) => format!("# api key: read from {} (redacted)", f.display()),
+            None => format!("# api key: read from ${} (redacted)", cfg.api.api_key_env),
+        },
+        Err(e) => {
+            problems.push(format!("{}: {e}", cfg.source.display()));
+            String::new()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems).into());
+    }
+    println!("# {}: OK", cfg.source.display());
+    println!("{key_line}");
+    println!("# effective settings (defaults filled in, paths made absolute):");
+    print!("{}", cfg.to_toml());
+    Ok(Outcome::Success)
 }

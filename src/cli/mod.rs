@@ -15,7 +15,9 @@ mod check;
 mod demo;
 mod plan;
 mod run;
+pub mod sample;
 mod sandbox;
+mod service;
 mod status;
 mod upload;
 

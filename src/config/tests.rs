@@ -1,1 +1,295 @@
+use super::*;
 
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/sgs/config.toml"))
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Err(ConfigError::Invalid(p)) => p,
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+fn parse_error(text: &str) -> (String, String) {
+    match parse(text) {
+        Err(ConfigError::Parse { location, message }) => (location, message),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn empty_file_takes_every_default() {
+    let cfg = parse("").unwrap();
+    assert_eq!(cfg.api.endpoint, "https://spatialgen.com");
+    assert_eq!(cfg.api.api_key_env, "SPATIALGEN_API_KEY");
+    assert_eq!(cfg.journal.path, PathBuf::from("/etc/sgs/journal.sqlite3"));
+    assert_eq!(cfg.journal.staging_dir(), PathBuf::from("/etc/sgs/staging"));
+    assert_eq!(cfg.upload.max_groups, 2);
+    assert_eq!(cfg.upload.max_parts_in_flight, 4);
+    assert_eq!(cfg.upload.retry_base, Dur::secs(1));
+    assert_eq!(cfg.upload.retry_cap, Dur::secs(300));
+    assert_eq!(cfg.upload.retry_failed_after, Dur::secs(3600));
+    assert_eq!(cfg.upload.shutdown_grace, Dur::secs(10));
+    assert!(cfg.upload.verify_etag);
+    assert_eq!(cfg.log.keep, 14);
+    assert!(cfg.watch.is_empty());
+}
+
+#[test]
+fn interface_example_parses_with_its_values() {
+    let cfg = parse(
+        r#"
+[api]
+endpoint = "https://spatialgen.com"
+api_key_env = "SPATIALGEN_API_KEY"
+
+[journal]
+path = "/var/lib/spatialgen-sync/journal.sqlite3"
+
+[[watch]]
+path = "/renders/exports"
+mode = "folders"
+layout = "auto"
+default_layout = "MVHEVC"
+perspective = "Regular"
+settle = "30s"
+after_upload = "move"
+move_to = "/renders/uploaded"
+"#,
+    )
+    .unwrap();
+    let w = &cfg.watch[0];
+    assert_eq!(w.path, PathBuf::from("/renders/exports"));
+    assert_eq!(w.mode, WatchMode::Folders);
+    assert_eq!(w.layout, LayoutChoice::Auto);
+    assert_eq!(w.default_layout, Layout::Mvhevc);
+    assert_eq!(w.perspective, Perspective::Regular);
+    assert_eq!(w.settle, Dur::secs(30));
+    assert_eq!(w.after_upload, AfterUpload::Move);
+    assert_eq!(w.rescan, Dur::secs(600));
+    assert_eq!(cfg.journal.path, PathBuf::from("/var/lib/spatialgen-sync/journal.sqlite3"));
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_file() {
+    let cfg = parse("[journal]\npath = \"state/j.db\"\n[[watch]]\npath = \"drop\"\n").unwrap();
+    assert_eq!(cfg.journal.path, PathBuf::from("/etc/sgs/state/j.db"));
+    assert_eq!(cfg.watch[0].path, PathBuf::from("/etc/sgs/drop"));
+}
+
+#[test]
+fn unknown_key_names_line_and_nearest_valid_key() {
+    let (loc, msg) = parse_error("[upload]\nmax_group = 3\n");
+    assert_eq!(loc, "/etc/sgs/config.toml:2");
+    assert!(msg.contains("unknown field `max_group`"), "{msg}");
+    assert!(msg.contains("did you mean `max_groups`?"), "{msg}");
+}
+
+#[test]
+fn unknown_key_in_watch_table_is_an_error() {
+    let (loc, msg) = parse_error("[[watch]]\npath = \"/x\"\nsetle = \"3s\"\n");
+    assert_eq!(loc, "/etc/sgs/config.toml:3");
+    assert!(msg.contains("did you mean `settle`?"), "{msg}");
+}
+
+#[test]
+fn bad_values_name_the_line() {
+    let cases = [
+        ("[[watch]]\npath = \"/x\"\nsettle = \"soon\"\n", 3, "invalid duration"),
+        ("[[watch]]\npath = \"/x\"\nlayout = \"stereo\"\n", 3, "expected auto | 2D"),
+        ("[[watch]]\npath = \"/x\"\nperspective = \"90\"\n", 3, "unknown perspective"),
+        ("[[watch]]\npath = \"/x\"\nmode = \"tree\"\n", 3, "unknown variant"),
+        ("[upload]\nbandwidth = \"fast\"\n", 2, "invalid rate"),
+        ("[upload]\nmax_groups = -1\n", 2, "invalid value"),
+        ("[api\nendpoint = 1\n", 1, ""),
+    ];
+    for (text, line, needle) in cases {
+        let (loc, msg) = parse_error(text);
+        assert_eq!(loc, format!("/etc/sgs/config.toml:{line}"), "{text}");
+        assert!(msg.contains(needle), "{text}: {msg}");
+    }
+}
+
+#[test]
+fn all_validation_problems_are_reported_at_once_with_lines() {
+    let p = problems(
+        r#"[api]
+endpoint = "http://uploads.example.com"
+
+[upload]
+max_groups = 0
+retry_base = "0s"
+
+[[watch]]
+path = "/a"
+after_upload = "move"
+
+[[watch]]
+path = "/a/b"
+audio_language = "xx"
+roles = { video = ["[broken"] }
+"#,
+    );
+    let joined = p.join("\n");
+    assert!(joined.contains("config.toml:2: api.endpoint: \"http://uploads.example.com\" is plain http"), "{joined}");
+    assert!(joined.contains("config.toml:5: upload.max_groups: must be at least 1"), "{joined}");
+    assert!(joined.contains("config.toml:6: upload.retry_base"), "{joined}");
+    assert!(joined.contains("watch[0].move_to: is required"), "{joined}");
+    assert!(joined.contains("config.toml:13: watch[1].path: /a/b overlaps another watch folder"), "{joined}");
+    assert!(
+        joined.contains("config.toml:14: watch[1].audio_language: \"xx\" is not a supported language tag"),
+        "{joined}"
+    );
+    assert!(joined.contains("watch[1].roles.video: bad glob \"[broken\""), "{joined}");
+    assert_eq!(p.len(), 7, "{joined}");
+}
+
+#[test]
+fn endpoint_rules() {
+    for ok in
+        ["https://spatialgen.com", "http://127.0.0.1:8787", "http://localhost:1", "http://[::1]:80/x", "HTTPS://a.b"]
+    {
+        assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+    }
+    for bad in ["http://10.0.0.1:80", "ftp://x", "spatialgen.com", "https://", "http://localhost.evil.com"] {
+        assert!(check_endpoint(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn move_to_rules() {
+    let p = problems("[[watch]]\npath = \"/w\"\nafter_upload = \"move\"\nmove_to = \"/w/done\"\n");
+    assert!(p[0].contains("inside the watch folder"), "{p:?}");
+    let p = problems("[[watch]]\npath = \"/w\"\nmove_to = \"/done\"\n");
+    assert!(p[0].contains("only used with after_upload = \"move\""), "{p:?}");
+    assert!(parse("[[watch]]\npath = \"/w\"\nafter_upload = \"move\"\nmove_to = \"/done\"\n").is_ok());
+}
+
+#[test]
+fn settle_zero_needs_a_marker() {
+    assert!(problems("[[watch]]\npath = \"/w\"\nsettle = \"0s\"\n")[0].contains("ready_marker"));
+    assert!(parse("[[watch]]\npath = \"/w\"\nsettle = \"0s\"\nready_marker = \"DONE\"\n").is_ok());
+    assert!(problems("[[watch]]\npath = \"/w\"\nready_marker = \"a/DONE\"\n")[0].contains("plain file name"));
+}
+
+#[test]
+fn subtitle_language_rejects_zxx_but_audio_accepts_it() {
+    assert!(parse("[[watch]]\npath = \"/w\"\naudio_language = \"zxx\"\n").is_ok());
+    let p = problems("[[watch]]\npath = \"/w\"\nsubtitle_language = \"zxx\"\n");
+    assert!(p[0].contains("subtitle_language"), "{p:?}");
+    assert!(parse("[[watch]]\npath = \"/w\"\nsubtitle_language = \"EN\"\n").is_ok());
+}
+
+#[test]
+fn windows_and_hooks_are_checked() {
+    let p = problems(
+        "[upload]\n[[upload.window]]\ndays = [\"mon\", \"funday\"]\nfrom = \"25:00\"\nto = \"07:00\"\n[hooks]\non_complete = []\nwebhook = \"ftp://x\"\n",
+    );
+    let joined = p.join("\n");
+    assert!(joined.contains("config.toml:3: upload.window[0].days: unknown day \"funday\""), "{joined}");
+    assert!(joined.contains("config.toml:4: upload.window[0].from: invalid time \"25:00\""), "{joined}");
+    assert!(joined.contains("hooks.on_complete: must be a non-empty list"), "{joined}");
+    assert!(joined.contains("hooks.webhook"), "{joined}");
+}
+
+#[test]
+fn durations_and_rates_parse() {
+    assert_eq!("30s".parse::<Dur>(), Ok(Dur::secs(30)));
+    assert_eq!("5m".parse::<Dur>(), Ok(Dur::secs(300)));
+    assert_eq!("1h 30m".parse::<Dur>(), Ok(Dur::secs(5400)));
+    assert!("30".parse::<Dur>().is_err());
+    assert_eq!("200MiB/s".parse::<Rate>(), Ok(Rate(200 * 1024 * 1024)));
+    assert_eq!("50MB/s".parse::<Rate>(), Ok(Rate(50_000_000)));
+    assert_eq!("800Mbit/s".parse::<Rate>(), Ok(Rate(100_000_000)));
+    assert_eq!("1.5GiB/s".parse::<Rate>(), Ok(Rate(1_610_612_736)));
+    assert!("200MiB".parse::<Rate>().is_err());
+    assert!("0MB/s".parse::<Rate>().is_err());
+    assert!("fast/s".parse::<Rate>().is_err());
+}
+
+#[test]
+fn weekdays_and_times() {
+    assert_eq!(parse_weekday("mon"), Some(0));
+    assert_eq!(parse_weekday("Sunday"), Some(6));
+    assert_eq!(parse_weekday("mo"), None);
+    assert_eq!(parse_weekday("monk"), None);
+    assert_eq!(parse_hhmm("19:00"), Some(1140));
+    assert_eq!(parse_hhmm("7:05"), Some(425));
+    assert_eq!(parse_hhmm("24:00"), None);
+    assert_eq!(parse_hhmm("12:60"), None);
+    assert_eq!(parse_hhmm("1900"), None);
+}
+
+#[test]
+fn api_key_never_shows_in_debug_or_display() {
+    let key = ApiKey::new("sk-very-secret");
+    assert_eq!(format!("{key:?}"), "ApiKey(***)");
+    assert_eq!(format!("{key}"), "***");
+    assert_eq!(key.expose(), "sk-very-secret");
+}
+
+#[test]
+fn api_key_from_env_var() {
+    let mut cfg = parse("").unwrap();
+    cfg.api.api_key_env = "SGS_TEST_KEY_PRESENT_4711".into();
+    // SAFETY: this variable name is used by this test only.
+    unsafe { std::env::set_var("SGS_TEST_KEY_PRESENT_4711", " k3y \n") };
+    assert_eq!(cfg.api_key().unwrap().expose(), "k3y");
+    cfg.api.api_key_env = "SGS_TEST_KEY_ABSENT_4711".into();
+    let err = cfg.api_key().unwrap_err().to_string();
+    assert!(err.contains("SGS_TEST_KEY_ABSENT_4711 is not set"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn api_key_file_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, "secret-from-file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cfg = parse("").unwrap();
+    cfg.api.api_key_file = Some(file.clone());
+    let err = cfg.api_key().unwrap_err().to_string();
+    assert!(err.contains(&format!("chmod 600 {}", file.display())), "{err}");
+    assert!(!err.contains("secret-from-file"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(cfg.api_key().unwrap().expose(), "secret-from-file");
+}
+
+#[test]
+fn effective_settings_render_and_round_trip() {
+    let cfg = parse("[[watch]]\npath = \"/w\"\nsettle = \"45s\"\n[upload]\nbandwidth = \"1MiB/s\"\n").unwrap();
+    let text = cfg.to_toml();
+    assert!(text.contains("settle = \"45s\""), "{text}");
+    let again = Config::parse(&text, Path::new("/etc/sgs/config.toml")).unwrap();
+    assert_eq!(again.watch[0].settle, Dur::secs(45));
+    assert_eq!(again.upload.bandwidth, Some(Rate(1024 * 1024)));
+}
+
+#[test]
+fn check_environment_reports_missing_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[journal]\npath = \"{}/j.db\"\n[[watch]]\npath = \"{}/missing\"\nafter_upload = \"move\"\nmove_to = \"{}/nowhere\"\n",
+        dir.path().display(),
+        dir.path().display(),
+        dir.path().display()
+    );
+    let cfg = parse(&text).unwrap();
+    let Err(ConfigError::Invalid(p)) = cfg.check_environment() else { panic!("expected problems") };
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].contains("watch[0].path") && p[0].contains("missing is not an existing folder"), "{p:?}");
+    assert!(p[1].contains("watch[0].move_to"), "{p:?}");
+}
+
+#[test]
+fn minimal_and_watch_new_validate() {
+    let mut cfg = Config::minimal("http://127.0.0.1:9", Path::new("/tmp/j.db"));
+    cfg.watch.push(WatchConfig::new("/tmp/drop"));
+    assert!(cfg.validate().is_ok());
+    cfg.api.endpoint = "http://example.com".into();
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("api.endpoint"), "{err}");
+}

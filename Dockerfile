@@ -1,0 +1,27 @@
+# spatialgen-sync for NAS and container hosts.
+#   docker build -t spatialgen-sync .
+#   docker run -d --name spatialgen-sync \
+#     -e SPATIALGEN_API_KEY=... \
+#     -v /volume1/exports:/watch -v spatialgen-state:/state \
+#     spatialgen-sync
+# The default config watches /watch (one subfolder per video, polling every
+# 15s because NAS bind mounts often deliver no change events) and keeps its
+# journal in /state. Mount your own at /config/config.toml to change it.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked && strip target/release/spatialgen-sync
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /state --shell /usr/sbin/nologin spatialgen \
+    && mkdir -p /state /watch /config && chown spatialgen:spatialgen /state
+COPY --from=build /src/target/release/spatialgen-sync /usr/local/bin/spatialgen-sync
+COPY packaging/docker/config.toml /config/config.toml
+USER spatialgen
+VOLUME ["/watch", "/state"]
+ENV SPATIALGEN_SYNC_CONFIG=/config/config.toml
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/spatialgen-sync"]
+CMD ["run"]
