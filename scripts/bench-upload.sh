@@ -4,7 +4,7 @@
 # same bytes, each into a `spatialgen-sync sandbox` started as its own process.
 #
 #   scripts/bench-upload.sh            # 2 GiB file, 100 MiB parts, 4 in flight
-#   SIZE_MIB=512 IN_FLIGHT=2 scripts/bench-upload.sh
+#   SIZE_MIB=512 IN_FLIGHT=2 CHUNK=262144 scripts/bench-upload.sh
 #   BENCH_DIR=/tmp/keep scripts/bench-upload.sh   # keep (and reuse) the generated file
 #
 # Prints the agent's time with MD5 verification on and off, curl's time, their
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-2048}
 PART_SIZE=${PART_SIZE:-104857600}
 IN_FLIGHT=${IN_FLIGHT:-4}
+CHUNK=${CHUNK:-1048576}
 KEEP=${BENCH_DIR:+1}
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/spatialgen-bench.XXXXXX)}
 mkdir -p "$WORK"
@@ -67,10 +68,10 @@ now() { date +%s.%N; }
 agent() {
     local out="$WORK/agent.out" tv="$WORK/agent.time"
     if [ -x /usr/bin/time ]; then
-        /usr/bin/time -v "$EX" upload --endpoint "$AGENT_API" --file "$FILE" --in-flight "$IN_FLIGHT" "$@" > "$out" 2> "$tv"
+        /usr/bin/time -v "$EX" upload --endpoint "$AGENT_API" --file "$FILE" --in-flight "$IN_FLIGHT" --chunk "$CHUNK" "$@" > "$out" 2> "$tv"
         PEAK_KIB=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$tv")
     else
-        "$EX" upload --endpoint "$AGENT_API" --file "$FILE" --in-flight "$IN_FLIGHT" "$@" > "$out"
+        "$EX" upload --endpoint "$AGENT_API" --file "$FILE" --in-flight "$IN_FLIGHT" --chunk "$CHUNK" "$@" > "$out"
         PEAK_KIB=$(sed -n 's/^peak_rss_kib=//p' "$out")
     fi
     AGENT_OUT=$(cat "$out")
@@ -94,7 +95,7 @@ CURL_SECS=$(awk -v a="$T0" -v b="$T1" 'BEGIN { print b - a }')
 V=$(secs_of "$VERIFY_OUT")
 P=$(secs_of "$PLAIN_OUT")
 echo
-echo "upload of $SIZE_MIB MiB over loopback, $((PART_SIZE / 1048576)) MiB parts, $IN_FLIGHT in flight ($(nproc) cores)"
+echo "upload of $SIZE_MIB MiB over loopback, $((PART_SIZE / 1048576)) MiB parts, $IN_FLIGHT in flight, $((CHUNK / 1024)) KiB reads ($(nproc) cores)"
 line() { awk -v s="$2" -v k="$3" -v c="$CURL_SECS" -v l="$1" \
     'BEGIN { printf "  %-20s: %6.3f s  peak RSS %5.1f MiB  (%.2f x curl)\n", l, s, k / 1024, s / c }'; }
 line "agent, MD5 verified" "$V" "$VERIFY_PEAK"

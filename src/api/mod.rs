@@ -242,7 +242,8 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidResponse {
             op,
             target,
-            detail: format!("cannot decode the JSON answer: {e}"),
+            // serde quotes offending values, which come from the server: scrub them.
+            detail: scrub(&format!("cannot decode the JSON answer: {e}"), self.key.expose()),
         })
     }
 
