@@ -145,7 +145,9 @@ pub fn validate_start_request(body: &Value) -> Result<(), Vec<String>> {
             let ext = n.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
             if !ext.as_deref().is_some_and(|e| allowed.contains(&e)) {
                 let list = allowed.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ");
-                errs.push(format!("{at}: a {role} file must have one of the extensions {list}"));
+                let article =
+                    if matches!(role, FileRole::Audio | FileRole::Aime | FileRole::Fcpxmld) { "an" } else { "a" };
+                errs.push(format!("{at}: {article} {role} file must have one of the extensions {list}"));
             }
         }
 
