@@ -641,8 +641,7 @@ enum Seg<'a> {
 impl Config {
     /// Read, parse and validate `path`. Paths inside are made absolute.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         Config::parse(&text, &abs)
     }

@@ -193,19 +193,7 @@ fn follow(journal: &Journal, id: GroupId) -> anyhow::Result<Outcome> {
 }
 
 async fn cancel_on_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            token.cancel();
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    super::service::shutdown_signal().await;
     token.cancel();
 }
 
