@@ -204,7 +204,12 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
         (GroupState::Queued, None) => {
             check_sources(&g).map_err(Stop::SourceChanged)?;
             let req = start_request(&g)?;
-            let created = ctx.api(&inner, "start upload group", |_| sh.client.start_group(&req)).await?;
+            let created =
+                ctx.api(&inner, "start upload group", |_| sh.client.start_group(&req)).await.map_err(|s| match s {
+                    // No session yet, so nothing can have expired: a 404 here is a wrong endpoint.
+                    Stop::Gone(m) => Stop::Failed(format!("{m} (is [api] endpoint right?)")),
+                    other => other,
+                })?;
             let mut files = Vec::with_capacity(g.files.len());
             for f in &g.files {
                 let c = created.file_for(&f.file_name, f.role).ok_or_else(|| {

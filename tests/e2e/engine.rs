@@ -488,3 +488,19 @@ async fn rate_limited_calls_honour_retry_after() {
     assert!(took >= Duration::from_secs(limited), "{limited} 429s with Retry-After 1 s, yet done in {took:?}");
     assert_eq!(journal.group(id).unwrap().state, GroupState::Completed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_endpoint_fails_the_group_not_the_engine() {
+    let w = World::new(64 * KIB as u64, "retry_attempts = 2").await;
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    let base = w.sandbox.base_url();
+    std::fs::write(&w.config_path, text.replace(&base, &format!("{base}/not-here"))).unwrap();
+    let journal = w.journal();
+    let f = w.export("nowhere", &[("v.mov", 1000)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let (_, outcome) = engine.run_one(id, CancellationToken::new()).await.expect("the engine itself is fine");
+    let GroupOutcome::Failed(msg) = outcome else { panic!("{outcome:?}") };
+    assert!(msg.contains("404") && msg.contains("endpoint"), "{msg}");
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Failed);
+}
