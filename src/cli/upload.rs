@@ -34,6 +34,8 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
     let id = match journal.enqueue(&group)? {
         Enqueued::Queued(id) => id,
         Enqueued::Rejected(id) => {
+            crate::group::remove_staged(&group);
+            journal.set_finished(id)?;
             eprintln!("{} breaks the API's rules; nothing was sent (group {id}):", folder.display());
             for v in &group.violations {
                 eprintln!("  - {v}");
@@ -41,6 +43,8 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::WorkFailed);
         }
         Enqueued::Duplicate { id, state: GroupState::Completed } => {
+            // A bundle zipped again just now is not needed.
+            crate::group::remove_staged(&group);
             let s = journal.summary(id)?;
             println!(
                 "{} was already uploaded (group {id}); library id {}",

@@ -277,12 +277,13 @@ impl Engine {
                 && active.is_empty()
             {
                 // Nothing runnable: the group ended (perhaps canceled from the CLI).
-                let state = sh.journal.group(id)?.state;
-                let outcome = match state {
-                    GroupState::Canceled => GroupOutcome::Canceled(sh.journal.group(id)?.error.unwrap_or_default()),
-                    GroupState::Completed => {
-                        GroupOutcome::Completed { library_id: sh.journal.group(id)?.library_id.unwrap_or(0) }
-                    }
+                let g = sh.journal.group(id)?;
+                let error = g.error.clone().unwrap_or_default();
+                let outcome = match g.state {
+                    GroupState::Canceled => GroupOutcome::Canceled(error),
+                    GroupState::Failed => GroupOutcome::Failed(error),
+                    GroupState::Expired => GroupOutcome::Expired { requeued: None },
+                    GroupState::Completed => GroupOutcome::Completed { library_id: g.library_id.unwrap_or(0) },
                     _ => GroupOutcome::Stopped,
                 };
                 result = Some((id, outcome));
