@@ -13,14 +13,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::finish::{self, AfterOutcome};
 use super::retry::{RetryPolicy, with_retries};
+use super::stream::Throttle;
 use super::worker::{self, Ctx};
 use super::{EngineError, GroupOutcome};
 use crate::api::Client;
 use crate::config::{ApiKey, Config};
 use crate::journal::{GroupId, GroupState, Journal, JournalError, RequestKind, now_ms};
 
-/// Knobs that are not in the config file (tests and the one-shot command set them).
-#[derive(Debug, Clone)]
+/// Called once when a group worker ends (completed, failed, canceled,
+/// expired): where hooks, webhooks and metrics plug in. Must not block.
+pub type GroupEndHook = Arc<dyn Fn(GroupId, &GroupOutcome) + Send + Sync>;
+
+/// Knobs that are not in the config file (tests, the one-shot command and
+/// the agent's wiring set them).
+#[derive(Clone)]
 pub struct EngineOptions {
     /// How often the journal is re-read for new work and control requests.
     /// Bounds how fast a cancel request is seen (well under 2 s).
@@ -31,6 +37,22 @@ pub struct EngineOptions {
     /// How often ended groups' housekeeping (staged files of rejected
     /// groups, a crashed after-upload step) is looked for.
     pub housekeeping: Duration,
+    /// Awaited before each chunk of every PUT (a shared bandwidth limiter).
+    pub throttle: Option<Throttle>,
+    /// Told about every group that ends.
+    pub on_group_end: Option<GroupEndHook>,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("poll", &self.poll)
+            .field("auth_recheck", &self.auth_recheck)
+            .field("housekeeping", &self.housekeeping)
+            .field("throttle", &self.throttle.is_some())
+            .field("on_group_end", &self.on_group_end.is_some())
+            .finish()
+    }
 }
 
 impl Default for EngineOptions {
@@ -39,6 +61,8 @@ impl Default for EngineOptions {
             poll: Duration::from_millis(500),
             auth_recheck: Duration::from_secs(300),
             housekeeping: Duration::from_secs(60),
+            throttle: None,
+            on_group_end: None,
         }
     }
 }
@@ -55,6 +79,7 @@ pub(crate) struct Shared {
     pub sent: Arc<AtomicU64>,
     /// Set by every successful API call: ends an auth pause.
     pub api_ok: AtomicBool,
+    pub throttle: Option<Throttle>,
 }
 
 impl Shared {
@@ -178,6 +203,7 @@ impl Engine {
             parts,
             sent: Arc::new(AtomicU64::new(0)),
             api_ok: AtomicBool::new(false),
+            throttle: opts.throttle.clone(),
         };
         Ok(Engine { sh: Arc::new(sh), opts })
     }
@@ -312,6 +338,11 @@ impl Engine {
                     };
                     let ended = active.remove(&id);
                     let outcome = outcome?;
+                    if let (Some(hook), false) =
+                        (&self.opts.on_group_end, matches!(outcome, GroupOutcome::Stopped | GroupOutcome::AuthRefused(_)))
+                    {
+                        hook(id, &outcome);
+                    }
                     if let Some(a) = ended {
                         for rid in a.requests {
                             let what = match &outcome {

@@ -432,8 +432,12 @@ async fn put_part(
     let _permit = permit;
     let sh = &ctx.sh;
     let n = part.part_number;
-    let opts =
-        PutOptions { verify_md5: sh.cfg.upload.verify_etag, progress: Some(sh.sent.clone()), ..Default::default() };
+    let opts = PutOptions {
+        verify_md5: sh.cfg.upload.verify_etag,
+        progress: Some(sh.sent.clone()),
+        throttle: sh.throttle.clone(),
+        ..Default::default()
+    };
     let what = format!("upload part {n} of {}", file.rel_path);
     let mut refreshes = 0;
     loop {

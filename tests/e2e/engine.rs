@@ -504,3 +504,50 @@ async fn a_wrong_endpoint_fails_the_group_not_the_engine() {
     assert!(msg.contains("404") && msg.contains("endpoint"), "{msg}");
     assert_eq!(journal.group(id).unwrap().state, GroupState::Failed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_throttle_sees_every_byte_and_the_end_hook_every_group() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let w = World::new(16 * KIB as u64, "").await;
+    let journal = w.journal();
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let f = w.export(&format!("hooked-{i}"), &[("v.mov", 50 * KIB + i)]);
+        ids.push(w.enqueue(&journal, &w.group(&f, "2D", "Regular")));
+    }
+    let bytes = Arc::new(AtomicU64::new(0));
+    let ended = Arc::new(Mutex::new(Vec::new()));
+    let mut opts = fast();
+    opts.throttle = Some({
+        let bytes = bytes.clone();
+        Arc::new(move |n| {
+            bytes.fetch_add(n, Ordering::Relaxed);
+            Box::pin(async {})
+        })
+    });
+    opts.on_group_end = Some({
+        let ended = ended.clone();
+        Arc::new(move |id, outcome| ended.lock().unwrap().push((id, outcome.clone())))
+    });
+    let engine = w.engine(journal.clone(), KEY, opts);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let s = shutdown.clone();
+        async move { engine.run(s).await }
+    });
+    let j = journal.clone();
+    let wait_ids = ids.clone();
+    wait_for(Duration::from_secs(20), "both groups", || {
+        wait_ids.iter().all(|id| j.group(*id).unwrap().state == GroupState::Completed)
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let total: u64 = ids.iter().map(|id| journal.group(*id).unwrap().total_bytes()).sum();
+    assert_eq!(bytes.load(Ordering::Relaxed), total);
+    let mut seen = ended.lock().unwrap().clone();
+    seen.sort_by_key(|(id, _)| *id);
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|(_, o)| matches!(o, GroupOutcome::Completed { .. })), "{seen:?}");
+}
