@@ -1,7 +1,8 @@
 //! Journal and engine overhead with many small groups.
 //!
-//! `cargo run --release --example journal_bench [GROUPS]` (default 1,000
-//! groups of 3 files each) prints:
+//! `cargo run --release --example journal_bench [GROUPS] [MAX_GROUPS]`
+//! (default 1,000 groups of 3 files each, `max_groups` 2 as in the default
+//! config) prints:
 //! 1. the journal's own time per recorded part (`part_done`, one short
 //!    transaction each, on a real file in WAL mode), measured alone;
 //! 2. the wall time to upload all the groups through the engine to an
@@ -36,6 +37,7 @@ fn fill(path: &Path, size: usize, seed: u64) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let groups: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    let max_groups: usize = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(2);
     let dir = tempfile::tempdir()?;
     let exports = dir.path().join("exports");
     std::fs::create_dir_all(&exports)?;
@@ -110,15 +112,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut opts = SandboxOptions::new(dir.path().join("sandbox"));
         opts.part_size = 8 << 20;
         let sandbox = Sandbox::start("127.0.0.1:0".parse()?, opts).await?;
-        let many = upload_all(&sandbox, dir.path(), "many", &built).await?;
+        let many = upload_all(&sandbox, dir.path(), "many", &built, max_groups).await?;
 
         let one = exports.join("one-big");
         std::fs::create_dir_all(&one)?;
         fill(&one.join("clip.mov"), total_bytes as usize, 99);
         let big = build_folder_group(&one, &GroupOptions { watch: &watch, staging_dir: None })?;
-        let single = upload_all(&sandbox, dir.path(), "one", std::slice::from_ref(&big)).await?;
+        let single = upload_all(&sandbox, dir.path(), "one", std::slice::from_ref(&big), max_groups).await?;
         println!(
-            "engine: {groups} small groups in {:.2} s ({:.1} ms per group); one group of the same {} bytes in {:.2} s; ratio {:.1}x",
+            "engine (max_groups {max_groups}, max_parts_in_flight 4): {groups} small groups in {:.2} s ({:.1} ms per group); one group of the same {} bytes in {:.2} s; ratio {:.1}x",
             many.as_secs_f64(),
             many.as_secs_f64() * 1e3 / groups as f64,
             total_bytes,
@@ -136,9 +138,12 @@ async fn upload_all(
     base: &Path,
     name: &str,
     groups: &[spatialgen_sync::group::UploadGroup],
+    max_groups: usize,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let jpath = base.join(format!("{name}.sqlite3"));
-    let cfg = Arc::new(Config::minimal(&sandbox.base_url(), &jpath));
+    let mut cfg = Config::minimal(&sandbox.base_url(), &jpath);
+    cfg.upload.max_groups = max_groups;
+    let cfg = Arc::new(cfg);
     let journal = Arc::new(Journal::open(&jpath)?);
     let mut ids = Vec::new();
     for g in groups {
@@ -146,7 +151,13 @@ async fn upload_all(
             ids.push(id);
         }
     }
-    let opts = EngineOptions { poll: Duration::from_millis(20), ..EngineOptions::default() };
+    // Count ends through the engine's hook rather than polling the journal.
+    let ended = Arc::new(tokio::sync::Semaphore::new(0));
+    let hook = {
+        let ended = ended.clone();
+        Arc::new(move |_: i64, _: &spatialgen_sync::upload::GroupOutcome| ended.add_permits(1))
+    };
+    let opts = EngineOptions { on_group_end: Some(hook), ..EngineOptions::default() };
     let engine = Engine::new(cfg, journal.clone(), ApiKey::new("bench"), opts)?;
     let shutdown = CancellationToken::new();
     let t = Instant::now();
@@ -154,15 +165,13 @@ async fn upload_all(
         let s = shutdown.clone();
         async move { engine.run(s).await }
     });
-    loop {
-        let done = journal.list()?.iter().filter(|g| g.state == GroupState::Completed).count();
-        if done == ids.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _all = ended.acquire_many(ids.len() as u32).await?;
     let took = t.elapsed();
     shutdown.cancel();
     task.await??;
+    let done = journal.list()?.iter().filter(|g| g.state == GroupState::Completed).count();
+    if done != ids.len() {
+        return Err(format!("{done} of {} groups completed", ids.len()).into());
+    }
     Ok(took)
 }
