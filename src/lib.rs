@@ -12,6 +12,7 @@
 //! fault injection) for the demo, the tests and offline trials. [`config`]
 //! reads the one TOML file; [`model`] holds the vocabulary all stages share;
 //! [`cli`] is the command-line edge.
+//! [`ops`]: operator controls (windows, bandwidth limit, hooks, metrics, reload).
 
 pub mod api;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod group;
 pub mod journal;
 pub mod logging;
 pub mod model;
+pub mod ops;
 pub mod sandbox;
 pub mod upload;
 pub mod watch;

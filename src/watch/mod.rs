@@ -1,1 +1,242 @@
-//! (module under construction)
+//! Watching export folders and deciding when an export is *finished*.
+//!
+//! Shape: notify watchers (`backend`, native or polling, one per
+//! `[[watch]]` folder) feed one bounded channel; one thread (`driver`)
+//! maps event paths to exports ([`scan::WatchRules::route`]), runs the pure
+//! settle state machine ([`settle::Settler`]), takes looks at exports only
+//! when one is due, rescans whole folders at startup, every `rescan` and
+//! whenever events were lost, and hands every [`Settle`] value to a
+//! [`Handoff`].
+//!
+//! Exports: in folders mode each direct subfolder of the watch folder
+//! (hidden, ignored and temporary-named ones skipped); in flat mode the files
+//! directly in it that share a stem (the grouping engine's `flat_stem`).
+//! The ready marker is a file named `ready_marker` at the top of an export
+//! folder, or `<stem>.<ready_marker>` beside a flat-mode stem's files; it is
+//! never uploaded.
+//!
+//! Invariants:
+//! - Never hand off half an export: finished means quiet for `settle`, no
+//!   temporary file, the same names/sizes/mtimes in two looks `settle` apart,
+//!   and every file opens for reading; or the ready marker is present.
+//! - Never miss an export: the startup scan finds what arrived while the
+//!   agent was stopped; a periodic rescan and a rescan on lost or dropped
+//!   events find what notify did not report.
+//! - The notify callback never blocks, and the watcher never follows
+//!   symlinks unless the folder says so.
+//! - Idle costs nothing but the periodic rescan: timers run only while an
+//!   export is settling.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, JournalConfig, WatchConfig};
+use crate::journal::Journal;
+
+mod backend;
+mod driver;
+pub mod handoff;
+pub mod scan;
+pub mod settle;
+
+#[cfg(test)]
+mod tests;
+
+pub use backend::WatchStats;
+pub use handoff::{ChannelHandoff, Handoff, JournalHandoff};
+pub use scan::{Scan, WatchRules, look_export, scan};
+pub use settle::{Clock, Look, ManualClock, Settle, SettlePolicy, Settler, SystemClock};
+
+use backend::{Msg, Signals};
+
+/// Everything that can go wrong while watching.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// A watch folder or export could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// notify could not watch a folder (and it was not the OS watch limit,
+    /// which falls back to polling instead).
+    #[error("{}: cannot watch: {source}", path.display())]
+    Notify {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    /// A watch folder's settings do not work (e.g. a bad glob).
+    #[error("{0}")]
+    Config(String),
+    /// The grouping engine could not build a group (its folder cannot be
+    /// listed, the staging directory cannot be written).
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
+    /// The journal refused a write.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The hand-off could not record a settle value.
+    #[error("hand-off: {0}")]
+    Handoff(String),
+    /// The watcher's thread ended on its own (it panicked).
+    #[error("the watcher thread stopped unexpectedly")]
+    Died,
+}
+
+/// How to run the watchers, beyond the config.
+#[derive(Clone)]
+pub struct WatchOptions {
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Counters the caller may read while the watchers run.
+    pub stats: Arc<WatchStats>,
+    /// Watch every folder by polling, as if the OS had refused native
+    /// watches (each folder polls at its `poll`, else its fallback interval).
+    pub force_poll: bool,
+    /// Events buffered between notify and the watcher thread before the
+    /// callback starts dropping them (and a rescan makes up for them).
+    pub channel_capacity: usize,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            clock: Arc::new(SystemClock),
+            stats: Arc::default(),
+            force_poll: false,
+            channel_capacity: backend::CHANNEL_CAPACITY,
+        }
+    }
+}
+
+/// Running watchers. [`WatchHandle::stop`] ends them; dropping the handle
+/// does too.
+pub struct WatchHandle {
+    tx: SyncSender<Msg>,
+    thread: Option<JoinHandle<Result<(), WatchError>>>,
+    stats: Arc<WatchStats>,
+    /// Cancelled when the thread ends, however it ends (a drop guard).
+    ended: CancellationToken,
+}
+
+impl WatchHandle {
+    pub fn stats(&self) -> &Arc<WatchStats> {
+        &self.stats
+    }
+
+    /// Has the watcher thread ended (it does so only on stop or on a panic)?
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stop watching and wait for the thread. Blocks until the driver has
+    /// finished the hand-off it is in.
+    pub fn stop(mut self) -> Result<(), WatchError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), WatchError> {
+        let Some(t) = self.thread.take() else { return Ok(()) };
+        if !t.is_finished() {
+            // Blocking send: the driver drains the channel, so room comes.
+            let _ = self.tx.send(Msg::Stop);
+        }
+        t.join().map_err(|_| WatchError::Died)?
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_inner() {
+            tracing::warn!("watcher stopped with an error: {e}");
+        }
+    }
+}
+
+/// Start watching `watches` (indexed like `Config::watch`), handing every
+/// settle value to `handoff` on the watcher's own thread. Errors that stop
+/// startup (a bad glob, a folder notify cannot watch) are returned here; the
+/// startup scan runs on the thread.
+pub fn start(
+    watches: &[WatchConfig],
+    handoff: Box<dyn Handoff>,
+    opts: WatchOptions,
+) -> Result<WatchHandle, WatchError> {
+    let rules = watches.iter().enumerate().map(|(i, w)| WatchRules::new(i, w)).collect::<Result<Vec<_>, _>>()?;
+    let (tx, rx) = sync_channel(opts.channel_capacity.max(1));
+    let signals: Vec<Arc<Signals>> = rules.iter().map(|_| Arc::default()).collect();
+    let backends = rules
+        .iter()
+        .zip(&signals)
+        .map(|(r, s)| backend::start(r, &tx, s, &opts.stats, opts.force_poll))
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = opts.clock.now();
+    let driver = driver::Driver {
+        settler: Settler::new(rules.iter().map(|r| r.policy).collect()),
+        next_rescan: rules.iter().map(|r| now + r.rescan).collect(),
+        rescan_pending: vec![false; rules.len()],
+        rules,
+        backends,
+        signals,
+        rx,
+        tx: tx.clone(),
+        handoff,
+        clock: opts.clock.clone(),
+        stats: opts.stats.clone(),
+    };
+    let ended = CancellationToken::new();
+    let guard = ended.clone().drop_guard();
+    let thread = std::thread::Builder::new()
+        .name("spatialgen-watch".into())
+        .spawn(move || {
+            let _guard = guard;
+            driver.run()
+        })
+        .map_err(|e| WatchError::Io { path: PathBuf::from("<thread>"), source: e })?;
+    Ok(WatchHandle { tx, thread: Some(thread), stats: opts.stats, ended })
+}
+
+/// Run the watchers until `shutdown` is cancelled (or the watcher thread
+/// dies, which is an error).
+pub async fn run_with(
+    watches: &[WatchConfig],
+    handoff: Box<dyn Handoff>,
+    opts: WatchOptions,
+    shutdown: CancellationToken,
+) -> Result<(), WatchError> {
+    let handle = start(watches, handoff, opts)?;
+    let ended = handle.ended.clone();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = ended.cancelled() => tracing::error!("the watcher thread ended on its own"),
+    }
+    tokio::task::spawn_blocking(move || handle.stop()).await.map_err(|_| WatchError::Died)?
+}
+
+/// The agent's watchers: every `[[watch]]` folder of `cfg`, settle values
+/// handed through the grouping engine into the journal at `journal_path`
+/// (bundle zips staged beside it), until `shutdown` is cancelled.
+pub async fn run_watchers(
+    cfg: Arc<Config>,
+    journal_path: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), WatchError> {
+    let staging = JournalConfig { path: journal_path.clone() }.staging_dir();
+    let journal =
+        tokio::task::spawn_blocking(move || Journal::open(&journal_path)).await.map_err(|_| WatchError::Died)??;
+    let handoff = JournalHandoff::new(Arc::new(journal), staging);
+    run_with(&cfg.watch, Box::new(handoff), WatchOptions::default(), shutdown).await
+}
+
+/// Scan one watch folder once, as the startup scan does (for `plan`,
+/// benchmarks and tests).
+pub fn scan_once(index: usize, watch: &WatchConfig) -> Result<Scan, WatchError> {
+    scan(&WatchRules::new(index, watch)?)
+}

@@ -1,0 +1,270 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+
+use super::*;
+use crate::config::Dur;
+
+fn event(kind: EventKind) -> GroupEvent {
+    GroupEvent {
+        kind,
+        group_id: 42,
+        name: "Canyon Flight".into(),
+        path: PathBuf::from("/renders/exports/Canyon Flight"),
+        library_id: (kind == EventKind::Completed).then_some(9001),
+        error: (kind != EventKind::Completed).then(|| "layout Separate needs video_right".into()),
+        at: "2026-03-30T19:02:14Z".parse().expect("timestamp"),
+    }
+}
+
+/// Write an executable script into `dir`.
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
+/// Log lines written while the guard lives (current-thread runtime: spawned tasks log here too).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let sub = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn hook_runs_without_a_shell_and_receives_the_group_in_its_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("env.txt");
+    // `$1` is the output file: argv from the config arrives verbatim, spaces included.
+    let hook = script(dir.path(), "on complete.sh", "/usr/bin/env > \"$1\"");
+    let cfg = HooksConfig {
+        on_complete: Some(vec![hook, out.display().to_string()]),
+        timeout: Dur::secs(10),
+        ..HooksConfig::default()
+    };
+    let notifier = Notifier::new(&cfg).expect("notifier").without_env("PATH");
+    notifier.notify(event(EventKind::Completed));
+    // Not configured: no command runs for these.
+    notifier.notify(event(EventKind::Failed));
+    assert!(notifier.drain(Duration::from_secs(10)).await, "hook finished");
+
+    let text = std::fs::read_to_string(&out).expect("the hook wrote its environment");
+    let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(env.get("SPATIALGEN_GROUP_ID"), Some(&"42"));
+    assert_eq!(env.get("SPATIALGEN_GROUP_NAME"), Some(&"Canyon Flight"));
+    assert_eq!(env.get("SPATIALGEN_PATH"), Some(&"/renders/exports/Canyon Flight"));
+    assert_eq!(env.get("SPATIALGEN_STATE"), Some(&"completed"));
+    assert_eq!(env.get("SPATIALGEN_LIBRARY_ID"), Some(&"9001"));
+    assert_eq!(env.get("SPATIALGEN_ERROR"), Some(&""));
+    assert!(!env.contains_key("PATH"), "scrubbed variables are not passed on");
+}
+
+#[tokio::test]
+async fn failure_hook_gets_the_error_and_its_output_is_logged_bounded() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = script(
+        dir.path(),
+        "fail.sh",
+        "echo \"state=$SPATIALGEN_STATE error=$SPATIALGEN_ERROR\" >&2\n\
+         i=0; while [ $i -lt 400 ]; do echo 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'; i=$((i+1)); done\nexit 3",
+    );
+    let cfg = HooksConfig { on_failure: Some(vec![hook]), timeout: Dur::secs(10), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier");
+    notifier.notify(event(EventKind::Failed));
+    assert!(notifier.drain(Duration::from_secs(10)).await);
+
+    let text = logs.text();
+    assert!(text.contains("fail.sh failed (exit status: 3)"), "{text}");
+    assert!(text.contains("state=failed error=layout Separate needs video_right"), "{text}");
+    // 400 lines of 50 bytes = 20,000 bytes; 8 KiB kept, the rest counted.
+    assert!(text.contains(&format!("({} more bytes not kept)", 20_000 - OUTPUT_LIMIT)), "{text}");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_hook_and_its_children() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pid_file, done_file) = (dir.path().join("pid"), dir.path().join("done"));
+    let hook = script(dir.path(), "slow.sh", "/bin/sleep 30 &\necho $! > \"$1\"\nwait\necho finished > \"$2\"");
+    let cfg = HooksConfig {
+        on_rejected: Some(vec![hook, pid_file.display().to_string(), done_file.display().to_string()]),
+        timeout: Dur(Duration::from_millis(300)),
+        ..HooksConfig::default()
+    };
+    let notifier = Notifier::new(&cfg).expect("notifier");
+    let start = Instant::now();
+    notifier.notify(event(EventKind::Rejected));
+    assert!(notifier.drain(Duration::from_secs(10)).await, "the hook task ends after the kill");
+    assert!(start.elapsed() < Duration::from_secs(5), "killed, not waited for: {:?}", start.elapsed());
+    assert!(!done_file.exists(), "the script never got past `wait`");
+
+    // The script's child went down with it (gone, or a zombie awaiting its
+    // reaper). SIGKILL lands asynchronously, so allow it a moment.
+    #[cfg(target_os = "linux")]
+    {
+        let pid = std::fs::read_to_string(&pid_file).expect("pid written").trim().to_string();
+        let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z"),
+        };
+        let since = Instant::now();
+        while !dead() && since.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(dead(), "sleep {pid} survived the hook's timeout");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_program_is_logged_not_raised() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let cfg = HooksConfig { on_complete: Some(vec!["/nonexistent/hook".into()]), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier");
+    notifier.notify(event(EventKind::Completed));
+    assert!(notifier.drain(Duration::from_secs(5)).await);
+    assert!(logs.text().contains("cannot start /nonexistent/hook"), "{}", logs.text());
+}
+
+/// A webhook receiver that answers `failures` errors with `status`, then 200, recording bodies.
+struct Receiver {
+    hits: AtomicUsize,
+    failures: usize,
+    status: StatusCode,
+    bodies: Mutex<Vec<serde_json::Value>>,
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, Json(body): Json<serde_json::Value>) -> StatusCode {
+    let n = r.hits.fetch_add(1, Ordering::SeqCst);
+    if n < r.failures {
+        return r.status;
+    }
+    r.bodies.lock().expect("not poisoned").push(body);
+    StatusCode::OK
+}
+
+/// Start a receiver on 127.0.0.1:0; returns it and the webhook URL (with a secret path).
+async fn receiver(failures: usize, status: StatusCode) -> (Arc<Receiver>, String) {
+    let r = Arc::new(Receiver { hits: AtomicUsize::new(0), failures, status, bodies: Mutex::new(Vec::new()) });
+    let app = axum::Router::new().route("/hooks/T0KEN-secret", post(receive)).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (r, format!("http://{addr}/hooks/T0KEN-secret?sig=abc"))
+}
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(50),
+        attempts,
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn webhook_is_retried_until_delivered_and_never_logs_its_secret() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let (r, url) = receiver(2, StatusCode::SERVICE_UNAVAILABLE).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5));
+    notifier.notify(event(EventKind::Completed));
+    assert!(notifier.drain(Duration::from_secs(10)).await);
+
+    assert_eq!(r.hits.load(Ordering::SeqCst), 3, "two failures, then delivered");
+    let bodies = r.bodies.lock().expect("not poisoned").clone();
+    assert_eq!(
+        bodies,
+        vec![serde_json::json!({
+            "event": "group.completed",
+            "groupId": 42,
+            "name": "Canyon Flight",
+            "path": "/renders/exports/Canyon Flight",
+            "state": "completed",
+            "libraryId": 9001,
+            "error": null,
+            "at": "2026-03-30T19:02:14Z",
+        })]
+    );
+    let text = logs.text();
+    assert!(text.contains("delivered (attempt 3)"), "{text}");
+    assert!(!text.contains("T0KEN") && !text.contains("sig=abc"), "{text}");
+}
+
+#[tokio::test]
+async fn webhook_gives_up_after_the_bounded_attempts() {
+    let (r, url) = receiver(usize::MAX, StatusCode::BAD_GATEWAY).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(3));
+    notifier.notify(event(EventKind::Failed));
+    assert!(notifier.drain(Duration::from_secs(10)).await);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn webhook_client_errors_are_not_retried() {
+    let (r, url) = receiver(usize::MAX, StatusCode::BAD_REQUEST).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5));
+    notifier.notify(event(EventKind::Rejected));
+    assert!(notifier.drain(Duration::from_secs(10)).await);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn backoff_is_full_jitter_under_the_cap() {
+    let p = RetryPolicy { base: Duration::from_millis(100), cap: Duration::from_secs(1), ..RetryPolicy::default() };
+    for attempt in 1..=40 {
+        let limit = Duration::from_millis(100 * (1u64 << (attempt - 1).min(20))).min(Duration::from_secs(1));
+        for _ in 0..20 {
+            assert!(p.delay(attempt) <= limit, "attempt {attempt}");
+        }
+    }
+    // Jitter: not always the maximum.
+    assert!((0..50).any(|_| p.delay(5) < Duration::from_millis(900)));
+}
+
+#[test]
+fn a_bad_webhook_url_is_refused() {
+    let cfg = HooksConfig { webhook: Some("ftp://example.com/x".into()), ..HooksConfig::default() };
+    assert!(matches!(Notifier::new(&cfg), Err(HooksError::BadUrl(_))));
+}

@@ -1,0 +1,216 @@
+//! The watcher's thread: events and timers in, settle values out.
+//!
+//! One thread owns the [`Settler`], the notify backends and the hand-off, so
+//! nothing is shared but the channel and a few atomic flags. It sleeps in
+//! `recv_timeout` until the next event, the next due look (only while an
+//! export is settling) or the next periodic rescan: an idle agent wakes once
+//! per `rescan` interval and not otherwise.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::Instant;
+
+use super::WatchError;
+use super::backend::{self, Backend, Msg, Signals, WatchStats};
+use super::handoff::Handoff;
+use super::scan::{self, ExportLook, WatchRules};
+use super::settle::{Clock, Settle, Settler};
+
+/// Messages handled per wake-up before timers and flags get a turn.
+const BATCH: usize = 4096;
+
+pub(crate) struct Driver {
+    pub rules: Vec<WatchRules>,
+    pub settler: Settler,
+    pub backends: Vec<Backend>,
+    pub signals: Vec<Arc<Signals>>,
+    pub rx: Receiver<Msg>,
+    /// Kept to start a polling backend when a native one hits the OS limit.
+    pub tx: SyncSender<Msg>,
+    pub handoff: Box<dyn Handoff>,
+    pub clock: Arc<dyn Clock>,
+    pub stats: Arc<WatchStats>,
+    pub next_rescan: Vec<Instant>,
+    pub rescan_pending: Vec<bool>,
+}
+
+impl Driver {
+    pub fn run(mut self) -> Result<(), WatchError> {
+        // Startup scan: exports that arrived while the agent was stopped.
+        for i in 0..self.rules.len() {
+            self.rescan(i);
+        }
+        loop {
+            let now = self.clock.now();
+            let deadline = self.next_rescan.iter().copied().chain(self.settler.next_deadline()).min();
+            let first = match deadline {
+                Some(d) => self.rx.recv_timeout(d.saturating_duration_since(now)),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match first {
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(Msg::Event { watch, event }) => {
+                    self.on_event(watch, event);
+                    for _ in 0..BATCH {
+                        match self.rx.try_recv() {
+                            Ok(Msg::Stop) => return Ok(()),
+                            Ok(Msg::Event { watch, event }) => self.on_event(watch, event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.check_signals();
+            self.run_due_looks();
+            let now = self.clock.now();
+            for i in 0..self.rules.len() {
+                if self.rescan_pending[i] || self.next_rescan[i] <= now {
+                    self.rescan(i);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, watch: usize, event: notify::Result<notify::Event>) {
+        let Some(rules) = self.rules.get(watch) else { return };
+        let ev = match event {
+            Ok(ev) => ev,
+            Err(e) => {
+                if !backend::is_watch_limit(&e) && !matches!(e.kind, notify::ErrorKind::PathNotFound) {
+                    tracing::warn!(folder = %rules.root.display(), "watch error, rescanning: {e}");
+                    self.rescan_pending[watch] = true;
+                }
+                return;
+            }
+        };
+        if ev.need_rescan() {
+            tracing::info!(folder = %rules.root.display(), "the OS reported lost events; rescanning");
+            self.rescan_pending[watch] = true;
+        }
+        let now = self.clock.now();
+        let keys: Vec<PathBuf> = ev
+            .paths
+            .iter()
+            .filter_map(|p| rules.route(p))
+            .filter(|k| self.settler.tracks(k) || rules.exists(k))
+            .collect();
+        for key in keys {
+            if let Some(s) = self.settler.observe(&key, watch, now) {
+                self.emit(s, None);
+            }
+        }
+    }
+
+    fn check_signals(&mut self) {
+        for i in 0..self.rules.len() {
+            if self.signals[i].overflow.swap(false, Ordering::SeqCst) {
+                tracing::warn!(
+                    folder = %self.rules[i].root.display(),
+                    dropped = WatchStats::get(&self.stats.dropped),
+                    "too many events at once; some were dropped, rescanning"
+                );
+                self.rescan_pending[i] = true;
+            }
+            if self.signals[i].limit.swap(false, Ordering::SeqCst) && matches!(self.backends[i], Backend::Native(_)) {
+                let rules = &self.rules[i];
+                let e = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+                tracing::warn!("{}", backend::limit_warning(&rules.root, &e, rules.fallback_poll()));
+                self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                match backend::start(rules, &self.tx, &self.signals[i], &self.stats, true) {
+                    // Replacing the native watcher drops it and its watches.
+                    Ok(b) => self.backends[i] = b,
+                    Err(e) => tracing::error!("{e}"),
+                }
+                self.rescan_pending[i] = true;
+            }
+        }
+    }
+
+    fn run_due_looks(&mut self) {
+        let now = self.clock.now();
+        for (key, watch) in self.settler.due(now) {
+            self.stats.looks.fetch_add(1, Ordering::Relaxed);
+            match scan::look_export(&self.rules[watch], &key) {
+                Ok(look) => {
+                    let out = self.settler.look(&key, look.as_ref().map(|l| &l.look), now);
+                    if let Some(s) = out {
+                        self.emit(s, look.as_ref());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(export = %key.display(), "cannot look at export: {e}");
+                    self.settler.rearm(&key, now);
+                }
+            }
+        }
+    }
+
+    fn rescan(&mut self, i: usize) {
+        let now = self.clock.now();
+        self.rescan_pending[i] = false;
+        self.next_rescan[i] = now + self.rules[i].rescan;
+        self.stats.rescans.fetch_add(1, Ordering::Relaxed);
+        let found = match scan::scan(&self.rules[i]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("rescan skipped: {e}");
+                return;
+            }
+        };
+        tracing::debug!(folder = %self.rules[i].root.display(), exports = found.exports.len(), files = found.files, "rescanned");
+        let (out, missing) = self.settler.rescan(i, &found.exports, now);
+        for s in out {
+            self.emit(s, None);
+        }
+        for key in missing {
+            // The walk raced with events: confirm before forgetting.
+            match scan::look_export(&self.rules[i], &key) {
+                Ok(None) => {
+                    if let Some(s) = self.settler.look(&key, None, now) {
+                        self.emit(s, None);
+                    }
+                }
+                Ok(Some(_)) => {
+                    if let Some(s) = self.settler.observe(&key, i, now) {
+                        self.emit(s, None);
+                    }
+                }
+                Err(e) => tracing::warn!(export = %key.display(), "cannot look at export: {e}"),
+            }
+        }
+    }
+
+    /// Hand a settle value off; a finished export is first checked for
+    /// readability, which turns it into `Unreadable` with the OS error.
+    fn emit(&mut self, s: Settle, look: Option<&ExportLook>) {
+        let s = match (s, look) {
+            (Settle::Settled { key, watch_index, by_marker }, Some(look)) => match look.check_readable() {
+                Ok(()) => Settle::Settled { key, watch_index, by_marker },
+                Err((path, e)) => Settle::Unreadable { key, watch_index, path, error: e.to_string() },
+            },
+            (s, _) => s,
+        };
+        let rules = &self.rules[s.watch_index()];
+        match &s {
+            Settle::Waiting { key, .. } => tracing::info!(export = %key.display(), "new export, settling"),
+            Settle::Changed { key, .. } => tracing::info!(export = %key.display(), "export changed, settling again"),
+            Settle::Settled { key, by_marker, .. } => {
+                tracing::info!(export = %key.display(), by_marker, "export finished")
+            }
+            Settle::Unreadable { key, path, error, .. } => {
+                tracing::warn!(export = %key.display(), file = %path.display(), "export has an unreadable file: {error}")
+            }
+            Settle::Empty { key, .. } => tracing::info!(export = %key.display(), "export folder is empty"),
+            Settle::Vanished { key, .. } => tracing::info!(export = %key.display(), "export gone"),
+        }
+        if let Err(e) = self.handoff.hand_off(&s, rules) {
+            tracing::warn!(export = %s.key().display(), "hand-off failed, will retry: {e}");
+            if matches!(s, Settle::Settled { .. } | Settle::Unreadable { .. }) {
+                self.settler.rearm(s.key(), self.clock.now());
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Looking at the filesystem: which export an event path belongs to, what an
+//! export looks like right now (a [`Look`]), and a full rescan of a watch
+//! folder.
+//!
+//! An export's *key* is the export folder in folders mode and
+//! `<drop folder>/<stem>` in flat mode (not a real path). Symlinks are
+//! skipped unless the watch folder sets `follow_symlinks`; when followed, a
+//! dangling link is still listed, so that the readability check rejects the
+//! group with the OS error instead of silently leaving the file out.
+//!
+//! Which files are temporary, ignored, or belong to which flat-mode stem is
+//! the grouping engine's [`RoleMatcher`]'s answer, so that the watcher and
+//! the groups it hands off never disagree. Ignored files (hidden ones,
+//! `Thumbs.db`, ...) do not count in a look's digest: Finder writing a
+//! `.DS_Store` into a finished export does not make it "changed".
+
+use std::collections::HashMap;
+use std::fs::{self, Metadata};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::config::{WatchConfig, WatchMode};
+use crate::group::{DirClass, RoleMatcher};
+
+use super::WatchError;
+use super::settle::{Look, SettlePolicy};
+
+/// Default temporary patterns (interface.md): ignored, and an export is not
+/// finished while one is present.
+pub const DEFAULT_TEMPORARY: &[&str] =
+    &["*.tmp", "*.part", "*.partial", "*.crdownload", "*.download", "~*", "*~", ".~lock*"];
+
+/// Symlinked folders are followed at most this deep, which also ends loops.
+const MAX_DEPTH: usize = 64;
+
+/// One watch folder's settings as the watcher uses them.
+#[derive(Debug, Clone)]
+pub struct WatchRules {
+    /// Position in `Config::watch`.
+    pub index: usize,
+    pub root: PathBuf,
+    pub mode: WatchMode,
+    pub policy: SettlePolicy,
+    pub ready_marker: Option<String>,
+    pub follow_symlinks: bool,
+    /// `Some`: use a polling watcher at this interval (network shares).
+    pub poll: Option<Duration>,
+    /// Full rescan interval.
+    pub rescan: Duration,
+    /// The grouping engine's patterns for this folder, as the watcher asks them.
+    pub matcher: RoleMatcher,
+    /// The watch folder's settings as handed to the grouping engine: in flat
+    /// mode with `*.<ready_marker>` added to the ignore patterns, so the
+    /// marker is never uploaded (folders mode: the engine skips it itself).
+    pub group_config: WatchConfig,
+    /// `group_config`'s patterns, compiled once.
+    pub matcher_for_groups: RoleMatcher,
+}
+
+impl WatchRules {
+    pub fn new(index: usize, w: &WatchConfig) -> Result<WatchRules, WatchError> {
+        let matcher = RoleMatcher::new(w)?;
+        let mut group_config = w.clone();
+        if let (WatchMode::Flat, Some(marker)) = (w.mode, &w.ready_marker) {
+            let mut ignore = w
+                .roles
+                .ignore
+                .clone()
+                .unwrap_or_else(|| crate::group::roles::DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect());
+            ignore.push(format!("*.{marker}"));
+            ignore.push(marker.clone());
+            group_config.roles.ignore = Some(ignore);
+        }
+        let matcher_for_groups = RoleMatcher::new(&group_config)?;
+        Ok(WatchRules {
+            index,
+            root: w.path.clone(),
+            mode: w.mode,
+            policy: SettlePolicy { settle: w.settle.0, marker: w.ready_marker.is_some() },
+            ready_marker: w.ready_marker.clone(),
+            follow_symlinks: w.follow_symlinks,
+            poll: w.poll.map(|d| d.0),
+            rescan: w.rescan.0,
+            matcher,
+            group_config,
+            matcher_for_groups,
+        })
+    }
+
+    /// A temporary (partial, lock, download) file that blocks "finished".
+    pub fn is_temporary(&self, rel_path: &str) -> bool {
+        self.matcher.is_temporary(rel_path)
+    }
+
+    /// Flat mode: the stem a file in the drop folder belongs to (`None`:
+    /// ignored). A marker `<stem>.<ready_marker>` belongs to its stem.
+    pub fn flat_stem(&self, name: &str, is_dir: bool) -> Option<String> {
+        if let Some(rest) = self.flat_marker_of(name) {
+            return Some(self.matcher.flat_stem(rest, false).unwrap_or_else(|| rest.to_owned()));
+        }
+        self.matcher.flat_stem(name, is_dir)
+    }
+
+    /// In flat mode, `clip.READY` marks the stem `clip` finished; the part
+    /// before the marker extension.
+    fn flat_marker_of<'n>(&self, name: &'n str) -> Option<&'n str> {
+        let marker = self.ready_marker.as_deref()?;
+        let cut = name.len().checked_sub(marker.len() + 1)?;
+        if cut == 0 || !name.is_char_boundary(cut) || !name[cut..].starts_with('.') {
+            return None;
+        }
+        name[cut + 1..].eq_ignore_ascii_case(marker).then_some(&name[..cut])
+    }
+
+    /// The polling interval used when the OS refuses more native watches.
+    pub fn fallback_poll(&self) -> Duration {
+        self.policy.settle.clamp(Duration::from_secs(1), Duration::from_secs(15))
+    }
+
+    /// The export an event at `path` belongs to, by name alone (no I/O).
+    pub fn route(&self, path: &Path) -> Option<PathBuf> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let mut comps = rel.components();
+        let first = comps.next()?.as_os_str().to_str()?;
+        let deeper = comps.next().is_some();
+        match self.mode {
+            WatchMode::Folders => {
+                // Hidden and ignored folders are no exports; a folder being
+                // written under a temporary name is not one yet (its rename
+                // to the final name is).
+                match self.matcher.classify_dir(first) {
+                    DirClass::Ignored | DirClass::Temporary => None,
+                    DirClass::Bundle | DirClass::Descend => Some(self.root.join(first)),
+                }
+            }
+            WatchMode::Flat => {
+                if deeper {
+                    // Only a bundle directory's contents matter below the drop folder.
+                    return self.flat_stem(first, true).map(|s| self.root.join(s));
+                }
+                // Whether a removed entry was a directory is unknown; a
+                // bundle directory and its zip give the same stem anyway.
+                self.flat_stem(first, false).or_else(|| self.flat_stem(first, true)).map(|s| self.root.join(s))
+            }
+        }
+    }
+
+    /// Does `key` (from [`WatchRules::route`]) name an export that exists?
+    /// Used for keys the settler does not know yet.
+    pub fn exists(&self, key: &Path) -> bool {
+        match self.mode {
+            WatchMode::Folders => self.export_dir_meta(key).is_some(),
+            WatchMode::Flat => {
+                let Some(stem) = key.file_name().and_then(|s| s.to_str()) else { return false };
+                let Ok(rd) = fs::read_dir(&self.root) else { return false };
+                rd.flatten().any(|e| {
+                    let path = e.path();
+                    e.file_name().to_str().is_some_and(|n| {
+                        self.flat_stem(n, path.is_dir()).as_deref() == Some(stem) && self.flat_candidate(&path)
+                    })
+                })
+            }
+        }
+    }
+
+    fn export_dir_meta(&self, dir: &Path) -> Option<Metadata> {
+        let meta = fs::symlink_metadata(dir).ok()?;
+        let meta = if meta.file_type().is_symlink() {
+            if !self.follow_symlinks {
+                return None;
+            }
+            fs::metadata(dir).ok()?
+        } else {
+            meta
+        };
+        meta.is_dir().then_some(meta)
+    }
+
+    /// A plain file or bundle directory (or, when followed, a symlink to
+    /// one) directly in a flat drop folder.
+    fn flat_candidate(&self, path: &Path) -> bool {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => self.follow_symlinks,
+            Ok(m) => m.is_file() || m.is_dir(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// What looking at one export found, with what the readability check needs.
+#[derive(Debug)]
+pub struct ExportLook {
+    pub look: Look,
+    /// Every file of the export, absolute (temporary ones and the marker excluded).
+    pub files: Vec<PathBuf>,
+    /// A file or folder that could not be read while walking.
+    pub error: Option<(PathBuf, io::Error)>,
+}
+
+impl ExportLook {
+    /// Does every file open for reading? The first failure, with the OS error.
+    pub fn check_readable(&self) -> Result<(), (PathBuf, io::Error)> {
+        if let Some((p, e)) = &self.error {
+            return Err((p.clone(), io::Error::new(e.kind(), e.to_string())));
+        }
+        for f in &self.files {
+            open_for_reading(f).map_err(|e| (f.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Open without blocking: a FIFO among the files must not hang the watcher.
+fn open_for_reading(path: &Path) -> io::Result<()> {
+    let mut o = fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NONBLOCK);
+    }
+    o.open(path).map(drop)
+}
+
+#[derive(Default)]
+struct Acc {
+    digest: u64,
+    files: usize,
+    temporary: Option<String>,
+    marker: bool,
+    paths: Option<Vec<PathBuf>>,
+    error: Option<(PathBuf, io::Error)>,
+}
+
+impl Acc {
+    fn add(&mut self, rel: &str, size: u64, mtime_ns: i128) {
+        let mut h = DefaultHasher::new();
+        (rel, size, mtime_ns).hash(&mut h);
+        // A sum is independent of directory order, so no sorting is needed.
+        self.digest = self.digest.wrapping_add(h.finish());
+        self.files += 1;
+    }
+
+    fn finish(self) -> (Look, Vec<PathBuf>, Option<(PathBuf, io::Error)>) {
+        let mut h = DefaultHasher::new();
+        (self.digest, self.files).hash(&mut h);
+        let look = Look { digest: h.finish(), files: self.files, temporary: self.temporary, marker: self.marker };
+        (look, self.paths.unwrap_or_default(), self.error)
+    }
+}
+
+fn mtime_ns(m: &Metadata) -> i128 {
+    match m.modified() {
+        Ok(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        },
+        Err(_) => 0,
+    }
+}
+
+/// Look at one export now. `Ok(None)`: it is gone (or no longer an export).
+pub fn look_export(rules: &WatchRules, key: &Path) -> Result<Option<ExportLook>, WatchError> {
+    let acc = match rules.mode {
+        WatchMode::Folders => {
+            if rules.export_dir_meta(key).is_none() {
+                return Ok(None);
+            }
+            let mut acc = Acc { paths: Some(Vec::new()), ..Acc::default() };
+            walk(rules, key, "", 0, &mut acc);
+            acc
+        }
+        WatchMode::Flat => {
+            let Some(stem) = key.file_name().and_then(|s| s.to_str()) else { return Ok(None) };
+            let mut acc = Acc { paths: Some(Vec::new()), ..Acc::default() };
+            let rd = match fs::read_dir(&rules.root) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(WatchError::Io { path: rules.root.clone(), source: e }),
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if rules.flat_stem(name, is_dir).as_deref() == Some(stem) {
+                    flat_file(rules, &e.path(), name, &mut acc);
+                }
+            }
+            if acc.files == 0 {
+                return Ok(None);
+            }
+            acc
+        }
+    };
+    let (look, files, error) = acc.finish();
+    Ok(Some(ExportLook { look, files, error }))
+}
+
+fn flat_file(rules: &WatchRules, path: &Path, name: &str, acc: &mut Acc) {
+    let Some(meta) = file_meta(rules, path, acc) else { return };
+    if meta.is_dir() {
+        // Only `.fcpxmld` bundle directories belong to a flat-mode stem.
+        if rules.matcher.classify_dir(name) == DirClass::Bundle {
+            walk(rules, path, name, 1, acc);
+        }
+        return;
+    }
+    note_file(rules, path, name, &meta, acc, true);
+}
+
+/// Metadata of an entry, following a symlink only when allowed; `None` to skip.
+fn file_meta(rules: &WatchRules, path: &Path, acc: &mut Acc) -> Option<Metadata> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            acc.error.get_or_insert((path.to_owned(), e));
+            return None;
+        }
+    };
+    if !meta.file_type().is_symlink() {
+        return Some(meta);
+    }
+    if !rules.follow_symlinks {
+        return None;
+    }
+    match fs::metadata(path) {
+        Ok(m) => Some(m),
+        // Dangling or unreadable target: keep it as a file so the readability
+        // check reports the OS error.
+        Err(_) => Some(meta),
+    }
+}
+
+fn note_file(rules: &WatchRules, path: &Path, rel: &str, meta: &Metadata, acc: &mut Acc, flat: bool) {
+    if !(meta.is_file() || meta.file_type().is_symlink()) {
+        return; // FIFOs, sockets, devices: never part of an export
+    }
+    let is_marker = match &rules.ready_marker {
+        Some(_) if flat => rules.flat_marker_of(rel).is_some(),
+        Some(marker) => rel == marker,
+        None => false,
+    };
+    if is_marker {
+        acc.add(rel, meta.len(), mtime_ns(meta));
+        acc.marker = true;
+        return;
+    }
+    if rules.is_temporary(rel) {
+        acc.add(rel, meta.len(), mtime_ns(meta));
+        acc.temporary.get_or_insert_with(|| rel.to_owned());
+        return;
+    }
+    if rules.matcher.is_ignored(rel) {
+        return;
+    }
+    acc.add(rel, meta.len(), mtime_ns(meta));
+    if let Some(p) = acc.paths.as_mut() {
+        p.push(path.to_owned());
+    }
+}
+
+fn walk(rules: &WatchRules, dir: &Path, rel: &str, depth: usize, acc: &mut Acc) {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            acc.error.get_or_insert((dir.to_owned(), e));
+            return;
+        }
+    };
+    for entry in rd {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                acc.error.get_or_insert((dir.to_owned(), e));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        let path = entry.path();
+        let Some(meta) = file_meta(rules, &path, acc) else { continue };
+        if meta.is_dir() {
+            match rules.matcher.classify_dir(&child_rel) {
+                DirClass::Ignored => {}
+                DirClass::Temporary => {
+                    acc.temporary.get_or_insert_with(|| child_rel.clone());
+                }
+                DirClass::Bundle | DirClass::Descend if depth < MAX_DEPTH => {
+                    walk(rules, &path, &child_rel, depth + 1, acc)
+                }
+                DirClass::Bundle | DirClass::Descend => {}
+            }
+        } else {
+            note_file(rules, &path, &child_rel, &meta, acc, false);
+        }
+    }
+}
+
+/// What a full rescan of one watch folder found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Every export with the digest a [`look_export`] would give it.
+    pub exports: HashMap<PathBuf, u64>,
+    /// Files seen in all exports.
+    pub files: usize,
+}
+
+/// Walk a whole watch folder. A missing watch folder is an error (not "every
+/// export vanished"): an unmounted share must not make the agent forget.
+pub fn scan(rules: &WatchRules) -> Result<Scan, WatchError> {
+    let rd = fs::read_dir(&rules.root).map_err(|e| WatchError::Io { path: rules.root.clone(), source: e })?;
+    let mut out = Scan::default();
+    match rules.mode {
+        WatchMode::Folders => {
+            for e in rd.flatten() {
+                let path = e.path();
+                let Some(key) = rules.route(&path) else { continue };
+                if rules.export_dir_meta(&key).is_none() {
+                    continue;
+                }
+                let mut acc = Acc::default();
+                walk(rules, &key, "", 0, &mut acc);
+                let files = acc.files;
+                let (look, _, _) = acc.finish();
+                out.files += files;
+                out.exports.insert(key, look.digest);
+            }
+        }
+        WatchMode::Flat => {
+            let mut by_stem: HashMap<PathBuf, Acc> = HashMap::new();
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                let Some(stem) = rules.flat_stem(name, is_dir) else { continue };
+                let acc = by_stem.entry(rules.root.join(stem)).or_default();
+                flat_file(rules, &e.path(), name, acc);
+            }
+            for (key, acc) in by_stem {
+                if acc.files == 0 {
+                    continue;
+                }
+                out.files += acc.files;
+                out.exports.insert(key, acc.finish().0.digest);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(root: &Path, mode: WatchMode) -> WatchRules {
+        let mut w = WatchConfig::new(root);
+        w.mode = mode;
+        WatchRules::new(0, &w).expect("default rules compile")
+    }
+
+    #[test]
+    fn routes_event_paths_to_export_keys() {
+        let r = rules(Path::new("/drop"), WatchMode::Folders);
+        assert_eq!(r.route(Path::new("/drop/shot1/a/b.mov")), Some(PathBuf::from("/drop/shot1")));
+        assert_eq!(r.route(Path::new("/drop/shot1")), Some(PathBuf::from("/drop/shot1")));
+        assert_eq!(r.route(Path::new("/drop/.hidden/x.mov")), None);
+        assert_eq!(r.route(Path::new("/drop/shot1.part")), None, "a folder under a temporary name is not an export");
+        assert_eq!(r.route(Path::new("/drop")), None);
+        assert_eq!(r.route(Path::new("/elsewhere/x")), None);
+        let f = rules(Path::new("/drop"), WatchMode::Flat);
+        assert_eq!(f.route(Path::new("/drop/clip_L.mov")), Some(PathBuf::from("/drop/clip")));
+        assert_eq!(f.route(Path::new("/drop/clip.en.srt")), Some(PathBuf::from("/drop/clip")));
+        assert_eq!(f.route(Path::new("/drop/sub/clip.mov")), None);
+    }
+
+    #[test]
+    fn temporary_patterns_match_names_anywhere_and_can_be_replaced() {
+        let r = rules(Path::new("/drop"), WatchMode::Folders);
+        for t in ["a.mov.part", "sub/a.TMP", "~lock", "sub/~x", "x.mov~", ".~lock.a#", "b.crdownload"] {
+            assert!(r.is_temporary(t), "{t}");
+        }
+        for n in ["a.mov", "sub/a.srt", "part.mov"] {
+            assert!(!r.is_temporary(n), "{n}");
+        }
+        let mut w = WatchConfig::new("/drop");
+        w.roles.temporary = Some(vec!["*.writing".into()]);
+        let r = WatchRules::new(0, &w).expect("compiles");
+        assert!(r.is_temporary("a.writing") && !r.is_temporary("a.part"));
+    }
+
+    #[test]
+    fn look_sees_sizes_temporaries_marker_and_skips_symlinks_unless_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exp = dir.path().join("shot");
+        fs::create_dir_all(exp.join("audio")).expect("mkdir");
+        fs::write(exp.join("a.mov"), b"1234").expect("write");
+        fs::write(exp.join("audio/a.m4a"), b"12").expect("write");
+        let mut r = rules(dir.path(), WatchMode::Folders);
+        let l1 = look_export(&r, &exp).expect("look").expect("exists");
+        assert_eq!(l1.look.files, 2);
+        assert!(l1.look.temporary.is_none());
+        fs::write(exp.join("b.mov.part"), b"x").expect("write");
+        let l2 = look_export(&r, &exp).expect("look").expect("exists");
+        assert_eq!(l2.look.temporary.as_deref(), Some("b.mov.part"));
+        assert_ne!(l1.look.digest, l2.look.digest);
+        fs::remove_file(exp.join("b.mov.part")).expect("rm");
+        assert_eq!(look_export(&r, &exp).expect("look").expect("exists").look.digest, l1.look.digest);
+
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/nonexistent/target", exp.join("link.mov")).expect("symlink");
+            let l = look_export(&r, &exp).expect("look").expect("exists");
+            assert_eq!(l.look.files, 2, "symlinks are not followed by default");
+            assert!(l.check_readable().is_ok());
+            r.follow_symlinks = true;
+            let l = look_export(&r, &exp).expect("look").expect("exists");
+            assert_eq!(l.look.files, 3);
+            let (path, err) = l.check_readable().expect_err("dangling link does not open");
+            assert_eq!(path, exp.join("link.mov"));
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        }
+
+        r.ready_marker = Some("READY".into());
+        r.policy.marker = true;
+        fs::write(exp.join("READY"), b"").expect("write");
+        let l = look_export(&r, &exp).expect("look").expect("exists");
+        assert!(l.look.marker);
+        assert!(!l.files.contains(&exp.join("READY")), "the marker is not part of the export");
+        fs::remove_dir_all(&exp).expect("rm");
+        assert!(look_export(&r, &exp).expect("look").is_none());
+    }
+
+    #[test]
+    fn scan_digests_match_looks_in_both_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for s in ["a", "b"] {
+            fs::create_dir(dir.path().join(s)).expect("mkdir");
+            fs::write(dir.path().join(s).join("v.mov"), s).expect("write");
+        }
+        fs::write(dir.path().join("loose.mov"), b"x").expect("write");
+        let r = rules(dir.path(), WatchMode::Folders);
+        let s = scan(&r).expect("scan");
+        assert_eq!(s.exports.len(), 2, "a loose file is no export in folders mode");
+        assert_eq!(s.files, 2);
+        for (k, d) in &s.exports {
+            assert_eq!(look_export(&r, k).expect("look").expect("exists").look.digest, *d);
+        }
+
+        let flat = tempfile::tempdir().expect("tempdir");
+        for n in ["clip_L.mov", "clip_R.mov", "clip.en.srt", "other.mov"] {
+            fs::write(flat.path().join(n), n).expect("write");
+        }
+        let r = rules(flat.path(), WatchMode::Flat);
+        let s = scan(&r).expect("scan");
+        assert_eq!(s.exports.len(), 2);
+        let clip = flat.path().join("clip");
+        let l = look_export(&r, &clip).expect("look").expect("exists");
+        assert_eq!(l.look.files, 3);
+        assert_eq!(s.exports[&clip], l.look.digest);
+        assert!(r.exists(&clip) && !r.exists(&flat.path().join("nothing")));
+    }
+}

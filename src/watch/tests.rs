@@ -1,0 +1,627 @@
+//! The watcher end to end on real temp dirs with real notify: every test
+//! starts the real thread and asserts on the settle values it hands off.
+//! Waits are bounded; settle periods are a few hundred milliseconds.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::config::{Dur, WatchConfig, WatchMode};
+
+const SETTLE: Duration = Duration::from_millis(400);
+/// Upper bound for anything the tests wait for; generous because the suite
+/// shares two cores with builds.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+fn watch(root: &Path) -> WatchConfig {
+    let mut w = WatchConfig::new(root);
+    w.settle = Dur(SETTLE);
+    w
+}
+
+struct Run {
+    handle: Option<WatchHandle>,
+    rx: Receiver<(Instant, Settle)>,
+}
+
+impl Run {
+    fn start(watches: &[WatchConfig]) -> Run {
+        Run::start_with(watches, WatchOptions::default())
+    }
+
+    fn start_with(watches: &[WatchConfig], opts: WatchOptions) -> Run {
+        let (tx, rx) = channel();
+        let handle = start(watches, Box::new(ChannelHandoff(tx)), opts).expect("watchers start");
+        Run { handle: Some(handle), rx }
+    }
+
+    fn stats(&self) -> &WatchStats {
+        self.handle.as_ref().expect("running").stats()
+    }
+
+    /// The first value matching `pred`, with the values seen before it.
+    fn wait_for(&self, what: &str, pred: impl Fn(&Settle) -> bool) -> ((Instant, Settle), Vec<Settle>) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut before = Vec::new();
+        loop {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((t, s)) if pred(&s) => return ((t, s), before),
+                Ok((_, s)) => before.push(s),
+                Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}; saw {before:?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("watcher ended while waiting for {what}"),
+            }
+        }
+    }
+
+    /// Wait until every key in `keys` has settled, in any order.
+    fn wait_all_settled(&self, keys: &[PathBuf]) {
+        let mut got: Vec<PathBuf> = Vec::new();
+        while !keys.iter().all(|k| got.contains(k)) {
+            let ((_, s), _) = self.wait_for("all settled", |s| matches!(s, Settle::Settled { .. }));
+            got.push(s.key().to_owned());
+        }
+    }
+
+    /// Everything handed off within `d`.
+    fn collect_for(&self, d: Duration) -> Vec<Settle> {
+        let deadline = Instant::now() + d;
+        let mut out = Vec::new();
+        while let Ok((_, s)) = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            out.push(s);
+        }
+        out
+    }
+
+    fn stop(mut self) {
+        self.handle.take().expect("running").stop().expect("clean stop");
+    }
+}
+
+fn settled(key: &Path) -> impl Fn(&Settle) -> bool + '_ {
+    move |s| matches!(s, Settle::Settled { key: k, .. } if k == key)
+}
+
+fn write_file(path: &Path, bytes: usize) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).expect("mkdir");
+    }
+    fs::write(path, vec![7u8; bytes]).expect("write");
+}
+
+#[test]
+fn slow_writer_is_not_picked_early() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = Run::start(&[watch(dir.path())]);
+    let exp = dir.path().join("shot1");
+    fs::create_dir(&exp).expect("mkdir");
+    write_file(&exp.join("audio.m4a"), 100);
+    let mut f = fs::File::create(exp.join("shot1.mov")).expect("create");
+    // 16 chunks, 250 ms apart: 4 s of writing, each gap shorter than settle.
+    for _ in 0..16 {
+        f.write_all(&[1u8; 64 * 1024]).expect("write");
+        f.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    f.write_all(&[2u8; 1024]).expect("write");
+    drop(f);
+    let last_write = Instant::now();
+    let ((at, _), before) = run.wait_for("the export to settle", settled(&exp));
+    assert!(before.iter().all(|s| !matches!(s, Settle::Settled { .. })), "{before:?}");
+    assert!(matches!(before.first(), Some(Settle::Waiting { key, .. }) if *key == exp), "{before:?}");
+    assert!(at >= last_write + SETTLE, "settled {:?} before the quiet period ended", (last_write + SETTLE) - at);
+    assert!(at <= last_write + SETTLE + Duration::from_secs(3), "took {:?}", at - last_write);
+    run.stop();
+}
+
+#[test]
+fn marker_mode_waits_for_the_marker_then_acts_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = watch(dir.path());
+    w.settle = Dur(Duration::from_millis(100));
+    w.ready_marker = Some("READY".into());
+    let run = Run::start(&[w]);
+    let exp = dir.path().join("shot");
+    write_file(&exp.join("v.mov"), 1000);
+    let early = run.collect_for(Duration::from_millis(1500));
+    assert!(early.iter().all(|s| !matches!(s, Settle::Settled { .. })), "settled without the marker: {early:?}");
+    write_file(&exp.join("READY"), 0);
+    let t = Instant::now();
+    let ((at, s), _) = run.wait_for("the marker", settled(&exp));
+    assert_eq!(s, Settle::Settled { key: exp.clone(), watch_index: 0, by_marker: true });
+    assert!(at - t < Duration::from_secs(2), "took {:?}", at - t);
+    run.stop();
+}
+
+#[test]
+fn folder_renamed_in_is_seen_at_once_and_still_settled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let outside = dir.path().join("staging/shot");
+    write_file(&outside.join("v.mov"), 5000);
+    write_file(&outside.join("sub/a.srt"), 50);
+    let run = Run::start(&[watch(&root)]);
+    std::thread::sleep(Duration::from_millis(200)); // let the startup scan pass
+    let exp = root.join("shot");
+    let t = Instant::now();
+    fs::rename(&outside, &exp).expect("rename in");
+    let ((seen, _), _) = run.wait_for("waiting", |s| matches!(s, Settle::Waiting { key, .. } if *key == exp));
+    assert!(seen - t < Duration::from_secs(2), "rename-in noticed after {:?}", seen - t);
+    let ((at, _), _) = run.wait_for("settled", settled(&exp));
+    assert!(at >= t + SETTLE, "a renamed-in folder still settles");
+    // Events inside the renamed folder are watched too.
+    write_file(&exp.join("sub/b.srt"), 10);
+    run.wait_for("changed", |s| matches!(s, Settle::Changed { key, .. } if *key == exp));
+    run.wait_for("settled again", settled(&exp));
+    run.stop();
+}
+
+#[test]
+fn temporary_file_blocks_until_it_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = Run::start(&[watch(dir.path())]);
+    let exp = dir.path().join("shot");
+    write_file(&exp.join("v.mov"), 100);
+    write_file(&exp.join("a.m4a.part"), 100);
+    let held = run.collect_for(SETTLE * 5);
+    assert!(held.iter().all(|s| !matches!(s, Settle::Settled { .. })), "settled with a .part file: {held:?}");
+    let t = Instant::now();
+    fs::rename(exp.join("a.m4a.part"), exp.join("a.m4a")).expect("rename");
+    let ((at, _), _) = run.wait_for("settled", settled(&exp));
+    assert!(at >= t + SETTLE);
+    run.stop();
+}
+
+#[test]
+fn startup_scan_finds_exports_made_while_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for s in ["a", "b"] {
+        write_file(&dir.path().join(s).join("v.mov"), 10);
+    }
+    write_file(&dir.path().join("loose.mov"), 10);
+    write_file(&dir.path().join(".hidden/v.mov"), 10);
+    let run = Run::start(&[watch(dir.path())]);
+    run.wait_all_settled(&[dir.path().join("a"), dir.path().join("b")]);
+    let rest = run.collect_for(SETTLE * 2);
+    assert!(rest.is_empty(), "only the two exports: {rest:?}");
+    assert!(WatchStats::get(&run.stats().rescans) >= 1);
+    run.stop();
+}
+
+#[test]
+fn poll_mode_works_without_native_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = watch(dir.path());
+    w.poll = Some(Dur(Duration::from_millis(200)));
+    let run = Run::start(&[w]);
+    assert_eq!(WatchStats::get(&run.stats().polling), 1, "the folder is polled, not watched natively");
+    std::thread::sleep(Duration::from_millis(300));
+    let exp = dir.path().join("nfs-shot");
+    write_file(&exp.join("v.mov"), 10);
+    let t = Instant::now();
+    let ((seen, _), _) = run.wait_for("waiting", |s| matches!(s, Settle::Waiting { key, .. } if *key == exp));
+    assert!(seen - t < Duration::from_secs(3));
+    run.wait_for("settled", settled(&exp));
+    run.stop();
+}
+
+#[test]
+fn forced_polling_is_the_fallback_path_and_still_settles() {
+    // The path a folder takes when the OS refuses more native watches.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = Run::start_with(&[watch(dir.path())], WatchOptions { force_poll: true, ..WatchOptions::default() });
+    assert_eq!(WatchStats::get(&run.stats().polling), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let exp = dir.path().join("shot");
+    write_file(&exp.join("v.mov"), 10);
+    run.wait_for("settled", settled(&exp));
+    run.stop();
+}
+
+#[test]
+fn deleted_while_settling_is_forgotten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = watch(dir.path());
+    w.settle = Dur(Duration::from_secs(2));
+    let run = Run::start(&[w]);
+    let exp = dir.path().join("shot");
+    write_file(&exp.join("v.mov"), 10);
+    run.wait_for("waiting", |s| matches!(s, Settle::Waiting { key, .. } if *key == exp));
+    fs::remove_dir_all(&exp).expect("rm");
+    let ((_, _), before) = run.wait_for("vanished", |s| matches!(s, Settle::Vanished { key, .. } if *key == exp));
+    assert!(before.is_empty(), "{before:?}");
+    let after = run.collect_for(Duration::from_millis(2500));
+    assert!(after.is_empty(), "nothing more about a deleted export: {after:?}");
+    run.stop();
+}
+
+#[test]
+fn unreadable_file_rejects_the_export_with_the_os_error() {
+    // Root opens a chmod-000 file anyway, so a dangling symlink (followed)
+    // is the unreadable file here; without root, chmod 000 is tested too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = watch(dir.path());
+    w.follow_symlinks = true;
+    let run = Run::start(&[w]);
+    let exp = dir.path().join("shot");
+    write_file(&exp.join("v.mov"), 10);
+    std::os::unix::fs::symlink(dir.path().join("missing.m4a"), exp.join("a.m4a")).expect("symlink");
+    let ((_, s), _) = run.wait_for("unreadable", |s| matches!(s, Settle::Unreadable { key, .. } if *key == exp));
+    let Settle::Unreadable { path, error, .. } = s else { unreachable!() };
+    assert_eq!(path, exp.join("a.m4a"));
+    assert!(error.contains("No such file or directory"), "{error}");
+
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let exp2 = dir.path().join("shot2");
+        write_file(&exp2.join("v.mov"), 10);
+        fs::set_permissions(exp2.join("v.mov"), fs::Permissions::from_mode(0o000)).expect("chmod");
+        let ((_, s), _) = run.wait_for("unreadable", |s| matches!(s, Settle::Unreadable { key, .. } if *key == exp2));
+        let Settle::Unreadable { error, .. } = s else { unreachable!() };
+        assert!(error.contains("Permission denied"), "{error}");
+    }
+    run.stop();
+}
+
+#[test]
+fn symlinked_export_is_ignored_unless_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    let elsewhere = dir.path().join("elsewhere/shot");
+    write_file(&elsewhere.join("v.mov"), 10);
+    fs::create_dir(&root).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, root.join("linked")).expect("symlink");
+    write_file(&root.join("real/v.mov"), 10);
+    let run = Run::start(&[watch(&root)]);
+    run.wait_for("real", settled(&root.join("real")));
+    let rest = run.collect_for(SETTLE * 3);
+    assert!(rest.iter().all(|s| s.key() != root.join("linked")), "{rest:?}");
+    run.stop();
+
+    let mut w = watch(&root);
+    w.follow_symlinks = true;
+    let run = Run::start(&[w]);
+    run.wait_for("linked", settled(&root.join("linked")));
+    run.stop();
+}
+
+#[test]
+fn flat_mode_groups_files_by_stem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = watch(dir.path());
+    w.mode = WatchMode::Flat;
+    let run = Run::start(&[w]);
+    for n in ["clip_L.mov", "clip_R.mov", "clip.en.srt", "other.mov"] {
+        write_file(&dir.path().join(n), 10);
+    }
+    run.wait_all_settled(&[dir.path().join("clip"), dir.path().join("other")]);
+    run.stop();
+}
+
+/// A hand-off that stalls on its first value, so the channel fills up.
+struct Stalling {
+    inner: ChannelHandoff,
+    stalled: bool,
+}
+
+impl Handoff for Stalling {
+    fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
+        if !self.stalled {
+            self.stalled = true;
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        self.inner.hand_off(s, rules)
+    }
+}
+
+#[test]
+fn dropped_events_trigger_a_rescan_and_nothing_is_missed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tx, rx) = channel();
+    let stats = Arc::new(WatchStats::default());
+    let opts = WatchOptions { stats: stats.clone(), channel_capacity: 64, ..WatchOptions::default() };
+    let handle = start(&[watch(dir.path())], Box::new(Stalling { inner: ChannelHandoff(tx), stalled: false }), opts)
+        .expect("start");
+    let first = dir.path().join("first");
+    write_file(&first.join("v.mov"), 1);
+    // While the hand-off stalls, flood the channel with distinct events
+    // (inotify merges identical ones), then add an export.
+    std::thread::sleep(Duration::from_millis(300));
+    let flood = dir.path().join("flood");
+    for i in 0..500 {
+        write_file(&flood.join(format!("f{i}.srt")), 1);
+    }
+    let late = dir.path().join("late");
+    write_file(&late.join("v.mov"), 1);
+    let run = Run { handle: Some(handle), rx };
+    run.wait_all_settled(&[first, flood, late]);
+    assert!(stats.dropped.load(Ordering::Relaxed) > 0, "the flood overflowed the channel");
+    assert!(stats.rescans.load(Ordering::Relaxed) >= 2, "an overflow rescans");
+    run.stop();
+}
+
+#[tokio::test]
+async fn run_with_stops_on_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tx, rx) = channel();
+    let shutdown = CancellationToken::new();
+    let watches = vec![watch(dir.path())];
+    let task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run_with(&watches, Box::new(ChannelHandoff(tx)), WatchOptions::default(), shutdown).await
+        })
+    };
+    let exp = dir.path().join("shot");
+    write_file(&exp.join("v.mov"), 1);
+    let got = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + PATIENCE;
+        while let Ok((_, s)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if matches!(s, Settle::Settled { .. }) {
+                return Some(s);
+            }
+        }
+        None
+    })
+    .await
+    .expect("join");
+    assert!(got.is_some());
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops promptly").expect("join").expect("ok");
+}
+
+// ---- through the real grouping engine and journal ----------------------------------
+
+use crate::journal::{Enqueued, GroupState, Journal, SessionFile};
+
+struct JournalRun {
+    run: Run,
+    journal: Arc<Journal>,
+    outcomes: Receiver<(Instant, PathBuf, Enqueued)>,
+}
+
+impl JournalRun {
+    fn start(watches: &[WatchConfig], db: &Path) -> JournalRun {
+        let journal = Arc::new(Journal::open(db).expect("journal opens"));
+        let (otx, outcomes) = channel();
+        let staging = db.parent().expect("has a parent").join("staging");
+        let handoff = JournalHandoff::new(journal.clone(), staging).with_outcomes(otx);
+        let (tx, rx) = channel();
+        let both = Tee { journal: handoff, channel: ChannelHandoff(tx) };
+        let handle = start(watches, Box::new(both), WatchOptions::default()).expect("start");
+        JournalRun { run: Run { handle: Some(handle), rx }, journal, outcomes }
+    }
+
+    fn outcome_for(&self, key: &Path) -> (Instant, Enqueued) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.outcomes.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((t, k, e)) if k == key => return (t, e),
+                Ok(_) => {}
+                Err(e) => panic!("no enqueue outcome for {}: {e}", key.display()),
+            }
+        }
+    }
+
+    fn states(&self) -> Vec<(String, GroupState)> {
+        self.journal.list().expect("list").into_iter().map(|g| (g.name, g.state)).collect()
+    }
+}
+
+/// The journal hand-off, then a channel so tests can also wait on settle values.
+struct Tee {
+    journal: JournalHandoff,
+    channel: ChannelHandoff,
+}
+
+impl Handoff for Tee {
+    fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
+        self.journal.hand_off(s, rules)?;
+        self.channel.hand_off(s, rules)
+    }
+}
+
+#[test]
+fn settling_export_is_waiting_then_queued_and_a_second_run_queues_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let db = dir.path().join("journal.sqlite3");
+    let mut w = watch(&root);
+    w.settle = Dur(Duration::from_secs(1));
+    let jr = JournalRun::start(std::slice::from_ref(&w), &db);
+    let exp = root.join("shot1");
+    write_file(&exp.join("shot1.mov"), 2000);
+    write_file(&exp.join("shot1.en.srt"), 20);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Waiting)], "visible in status while settling");
+    let (_, outcome) = jr.outcome_for(&exp);
+    let Enqueued::Queued(id) = outcome else { panic!("expected queued, got {outcome:?}") };
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Queued)]);
+    let record = jr.journal.group(id).expect("group");
+    assert_eq!(record.files.len(), 2);
+    // The engine's part: upload it.
+    let session: Vec<SessionFile> = record
+        .files
+        .iter()
+        .map(|f| SessionFile {
+            file_id: f.id,
+            upload_id: format!("up-{}", f.id),
+            part_size: f.size,
+            total_parts: 1,
+            strategy: "single_put".into(),
+        })
+        .collect();
+    jr.journal.record_session(id, "sess-1", None, &session).expect("uploading");
+    jr.journal.complete_group(id, 42).expect("completed");
+    jr.run.stop();
+
+    // Restart: the startup scan settles the same export again; nothing new,
+    // and no `waiting` row for it meanwhile.
+    let jr = JournalRun::start(&[w], &db);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Completed)]);
+    let (_, outcome) = jr.outcome_for(&exp);
+    assert_eq!(outcome, Enqueued::Duplicate { id, state: GroupState::Completed });
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Completed)]);
+    jr.run.stop();
+}
+
+#[test]
+fn change_after_queued_requeues_with_the_new_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let jr = JournalRun::start(&[watch(&root)], &dir.path().join("j.sqlite3"));
+    let exp = root.join("shot");
+    write_file(&exp.join("shot.mov"), 100);
+    let (_, first) = jr.outcome_for(&exp);
+    let Enqueued::Queued(id) = first else { panic!("{first:?}") };
+    let before = jr.journal.group(id).expect("group");
+    write_file(&exp.join("shot.en.m4a"), 100);
+    jr.run.wait_for("changed", |s| matches!(s, Settle::Changed { .. }));
+    let (_, again) = jr.outcome_for(&exp);
+    let Enqueued::Queued(id2) = again else { panic!("{again:?}") };
+    let after = jr.journal.group(id2).expect("group");
+    assert_eq!(after.files.len(), 2);
+    assert_ne!(before.fingerprint, after.fingerprint);
+    assert_eq!(jr.states().iter().filter(|(_, s)| *s == GroupState::Queued).count(), 1, "{:?}", jr.states());
+    jr.run.stop();
+}
+
+#[test]
+fn unreadable_file_is_rejected_in_the_journal_with_the_os_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let mut w = watch(&root);
+    w.follow_symlinks = true;
+    let jr = JournalRun::start(&[w], &dir.path().join("j.sqlite3"));
+    let exp = root.join("shot");
+    write_file(&exp.join("shot.mov"), 100);
+    std::os::unix::fs::symlink(dir.path().join("gone.m4a"), exp.join("shot.m4a")).expect("symlink");
+    let (_, outcome) = jr.outcome_for(&exp);
+    let Enqueued::Rejected(id) = outcome else { panic!("{outcome:?}") };
+    let summary = jr.journal.summary(id).expect("summary");
+    let error = summary.error.unwrap_or_default();
+    assert!(error.contains("shot.m4a") && error.contains("No such file or directory"), "{error}");
+    jr.run.stop();
+}
+
+#[test]
+fn flat_mode_marker_finishes_its_stem_and_is_not_uploaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let mut w = watch(&root);
+    w.mode = WatchMode::Flat;
+    w.ready_marker = Some("ready".into());
+    let jr = JournalRun::start(&[w], &dir.path().join("j.sqlite3"));
+    write_file(&root.join("clip_L.mov"), 100);
+    write_file(&root.join("clip_R.mov"), 100);
+    write_file(&root.join("other.mov"), 100);
+    let early = jr.run.collect_for(Duration::from_millis(1200));
+    assert!(early.iter().all(|s| !matches!(s, Settle::Settled { .. })), "{early:?}");
+    write_file(&root.join("clip.ready"), 0);
+    let (_, outcome) = jr.outcome_for(&root.join("clip"));
+    let Enqueued::Queued(id) = outcome else { panic!("{outcome:?}") };
+    let g = jr.journal.group(id).expect("group");
+    let mut names: Vec<String> = g.files.iter().map(|f| f.file_name.clone()).collect();
+    names.sort();
+    assert_eq!(names, vec!["clip_L.mov", "clip_R.mov"], "the marker is not uploaded");
+    assert!(jr.states().contains(&("other".to_string(), GroupState::Waiting)), "{:?}", jr.states());
+    jr.run.stop();
+}
+
+#[test]
+fn deleted_while_settling_leaves_no_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let mut w = watch(&root);
+    w.settle = Dur(Duration::from_secs(2));
+    let jr = JournalRun::start(&[w], &dir.path().join("j.sqlite3"));
+    let exp = root.join("shot");
+    write_file(&exp.join("shot.mov"), 10);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+    assert_eq!(jr.states().len(), 1);
+    fs::remove_dir_all(&exp).expect("rm");
+    jr.run.wait_for("vanished", |s| matches!(s, Settle::Vanished { .. }));
+    assert!(jr.states().is_empty(), "{:?}", jr.states());
+    jr.run.stop();
+}
+
+// ---- the OS watch limit, for real, inside a user namespace -------------------------
+
+const LIMIT_CHILD: &str = "SPATIALGEN_WATCH_LIMIT_CHILD";
+const LIMIT_TEST: &str = "watch::tests::os_watch_limit_falls_back_to_polling";
+
+/// Runs this very test again in a new user namespace whose inotify watch
+/// limit is 8 (`/proc/sys/user/max_inotify_watches` is per namespace, so the
+/// machine's limit is untouched): once with the limit hit by the first
+/// watch, once with it hit later by new subfolders.
+#[test]
+fn os_watch_limit_falls_back_to_polling() {
+    if let Ok(scenario) = std::env::var(LIMIT_CHILD) {
+        limit_child(&scenario);
+        return;
+    }
+    let userns = std::process::Command::new("unshare")
+        .args(["-Ur", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !userns {
+        // Without user namespaces the limit could only be lowered for the
+        // whole machine, which a test must not do.
+        eprintln!("skipped: unshare -U is not available here");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    for scenario in ["startup", "later"] {
+        let out = std::process::Command::new("unshare")
+            .args(["-Ur", "sh", "-c", "echo 8 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\""])
+            .arg(&exe)
+            .args(["--exact", LIMIT_TEST, "--nocapture", "--test-threads=1"])
+            .env(LIMIT_CHILD, scenario)
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{scenario}: {}\n{stdout}\n{stderr}", out.status);
+        assert!(stdout.contains(&format!("limit-child-ok {scenario}")), "{scenario}: {stdout}\n{stderr}");
+    }
+}
+
+fn limit_child(scenario: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let before = if scenario == "startup" { 20 } else { 1 };
+    for i in 0..before {
+        write_file(&root.join(format!("old{i}/v.mov")), 1);
+    }
+    let run = Run::start(&[watch(root)]);
+    let mut want: Vec<PathBuf> = (0..before).map(|i| root.join(format!("old{i}"))).collect();
+    if scenario == "startup" {
+        assert_eq!(WatchStats::get(&run.stats().fallbacks), 1, "the first watch hit the limit");
+        assert_eq!(WatchStats::get(&run.stats().polling), 1);
+    } else {
+        assert_eq!(WatchStats::get(&run.stats().polling), 0, "native at first");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..15 {
+        let exp = root.join(format!("new{i}"));
+        write_file(&exp.join("sub/v.mov"), 1);
+        want.push(exp);
+    }
+    run.wait_all_settled(&want);
+    assert_eq!(WatchStats::get(&run.stats().fallbacks), 1, "{scenario}: fell back once");
+    assert_eq!(WatchStats::get(&run.stats().polling), 1, "{scenario}: now polling");
+    run.stop();
+    println!("limit-child-ok {scenario}");
+}
