@@ -151,13 +151,9 @@ async fn upload_all(
             ids.push(id);
         }
     }
-    // Count ends through the engine's hook rather than polling the journal.
-    let ended = Arc::new(tokio::sync::Semaphore::new(0));
-    let hook = {
-        let ended = ended.clone();
-        Arc::new(move |_: i64, _: &spatialgen_sync::upload::GroupOutcome| ended.add_permits(1))
-    };
-    let opts = EngineOptions { on_group_end: Some(hook), ..EngineOptions::default() };
+    // Count ends through the engine's observer rather than polling the journal.
+    let ended = Arc::new(Ended(tokio::sync::Semaphore::new(0)));
+    let opts = EngineOptions { observer: Some(ended.clone()), ..EngineOptions::default() };
     let engine = Engine::new(cfg, journal.clone(), ApiKey::new("bench"), opts)?;
     let shutdown = CancellationToken::new();
     let t = Instant::now();
@@ -165,7 +161,7 @@ async fn upload_all(
         let s = shutdown.clone();
         async move { engine.run(s).await }
     });
-    let _all = ended.acquire_many(ids.len() as u32).await?;
+    let _all = ended.0.acquire_many(ids.len() as u32).await?;
     let took = t.elapsed();
     shutdown.cancel();
     task.await??;
@@ -174,4 +170,12 @@ async fn upload_all(
         return Err(format!("{done} of {} groups completed", ids.len()).into());
     }
     Ok(took)
+}
+
+struct Ended(tokio::sync::Semaphore);
+
+impl spatialgen_sync::upload::Observer for Ended {
+    fn group_ended(&self, _: i64, _: &spatialgen_sync::upload::GroupOutcome) {
+        self.0.add_permits(1);
+    }
 }

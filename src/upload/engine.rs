@@ -20,9 +20,17 @@ use crate::api::Client;
 use crate::config::{ApiKey, Config};
 use crate::journal::{GroupId, GroupState, Journal, JournalError, RequestKind, now_ms};
 
-/// Called once when a group worker ends (completed, failed, canceled,
-/// expired): where hooks, webhooks and metrics plug in. Must not block.
-pub type GroupEndHook = Arc<dyn Fn(GroupId, &GroupOutcome) + Send + Sync>;
+/// What the engine tells the rest of the agent (hooks, webhooks, metrics)
+/// as it works. Every method has a no-op default; none may block.
+pub trait Observer: Send + Sync {
+    /// A group worker ended: completed, failed, canceled or expired (not a
+    /// shutdown, not a refused key).
+    fn group_ended(&self, _id: GroupId, _outcome: &GroupOutcome) {}
+    /// A part's bytes were stored and recorded.
+    fn part_stored(&self, _bytes: u64) {}
+    /// The queue was paused (`Some(why)`) or resumed (`None`).
+    fn paused(&self, _why: Option<&str>) {}
+}
 
 /// Knobs that are not in the config file (tests, the one-shot command and
 /// the agent's wiring set them).
@@ -39,8 +47,8 @@ pub struct EngineOptions {
     pub housekeeping: Duration,
     /// Awaited before each chunk of every PUT (a shared bandwidth limiter).
     pub throttle: Option<Throttle>,
-    /// Told about every group that ends.
-    pub on_group_end: Option<GroupEndHook>,
+    /// Told about groups ending, parts stored, pauses.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -50,7 +58,7 @@ impl std::fmt::Debug for EngineOptions {
             .field("auth_recheck", &self.auth_recheck)
             .field("housekeeping", &self.housekeeping)
             .field("throttle", &self.throttle.is_some())
-            .field("on_group_end", &self.on_group_end.is_some())
+            .field("observer", &self.observer.is_some())
             .finish()
     }
 }
@@ -62,7 +70,7 @@ impl Default for EngineOptions {
             auth_recheck: Duration::from_secs(300),
             housekeeping: Duration::from_secs(60),
             throttle: None,
-            on_group_end: None,
+            observer: None,
         }
     }
 }
@@ -80,6 +88,7 @@ pub(crate) struct Shared {
     /// Set by every successful API call: ends an auth pause.
     pub api_ok: AtomicBool,
     pub throttle: Option<Throttle>,
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Shared {
@@ -204,6 +213,7 @@ impl Engine {
             sent: Arc::new(AtomicU64::new(0)),
             api_ok: AtomicBool::new(false),
             throttle: opts.throttle.clone(),
+            observer: opts.observer.clone(),
         };
         Ok(Engine { sh: Arc::new(sh), opts })
     }
@@ -271,6 +281,9 @@ impl Engine {
             if paused_until.is_some() && sh.api_ok.load(Ordering::Relaxed) {
                 tracing::info!("the API accepts the key again; uploads resume");
                 paused_until = None;
+                if let Some(o) = &self.opts.observer {
+                    o.paused(None);
+                }
             }
             let probing = paused_until.is_some_and(|u| Instant::now() >= u);
             let limit = if probing {
@@ -338,10 +351,10 @@ impl Engine {
                     };
                     let ended = active.remove(&id);
                     let outcome = outcome?;
-                    if let (Some(hook), false) =
-                        (&self.opts.on_group_end, matches!(outcome, GroupOutcome::Stopped | GroupOutcome::AuthRefused(_)))
+                    if let (Some(o), false) =
+                        (&self.opts.observer, matches!(outcome, GroupOutcome::Stopped | GroupOutcome::AuthRefused(_)))
                     {
-                        hook(id, &outcome);
+                        o.group_ended(id, &outcome);
                     }
                     if let Some(a) = ended {
                         for rid in a.requests {
@@ -359,6 +372,9 @@ impl Engine {
                                 return Err(EngineError::AuthRefused(msg.clone()));
                             }
                             if paused_until.is_none() {
+                                if let Some(o) = &self.opts.observer {
+                                    o.paused(Some("the API refused the key"));
+                                }
                                 tracing::error!(
                                     error = %msg,
                                     recheck_in = %humantime::format_duration(self.opts.auth_recheck),
@@ -472,6 +488,17 @@ pub async fn run_engine(
     key: ApiKey,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
+    run_engine_with(cfg, journal_path, key, EngineOptions::default(), shutdown).await
+}
+
+/// [`run_engine`] with a throttle, an observer or other options.
+pub async fn run_engine_with(
+    cfg: Arc<Config>,
+    journal_path: &Path,
+    key: ApiKey,
+    opts: EngineOptions,
+    shutdown: CancellationToken,
+) -> Result<(), EngineError> {
     let journal = Arc::new(Journal::open(journal_path)?);
     let mut told = false;
     let _lock = loop {
@@ -487,6 +514,6 @@ pub async fn run_engine(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
-    let engine = Engine::new(cfg, journal, key, EngineOptions::default())?;
+    let engine = Engine::new(cfg, journal, key, opts)?;
     engine.run(shutdown).await
 }

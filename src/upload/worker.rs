@@ -462,6 +462,9 @@ async fn put_part(
         match r {
             Ok(etag) => {
                 sh.journal.part_done(file.id, n, &etag)?;
+                if let Some(o) = &sh.observer {
+                    o.part_stored(part.size);
+                }
                 return Ok(());
             }
             Err(RetryError::Canceled) => return Err(Stop::Shutdown),

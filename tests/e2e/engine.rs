@@ -506,9 +506,24 @@ async fn a_wrong_endpoint_fails_the_group_not_the_engine() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_throttle_sees_every_byte_and_the_end_hook_every_group() {
+async fn the_throttle_sees_every_byte_and_the_observer_every_part_and_group() {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Default)]
+    struct Seen {
+        ended: Mutex<Vec<(i64, GroupOutcome)>>,
+        stored: AtomicU64,
+    }
+    impl spatialgen_sync::upload::Observer for Seen {
+        fn group_ended(&self, id: i64, outcome: &GroupOutcome) {
+            self.ended.lock().unwrap().push((id, outcome.clone()));
+        }
+        fn part_stored(&self, bytes: u64) {
+            self.stored.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
     let w = World::new(16 * KIB as u64, "").await;
     let journal = w.journal();
     let mut ids = Vec::new();
@@ -517,7 +532,7 @@ async fn the_throttle_sees_every_byte_and_the_end_hook_every_group() {
         ids.push(w.enqueue(&journal, &w.group(&f, "2D", "Regular")));
     }
     let bytes = Arc::new(AtomicU64::new(0));
-    let ended = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Seen::default());
     let mut opts = fast();
     opts.throttle = Some({
         let bytes = bytes.clone();
@@ -526,10 +541,7 @@ async fn the_throttle_sees_every_byte_and_the_end_hook_every_group() {
             Box::pin(async {})
         })
     });
-    opts.on_group_end = Some({
-        let ended = ended.clone();
-        Arc::new(move |id, outcome| ended.lock().unwrap().push((id, outcome.clone())))
-    });
+    opts.observer = Some(seen.clone());
     let engine = w.engine(journal.clone(), KEY, opts);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
@@ -546,8 +558,8 @@ async fn the_throttle_sees_every_byte_and_the_end_hook_every_group() {
     task.await.unwrap().unwrap();
     let total: u64 = ids.iter().map(|id| journal.group(*id).unwrap().total_bytes()).sum();
     assert_eq!(bytes.load(Ordering::Relaxed), total);
-    let mut seen = ended.lock().unwrap().clone();
-    seen.sort_by_key(|(id, _)| *id);
-    assert_eq!(seen.len(), 2);
-    assert!(seen.iter().all(|(_, o)| matches!(o, GroupOutcome::Completed { .. })), "{seen:?}");
+    assert_eq!(seen.stored.load(Ordering::Relaxed), total);
+    let ended = seen.ended.lock().unwrap().clone();
+    assert_eq!(ended.len(), 2);
+    assert!(ended.iter().all(|(_, o)| matches!(o, GroupOutcome::Completed { .. })), "{ended:?}");
 }
