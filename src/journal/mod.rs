@@ -15,7 +15,9 @@
 //! - One export key has at most one row that is `waiting` or `queued`
 //!   (a partial unique index enforces it).
 //! - A fingerprint that is `completed`, `queued`, `uploading`, `failed`, or
-//!   canceled by the user is never enqueued again ([`Enqueued::Duplicate`]).
+//!   canceled by the user is never enqueued again ([`Enqueued::Duplicate`]);
+//!   nor is a rejected one with the same violations (a config change that
+//!   fixes them lets the same files through).
 //!
 //! # On disk
 //! One SQLite file (`[journal] path`), created mode 0600, in WAL mode with
