@@ -28,7 +28,7 @@
 //! asked by the CLI), `events` (history per group). Paths are stored as the
 //! raw bytes of the OS string so that any file name round-trips. Times are
 //! milliseconds since the Unix epoch. The schema version is `PRAGMA
-//! user_version` (see [`schema`]).
+//! user_version` (see `schema.rs`: the list of migrations).
 //!
 //! # Recovery
 //! - Opening applies pending migrations in one `IMMEDIATE` transaction and
