@@ -21,6 +21,15 @@ RUNS=${RUNS:-3}
 KEEP=${BENCH_DIR:+1}
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/spatialgen-bench.XXXXXX)}
 mkdir -p "$WORK"
+# What the sandboxes store goes to tmpfs when there is one, so that the disk
+# does not set the pace; SANDBOX_DATA=DIR puts it elsewhere.
+if [ -n "${SANDBOX_DATA:-}" ]; then
+    DATA=$(mktemp -d "$SANDBOX_DATA/spatialgen-bench-data.XXXXXX")
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    DATA=$(mktemp -d /dev/shm/spatialgen-bench-data.XXXXXX)
+else
+    DATA=$(mktemp -d "$WORK/sandbox-data.XXXXXX")
+fi
 export SPATIALGEN_API_KEY=bench-key
 
 cargo build --release --locked --quiet --bin spatialgen-sync --example upload_bench
@@ -31,7 +40,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$WORK"/sandbox-*
+    rm -rf "$WORK"/sandbox-*.log "$DATA"
     if [ -z "$KEEP" ]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -47,7 +56,7 @@ cat "$FILE" > /dev/null # both runs read from the page cache
 # start_sandbox NAME PART_SIZE: start a sandbox on a free port, echo its endpoint.
 start_sandbox() {
     local name=$1 part=$2 log="$WORK/sandbox-$1.log"
-    "$BIN" sandbox --listen 127.0.0.1:0 --data "$WORK/sandbox-$name" --part-size "$part" > "$log" 2>&1 &
+    "$BIN" sandbox --listen 127.0.0.1:0 --data "$DATA/$name" --part-size "$part" > "$log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do
         local url
@@ -76,7 +85,7 @@ agent() {
         PEAK_KIB=$(sed -n 's/^peak_rss_kib=//p' "$out")
     fi
     AGENT_OUT=$(cat "$out")
-    rm -rf "$WORK"/sandbox-agent/library/*
+    rm -rf "$DATA"/agent/library/*
 }
 
 secs_of() { sed -n 's/.*total_seconds=\([0-9.]*\).*/\1/p' <<< "$1"; }
@@ -99,14 +108,14 @@ for round in $(seq "$RUNS"); do
     curl --silent --show-error --fail --upload-file "$FILE" --output /dev/null "$URL"
     T1=$(now)
     "$EX" complete --endpoint "$CURL_API" --session "$SESSION" --upload "$UPLOAD" > /dev/null
-    rm -rf "$WORK"/sandbox-curl/library/*
+    rm -rf "$DATA"/curl/library/*
     C=$(awk -v a="$T0" -v b="$T1" 'BEGIN { print b - a }')
     CURL_SECS=$(min "$CURL_SECS" "$C")
     echo "round $round: agent $(secs_of "$AGENT_OUT") s (no MD5), curl $C s" >&2
 done
 
 echo
-echo "upload of $SIZE_MIB MiB over loopback, $((PART_SIZE / 1048576)) MiB parts, $IN_FLIGHT in flight, $((CHUNK / 1024)) KiB reads ($(nproc) cores)"
+echo "upload of $SIZE_MIB MiB over loopback into $DATA, $((PART_SIZE / 1048576)) MiB parts, $IN_FLIGHT in flight, $((CHUNK / 1024)) KiB reads ($(nproc) cores)"
 line() { awk -v s="$2" -v k="$3" -v c="$CURL_SECS" -v l="$1" \
     'BEGIN { printf "  %-20s: %6.3f s  peak RSS %5.1f MiB  (%.2f x curl)\n", l, s, k / 1024, s / c }'; }
 line "agent, MD5 verified" "$V" "$VERIFY_PEAK"
