@@ -125,6 +125,10 @@ impl Client {
 
     /// Start Upload Group: registers every file; the answer carries the
     /// session id and, per file, its upload id, part size and strategy.
+    ///
+    /// Not idempotent: retried after a transport error that struck once the
+    /// request was sent, it may leave a group on the server that nobody
+    /// uploads to; the server deletes it when it expires (5 days).
     pub async fn start_group(&self, req: &StartGroup) -> Result<GroupCreated, ApiError> {
         self.call(Op::StartGroup, Method::POST, self.url(&[]), Some(req)).await
     }
@@ -238,7 +242,8 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidResponse {
             op,
             target,
-            detail: format!("cannot decode the JSON answer: {e}"),
+            // serde quotes offending values, which come from the server: scrub them.
+            detail: scrub(&format!("cannot decode the JSON answer: {e}"), self.key.expose()),
         })
     }
 

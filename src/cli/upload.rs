@@ -34,6 +34,8 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
     let id = match journal.enqueue(&group)? {
         Enqueued::Queued(id) => id,
         Enqueued::Rejected(id) => {
+            crate::group::remove_staged(&group);
+            journal.set_finished(id)?;
             eprintln!("{} breaks the API's rules; nothing was sent (group {id}):", folder.display());
             for v in &group.violations {
                 eprintln!("  - {v}");
@@ -41,6 +43,8 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::WorkFailed);
         }
         Enqueued::Duplicate { id, state: GroupState::Completed } => {
+            // A bundle zipped again just now is not needed.
+            crate::group::remove_staged(&group);
             let s = journal.summary(id)?;
             println!(
                 "{} was already uploaded (group {id}); library id {}",
@@ -193,19 +197,7 @@ fn follow(journal: &Journal, id: GroupId) -> anyhow::Result<Outcome> {
 }
 
 async fn cancel_on_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            token.cancel();
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    super::service::shutdown_signal().await;
     token.cancel();
 }
 

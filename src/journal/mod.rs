@@ -15,7 +15,9 @@
 //! - One export key has at most one row that is `waiting` or `queued`
 //!   (a partial unique index enforces it).
 //! - A fingerprint that is `completed`, `queued`, `uploading`, `failed`, or
-//!   canceled by the user is never enqueued again ([`Enqueued::Duplicate`]).
+//!   canceled by the user is never enqueued again ([`Enqueued::Duplicate`]);
+//!   nor is a rejected one with the same violations (a config change that
+//!   fixes them lets the same files through).
 //!
 //! # On disk
 //! One SQLite file (`[journal] path`), created mode 0600, in WAL mode with
@@ -26,7 +28,7 @@
 //! asked by the CLI), `events` (history per group). Paths are stored as the
 //! raw bytes of the OS string so that any file name round-trips. Times are
 //! milliseconds since the Unix epoch. The schema version is `PRAGMA
-//! user_version` (see [`schema`]).
+//! user_version` (see `schema.rs`: the list of migrations).
 //!
 //! # Recovery
 //! - Opening applies pending migrations in one `IMMEDIATE` transaction and
@@ -1112,6 +1114,21 @@ impl Journal {
             tx.execute("UPDATE groups SET finished = 1 WHERE id = ?1", [id])?;
             Ok(())
         })
+    }
+
+    /// Does a live group other than `except` still upload the staged file `source`?
+    pub fn staged_in_use(&self, source: &Path, except: GroupId) -> Result<bool, JournalError> {
+        let conn = self.conn();
+        let hit: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM files f JOIN groups g ON f.group_id = g.id
+                 WHERE f.source = ?1 AND f.staged = 1 AND g.id != ?2
+                   AND g.state IN ('waiting','queued','uploading','failed') LIMIT 1",
+                params![path_bytes(source), except],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(hit.is_some())
     }
 
     /// Ended groups whose housekeeping has not been done (a crash in between).

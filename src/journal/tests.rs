@@ -573,3 +573,20 @@ fn one_engine_per_journal() {
     assert!(!other.engine_running().unwrap());
     assert!(other.try_lock_engine().unwrap().is_some());
 }
+
+#[test]
+fn a_staged_zip_shared_with_a_live_group_is_in_use() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let mut rejected = group("/x/a", "fp", &[5, 6]);
+    rejected.files[1].staged = true;
+    rejected.files[1].source = PathBuf::from("/staging/fp-Edit.fcpxmld.zip");
+    rejected.violations.push(Violation { rule: "r", file: None, message: "m".into() });
+    let Enqueued::Rejected(r) = j.enqueue(&rejected).unwrap() else { panic!() };
+    let zip = rejected.files[1].source.clone();
+    assert!(!j.staged_in_use(&zip, r).unwrap(), "only the rejected group has it");
+    rejected.violations.clear();
+    let Enqueued::Queued(q) = j.enqueue(&rejected).unwrap() else { panic!() };
+    assert!(j.staged_in_use(&zip, r).unwrap(), "the fixed group still needs it");
+    assert!(!j.staged_in_use(&zip, q).unwrap());
+}

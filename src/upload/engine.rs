@@ -13,14 +13,28 @@ use tokio_util::sync::CancellationToken;
 
 use super::finish::{self, AfterOutcome};
 use super::retry::{RetryPolicy, with_retries};
+use super::stream::Throttle;
 use super::worker::{self, Ctx};
 use super::{EngineError, GroupOutcome};
 use crate::api::Client;
 use crate::config::{ApiKey, Config};
 use crate::journal::{GroupId, GroupState, Journal, JournalError, RequestKind, now_ms};
 
-/// Knobs that are not in the config file (tests and the one-shot command set them).
-#[derive(Debug, Clone)]
+/// What the engine tells the rest of the agent (hooks, webhooks, metrics)
+/// as it works. Every method has a no-op default; none may block.
+pub trait Observer: Send + Sync {
+    /// A group worker ended: completed, failed, canceled or expired (not a
+    /// shutdown, not a refused key).
+    fn group_ended(&self, _id: GroupId, _outcome: &GroupOutcome) {}
+    /// A part's bytes were stored and recorded.
+    fn part_stored(&self, _bytes: u64) {}
+    /// The queue was paused (`Some(why)`) or resumed (`None`).
+    fn paused(&self, _why: Option<&str>) {}
+}
+
+/// Knobs that are not in the config file (tests, the one-shot command and
+/// the agent's wiring set them).
+#[derive(Clone)]
 pub struct EngineOptions {
     /// How often the journal is re-read for new work and control requests.
     /// Bounds how fast a cancel request is seen (well under 2 s).
@@ -31,6 +45,22 @@ pub struct EngineOptions {
     /// How often ended groups' housekeeping (staged files of rejected
     /// groups, a crashed after-upload step) is looked for.
     pub housekeeping: Duration,
+    /// Awaited before each chunk of every PUT (a shared bandwidth limiter).
+    pub throttle: Option<Throttle>,
+    /// Told about groups ending, parts stored, pauses.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("poll", &self.poll)
+            .field("auth_recheck", &self.auth_recheck)
+            .field("housekeeping", &self.housekeeping)
+            .field("throttle", &self.throttle.is_some())
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for EngineOptions {
@@ -39,6 +69,8 @@ impl Default for EngineOptions {
             poll: Duration::from_millis(500),
             auth_recheck: Duration::from_secs(300),
             housekeeping: Duration::from_secs(60),
+            throttle: None,
+            observer: None,
         }
     }
 }
@@ -55,6 +87,8 @@ pub(crate) struct Shared {
     pub sent: Arc<AtomicU64>,
     /// Set by every successful API call: ends an auth pause.
     pub api_ok: AtomicBool,
+    pub throttle: Option<Throttle>,
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Shared {
@@ -82,7 +116,7 @@ impl Shared {
                 finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
             tracing::debug!(group = id, receipt = %path.display(), "receipt written");
         }
-        finish::remove_staged(&g);
+        finish::remove_staged(&self.journal, &g);
         let note = match &after {
             AfterOutcome::Kept => "export kept".to_string(),
             AfterOutcome::Deleted => "export deleted".to_string(),
@@ -99,7 +133,7 @@ impl Shared {
             if g.state == GroupState::Completed {
                 self.finish_completed(id);
             } else {
-                finish::remove_staged(&g);
+                finish::remove_staged(&self.journal, &g);
                 self.journal.set_finished(id)?;
             }
         }
@@ -139,7 +173,7 @@ pub async fn cancel_now(
         }
     }
     journal.cancel_group(id, reason, by_user)?;
-    finish::remove_staged(&g);
+    finish::remove_staged(journal, &g);
     journal.set_finished(id)?;
     Ok(())
 }
@@ -178,6 +212,8 @@ impl Engine {
             parts,
             sent: Arc::new(AtomicU64::new(0)),
             api_ok: AtomicBool::new(false),
+            throttle: opts.throttle.clone(),
+            observer: opts.observer.clone(),
         };
         Ok(Engine { sh: Arc::new(sh), opts })
     }
@@ -245,6 +281,9 @@ impl Engine {
             if paused_until.is_some() && sh.api_ok.load(Ordering::Relaxed) {
                 tracing::info!("the API accepts the key again; uploads resume");
                 paused_until = None;
+                if let Some(o) = &self.opts.observer {
+                    o.paused(None);
+                }
             }
             let probing = paused_until.is_some_and(|u| Instant::now() >= u);
             let limit = if probing {
@@ -277,12 +316,13 @@ impl Engine {
                 && active.is_empty()
             {
                 // Nothing runnable: the group ended (perhaps canceled from the CLI).
-                let state = sh.journal.group(id)?.state;
-                let outcome = match state {
-                    GroupState::Canceled => GroupOutcome::Canceled(sh.journal.group(id)?.error.unwrap_or_default()),
-                    GroupState::Completed => {
-                        GroupOutcome::Completed { library_id: sh.journal.group(id)?.library_id.unwrap_or(0) }
-                    }
+                let g = sh.journal.group(id)?;
+                let error = g.error.clone().unwrap_or_default();
+                let outcome = match g.state {
+                    GroupState::Canceled => GroupOutcome::Canceled(error),
+                    GroupState::Failed => GroupOutcome::Failed(error),
+                    GroupState::Expired => GroupOutcome::Expired { requeued: None },
+                    GroupState::Completed => GroupOutcome::Completed { library_id: g.library_id.unwrap_or(0) },
                     _ => GroupOutcome::Stopped,
                 };
                 result = Some((id, outcome));
@@ -311,6 +351,11 @@ impl Engine {
                     };
                     let ended = active.remove(&id);
                     let outcome = outcome?;
+                    if let (Some(o), false) =
+                        (&self.opts.observer, matches!(outcome, GroupOutcome::Stopped | GroupOutcome::AuthRefused(_)))
+                    {
+                        o.group_ended(id, &outcome);
+                    }
                     if let Some(a) = ended {
                         for rid in a.requests {
                             let what = match &outcome {
@@ -327,6 +372,9 @@ impl Engine {
                                 return Err(EngineError::AuthRefused(msg.clone()));
                             }
                             if paused_until.is_none() {
+                                if let Some(o) = &self.opts.observer {
+                                    o.paused(Some("the API refused the key"));
+                                }
                                 tracing::error!(
                                     error = %msg,
                                     recheck_in = %humantime::format_duration(self.opts.auth_recheck),
@@ -440,6 +488,17 @@ pub async fn run_engine(
     key: ApiKey,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
+    run_engine_with(cfg, journal_path, key, EngineOptions::default(), shutdown).await
+}
+
+/// [`run_engine`] with a throttle, an observer or other options.
+pub async fn run_engine_with(
+    cfg: Arc<Config>,
+    journal_path: &Path,
+    key: ApiKey,
+    opts: EngineOptions,
+    shutdown: CancellationToken,
+) -> Result<(), EngineError> {
     let journal = Arc::new(Journal::open(journal_path)?);
     let mut told = false;
     let _lock = loop {
@@ -455,6 +514,6 @@ pub async fn run_engine(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
-    let engine = Engine::new(cfg, journal, key, EngineOptions::default())?;
+    let engine = Engine::new(cfg, journal, key, opts)?;
     engine.run(shutdown).await
 }

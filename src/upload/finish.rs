@@ -15,7 +15,7 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use crate::config::{AfterUpload, Config, WatchConfig};
-use crate::journal::{FileRecord, GroupRecord, format_ms, now_ms};
+use crate::journal::{FileRecord, GroupRecord, Journal, format_ms, now_ms};
 
 /// mtime of `meta` in nanoseconds since the Unix epoch (negative before it),
 /// the same measure the grouping records in `GroupFile::mtime_ns`.
@@ -64,9 +64,19 @@ pub fn watch_for<'a>(cfg: &'a Config, group: &GroupRecord) -> Option<&'a WatchCo
     cfg.watch.iter().find(|w| group.root.starts_with(&w.path))
 }
 
-/// Remove the files the agent made for this group (zipped bundles).
-pub fn remove_staged(group: &GroupRecord) {
+/// Remove the files the agent made for this group (zipped bundles), except
+/// those another live group still uses (a staged zip is named after the
+/// export's fingerprint, so a rejected group and its fixed successor share it).
+pub fn remove_staged(journal: &Journal, group: &GroupRecord) {
     for f in group.files.iter().filter(|f| f.staged) {
+        match journal.staged_in_use(&f.source, group.id) {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                tracing::warn!(file = %f.source.display(), error = %e, "staged file kept: cannot tell whether it is in use");
+                continue;
+            }
+        }
         match std::fs::remove_file(&f.source) {
             Ok(()) => tracing::debug!(file = %f.source.display(), "staged file removed"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -292,4 +302,173 @@ pub fn write_receipt(dir: &Path, group: &GroupRecord, after: &AfterOutcome) -> s
     drop(f);
     std::fs::rename(&tmp, &path)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{FileState, GroupState};
+    use crate::model::FileRole;
+
+    fn record(root: &Path, key: &Path, files: &[&str]) -> GroupRecord {
+        GroupRecord {
+            id: 7,
+            key: key.to_owned(),
+            name: "shot".into(),
+            root: root.to_owned(),
+            watch_path: root.parent().map(Path::to_path_buf),
+            state: GroupState::Completed,
+            layout: None,
+            perspective: None,
+            description: None,
+            folder_name: None,
+            priority: 0,
+            fingerprint: None,
+            session_id: Some("s".into()),
+            expires_at: None,
+            session_at_ms: None,
+            library_id: Some(3),
+            error: None,
+            retry_at_ms: None,
+            retry_of: None,
+            user_canceled: false,
+            finished: false,
+            created_at_ms: 0,
+            files: files
+                .iter()
+                .enumerate()
+                .map(|(i, rel)| {
+                    let source = root.join(rel);
+                    let meta = std::fs::metadata(&source).unwrap();
+                    FileRecord {
+                        id: i as i64,
+                        position: i as u32,
+                        source,
+                        rel_path: rel.to_string(),
+                        file_name: rel.to_string(),
+                        role: FileRole::Video,
+                        language: None,
+                        size: meta.len(),
+                        mtime_ns: mtime_ns(&meta),
+                        staged: false,
+                        upload_id: None,
+                        part_size: None,
+                        total_parts: None,
+                        strategy: None,
+                        state: FileState::Completed,
+                        parts: Vec::new(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn config(watch: &Path, after: &str, move_to: Option<&Path>) -> Config {
+        let mut cfg = Config::minimal("http://127.0.0.1:1", Path::new("/tmp/j.sqlite3"));
+        let mut w = WatchConfig::new(watch);
+        w.after_upload = match after {
+            "delete" => AfterUpload::Delete,
+            "move" => AfterUpload::Move,
+            _ => AfterUpload::Keep,
+        };
+        w.move_to = move_to.map(Path::to_path_buf);
+        cfg.watch.push(w);
+        cfg
+    }
+
+    fn export(dir: &Path) -> PathBuf {
+        let root = dir.join("watch/shot");
+        std::fs::create_dir_all(root.join("audio")).unwrap();
+        std::fs::write(root.join("v.mov"), vec![7u8; 300_000]).unwrap();
+        std::fs::write(root.join("audio/a.m4a"), b"audio").unwrap();
+        root
+    }
+
+    #[test]
+    fn source_checks_name_what_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = export(d.path());
+        let g = record(&root, &root, &["v.mov"]);
+        assert_eq!(check_sources(&g), Ok(()));
+        std::fs::write(root.join("v.mov"), b"short").unwrap();
+        assert!(check_source(&g.files[0]).unwrap_err().contains("size 300000 → 5"));
+        std::fs::remove_file(root.join("v.mov")).unwrap();
+        assert!(check_source(&g.files[0]).unwrap_err().contains("vanished"));
+    }
+
+    #[test]
+    fn keep_delete_and_move_in_folders_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let root = export(d.path());
+        let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
+        let watch = d.path().join("watch");
+        assert_eq!(after_upload(&config(&watch, "keep", None), &g).unwrap(), AfterOutcome::Kept);
+        assert!(root.exists());
+        let dest = d.path().join("done");
+        let out = after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap();
+        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot") });
+        assert!(!root.exists() && dest.join("shot/audio/a.m4a").exists());
+        // done again after a crash: nothing left to move, same answer
+        assert_eq!(after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap(), out);
+        // a second export of the same name does not overwrite the first
+        let root = export(d.path());
+        let out = after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap();
+        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot (group 7)") });
+        let root2 = export(d.path());
+        assert_eq!(root, root2);
+        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap(), AfterOutcome::Deleted);
+        assert!(!root.exists());
+        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap(), AfterOutcome::Deleted);
+    }
+
+    #[test]
+    fn flat_mode_moves_only_the_groups_files() {
+        let d = tempfile::tempdir().unwrap();
+        let drop = d.path().join("watch");
+        std::fs::create_dir_all(&drop).unwrap();
+        std::fs::write(drop.join("A.mov"), b"a").unwrap();
+        std::fs::write(drop.join("B.mov"), b"b").unwrap();
+        let g = record(&drop, &drop.join("A"), &["A.mov"]);
+        let dest = d.path().join("done");
+        let out = after_upload(&config(&drop, "move", Some(&dest)), &g).unwrap();
+        assert_eq!(out, AfterOutcome::Moved { to: dest.clone() });
+        assert!(dest.join("A.mov").exists() && !drop.join("A.mov").exists());
+        assert!(drop.join("B.mov").exists(), "another group's file stays");
+    }
+
+    /// `/dev/shm` is usually another filesystem than the temp dir: a rename
+    /// fails there with EXDEV and the copy, verify, delete path runs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn move_across_filesystems_copies_verifies_and_deletes() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = export(d.path());
+        let other = match tempfile::tempdir_in("/dev/shm") {
+            Ok(o) if std::fs::metadata(o.path()).unwrap().dev() != std::fs::metadata(d.path()).unwrap().dev() => o,
+            // No second filesystem here: the same code runs as a plain rename.
+            _ => tempfile::tempdir().unwrap(),
+        };
+        let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
+        let dest = other.path().join("done");
+        let out = after_upload(&config(&d.path().join("watch"), "move", Some(&dest)), &g).unwrap();
+        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot") });
+        assert!(!root.exists(), "the source is deleted after the verified copy");
+        assert_eq!(std::fs::read(dest.join("shot/v.mov")).unwrap(), vec![7u8; 300_000]);
+        assert_eq!(std::fs::read(dest.join("shot/audio/a.m4a")).unwrap(), b"audio");
+        assert!(!dest.join("shot.spatialgen-moving").exists());
+    }
+
+    #[test]
+    fn receipts_are_written_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let root = export(d.path());
+        let g = record(&root, &root, &["v.mov"]);
+        let dir = d.path().join("receipts");
+        let p = write_receipt(&dir, &g, &AfterOutcome::Kept).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!((v["groupId"].as_i64(), v["libraryId"].as_u64()), (Some(7), Some(3)));
+        assert_eq!(v["files"][0]["size"], 300_000);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+    }
 }

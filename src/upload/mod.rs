@@ -54,7 +54,7 @@ pub mod retry;
 pub mod stream;
 mod worker;
 
-pub use engine::{Engine, EngineOptions, cancel_now, run_engine};
+pub use engine::{Engine, EngineOptions, Observer, cancel_now, run_engine, run_engine_with};
 
 use crate::api::ApiError;
 use crate::journal::{GroupId, JournalError};

@@ -95,6 +95,10 @@ pub enum TransferError {
     /// bytes sent: the bytes were corrupted on the way. Retry the part.
     #[error("corrupt transfer to {target}: storage ETag {etag} but the bytes sent have MD5 \"{computed}\"")]
     EtagMismatch { target: String, etag: String, computed: String },
+    /// The storage answered 2xx before taking the whole part, so what it
+    /// stored cannot be known to be the part. Retry the part.
+    #[error("the storage at {target} answered before receiving the whole part")]
+    Incomplete { target: String },
 }
 
 impl TransferError {
@@ -102,7 +106,7 @@ impl TransferError {
         match self {
             TransferError::Api(e) => e.class(),
             TransferError::Io { .. } => ErrorClass::Fatal,
-            TransferError::EtagMismatch { .. } => ErrorClass::Retry { after: None },
+            TransferError::EtagMismatch { .. } | TransferError::Incomplete { .. } => ErrorClass::Retry { after: None },
         }
     }
 
@@ -140,9 +144,10 @@ pub async fn put_file_range_with(
     let (body, digest) = FileRangeBody::open(path, offset, len, opts, attempt.clone()).await?;
     let result = client.put_part(url, body, len).await;
     let result = match result {
-        Ok(etag) => match digest.finish().await? {
-            Some(md5) => check_etag(url, etag, &md5),
-            None => Ok(etag),
+        Ok(etag) => match digest.finish().await {
+            Ok(Some(md5)) => check_etag(url, etag, &md5),
+            Ok(None) => Ok(etag),
+            Err(e) => Err(e.unwrap_or_else(|| TransferError::Incomplete { target: redact_url(url) })),
         },
         // A body that broke because the file did (shrank, unreadable) shows
         // up as a transport error; the reader's own report says which it was.
@@ -192,16 +197,14 @@ pub struct DigestHandle {
 
 impl DigestHandle {
     /// Wait for the reader's result: the MD5 (when verifying) of exactly the
-    /// bytes that went into the body.
-    pub async fn finish(self) -> Result<Option<[u8; 16]>, TransferError> {
+    /// bytes that went into the body. `Err(None)`: the reader stopped before
+    /// the end because the body was dropped unfinished (the request ended
+    /// before taking every byte); `Err(Some(_))`: the file failed it.
+    pub async fn finish(self) -> Result<Option<[u8; 16]>, Option<TransferError>> {
         match self.done.await {
             Ok(Ok(md5)) => Ok(md5),
-            Ok(Err((what, source))) => Err(TransferError::Io { path: self.path, what, source }),
-            Err(_) => Err(TransferError::Io {
-                path: self.path,
-                what: "reading the part",
-                source: io::Error::other("the reader stopped before the end of the part"),
-            }),
+            Ok(Err((what, source))) => Err(Some(TransferError::Io { path: self.path, what, source })),
+            Err(_) => Err(None),
         }
     }
 
@@ -392,7 +395,7 @@ mod tests {
             got.extend_from_slice(&chunk);
         }
         assert_eq!(got, &data[1000..151_001]);
-        let md5 = digest.finish().await.unwrap().unwrap();
+        let md5 = digest.finish().await.ok().flatten().unwrap();
         assert_eq!(md5, <[u8; 16]>::from(Md5::digest(&data[1000..151_001])));
         assert_eq!(progress.load(Ordering::Relaxed), 150_001);
     }
@@ -414,7 +417,7 @@ mod tests {
             }
         }
         assert!(failed, "the body must end in an error, not short");
-        let err = digest.finish().await.unwrap_err();
+        let err = digest.finish().await.unwrap_err().expect("the file's error, not a dropped body");
         assert!(err.is_source_changed(), "{err}");
     }
 
@@ -506,5 +509,28 @@ mod tests {
         let opts = PutOptions { throttle: Some(throttle), chunk_size: 8192, ..PutOptions::default() };
         put_file_range_with(&client, &server.url("/b/k"), &path, 0, 100_000, &opts).await.unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 100_000);
+    }
+
+    #[tokio::test]
+    async fn a_storage_that_answers_before_taking_the_part_is_retried_not_fatal() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = sock.read(&mut buf).await.unwrap();
+            let md5 = hex::encode(Md5::digest(b""));
+            let answer = format!("HTTP/1.1 200 OK\r\nETag: \"{md5}\"\r\nContent-Length: 0\r\n\r\n");
+            sock.write_all(answer.as_bytes()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        });
+        let cfg = crate::config::ApiConfig { endpoint: format!("http://{addr}"), ..Default::default() };
+        let client = Client::new(&cfg, crate::config::ApiKey::new("k")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = sample_file(dir.path(), 32 << 20);
+        let err = put_file_range(&client, &format!("http://{addr}/b/k"), &path, 0, 32 << 20, true).await.unwrap_err();
+        assert!(matches!(err, TransferError::Incomplete { .. }), "{err}");
+        assert_eq!(err.class(), ErrorClass::Retry { after: None }, "{err}");
     }
 }

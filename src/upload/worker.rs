@@ -115,7 +115,11 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
     match upload(&ctx).await {
         Ok(library_id) => {
             tracing::info!(group = id, library_id, "group completed");
-            sh.finish_completed(id);
+            let sh2 = sh.clone();
+            // Moving an export may copy gigabytes: off the async workers.
+            if let Err(e) = tokio::task::spawn_blocking(move || sh2.finish_completed(id)).await {
+                tracing::error!(group = id, error = %e, "after-upload step ended abnormally");
+            }
             Ok(GroupOutcome::Completed { library_id })
         }
         Err(Stop::Shutdown) => Ok(GroupOutcome::Stopped),
@@ -145,7 +149,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
                 }
                 (None, Err(changed)) => {
                     tracing::warn!(group = id, reason = %why, %changed, "group expired; its files changed, not re-queued");
-                    finish::remove_staged(&g);
+                    finish::remove_staged(&sh.journal, &g);
                     sh.journal.set_finished(id)?;
                 }
                 (None, Ok(())) => tracing::warn!(group = id, reason = %why, "group expired"),
@@ -200,7 +204,12 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
         (GroupState::Queued, None) => {
             check_sources(&g).map_err(Stop::SourceChanged)?;
             let req = start_request(&g)?;
-            let created = ctx.api(&inner, "start upload group", |_| sh.client.start_group(&req)).await?;
+            let created =
+                ctx.api(&inner, "start upload group", |_| sh.client.start_group(&req)).await.map_err(|s| match s {
+                    // No session yet, so nothing can have expired: a 404 here is a wrong endpoint.
+                    Stop::Gone(m) => Stop::Failed(format!("{m} (is [api] endpoint right?)")),
+                    other => other,
+                })?;
             let mut files = Vec::with_capacity(g.files.len());
             for f in &g.files {
                 let c = created.file_for(&f.file_name, f.role).ok_or_else(|| {
@@ -250,9 +259,13 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
     while let Some(r) = files.join_next().await {
         let r = r.unwrap_or_else(|e| Err(Stop::Failed(format!("file task ended abnormally: {e}"))));
         if let Err(stop) = r
-            && first.is_none()
+            && first.as_ref().is_none_or(|f| matches!(f, Stop::Shutdown))
         {
-            inner.cancel();
+            // A real error stops the group's other files; a shutdown lets
+            // their parts in flight finish.
+            if !matches!(stop, Stop::Shutdown) {
+                inner.cancel();
+            }
             first = Some(stop);
         }
     }
@@ -298,16 +311,41 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
 }
 
 async fn upload_file(ctx: Ctx, inner: CancellationToken, session: Arc<str>, f: FileRecord) -> Result<(), Stop> {
-    let sh = ctx.sh.clone();
     let upload_id: Arc<str> =
         f.upload_id.clone().ok_or_else(|| Stop::Failed(format!("{}: no upload id", f.rel_path)))?.into();
-    let single = f.strategy.as_deref() == Some("single_put");
     let pending: Vec<PartRecord> = f.parts.iter().filter(|p| !p.done).cloned().collect();
-    let batch = (sh.cfg.upload.part_url_batch.max(1) as usize).min(10_000);
     let file = Arc::new(f);
     let mut puts: JoinSet<Result<(), Stop>> = JoinSet::new();
+    let sent = send_parts(&ctx, &inner, &session, &upload_id, &file, &pending, &mut puts).await;
+    if let Err(Stop::Shutdown) = sent {
+        // Parts in flight may finish and be recorded (the shutdown grace);
+        // when the grace runs out the engine's abort token ends them.
+        drain(&mut puts).await.ok();
+        return Err(Stop::Shutdown);
+    }
+    sent?;
+    drain(&mut puts).await?;
+    ctx.check_stop(&inner)?;
+    complete(&ctx, &inner, &session, &file).await?;
+    Ok(())
+}
+
+/// Ask URLs batch by batch and start one PUT task per pending part, each
+/// holding a permit taken before the part's bytes are read.
+async fn send_parts(
+    ctx: &Ctx,
+    inner: &CancellationToken,
+    session: &Arc<str>,
+    upload_id: &Arc<str>,
+    file: &Arc<FileRecord>,
+    pending: &[PartRecord],
+    puts: &mut JoinSet<Result<(), Stop>>,
+) -> Result<(), Stop> {
+    let sh = &ctx.sh;
+    let single = file.strategy.as_deref() == Some("single_put");
+    let batch = (sh.cfg.upload.part_url_batch.max(1) as usize).min(10_000);
     for chunk in pending.chunks(batch) {
-        ctx.check_stop(&inner)?;
+        ctx.check_stop(inner)?;
         let req = if single {
             PartUrlsRequest::SinglePut
         } else {
@@ -318,7 +356,7 @@ async fn upload_file(ctx: Ctx, inner: CancellationToken, session: Arc<str>, f: F
                 _ => PartUrlsRequest::Numbers(chunk.iter().map(|p| p.part_number).collect()),
             }
         };
-        let urls = ctx.api(&inner, "get part URLs", |_| sh.client.part_urls(&session, &upload_id, &req)).await?;
+        let urls = ctx.api(inner, "get part URLs", |_| sh.client.part_urls(session, upload_id, &req)).await?;
         let mut by_number: HashMap<u32, PartUrl> = urls.parts.into_iter().map(|p| (p.part_number, p)).collect();
         for part in chunk {
             let url = by_number
@@ -339,8 +377,8 @@ async fn upload_file(ctx: Ctx, inner: CancellationToken, session: Arc<str>, f: F
             while let Some(done) = puts.try_join_next() {
                 flatten(done)?;
             }
-            ctx.check_stop(&inner)?;
-            check_source(&file).map_err(Stop::SourceChanged)?;
+            ctx.check_stop(inner)?;
+            check_source(file).map_err(Stop::SourceChanged)?;
             puts.spawn(put_part(
                 ctx.clone(),
                 inner.clone(),
@@ -353,12 +391,21 @@ async fn upload_file(ctx: Ctx, inner: CancellationToken, session: Arc<str>, f: F
             ));
         }
     }
-    while let Some(done) = puts.join_next().await {
-        flatten(done)?;
-    }
-    ctx.check_stop(&inner)?;
-    complete(&ctx, &inner, &session, &file).await?;
     Ok(())
+}
+
+/// Wait for every PUT task; the first real error wins (dropping the set
+/// aborts the rest), a shutdown lets the others finish.
+async fn drain(puts: &mut JoinSet<Result<(), Stop>>) -> Result<(), Stop> {
+    let mut shutdown = false;
+    while let Some(done) = puts.join_next().await {
+        match flatten(done) {
+            Ok(()) => {}
+            Err(Stop::Shutdown) => shutdown = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if shutdown { Err(Stop::Shutdown) } else { Ok(()) }
 }
 
 fn flatten(r: Result<Result<(), Stop>, tokio::task::JoinError>) -> Result<(), Stop> {
@@ -385,8 +432,12 @@ async fn put_part(
     let _permit = permit;
     let sh = &ctx.sh;
     let n = part.part_number;
-    let opts =
-        PutOptions { verify_md5: sh.cfg.upload.verify_etag, progress: Some(sh.sent.clone()), ..Default::default() };
+    let opts = PutOptions {
+        verify_md5: sh.cfg.upload.verify_etag,
+        progress: Some(sh.sent.clone()),
+        throttle: sh.throttle.clone(),
+        ..Default::default()
+    };
     let what = format!("upload part {n} of {}", file.rel_path);
     let mut refreshes = 0;
     loop {
@@ -411,6 +462,9 @@ async fn put_part(
         match r {
             Ok(etag) => {
                 sh.journal.part_done(file.id, n, &etag)?;
+                if let Some(o) = &sh.observer {
+                    o.part_stored(part.size);
+                }
                 return Ok(());
             }
             Err(RetryError::Canceled) => return Err(Stop::Shutdown),

@@ -164,3 +164,69 @@ async fn cancel_and_retry_with_no_agent_running() {
     let r = w.run(KEY, &["cancel", "--config", &cfg, "no-such-group"]).await;
     assert_eq!(r.code, Some(2), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_hands_the_group_to_a_running_agent_and_follows_it() {
+    let w = World::new(32 * KIB as u64, "").await;
+    let journal = w.journal();
+    // This process is "the agent": it holds the engine lock and works the queue.
+    let lock = journal.try_lock_engine().unwrap().expect("lock is free");
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let agent = tokio::spawn({
+        let s = shutdown.clone();
+        async move { engine.run(s).await }
+    });
+    let f = w.export("handed-over", &[("v.mov", 300 * KIB)]);
+    let r = w.run(KEY, &["upload", "--config", w.config_path.to_str().unwrap(), f.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("the agent is running"), "{r:?}");
+    let lib = library_id_in(&r.stdout);
+    assert_eq!(w.sandbox.library()[0].library_id, lib);
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    drop(lock);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_the_next_run_resumes() {
+    let w = World::new(16 * KIB as u64, "max_parts_in_flight = 2").await;
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(40), ..Faults::default() });
+    let f = w.export("interrupted", &[("v.mov", 800 * KIB)]);
+    let cfg = w.config_path.to_str().unwrap().to_string();
+    let up = tokio::process::Command::from(w.command(KEY))
+        .args(["upload", "--config", &cfg, f.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "some parts done", || {
+        Journal::open(&w.journal_path)
+            .ok()
+            .and_then(|j| j.list().ok())
+            .is_some_and(|l| l.iter().any(|g| g.parts_done >= 3))
+    })
+    .await;
+    let pid = up.id().unwrap() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let stopped = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(10), up.wait_with_output()).await.expect("it stops").unwrap();
+    assert!(stopped.elapsed() < Duration::from_secs(4), "shutdown_grace is 2 s; took {:?}", stopped.elapsed());
+    assert_eq!(out.status.code(), Some(1), "no library id yet: exit 1");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run the same command again"));
+    let j = Journal::open(&w.journal_path).unwrap();
+    let g = j.list().unwrap().remove(0);
+    assert_eq!(g.state, GroupState::Uploading);
+    let stored = w.sandbox.stats().storage.get(&200).copied().unwrap_or(0);
+    assert_eq!(stored, u64::from(g.parts_done), "every part the storage took was recorded before exit");
+
+    w.sandbox.set_faults(Faults::default());
+    let before = w.sandbox.stats().put_bytes;
+    let r = w.run(KEY, &["upload", "--config", &cfg, f.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(w.sandbox.stats().put_bytes - before, g.bytes_total - g.bytes_uploaded, "done parts were sent again");
+    assert_eq!(w.sandbox.library().len(), 1);
+    assert_library_matches(&w.sandbox, &w.sandbox.library()[0].session_id, &f);
+}

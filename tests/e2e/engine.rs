@@ -294,6 +294,7 @@ async fn a_refused_key_pauses_the_queue_without_hammering() {
         let f = w.export(&format!("k{i}"), &[("v.mov", 10 * KIB)]);
         ids.push(w.enqueue(&journal, &w.group(&f, "2D", "Regular")));
     }
+    let logs = captured_logs();
     let mut opts = fast();
     opts.auth_recheck = Duration::from_millis(700);
     let engine = w.engine(journal.clone(), "wrong-key", opts);
@@ -309,6 +310,9 @@ async fn a_refused_key_pauses_the_queue_without_hammering() {
     for id in &ids {
         assert_eq!(journal.group(*id).unwrap().state, GroupState::Queued, "a key problem is not the group's failure");
     }
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert_eq!(text.matches("THE API REFUSED THE KEY").count(), 1, "one loud line per pause:\n{text}");
+    assert!(!text.contains("wrong-key"), "the key reached the log");
     shutdown.cancel();
     task.await.unwrap().unwrap();
 
@@ -338,6 +342,10 @@ async fn shutdown_mid_upload_resumes_without_resending_done_parts() {
     assert_eq!(done_before.state, GroupState::Uploading);
     assert!(done_before.parts_done < done_before.parts_total);
     let sent_before = w.sandbox.stats().put_bytes;
+    // A graceful stop: every part in flight finished and was recorded.
+    let stored = w.sandbox.stats().storage.get(&200).copied().unwrap_or(0);
+    assert_eq!(stored, u64::from(done_before.parts_done), "a PUT the storage accepted was not recorded");
+    assert_eq!(sent_before, done_before.bytes_uploaded, "a PUT was cut off during the shutdown grace");
 
     w.sandbox.set_faults(Faults::default());
     let journal2 = w.journal();
@@ -417,4 +425,141 @@ async fn a_group_fails_after_its_retry_budget_and_retries_by_itself_later() {
     let history: Vec<_> = journal.events(id).unwrap().into_iter().filter_map(|e| e.detail).collect();
     assert!(history.iter().any(|d| d == "automatic retry"), "{history:?}");
     assert_eq!(w.sandbox.library().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_directory_is_zipped_uploaded_and_its_staged_zip_removed() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let journal = w.journal();
+    let f = w.export(
+        "bundle",
+        &[
+            ("film.mov", 140 * KIB),
+            ("film.aime", 900),
+            ("Edit.fcpxmld/Info.fcpxml", 5000),
+            ("Edit.fcpxmld/Resources/thumb.png", 3000),
+        ],
+    );
+    let g = w.group(&f, "AIV", "180");
+    let staged: Vec<_> = g.files.iter().filter(|f| f.staged).map(|f| f.source.clone()).collect();
+    assert_eq!(staged.len(), 1, "the bundle is zipped into staging");
+    assert!(staged[0].exists());
+    // The zip is deterministic: another build of the same bundle elsewhere has the same bytes.
+    let mut watch = spatialgen_sync::config::WatchConfig::new(&w.exports);
+    watch.layout = "AIV".parse().unwrap();
+    watch.perspective = "180".parse().unwrap();
+    let other = w.dir.path().join("other-staging");
+    let again = spatialgen_sync::group::build_folder_group(
+        &f,
+        &spatialgen_sync::group::GroupOptions { watch: &watch, staging_dir: Some(&other) },
+    )
+    .unwrap();
+    let copy = again.files.iter().find(|f| f.staged).unwrap().source.clone();
+    let expected = sha256_file(&copy);
+
+    let id = w.enqueue(&journal, &g);
+    run_until_done(&w, &journal, &[id], Duration::from_secs(30)).await;
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Completed);
+    assert!(!staged[0].exists(), "the staged zip is removed when the group ends");
+    let lib = w.sandbox.library();
+    let zip = lib[0].files.iter().find(|f| f.role.as_str() == "fcpxmld").unwrap();
+    assert_eq!(zip.sha256, expected);
+    assert_eq!(lib[0].layout.as_str(), "AIV");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_calls_honour_retry_after() {
+    let w = World::new(64 * KIB as u64, "").await;
+    // Every other API call answers 429 with Retry-After: 1 (seconds).
+    w.sandbox.set_faults(Faults {
+        rate_limit: 0.5,
+        retry_after: Duration::from_millis(1000),
+        seed: Some(11),
+        ..Faults::default()
+    });
+    let journal = w.journal();
+    let f = w.export("limited", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let started = Instant::now();
+    run_until_done(&w, &journal, &[id], Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    let limited = w.sandbox.stats().fault_count("rate_limit");
+    assert!(limited > 0, "no 429 was injected");
+    assert!(took >= Duration::from_secs(limited), "{limited} 429s with Retry-After 1 s, yet done in {took:?}");
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_endpoint_fails_the_group_not_the_engine() {
+    let w = World::new(64 * KIB as u64, "retry_attempts = 2").await;
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    let base = w.sandbox.base_url();
+    std::fs::write(&w.config_path, text.replace(&base, &format!("{base}/not-here"))).unwrap();
+    let journal = w.journal();
+    let f = w.export("nowhere", &[("v.mov", 1000)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let (_, outcome) = engine.run_one(id, CancellationToken::new()).await.expect("the engine itself is fine");
+    let GroupOutcome::Failed(msg) = outcome else { panic!("{outcome:?}") };
+    assert!(msg.contains("404") && msg.contains("endpoint"), "{msg}");
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_throttle_sees_every_byte_and_the_observer_every_part_and_group() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Default)]
+    struct Seen {
+        ended: Mutex<Vec<(i64, GroupOutcome)>>,
+        stored: AtomicU64,
+    }
+    impl spatialgen_sync::upload::Observer for Seen {
+        fn group_ended(&self, id: i64, outcome: &GroupOutcome) {
+            self.ended.lock().unwrap().push((id, outcome.clone()));
+        }
+        fn part_stored(&self, bytes: u64) {
+            self.stored.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    let w = World::new(16 * KIB as u64, "").await;
+    let journal = w.journal();
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let f = w.export(&format!("hooked-{i}"), &[("v.mov", 50 * KIB + i)]);
+        ids.push(w.enqueue(&journal, &w.group(&f, "2D", "Regular")));
+    }
+    let bytes = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let mut opts = fast();
+    opts.throttle = Some({
+        let bytes = bytes.clone();
+        Arc::new(move |n| {
+            bytes.fetch_add(n, Ordering::Relaxed);
+            Box::pin(async {})
+        })
+    });
+    opts.observer = Some(seen.clone());
+    let engine = w.engine(journal.clone(), KEY, opts);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let s = shutdown.clone();
+        async move { engine.run(s).await }
+    });
+    let j = journal.clone();
+    let wait_ids = ids.clone();
+    wait_for(Duration::from_secs(20), "both groups", || {
+        wait_ids.iter().all(|id| j.group(*id).unwrap().state == GroupState::Completed)
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let total: u64 = ids.iter().map(|id| journal.group(*id).unwrap().total_bytes()).sum();
+    assert_eq!(bytes.load(Ordering::Relaxed), total);
+    assert_eq!(seen.stored.load(Ordering::Relaxed), total);
+    let ended = seen.ended.lock().unwrap().clone();
+    assert_eq!(ended.len(), 2);
+    assert!(ended.iter().all(|(_, o)| matches!(o, GroupOutcome::Completed { .. })), "{ended:?}");
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the engine and the real binary against the sandbox
-//! over loopback, on real files and real SQLite journals in temp folders.
-//! One test binary; `support` holds the shared helpers.
+//! over loopback, on real files and real SQLite journals in temp folders;
+//! the operator's surface (check, example config, packaging). One test
+//! binary; `support` holds the shared helpers.
 
 mod support;
 

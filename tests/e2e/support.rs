@@ -117,6 +117,7 @@ pub fn fast() -> EngineOptions {
         poll: Duration::from_millis(50),
         auth_recheck: Duration::from_secs(3600),
         housekeeping: Duration::from_secs(3600),
+        ..EngineOptions::default()
     }
 }
 
@@ -225,5 +226,37 @@ impl World {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+}
+
+/// Log lines of this test process (every test shares one subscriber; look
+/// for lines only your test can produce).
+pub fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = {
+            let buf = buf.clone();
+            move || LogWriter(buf.clone())
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("spatialgen_sync=info"))
+            .with_ansi(false)
+            .with_writer(writer)
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
