@@ -138,6 +138,11 @@ pub struct GroupSummary {
     /// Bytes of parts recorded done (parts in flight are not counted).
     pub bytes_uploaded: u64,
     pub error: Option<String>,
+    /// The watch folder's `priority` (higher goes first).
+    pub priority: i32,
+    /// 1 for the queued group the engine takes next, 2 after it, …; `None`
+    /// unless `queued`. The order is [`Journal::next_group`]'s.
+    pub queue_position: Option<u32>,
     pub layout: Option<String>,
     pub files: u32,
     pub parts_total: u32,
@@ -261,6 +266,31 @@ pub struct Request {
     pub result: Option<String>,
 }
 
+/// A group reaching `completed`, `failed` or `rejected`, from its history
+/// ([`Journal::ended_after`]): what a notification needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    /// The history line's id: the cursor for the next [`Journal::ended_after`].
+    pub event_id: i64,
+    pub group_id: GroupId,
+    /// `Completed`, `Failed` or `Rejected`.
+    pub state: GroupState,
+    pub name: String,
+    /// The export (folder, or stem path in flat mode).
+    pub path: PathBuf,
+    /// Set when `Completed`.
+    pub library_id: Option<u64>,
+    /// Why it failed or was rejected.
+    pub error: Option<String>,
+    /// When it happened (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// `id`'s 1-based place in `order`.
+fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {
+    order.iter().position(|g| *g == id).map(|i| i as u32 + 1)
+}
+
 /// One line of a group's history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -358,14 +388,37 @@ fn event(
 }
 
 /// Move `id` to `to` if that is legal, with an event. Returns the state it left.
+///
+/// `queued_at` follows: a group that becomes `queued` keeps the time it was
+/// first queued (a retry keeps its place in the queue); one that goes back to
+/// `waiting` (its export changed) loses it, and gets a new one when it settles.
 fn transition(tx: &Connection, id: GroupId, to: GroupState, detail: Option<&str>) -> Result<GroupState, JournalError> {
     let from = state_of(tx, id)?;
     if !from.can_become(to) {
         return Err(JournalError::IllegalTransition { id, from, to });
     }
-    tx.execute("UPDATE groups SET state = ?1, updated_at = ?2 WHERE id = ?3", params![to.as_str(), now_ms(), id])?;
+    let now = now_ms();
+    tx.execute(
+        "UPDATE groups SET state = ?1, updated_at = ?2,
+                queued_at = CASE ?1 WHEN 'queued' THEN COALESCE(queued_at, ?2) WHEN 'waiting' THEN NULL
+                                    ELSE queued_at END
+         WHERE id = ?3",
+        params![to.as_str(), now, id],
+    )?;
     event(tx, id, Some(from), Some(to), detail)?;
     Ok(from)
+}
+
+/// The order in which the engine takes queued groups: priority (higher
+/// first), then the time the export was found finished (oldest first), then
+/// id. [`Journal::next_group`] and the queue positions of `status` share it.
+const QUEUE_ORDER: &str = "priority DESC, COALESCE(queued_at, created_at) ASC, id ASC";
+
+/// Queued groups, the next one to be taken first.
+fn queue_order(conn: &Connection) -> Result<Vec<GroupId>, JournalError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT id FROM groups WHERE state = 'queued' ORDER BY {QUEUE_ORDER}"))?;
+    let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<GroupId>, _>>()?;
+    Ok(ids)
 }
 
 fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(), JournalError> {
@@ -400,7 +453,7 @@ fn violations_text(group: &UploadGroup) -> Option<String> {
 }
 
 const SUMMARY_SQL: &str = "
-    SELECT g.id, g.name, g.key, g.state, g.session_id, g.library_id, g.error, g.layout, g.retry_of,
+    SELECT g.id, g.name, g.key, g.state, g.session_id, g.library_id, g.error, g.priority, g.layout, g.retry_of,
            g.watch_path, g.created_at, g.updated_at,
            (SELECT COUNT(*) FROM files f WHERE f.group_id = g.id) AS nfiles,
            (SELECT COALESCE(SUM(f.size), 0) FROM files f WHERE f.group_id = g.id) AS total,
@@ -423,6 +476,8 @@ fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<(GroupSummary, String)> {
         bytes_total: r.get::<_, i64>("total")? as u64,
         bytes_uploaded: r.get::<_, i64>("done")? as u64,
         error: r.get("error")?,
+        priority: r.get("priority")?,
+        queue_position: None,
         layout: r.get("layout")?,
         files: r.get::<_, i64>("nfiles")? as u32,
         parts_total: r.get::<_, i64>("nparts")? as u32,
@@ -629,6 +684,10 @@ impl Journal {
                 ],
             )?;
             insert_files(tx, id, group)?;
+            if target == GroupState::Queued {
+                // Found finished just now: its place in the queue starts here.
+                tx.execute("UPDATE groups SET queued_at = ?2 WHERE id = ?1", params![id, now])?;
+            }
             Ok(if target == GroupState::Queued { Enqueued::Queued(id) } else { Enqueued::Rejected(id) })
         })
     }
@@ -657,15 +716,17 @@ impl Journal {
         })
     }
 
-    /// Rows for `status`, oldest first.
+    /// Rows for `status`, oldest first, queued ones with their queue position.
     pub fn list(&self) -> Result<Vec<GroupSummary>, JournalError> {
         let conn = self.conn();
+        let order = queue_order(&conn)?;
         let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} ORDER BY g.id"))?;
         let rows = stmt.query_map([], summary_from_row)?;
         let mut out = Vec::new();
         for row in rows {
             let (mut s, state) = row?;
             s.state = state.parse().map_err(JournalError::Invalid)?;
+            s.queue_position = position_in(&order, s.id);
             out.push(s);
         }
         Ok(out)
@@ -679,7 +740,81 @@ impl Journal {
             .optional()?
             .ok_or(JournalError::NoSuchGroup(id))?;
         s.state = state.parse().map_err(JournalError::Invalid)?;
+        if s.state == GroupState::Queued {
+            s.queue_position = position_in(&queue_order(&conn)?, id);
+        }
         Ok(s)
+    }
+
+    /// Queued groups in the order the engine takes them (see [`Journal::next_group`]).
+    pub fn queue(&self) -> Result<Vec<GroupId>, JournalError> {
+        queue_order(&self.conn())
+    }
+
+    /// How many groups are in each state, every state listed (0 when none):
+    /// one aggregate query, for metrics scrapes and the service status line.
+    pub fn count_by_state(&self) -> Result<Vec<(GroupState, u64)>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM groups GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out: Vec<(GroupState, u64)> = GroupState::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in rows {
+            let (state, n) = row?;
+            let state: GroupState = state.parse().map_err(JournalError::Invalid)?;
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = n.max(0) as u64;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The id of the newest history line (0 when there is none): where a
+    /// reader of [`Journal::ended_after`] starts so as not to replay history.
+    pub fn last_event_id(&self) -> Result<i64, JournalError> {
+        Ok(self.conn().query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Groups that became `completed`, `failed` or `rejected` in history lines
+    /// after `cursor` (an event id), oldest first, at most `limit`. Event ids
+    /// are never reused, so passing the last [`Ended::event_id`] back misses
+    /// nothing and repeats nothing.
+    pub fn ended_after(&self, cursor: i64, limit: u32) -> Result<Vec<Ended>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT e.id, e.group_id, e.at, e.to_state, e.detail, g.name, g.key, g.library_id, g.error
+             FROM events e JOIN groups g ON g.id = e.group_id
+             WHERE e.id > ?1 AND e.to_state IN ('completed','failed','rejected')
+             ORDER BY e.id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![cursor, limit], |r| {
+            Ok((
+                r.get::<_, i64>("id")?,
+                r.get::<_, GroupId>("group_id")?,
+                r.get::<_, i64>("at")?,
+                r.get::<_, String>("to_state")?,
+                r.get::<_, Option<String>>("detail")?,
+                r.get::<_, String>("name")?,
+                get_path(r, "key")?,
+                r.get::<_, Option<i64>>("library_id")?,
+                r.get::<_, Option<String>>("error")?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (event_id, group_id, at_ms, state, detail, name, path, library_id, error) = row?;
+            let state: GroupState = state.parse().map_err(JournalError::Invalid)?;
+            // A failure's reason is the history line itself (the row's error
+            // may already be cleared by a retry); a rejection's is the row's
+            // list of violations, written in the same transaction.
+            let error = match state {
+                GroupState::Failed => detail.or(error),
+                GroupState::Rejected => error.or(detail),
+                _ => None,
+            };
+            let library_id = if state == GroupState::Completed { library_id.map(|v| v as u64) } else { None };
+            out.push(Ended { event_id, group_id, state, name, path, library_id, error, at_ms });
+        }
+        Ok(out)
     }
 
     /// The group `spec` names: a local id, a server session id, or the
@@ -849,13 +984,13 @@ impl Journal {
 
     /// The next group to work on that is not in `busy`: groups already
     /// `uploading` first (resume), then `queued` by priority (higher first),
-    /// oldest first.
+    /// then by when the export was found finished (oldest first).
     pub fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT id FROM groups WHERE state IN ('uploading','queued')
-             ORDER BY state = 'uploading' DESC, priority DESC, id ASC",
-        )?;
+             ORDER BY state = 'uploading' DESC, {QUEUE_ORDER}"
+        ))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let id: GroupId = r.get(0)?;
@@ -1228,9 +1363,9 @@ fn requeue_copy(tx: &Connection, id: GroupId, why: &str) -> Result<GroupId, Jour
     }
     tx.execute(
         "INSERT INTO groups (key, name, root, watch_path, state, layout, perspective, description, folder_name,
-                             priority, fingerprint, retry_of, created_at, updated_at)
+                             priority, fingerprint, retry_of, queued_at, created_at, updated_at)
          SELECT key, name, root, watch_path, 'queued', layout, perspective, description, folder_name,
-                priority, fingerprint, id, ?2, ?2
+                priority, fingerprint, id, COALESCE(queued_at, created_at), ?2, ?2
          FROM groups WHERE id = ?1",
         params![id, now],
     )?;

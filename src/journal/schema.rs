@@ -105,6 +105,34 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- Groups completed before this version had their after-upload step done already.
     UPDATE groups SET finished = 1 WHERE state IN ('completed','rejected','canceled','expired');
     "#,
+    // v3: queue order and a tail-able history.
+    // `queued_at`: when the export was found finished (the group became
+    // `queued`); inside one priority the queue runs oldest first by it, so a
+    // retried or re-queued group keeps its place. Filled for old rows from
+    // their history.
+    // `events.id` becomes AUTOINCREMENT: an id is never handed out twice, even
+    // after the newest rows were deleted with their group (a dropped `waiting`
+    // row), so a reader that remembers the last id it saw misses nothing.
+    r#"
+    ALTER TABLE groups ADD COLUMN queued_at INTEGER;
+    UPDATE groups SET queued_at = COALESCE(
+        (SELECT MAX(e.at) FROM events e WHERE e.group_id = groups.id AND e.to_state = 'queued'), created_at)
+      WHERE state NOT IN ('waiting','rejected');
+    CREATE INDEX groups_queue ON groups(state, priority, queued_at);
+    CREATE TABLE events_v3 (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_id      INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+        at            INTEGER NOT NULL,
+        from_state    TEXT,
+        to_state      TEXT,
+        detail        TEXT
+    );
+    INSERT INTO events_v3 (id, group_id, at, from_state, to_state, detail)
+        SELECT id, group_id, at, from_state, to_state, detail FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v3 RENAME TO events;
+    CREATE INDEX events_group ON events(group_id, id);
+    "#,
 ];
 
 /// The schema version this binary writes.

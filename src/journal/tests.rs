@@ -461,6 +461,13 @@ fn migrates_a_version_1_journal() {
         Enqueued::Duplicate { id: 1, state: GroupState::Completed }
     );
     assert!(j.unfinished().unwrap().is_empty(), "old completed groups need no housekeeping");
+    // v3: old queued rows have a place in the queue; the history is tail-able from its newest line
+    assert_eq!(j.queue().unwrap(), vec![3]);
+    assert!(queued_at(&j, 3).is_some());
+    let cursor = j.last_event_id().unwrap();
+    j.fail_group(2, "boom", None).unwrap();
+    let ended = j.ended_after(cursor, 10).unwrap();
+    assert_eq!(ended.iter().map(|e| (e.group_id, e.state)).collect::<Vec<_>>(), vec![(2, GroupState::Failed)]);
     // re-opening a migrated journal is a no-op
     drop(j);
     let j = Journal::open(&path).unwrap();
@@ -589,4 +596,129 @@ fn a_staged_zip_shared_with_a_live_group_is_in_use() {
     let Enqueued::Queued(q) = j.enqueue(&rejected).unwrap() else { panic!() };
     assert!(j.staged_in_use(&zip, r).unwrap(), "the fixed group still needs it");
     assert!(!j.staged_in_use(&zip, q).unwrap());
+}
+
+fn queued_at(j: &Journal, id: GroupId) -> Option<i64> {
+    j.conn().query_row("SELECT queued_at FROM groups WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn queue_runs_by_priority_then_by_when_the_export_was_finished_not_by_row_id() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    // `a` was seen first (lower id) but finished last.
+    let a_seen = j.note_waiting(Path::new("/x/a"), "a", None).unwrap();
+    let b = queued(&j, "/x/b", "b", &[5]);
+    let a = queued(&j, "/x/a", "a", &[5]);
+    assert_eq!(a, a_seen, "the waiting row is reused");
+    assert!(a < b);
+    assert!(queued_at(&j, a).is_some() && queued_at(&j, b).is_some(), "enqueue records when");
+    // Pin the times so the order does not depend on the clock's resolution.
+    j.conn().execute("UPDATE groups SET queued_at = 2000 WHERE id = ?1", [a]).unwrap();
+    j.conn().execute("UPDATE groups SET queued_at = 1000 WHERE id = ?1", [b]).unwrap();
+    let mut hi = group("/x/hi", "hi", &[5]);
+    hi.priority = 3;
+    let Enqueued::Queued(hi) = j.enqueue(&hi).unwrap() else { panic!() };
+    assert_eq!(j.queue().unwrap(), vec![hi, b, a]);
+    assert_eq!(j.next_group(&[]).unwrap(), Some(hi));
+    assert_eq!(j.next_group(&[hi]).unwrap(), Some(b), "older finish first, whatever the ids");
+
+    // status shows the same order; other states have no position
+    start(&j, hi, "s-hi", 100);
+    let rows = j.list().unwrap();
+    let pos = |id| rows.iter().find(|r| r.id == id).unwrap().queue_position;
+    assert_eq!((pos(b), pos(a), pos(hi)), (Some(1), Some(2), None));
+    assert_eq!(j.summary(a).unwrap().queue_position, Some(2));
+    assert_eq!(rows.iter().find(|r| r.id == hi).unwrap().priority, 3);
+    let v = serde_json::to_value(&rows).unwrap();
+    assert!(v.as_array().unwrap().iter().all(|r| r.get("queuePosition").is_some()), "{v}");
+
+    // a failed group that is retried keeps its place; a changed export loses it
+    j.conn().execute("UPDATE groups SET state = 'uploading' WHERE id = ?1", [b]).unwrap();
+    j.fail_group(b, "boom", None).unwrap();
+    j.retry_group(b).unwrap();
+    assert_eq!(queued_at(&j, b), Some(1000));
+    assert!(j.unqueue(Path::new("/x/a")).unwrap());
+    assert_eq!(queued_at(&j, a), None, "back to waiting: no longer in the queue");
+    assert_eq!(j.queue().unwrap(), vec![b]);
+}
+
+#[test]
+fn a_re_queued_copy_keeps_the_original_place() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let a = queued(&j, "/x/a", "a", &[5]);
+    j.conn().execute("UPDATE groups SET queued_at = 500 WHERE id = ?1", [a]).unwrap();
+    start(&j, a, "s-a", 100);
+    let new = j.expire_group(a, "gone", true).unwrap().expect("re-queued");
+    assert_eq!(queued_at(&j, new), Some(500));
+}
+
+#[test]
+fn counts_by_state_cover_every_state() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    queued(&j, "/x/a", "a", &[5]);
+    queued(&j, "/x/b", "b", &[5]);
+    let c = queued(&j, "/x/c", "c", &[5]);
+    start(&j, c, "s-c", 100);
+    let mut bad = group("/x/bad", "bad", &[5]);
+    bad.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
+    j.enqueue(&bad).unwrap();
+    j.note_waiting(Path::new("/x/w"), "w", None).unwrap();
+    let counts = j.count_by_state().unwrap();
+    assert_eq!(counts.len(), GroupState::ALL.len());
+    let n = |s| counts.iter().find(|(x, _)| *x == s).unwrap().1;
+    assert_eq!(
+        (n(GroupState::Queued), n(GroupState::Uploading), n(GroupState::Rejected), n(GroupState::Waiting)),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(n(GroupState::Completed), 0);
+}
+
+#[test]
+fn ended_groups_are_tailed_from_the_history_without_repeats_or_gaps() {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    let old = queued(&j, "/x/old", "old", &[5]);
+    start(&j, old, "s-old", 100);
+    j.complete_group(old, 1).unwrap();
+    let cursor = j.last_event_id().unwrap();
+    assert!(j.ended_after(cursor, 100).unwrap().is_empty(), "history before the cursor is not replayed");
+
+    let a = queued(&j, "/x/a", "a", &[5]);
+    start(&j, a, "s-a", 100);
+    j.complete_group(a, 77).unwrap();
+    let b = queued(&j, "/x/b", "b", &[5]);
+    start(&j, b, "s-b", 100);
+    j.fail_group(b, "upload part 1: HTTP 500", None).unwrap();
+    j.retry_group(b).unwrap(); // clears the row's error: the event still says why
+    let mut bad = group("/x/bad", "bad", &[5]);
+    bad.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
+    let Enqueued::Rejected(r) = j.enqueue(&bad).unwrap() else { panic!() };
+
+    let got = j.ended_after(cursor, 100).unwrap();
+    let summary: Vec<_> = got.iter().map(|e| (e.group_id, e.state)).collect();
+    assert_eq!(summary, vec![(a, GroupState::Completed), (b, GroupState::Failed), (r, GroupState::Rejected)]);
+    assert_eq!((got[0].library_id, got[0].name.as_str(), got[0].path.as_path()), (Some(77), "a", Path::new("/x/a")));
+    assert_eq!(got[1].error.as_deref(), Some("upload part 1: HTTP 500"));
+    assert_eq!(got[1].library_id, None);
+    assert!(got[2].error.as_deref().is_some_and(|e| !e.is_empty()), "{:?}", got[2]);
+    // paging: a limit, then the rest from the last id seen
+    let first = j.ended_after(cursor, 1).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(j.ended_after(first[0].event_id, 100).unwrap().len(), 2);
+    let last = got.last().unwrap().event_id;
+    assert!(j.ended_after(last, 100).unwrap().is_empty());
+
+    // The newest history lines deleted with their group (a dropped waiting
+    // row) do not hand their ids out again.
+    j.note_waiting(Path::new("/x/gone"), "gone", None).unwrap();
+    let seen = j.last_event_id().unwrap();
+    j.drop_waiting(Path::new("/x/gone")).unwrap();
+    let mut bad2 = group("/x/bad2", "bad2", &[5]);
+    bad2.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
+    j.enqueue(&bad2).unwrap();
+    let after = j.ended_after(seen, 100).unwrap();
+    assert_eq!(after.len(), 1, "the rejection after the deleted line is seen");
 }
