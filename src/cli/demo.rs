@@ -113,7 +113,12 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
 
     println!("\nSummary");
     for r in &rows {
-        println!("  {:<16} {:<10} library id {}", r.name, r.state, r.library_id.map_or("-".into(), |id| id.to_string()));
+        println!(
+            "  {:<16} {:<10} library id {}",
+            r.name,
+            r.state,
+            r.library_id.map_or("-".into(), |id| id.to_string())
+        );
     }
     println!(
         "  {} files verified byte for byte; {:.1} MB in {:.1} s ({:.1} MB/s including the settle time)",

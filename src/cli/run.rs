@@ -1,34 +1,60 @@
 //! `spatialgen-sync run --config FILE`: the agent.
 //!
-//! [`Agent`] starts the long-lived workers — the watchers (watch → settle →
-//! group → journal), the upload engine (journal → SpatialGen), the metrics
-//! server — on one [`TaskTracker`], all under one [`CancellationToken`]. A
-//! worker that ends with an error ends them all (the service manager restarts
-//! the agent; the journal makes that harmless). SIGINT/SIGTERM cancel the
-//! token: the engine stops taking work and lets parts in flight finish for
-//! `shutdown_grace`, then everything is recorded and the process exits 0.
+//! [`Agent`] starts the long-lived workers on one [`TaskTracker`], all under
+//! one [`CancellationToken`]:
+//! - the watchers (watch → settle → group → journal), restarted on reload;
+//! - the upload engine (journal → SpatialGen), with the shared bandwidth
+//!   [`Throttle`], the window gate and every reloaded config;
+//! - [`follow_schedule`](crate::ops::follow_schedule), which keeps the
+//!   throttle's rate, the paused gauge and the window state in step with the
+//!   clock; a small task turns that state into the engine's open/closed gate;
+//! - the notifier, which tails the journal's history for groups that became
+//!   `completed`, `failed` or `rejected` and runs the hooks and the webhook
+//!   (rejections happen in the watcher, not the engine, so the journal is
+//!   the one place that sees all three);
+//! - the metrics server, fed by the engine's [`Observer`] and by one
+//!   aggregate journal query per scrape.
+//!
+//! A worker that ends with an error ends them all (the service manager
+//! restarts the agent; the journal makes that harmless). SIGINT/SIGTERM
+//! cancel the token: the engine stops taking work and lets parts in flight
+//! finish for `shutdown_grace`, the notifier delivers what the engine
+//! recorded last and waits (as long again) for running hooks, then the
+//! process exits 0.
 //!
 //! SIGHUP, or a change of the config file, reloads it: a bad new config is
-//! refused with its reason (file:line) and the old one stays; watch folders
-//! are restarted with the new settings without touching uploads in flight;
-//! windows and the bandwidth limit follow at once; `[api]`/`[journal]`
-//! changes need a restart and say so.
+//! refused with its reason (file:line) and the old one stays. What changed
+//! is applied without touching uploads in flight: watch folders restart with
+//! their new settings; windows and bandwidth follow at once; the engine takes
+//! every `[upload]` setting for the steps it starts afterwards (including
+//! `max_groups` and `max_parts_in_flight`); hooks get a new notifier; the
+//! metrics server moves to its new address. `[api]`, `[journal]` and log
+//! settings need a restart and say so.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use jiff::Timestamp;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Outcome, RunArgs, service};
-use crate::config::{ApiKey, Config};
-use crate::journal::{GroupState, Journal};
+use crate::config::{ApiKey, Config, HooksConfig};
+use crate::journal::{Ended, GroupState, Journal};
+use crate::ops::hooks::{EventKind, GroupEvent, Notifier};
 use crate::ops::metrics::{Metrics, SnapshotError, StateSnapshot};
+use crate::ops::reload::diff_reload;
 use crate::ops::throttle::Throttle;
-use crate::ops::window::Schedule;
+use crate::ops::window::{Schedule, WindowState};
+use crate::upload::{EngineOptions, GroupOutcome, Observer, PAUSED_WINDOW};
+
+/// How often the notifier looks for groups that ended.
+const NOTIFY_POLL: Duration = Duration::from_millis(250);
+/// Ended groups read from the journal per query.
+const NOTIFY_BATCH: u32 = 100;
 
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
@@ -64,7 +90,7 @@ pub struct Agent {
     tracker: TaskTracker,
     /// The first fatal error a worker ended with.
     failure: Arc<Mutex<Option<String>>>,
-    /// Send a new config here to apply it (see [`reload_loop`]).
+    /// Send a new (validated) config here to apply it (see [`reload_loop`]).
     pub reloads: watch::Sender<Arc<Config>>,
 }
 
@@ -82,7 +108,9 @@ impl Agent {
         let metrics = Arc::new(Metrics::new());
         let throttle = Throttle::new(cfg.upload.bandwidth);
         let schedule = Schedule::from_config(&cfg.upload).context("upload.window")?;
-        let (window_tx, _window_rx) = watch::channel(schedule.state_now());
+        let now = schedule.state_now();
+        let (gate_tx, gate_rx) = watch::channel(now.open);
+        let (window_tx, window_rx) = watch::channel(now);
         let (schedule_tx, schedule_rx) = watch::channel(Arc::new(schedule));
         tracker.spawn(crate::ops::follow_schedule(
             schedule_rx,
@@ -91,43 +119,95 @@ impl Agent {
             window_tx,
             shutdown.clone(),
         ));
+        tracker.spawn(feed_gate(window_rx, gate_tx, shutdown.clone()));
+        let (reloads, _) = watch::channel(cfg.clone());
 
-        if let Some(addr) = cfg.metrics.listen {
-            let listener = crate::ops::metrics::bind(addr).await?;
+        // Notifications start from the newest line of history: what ended
+        // before this start was notified by the run that saw it.
+        let notifier = Notifier::new(&cfg.hooks).context("hooks")?.without_env(&cfg.api.api_key_env);
+        let cursor = {
             let j = journal.clone();
-            let source = Arc::new(move || snapshot(&j));
-            let (m, s) = (metrics.clone(), shutdown.clone());
-            supervise(&tracker, &failure, &shutdown, "metrics server", async move {
-                crate::ops::metrics::serve_on(listener, m, source, s).await
-            });
-        }
+            tokio::task::spawn_blocking(move || j.last_event_id()).await??
+        };
+        let engine_done = CancellationToken::new();
+        tracker.spawn(notify_loop(Notifications {
+            journal: journal.clone(),
+            notifier,
+            cursor,
+            key_env: cfg.api.api_key_env.clone(),
+            reloads: reloads.subscribe(),
+            shutdown: shutdown.clone(),
+            engine_done: engine_done.clone(),
+        }));
 
+        let mut metrics_server = match cfg.metrics.listen {
+            Some(addr) => {
+                Some(MetricsServer::start(addr, &tracker, &failure, &shutdown, metrics.clone(), journal.clone()).await?)
+            }
+            None => None,
+        };
+
+        let opts = EngineOptions {
+            throttle: Some(engine_throttle(throttle)),
+            observer: Some(Arc::new(MetricsObserver(metrics.clone()))),
+            gate: Some(gate_rx),
+            config: Some(reloads.subscribe()),
+            ..EngineOptions::default()
+        };
         let engine_cfg = cfg.clone();
         let (s, path) = (shutdown.clone(), journal_path.clone());
         supervise(&tracker, &failure, &shutdown, "upload engine", async move {
-            crate::upload::run_engine(engine_cfg, &path, key, s).await
+            let r = crate::upload::run_engine_with(engine_cfg, &path, key, opts, s).await;
+            engine_done.cancel();
+            r
         });
 
-        // Watchers restart with each reloaded config; uploads are not touched.
-        let (reloads, mut reload_rx) = watch::channel(cfg.clone());
-        let (t, f, s) = (tracker.clone(), failure.clone(), shutdown.clone());
+        // Each reloaded config: watchers restart when their settings changed,
+        // the schedule is resent, the metrics server moves. Uploads are not touched.
+        let mut reload_rx = reloads.subscribe();
+        let (t, f, s, m, j) = (tracker.clone(), failure.clone(), shutdown.clone(), metrics.clone(), journal.clone());
+        let mut prev = cfg.clone();
         tracker.spawn(async move {
+            let mut generation: Option<CancellationToken> = None;
             loop {
                 let current = reload_rx.borrow_and_update().clone();
-                let _ = schedule_tx.send(match Schedule::from_config(&current.upload) {
-                    Ok(s) => Arc::new(s),
-                    Err(e) => {
-                        tracing::error!("upload.window: {e}; keeping the previous windows");
-                        schedule_tx.borrow().clone()
+                let plan = diff_reload(&prev, &current);
+                if generation.is_none() || plan.schedule_changed() {
+                    let _ = schedule_tx.send(match Schedule::from_config(&current.upload) {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => {
+                            tracing::error!("upload.window: {e}; keeping the previous windows");
+                            schedule_tx.borrow().clone()
+                        }
+                    });
+                }
+                let watch_changed =
+                    !(plan.watch_added.is_empty() && plan.watch_removed.is_empty() && plan.watch_changed.is_empty());
+                if generation.is_none() || watch_changed {
+                    if let Some(g) = generation.take() {
+                        g.cancel();
                     }
-                });
-                let generation = s.child_token();
-                let (g, p) = (generation.clone(), journal_path.clone());
-                supervise(&t, &f, &s, "watchers", async move { crate::watch::run_watchers(current, p, g).await });
+                    let g = s.child_token();
+                    let (g2, p, c) = (g.clone(), journal_path.clone(), current.clone());
+                    supervise(&t, &f, &s, "watchers", async move { crate::watch::run_watchers(c, p, g2).await });
+                    generation = Some(g);
+                }
+                if plan.metrics_changed {
+                    metrics_server = MetricsServer::restart(
+                        metrics_server.take(),
+                        current.metrics.listen,
+                        &t,
+                        &f,
+                        &s,
+                        m.clone(),
+                        j.clone(),
+                    )
+                    .await;
+                }
+                prev = current;
                 tokio::select! {
                     _ = s.cancelled() => break,
                     changed = reload_rx.changed() => {
-                        generation.cancel();
                         if changed.is_err() {
                             break;
                         }
@@ -148,6 +228,244 @@ impl Agent {
             _ => Ok(()),
         }
     }
+}
+
+/// The engine's throttle: every chunk of every PUT waits for the shared limiter.
+fn engine_throttle(throttle: Throttle) -> crate::upload::stream::Throttle {
+    Arc::new(move |n| {
+        let t = throttle.clone();
+        Box::pin(async move { t.acquire(n).await })
+    })
+}
+
+/// The window state as the engine's gate: open or not.
+async fn feed_gate(mut window: watch::Receiver<WindowState>, gate: watch::Sender<bool>, shutdown: CancellationToken) {
+    loop {
+        let open = window.borrow_and_update().open;
+        gate.send_if_modified(|g| std::mem::replace(g, open) != open);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = window.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The engine's events as metrics. The window pause is left to
+/// `follow_schedule`, which feeds the same gauge from the clock itself.
+struct MetricsObserver(Arc<Metrics>);
+
+impl Observer for MetricsObserver {
+    fn group_ended(&self, _id: i64, outcome: &GroupOutcome) {
+        if let GroupOutcome::Completed { .. } = outcome {
+            self.0.group_completed(Timestamp::now());
+        }
+    }
+    fn part_stored(&self, bytes: u64) {
+        self.0.bytes_uploaded(bytes);
+    }
+    fn part_retried(&self, reason: &str) {
+        self.0.part_retried(reason);
+    }
+    fn paused(&self, reason: &str, paused: bool) {
+        if reason != PAUSED_WINDOW {
+            self.0.set_paused(paused, reason);
+        }
+    }
+}
+
+/// The metrics server of one `[metrics] listen` address.
+struct MetricsServer {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+}
+
+impl MetricsServer {
+    /// Bind `addr` (an error if taken) and serve until `shutdown` or [`MetricsServer::restart`].
+    async fn start(
+        addr: std::net::SocketAddr,
+        tracker: &TaskTracker,
+        failure: &Arc<Mutex<Option<String>>>,
+        shutdown: &CancellationToken,
+        metrics: Arc<Metrics>,
+        journal: Arc<Journal>,
+    ) -> anyhow::Result<MetricsServer> {
+        let listener = crate::ops::metrics::bind(addr).await?;
+        let stop = shutdown.child_token();
+        let source = Arc::new(move || snapshot(&journal));
+        let s = stop.clone();
+        supervise(tracker, failure, shutdown, "metrics server", async move {
+            crate::ops::metrics::serve_on(listener, metrics, source, s).await
+        });
+        Ok(MetricsServer { addr, stop })
+    }
+
+    /// Move to `listen`: the new address is bound first, so if it is taken the
+    /// old server keeps serving (and the error is logged).
+    async fn restart(
+        old: Option<MetricsServer>,
+        listen: Option<std::net::SocketAddr>,
+        tracker: &TaskTracker,
+        failure: &Arc<Mutex<Option<String>>>,
+        shutdown: &CancellationToken,
+        metrics: Arc<Metrics>,
+        journal: Arc<Journal>,
+    ) -> Option<MetricsServer> {
+        let Some(addr) = listen else {
+            if let Some(o) = old {
+                tracing::info!(addr = %o.addr, "metrics server stopped (no [metrics] listen any more)");
+                o.stop.cancel();
+            }
+            return None;
+        };
+        if let Some(o) = &old
+            && o.addr == addr
+        {
+            return old;
+        }
+        // A port freed by the old server is not free until it stopped: bind the new one first.
+        match MetricsServer::start(addr, tracker, failure, shutdown, metrics, journal).await {
+            Ok(new) => {
+                if let Some(o) = old {
+                    o.stop.cancel();
+                }
+                Some(new)
+            }
+            Err(e) => {
+                tracing::error!("{e:#}; the metrics server stays where it was");
+                old
+            }
+        }
+    }
+}
+
+/// What the notifier task needs.
+struct Notifications {
+    journal: Arc<Journal>,
+    notifier: Notifier,
+    /// The last history line already handled.
+    cursor: i64,
+    /// The variable holding the key this agent runs with: never passed to hooks.
+    key_env: String,
+    reloads: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+    /// Fires when the engine has stopped (its last groups are recorded).
+    engine_done: CancellationToken,
+}
+
+fn hooks_configured(h: &HooksConfig) -> bool {
+    h.on_complete.is_some() || h.on_failure.is_some() || h.on_rejected.is_some() || h.webhook.is_some()
+}
+
+/// Tail the journal for groups that ended and notify each once. Hooks run
+/// in the background (`Notifier::notify` never blocks); at shutdown, what the
+/// engine recorded last is still delivered and running hooks get
+/// `shutdown_grace` to finish.
+async fn notify_loop(mut n: Notifications) {
+    let mut current = n.reloads.borrow_and_update().clone();
+    let mut active = hooks_configured(&current.hooks);
+    let mut retired: Vec<Notifier> = Vec::new();
+    let mut reloads_open = true;
+    let mut tick = tokio::time::interval(NOTIFY_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = n.shutdown.cancelled() => break,
+            _ = tick.tick(), if active => {}
+            changed = n.reloads.changed(), if reloads_open => {
+                if changed.is_err() {
+                    reloads_open = false;
+                    continue;
+                }
+                let new = n.reloads.borrow_and_update().clone();
+                if diff_reload(&current, &new).hooks_changed {
+                    match Notifier::new(&new.hooks) {
+                        Ok(fresh) => {
+                            // Deliver what ended under the old hooks first.
+                            if active {
+                                n.cursor = deliver(&n.journal, &n.notifier, n.cursor).await;
+                            } else if let Ok(Ok(c)) = {
+                                let j = n.journal.clone();
+                                tokio::task::spawn_blocking(move || j.last_event_id()).await
+                            } {
+                                // Hooks were off: start from now, not from history.
+                                n.cursor = c;
+                            }
+                            retired.push(std::mem::replace(&mut n.notifier, fresh.without_env(&n.key_env)));
+                            active = hooks_configured(&new.hooks);
+                            tracing::info!("hooks reloaded");
+                        }
+                        Err(e) => tracing::error!("hooks: {e}; the previous hooks stay"),
+                    }
+                }
+                current = new;
+                continue;
+            }
+        }
+        n.cursor = deliver(&n.journal, &n.notifier, n.cursor).await;
+    }
+    let grace = current.upload.shutdown_grace.0;
+    if active {
+        // The engine may record its last ends during its grace.
+        let _ = tokio::time::timeout(grace + Duration::from_secs(5), n.engine_done.cancelled()).await;
+        n.cursor = deliver(&n.journal, &n.notifier, n.cursor).await;
+    }
+    let mut all = vec![n.notifier];
+    all.append(&mut retired);
+    let drained = futures_util::future::join_all(all.iter().map(|x| x.drain(grace))).await;
+    if drained.iter().any(|done| !done) {
+        tracing::warn!(grace = %humantime::format_duration(grace), "hooks still running at shutdown were left behind");
+    }
+}
+
+/// Notify every group that ended after `cursor`; returns the new cursor.
+/// A journal error is logged and retried at the next tick (nothing is skipped).
+async fn deliver(journal: &Arc<Journal>, notifier: &Notifier, mut cursor: i64) -> i64 {
+    loop {
+        let j = journal.clone();
+        let batch = match tokio::task::spawn_blocking(move || j.ended_after(cursor, NOTIFY_BATCH)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!("notifications: cannot read the journal: {e}");
+                return cursor;
+            }
+            Err(e) => {
+                tracing::warn!("notifications: journal read did not finish: {e}");
+                return cursor;
+            }
+        };
+        let full = batch.len() as u32 == NOTIFY_BATCH;
+        for e in batch {
+            cursor = e.event_id;
+            if let Some(ev) = group_event(e) {
+                notifier.notify(ev);
+            }
+        }
+        if !full {
+            return cursor;
+        }
+    }
+}
+
+fn group_event(e: Ended) -> Option<GroupEvent> {
+    let kind = match e.state {
+        GroupState::Completed => EventKind::Completed,
+        GroupState::Failed => EventKind::Failed,
+        GroupState::Rejected => EventKind::Rejected,
+        _ => return None,
+    };
+    Some(GroupEvent {
+        kind,
+        group_id: e.group_id,
+        name: e.name,
+        path: e.path,
+        library_id: e.library_id.and_then(|l| i64::try_from(l).ok()),
+        error: e.error,
+        at: Timestamp::from_millisecond(e.at_ms).unwrap_or_else(|_| Timestamp::now()),
+    })
 }
 
 /// Run `fut` on `tracker`; if it fails, record the error and stop everything.
@@ -174,17 +492,11 @@ fn supervise<E, F>(
     });
 }
 
-/// Groups by state and queue length for a metrics scrape.
+/// Groups by state and queue length for a metrics scrape: one aggregate query.
 fn snapshot(journal: &Journal) -> Result<StateSnapshot, SnapshotError> {
-    let rows = journal.list()?;
-    let mut by_state: Vec<(String, u64)> = GroupState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
-    for r in &rows {
-        if let Some(slot) = by_state.iter_mut().find(|(s, _)| *s == r.state.as_str()) {
-            slot.1 += 1;
-        }
-    }
-    let queue_length = rows.iter().filter(|r| matches!(r.state, GroupState::Queued | GroupState::Uploading)).count();
-    Ok(StateSnapshot { groups_by_state: by_state, queue_length: queue_length as u64 })
+    let counts = journal.count_by_state()?;
+    let queue_length = counts.iter().find(|(s, _)| *s == GroupState::Queued).map_or(0, |(_, n)| *n);
+    Ok(StateSnapshot { groups_by_state: counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect(), queue_length })
 }
 
 /// Under systemd: a one-line queue summary in `systemctl status`, every 30 s.
@@ -240,8 +552,11 @@ async fn reload_loop(mut current: Arc<Config>, reloads: watch::Sender<Arc<Config
                     tracing::error!("reload ({why}) refused, the running config stays: {e}");
                     continue;
                 }
-                if !plan.restart_required.is_empty() {
-                    tracing::warn!("reload ({why}): {plan}; [api]/[journal]/log output changes take effect after a restart");
+                if !plan.restart_required.is_empty() || plan.log_level_changed {
+                    tracing::warn!(
+                        "reload ({why}): {plan}; [api]/[journal]/[log] changes take effect after a restart, \
+                         the rest now"
+                    );
                 } else {
                     tracing::info!("reload ({why}): {plan}");
                 }

@@ -14,6 +14,7 @@ use super::{GroupArgs, Outcome, StatusArgs, UsageError};
 use crate::api::Client;
 use crate::config::Config;
 use crate::journal::{GroupId, GroupState, GroupSummary, Journal, RequestKind};
+use crate::ops::window::{Schedule, WindowState};
 use crate::upload::finish::check_sources;
 use crate::upload::retry::RetryPolicy;
 
@@ -25,11 +26,33 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     // No journal yet: nothing has happened; do not create one just to say so.
     let rows = if cfg.journal.path.exists() { Journal::open(&cfg.journal.path)?.list()? } else { Vec::new() };
     if args.json {
+        // One array, as interface.md fixes it; the window state is in the table view.
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
+        let schedule = Schedule::from_config(&cfg.upload).context("upload.window")?;
+        if let Some(line) = window_line(&schedule.state_now(), schedule.is_always_open(), &rows) {
+            println!("{line}");
+        }
         print!("{}", table(&rows));
     }
     Ok(Outcome::Success)
+}
+
+/// The line above the table when upload windows are configured: paused (and
+/// until when) or open (and until when). `None` without windows.
+pub fn window_line(state: &WindowState, always_open: bool, rows: &[GroupSummary]) -> Option<String> {
+    if always_open {
+        return None;
+    }
+    let when = |label: &str| {
+        state.until.as_ref().map(|u| format!(" {label} {}", u.strftime("%a %Y-%m-%d %H:%M %Z"))).unwrap_or_default()
+    };
+    let queued = rows.iter().filter(|r| r.state == GroupState::Queued).count();
+    Some(if state.open {
+        format!("uploads run only inside windows; open{}", when("until"))
+    } else {
+        format!("paused{} (outside every upload window; {queued} group(s) queued)", when("until"))
+    })
 }
 
 fn human(bytes: u64) -> String {
@@ -43,12 +66,14 @@ fn human(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-/// The `status` table: one line per group, its error on the next line.
+/// The `status` table: one line per group, its error on the next line. `#`
+/// is a queued group's place in the queue (1 = the engine takes it next).
 pub fn table(rows: &[GroupSummary]) -> String {
     if rows.is_empty() {
         return "no groups in the journal\n".to_string();
     }
-    let mut out = format!("{:>5}  {:<10} {:>24}  {:>9}  {}\n", "ID", "STATE", "PROGRESS", "LIBRARY", "NAME  (PATH)");
+    let mut out =
+        format!("{:>5} {:>3}  {:<10} {:>24}  {:>9}  {}\n", "ID", "#", "STATE", "PROGRESS", "LIBRARY", "NAME  (PATH)");
     for r in rows {
         let pct = if r.bytes_total == 0 { 0.0 } else { r.bytes_uploaded as f64 * 100.0 / r.bytes_total as f64 };
         let progress = if r.bytes_total == 0 {
@@ -57,9 +82,13 @@ pub fn table(rows: &[GroupSummary]) -> String {
             format!("{}/{} {:>3.0}%", human(r.bytes_uploaded), human(r.bytes_total), pct)
         };
         let lib = r.library_id.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
-        out.push_str(&format!("{:>5}  {:<10} {:>24}  {:>9}  {}  ({})\n", r.id, r.state, progress, lib, r.name, r.path));
+        let place = r.queue_position.map(|p| p.to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            "{:>5} {:>3}  {:<10} {:>24}  {:>9}  {}  ({})\n",
+            r.id, place, r.state, progress, lib, r.name, r.path
+        ));
         if let Some(e) = &r.error {
-            out.push_str(&format!("{:>5}  {}\n", "", e));
+            out.push_str(&format!("{:>5} {:>3}  {}\n", "", "", e));
         }
     }
     out
@@ -164,4 +193,71 @@ pub fn retry(args: GroupArgs) -> anyhow::Result<Outcome> {
         println!("no agent is running on this journal: start `spatialgen-sync run` to upload it");
     }
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::tz::TimeZone;
+
+    use super::*;
+    use crate::config::WindowConfig;
+
+    fn row(id: i64, state: GroupState, queue_position: Option<u32>) -> GroupSummary {
+        GroupSummary {
+            id,
+            name: format!("g{id}"),
+            path: format!("/x/g{id}"),
+            state,
+            session_id: None,
+            library_id: None,
+            bytes_total: 10,
+            bytes_uploaded: 0,
+            error: None,
+            priority: 0,
+            queue_position,
+            layout: None,
+            files: 1,
+            parts_total: 0,
+            parts_done: 0,
+            retry_of: None,
+            watch_path: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_each_queued_groups_place() {
+        let rows = [
+            row(1, GroupState::Uploading, None),
+            row(2, GroupState::Queued, Some(2)),
+            row(3, GroupState::Queued, Some(1)),
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains(" # ") && lines[0].contains("STATE"), "{t}");
+        let place = |l: &str| l.split_whitespace().nth(1).map(str::to_string);
+        assert_eq!(place(lines[1]).as_deref(), Some("uploading"), "no place for a running group: {t}");
+        assert_eq!(place(lines[2]).as_deref(), Some("2"), "{t}");
+        assert_eq!(place(lines[3]).as_deref(), Some("1"), "{t}");
+    }
+
+    #[test]
+    fn the_window_line_says_paused_until_or_open_until() {
+        let night = WindowConfig { days: vec![], from: "19:00".into(), to: "07:00".into(), bandwidth: None };
+        let s = Schedule::new(&[night], None, TimeZone::UTC).unwrap();
+        let rows = [row(1, GroupState::Queued, Some(1))];
+        let noon = s.state_at("2026-03-30T12:00:00Z".parse().unwrap());
+        assert_eq!(
+            window_line(&noon, false, &rows).unwrap(),
+            "paused until Mon 2026-03-30 19:00 UTC (outside every upload window; 1 group(s) queued)"
+        );
+        let evening = s.state_at("2026-03-30T20:00:00Z".parse().unwrap());
+        assert_eq!(
+            window_line(&evening, false, &rows).unwrap(),
+            "uploads run only inside windows; open until Tue 2026-03-31 07:00 UTC"
+        );
+        let always = Schedule::new(&[], None, TimeZone::UTC).unwrap();
+        assert_eq!(window_line(&always.state_now(), always.is_always_open(), &rows), None);
+    }
 }

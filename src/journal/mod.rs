@@ -416,7 +416,8 @@ const QUEUE_ORDER: &str = "priority DESC, COALESCE(queued_at, created_at) ASC, i
 
 /// Queued groups, the next one to be taken first.
 fn queue_order(conn: &Connection) -> Result<Vec<GroupId>, JournalError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT id FROM groups WHERE state = 'queued' ORDER BY {QUEUE_ORDER}"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT id FROM groups WHERE state = 'queued' ORDER BY {QUEUE_ORDER}"))?;
     let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<GroupId>, _>>()?;
     Ok(ids)
 }

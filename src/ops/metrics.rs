@@ -10,7 +10,7 @@
 //! most [`MAX_REASONS`] distinct ones are kept (later ones count as `other`),
 //! so a bug that passes free text cannot grow the series without bound.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -83,8 +83,10 @@ pub struct Metrics {
     /// Milliseconds since the epoch of the last completed group; `i64::MIN` = none yet.
     last_success_ms: AtomicI64,
     parts_retried: Mutex<BTreeMap<String, u64>>,
-    /// `Some(reason)` while paused.
-    paused: Mutex<Option<String>>,
+    /// Every reason the queue is paused for now (`window`, `auth`, …);
+    /// empty = running. Reasons come and go independently: the end of an
+    /// auth pause does not hide a closed window, and the other way round.
+    paused: Mutex<BTreeSet<String>>,
     /// Bytes/s; 0 = unlimited.
     bandwidth_limit: AtomicU64,
 }
@@ -103,7 +105,7 @@ impl Metrics {
             groups_completed: AtomicU64::new(0),
             last_success_ms: AtomicI64::new(i64::MIN),
             parts_retried: Mutex::new(BTreeMap::new()),
-            paused: Mutex::new(None),
+            paused: Mutex::new(BTreeSet::new()),
             bandwidth_limit: AtomicU64::new(0),
         }
     }
@@ -128,10 +130,19 @@ impl Metrics {
         self.last_success_ms.fetch_max(at.as_millisecond(), Ordering::Relaxed);
     }
 
-    /// Paused (outside every window, or by the operator) and a short reason, e.g. `window`.
+    /// Paused, or no longer paused, for `reason` (a short word: `window`,
+    /// `auth`). The gauge reads 1 while any reason holds.
     pub fn set_paused(&self, paused: bool, reason: &str) {
+        let reason: String = reason.chars().take(64).collect();
         let mut p = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        *p = paused.then(|| reason.chars().take(64).collect());
+        if paused {
+            // Bounded like the retry reasons: callers pass fixed words.
+            if p.len() < MAX_REASONS || p.contains(&reason) {
+                p.insert(reason);
+            }
+        } else {
+            p.remove(&reason);
+        }
     }
 
     /// The bandwidth limit in force (None = unlimited).
@@ -213,12 +224,17 @@ impl Metrics {
         emit(
             "spatialgen_paused",
             "gauge",
-            "1 while uploads are paused (outside every upload window, or by request).",
-            &[format!("spatialgen_paused {}", u8::from(paused.is_some()))],
+            "1 while uploads are paused (outside every upload window, or the API refused the key).",
+            &[format!("spatialgen_paused {}", u8::from(!paused.is_empty()))],
         );
         let why: Vec<String> =
             paused.iter().map(|r| format!("spatialgen_paused_info{{reason=\"{}\"}} 1", escape_label(r))).collect();
-        emit("spatialgen_paused_info", "gauge", "Why uploads are paused; present only while paused.", &why);
+        emit(
+            "spatialgen_paused_info",
+            "gauge",
+            "Why uploads are paused, one series per reason; absent while running.",
+            &why,
+        );
         emit(
             "spatialgen_bandwidth_limit_bytes_per_second",
             "gauge",

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,11 @@ use crate::api::Client;
 use crate::config::{ApiKey, Config};
 use crate::journal::{GroupId, GroupState, Journal, JournalError, RequestKind, now_ms};
 
+/// The `reason` of [`Observer::paused`] while the API refuses the key.
+pub const PAUSED_AUTH: &str = "auth";
+/// The `reason` of [`Observer::paused`] while the gate ([`EngineOptions::gate`]) is closed.
+pub const PAUSED_WINDOW: &str = "window";
+
 /// What the engine tells the rest of the agent (hooks, webhooks, metrics)
 /// as it works. Every method has a no-op default; none may block.
 pub trait Observer: Send + Sync {
@@ -28,8 +33,15 @@ pub trait Observer: Send + Sync {
     fn group_ended(&self, _id: GroupId, _outcome: &GroupOutcome) {}
     /// A part's bytes were stored and recorded.
     fn part_stored(&self, _bytes: u64) {}
-    /// The queue was paused (`Some(why)`) or resumed (`None`).
-    fn paused(&self, _why: Option<&str>) {}
+    /// A part PUT failed and is tried again, or its URL expired and a fresh
+    /// one is asked for. `reason` is one of a small fixed set: `5xx`, `429`,
+    /// `timeout`, `stall`, `connect`, `reset`, `url_expired`, `etag_mismatch`,
+    /// `incomplete`, `http_other`, `other`.
+    fn part_retried(&self, _reason: &str) {}
+    /// The queue stopped (`paused = true`) or started again for `reason`
+    /// ([`PAUSED_AUTH`], [`PAUSED_WINDOW`]). Reasons are independent: the
+    /// queue runs only when none holds.
+    fn paused(&self, _reason: &str, _paused: bool) {}
 }
 
 /// Knobs that are not in the config file (tests, the one-shot command and
@@ -49,6 +61,14 @@ pub struct EngineOptions {
     pub throttle: Option<Throttle>,
     /// Told about groups ending, parts stored, pauses.
     pub observer: Option<Arc<dyn Observer>>,
+    /// Upload windows, as a yes/no: while it reads `false` no group is
+    /// claimed and no part started (parts in flight finish). `None`: always open.
+    pub gate: Option<watch::Receiver<bool>>,
+    /// A newer config (a reload). `[upload]` and `[[watch]]` take effect for
+    /// every step that starts afterwards: `max_groups`, `max_parts_in_flight`,
+    /// retries, URL batches, ETag checks, after-upload actions. `[api]` and
+    /// `[journal]` stay as the engine was built (they need a restart).
+    pub config: Option<watch::Receiver<Arc<Config>>>,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -59,6 +79,8 @@ impl std::fmt::Debug for EngineOptions {
             .field("housekeeping", &self.housekeeping)
             .field("throttle", &self.throttle.is_some())
             .field("observer", &self.observer.is_some())
+            .field("gate", &self.gate.as_ref().map(|g| *g.borrow()))
+            .field("config", &self.config.is_some())
             .finish()
     }
 }
@@ -71,18 +93,25 @@ impl Default for EngineOptions {
             housekeeping: Duration::from_secs(60),
             throttle: None,
             observer: None,
+            gate: None,
+            config: None,
         }
     }
 }
 
 /// What every worker shares.
 pub(crate) struct Shared {
-    pub cfg: Arc<Config>,
+    /// The config in force; replaced on reload (see [`Shared::reconfigure`]).
+    cfg: RwLock<Arc<Config>>,
     pub journal: Arc<Journal>,
     pub client: Client,
-    pub policy: RetryPolicy,
+    policy: RwLock<RetryPolicy>,
     /// `max_parts_in_flight` permits, across all groups.
     pub parts: Arc<Semaphore>,
+    /// How many permits `parts` is meant to hold (resized on reload).
+    parts_size: Mutex<usize>,
+    /// See [`EngineOptions::gate`].
+    pub gate: Option<watch::Receiver<bool>>,
     /// Bytes handed to the network by part PUTs (failed attempts taken back out).
     pub sent: Arc<AtomicU64>,
     /// Set by every successful API call: ends an auth pause.
@@ -92,6 +121,46 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The config in force now.
+    pub(crate) fn cfg(&self) -> Arc<Config> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The per-request retry policy in force now.
+    pub(crate) fn policy(&self) -> RetryPolicy {
+        *self.policy.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Is the gate open (no gate: always)? A gate whose sender is gone keeps its last word.
+    pub(crate) fn gate_open(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| *g.borrow())
+    }
+
+    /// Take a reloaded config: steps that start from now on follow it. The
+    /// part semaphore grows at once; it shrinks as parts in flight end (a
+    /// background task takes the surplus permits and forgets them), so no
+    /// PUT is interrupted.
+    fn reconfigure(&self, new: Arc<Config>) {
+        let want = new.upload.max_parts_in_flight.max(1);
+        {
+            let mut size = self.parts_size.lock().unwrap_or_else(|p| p.into_inner());
+            if want > *size {
+                self.parts.add_permits(want - *size);
+            } else if want < *size {
+                let surplus = u32::try_from(*size - want).unwrap_or(u32::MAX);
+                let parts = self.parts.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = parts.acquire_many_owned(surplus).await {
+                        p.forget();
+                    }
+                });
+            }
+            *size = want;
+        }
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = RetryPolicy::from_config(&new.upload);
+        *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = new;
+    }
+
     /// After-upload action, receipt and staged files of a completed group.
     /// Failures are logged and noted; the step is retried at the next start.
     pub(crate) fn finish_completed(&self, id: GroupId) {
@@ -103,7 +172,8 @@ impl Shared {
 
     fn try_finish_completed(&self, id: GroupId) -> Result<(), String> {
         let g = self.journal.group(id).map_err(|e| e.to_string())?;
-        let after = finish::after_upload(&self.cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
+        let cfg = self.cfg();
+        let after = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
         match &after {
             AfterOutcome::Kept => {}
             AfterOutcome::Deleted => tracing::info!(group = id, path = %g.key.display(), "export deleted after upload"),
@@ -111,7 +181,7 @@ impl Shared {
                 tracing::info!(group = id, path = %g.key.display(), to = %to.display(), "export moved after upload")
             }
         }
-        if let Some(dir) = &self.cfg.upload.receipt_dir {
+        if let Some(dir) = &cfg.upload.receipt_dir {
             let path =
                 finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
             tracing::debug!(group = id, receipt = %path.display(), "receipt written");
@@ -203,13 +273,16 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let client = Client::new(&cfg.api, key)?;
         let policy = RetryPolicy::from_config(&cfg.upload);
-        let parts = Arc::new(Semaphore::new(cfg.upload.max_parts_in_flight.max(1)));
+        let size = cfg.upload.max_parts_in_flight.max(1);
+        let parts = Arc::new(Semaphore::new(size));
         let sh = Shared {
-            cfg,
+            cfg: RwLock::new(cfg),
             journal,
             client,
-            policy,
+            policy: RwLock::new(policy),
             parts,
+            parts_size: Mutex::new(size),
+            gate: opts.gate.clone(),
             sent: Arc::new(AtomicU64::new(0)),
             api_ok: AtomicBool::new(false),
             throttle: opts.throttle.clone(),
@@ -252,8 +325,11 @@ impl Engine {
         mut only: Option<GroupId>,
     ) -> Result<Option<(GroupId, GroupOutcome)>, EngineError> {
         let sh = &self.sh;
-        let cfg = &sh.cfg.upload;
         sh.housekeeping()?;
+        let mut config_rx = self.opts.config.clone();
+        let mut gate_rx = self.opts.gate.clone();
+        // The window pause as last reported (the auth pause is `paused_until`).
+        let mut window_paused = false;
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let mut active: HashMap<GroupId, Active> = HashMap::new();
@@ -265,6 +341,18 @@ impl Engine {
         let mut result = None;
 
         'main: loop {
+            if let Some(rx) = config_rx.as_mut()
+                && rx.has_changed().unwrap_or(false)
+            {
+                let new = rx.borrow_and_update().clone();
+                sh.reconfigure(new);
+                let u = &sh.cfg().upload;
+                tracing::info!(
+                    max_groups = u.max_groups,
+                    max_parts_in_flight = u.max_parts_in_flight,
+                    "engine: the reloaded [upload] settings apply from the next step on"
+                );
+            }
             // Control requests first: a cancel must not wait for scheduling.
             for req in sh.journal.open_requests()? {
                 self.handle_request(req, &mut active).await?;
@@ -282,16 +370,33 @@ impl Engine {
                 tracing::info!("the API accepts the key again; uploads resume");
                 paused_until = None;
                 if let Some(o) = &self.opts.observer {
-                    o.paused(None);
+                    o.paused(PAUSED_AUTH, false);
+                }
+            }
+            let open = sh.gate_open();
+            if open == window_paused {
+                window_paused = !open;
+                if window_paused {
+                    tracing::info!(
+                        running = active.len(),
+                        "outside the upload windows: no new group or part starts until a window opens"
+                    );
+                } else {
+                    tracing::info!("an upload window is open: the queue runs");
+                }
+                if let Some(o) = &self.opts.observer {
+                    o.paused(PAUSED_WINDOW, window_paused);
                 }
             }
             let probing = paused_until.is_some_and(|u| Instant::now() >= u);
-            let limit = if probing {
+            let limit = if !open {
+                0
+            } else if probing {
                 1
             } else if paused_until.is_some() {
                 0
             } else {
-                cfg.max_groups.max(1)
+                sh.cfg().upload.max_groups.max(1)
             };
             while active.len() < limit {
                 let busy: Vec<GroupId> = active.keys().copied().collect();
@@ -373,7 +478,7 @@ impl Engine {
                             }
                             if paused_until.is_none() {
                                 if let Some(o) = &self.opts.observer {
-                                    o.paused(Some("the API refused the key"));
+                                    o.paused(PAUSED_AUTH, true);
                                 }
                                 tracing::error!(
                                     error = %msg,
@@ -396,6 +501,7 @@ impl Engine {
                     }
                 }
                 _ = tokio::time::sleep(self.opts.poll) => {}
+                () = gate_changed(&mut gate_rx) => {}
             }
         }
         self.stop_all(&stop, &abort, &mut workers).await;
@@ -411,7 +517,7 @@ impl Engine {
         workers: &mut JoinSet<(GroupId, Result<GroupOutcome, EngineError>)>,
     ) {
         stop.cancel();
-        let grace = self.sh.cfg.upload.shutdown_grace.0;
+        let grace = self.sh.cfg().upload.shutdown_grace.0;
         let drained = tokio::time::timeout(grace, async {
             while let Some(r) = workers.join_next().await {
                 log_stopped(r);
@@ -448,7 +554,7 @@ impl Engine {
                 let g = sh.journal.group(req.group_id)?;
                 let result = match g.state {
                     GroupState::Queued | GroupState::Uploading | GroupState::Failed => {
-                        cancel_now(Some(&sh.client), &sh.journal, &sh.policy, g.id, "canceled by the user", true)
+                        cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), g.id, "canceled by the user", true)
                             .await?;
                         tracing::info!(group = g.id, "group canceled");
                         "canceled".to_string()
@@ -468,6 +574,14 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves when the gate changes; never when there is none (or its sender is gone).
+async fn gate_changed(gate: &mut Option<watch::Receiver<bool>>) {
+    let Some(g) = gate else { return std::future::pending().await };
+    if g.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

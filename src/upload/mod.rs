@@ -54,7 +54,9 @@ pub mod retry;
 pub mod stream;
 mod worker;
 
-pub use engine::{Engine, EngineOptions, Observer, cancel_now, run_engine, run_engine_with};
+pub use engine::{
+    Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine, run_engine_with,
+};
 
 use crate::api::ApiError;
 use crate::journal::{GroupId, JournalError};

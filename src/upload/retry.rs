@@ -120,6 +120,24 @@ pub async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
     cancel: &CancellationToken,
     what: &str,
+    op: F,
+) -> Result<T, RetryError<E>>
+where
+    E: Retryable + std::error::Error + 'static,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    with_retries_observed(policy, cancel, what, |_: &E| {}, op).await
+}
+
+/// [`with_retries`], calling `on_retry` with each failure that is about to be
+/// retried (not with the last one, nor with one handed back): what metrics
+/// count as "retried, and why".
+pub async fn with_retries_observed<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+    what: &str,
+    mut on_retry: impl FnMut(&E),
     mut op: F,
 ) -> Result<T, RetryError<E>>
 where
@@ -147,6 +165,7 @@ where
         if attempt >= max_attempts || elapsed.saturating_add(delay) > policy.budget {
             return Err(RetryError::Exhausted { last: err, attempts: attempt, elapsed });
         }
+        on_retry(&err);
         tracing::warn!(
             what,
             attempt,
@@ -251,6 +270,22 @@ mod tests {
         let got = with_retries(&policy(), &CancellationToken::new(), "test", op).await.unwrap();
         assert_eq!((got, calls.load(Ordering::SeqCst)), (3, 3));
         assert!(t0.elapsed() <= Duration::from_secs(1 + 2), "two jittered delays, ceilings 1 s and 2 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_sees_each_retried_failure_and_only_those() {
+        let (_, op) = script(vec![RETRY, RETRY, ErrorClass::Fatal]);
+        let mut seen = Vec::new();
+        let err = with_retries_observed(&policy(), &CancellationToken::new(), "test", |e: &Fail| seen.push(e.0), op)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RetryError::Stopped(Fail(ErrorClass::Fatal))), "{err:?}");
+        assert_eq!(seen, vec![RETRY, RETRY], "the fatal one is handed back, not retried");
+        let p = RetryPolicy { max_attempts: 2, ..policy() };
+        let (_, op) = script(vec![RETRY; 10]);
+        let mut n = 0;
+        with_retries_observed(&p, &CancellationToken::new(), "test", |_: &Fail| n += 1, op).await.unwrap_err();
+        assert_eq!(n, 1, "the last attempt is not followed by a retry");
     }
 
     #[tokio::test(start_paused = true)]

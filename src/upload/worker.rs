@@ -10,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::Shared;
 use super::finish::{self, check_source, check_sources};
-use super::retry::{RetryError, with_retries};
+use super::retry::{RetryError, with_retries, with_retries_observed};
 use super::stream::{PutOptions, TransferError, put_file_range_with};
 use super::{EngineError, GroupOutcome};
 use crate::api::{
-    ApiError, CompletedPart, ErrorClass, PartUrl, PartUrlsRequest, StartFile, StartGroup, Strategy, redact_url,
+    ApiError, CompletedPart, ErrorClass, PartUrl, PartUrlsRequest, StartFile, StartGroup, Strategy, TransportKind,
+    redact_url,
 };
 use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
 
@@ -75,6 +76,25 @@ impl Ctx {
         }
     }
 
+    /// Wait while the gate is closed (outside every upload window). Called
+    /// before a group creates its server group and before each part, so a
+    /// closed window stops the queue after the parts already in flight.
+    async fn wait_gate(&self, inner: &CancellationToken) -> Result<(), Stop> {
+        let Some(gate) = &self.sh.gate else { return Ok(()) };
+        if *gate.borrow() {
+            return Ok(());
+        }
+        tracing::debug!(group = self.id, "waiting for an upload window");
+        let mut gate = gate.clone();
+        tokio::select! {
+            // Err: the sender is gone and nobody will open it; its last word stands
+            // only for the scheduler, a started group carries on.
+            _ = gate.wait_for(|open| *open) => Ok(()),
+            _ = inner.cancelled() => Err(Stop::Canceled),
+            _ = self.stop.cancelled() => Err(Stop::Shutdown),
+        }
+    }
+
     /// One JSON API call with per-request retries, raced against `inner`.
     async fn api<T, F, Fut>(&self, inner: &CancellationToken, what: &str, f: F) -> Result<T, Stop>
     where
@@ -82,8 +102,9 @@ impl Ctx {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         self.check_stop(inner)?;
+        let policy = self.sh.policy();
         let r = tokio::select! {
-            r = with_retries(&self.sh.policy, &self.stop, what, f) => r,
+            r = with_retries(&policy, &self.stop, what, f) => r,
             _ = inner.cancelled() => return Err(Stop::Canceled),
         };
         match r {
@@ -127,7 +148,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             let reason = ctx.reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
             match reason {
                 Some(reason) => {
-                    super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy, id, &reason, true).await?;
+                    super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &reason, true).await?;
                     tracing::info!(group = id, %reason, "group canceled");
                     Ok(GroupOutcome::Canceled(reason))
                 }
@@ -136,7 +157,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
         }
         Err(Stop::SourceChanged(why)) => {
             tracing::warn!(group = id, reason = %why, "source changed; canceling the server group");
-            super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy, id, &why, false).await?;
+            super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &why, false).await?;
             Ok(GroupOutcome::Canceled(why))
         }
         Err(Stop::Gone(why)) => {
@@ -158,14 +179,15 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
         }
         Err(Stop::Auth(msg)) => Ok(GroupOutcome::AuthRefused(msg)),
         Err(Stop::Failed(msg)) => {
-            let retry_at = crate::journal::now_ms() + sh.cfg.upload.retry_failed_after.0.as_millis() as i64;
+            let after = sh.cfg().upload.retry_failed_after;
+            let retry_at = crate::journal::now_ms() + after.0.as_millis() as i64;
             match sh.journal.fail_group(id, &msg, Some(retry_at)) {
                 Ok(()) => {}
                 // Canceled meanwhile by the CLI (no agent seen): nothing to fail.
                 Err(JournalError::IllegalTransition { .. }) => return Ok(GroupOutcome::Stopped),
                 Err(e) => return Err(e.into()),
             }
-            tracing::error!(group = id, error = %msg, retry_in = %sh.cfg.upload.retry_failed_after, "group failed");
+            tracing::error!(group = id, error = %msg, retry_in = %after, "group failed");
             Ok(GroupOutcome::Failed(msg))
         }
         Err(Stop::Journal(e)) => Err(e.into()),
@@ -202,6 +224,8 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
     let g = sh.journal.group(id)?;
     match (g.state, &g.session_id) {
         (GroupState::Queued, None) => {
+            // The server's 5-day clock starts with the group: not while the window is closed.
+            ctx.wait_gate(&inner).await?;
             check_sources(&g).map_err(Stop::SourceChanged)?;
             let req = start_request(&g)?;
             let created =
@@ -343,7 +367,7 @@ async fn send_parts(
 ) -> Result<(), Stop> {
     let sh = &ctx.sh;
     let single = file.strategy.as_deref() == Some("single_put");
-    let batch = (sh.cfg.upload.part_url_batch.max(1) as usize).min(10_000);
+    let batch = (sh.cfg().upload.part_url_batch.max(1) as usize).min(10_000);
     for chunk in pending.chunks(batch) {
         ctx.check_stop(inner)?;
         let req = if single {
@@ -369,10 +393,18 @@ async fn send_parts(
                 )));
             }
             // The permit comes first: no part's bytes are touched without one.
-            let permit = tokio::select! {
-                p = sh.parts.clone().acquire_owned() => p.expect("the part semaphore is never closed"),
-                _ = inner.cancelled() => return Err(Stop::Canceled),
-                _ = ctx.stop.cancelled() => return Err(Stop::Shutdown),
+            // The window is looked at before and after waiting for it: a
+            // permit freed just after the window closed must not start a part.
+            let permit = loop {
+                ctx.wait_gate(inner).await?;
+                let permit = tokio::select! {
+                    p = sh.parts.clone().acquire_owned() => p.expect("the part semaphore is never closed"),
+                    _ = inner.cancelled() => return Err(Stop::Canceled),
+                    _ = ctx.stop.cancelled() => return Err(Stop::Shutdown),
+                };
+                if sh.gate_open() {
+                    break permit;
+                }
             };
             while let Some(done) = puts.try_join_next() {
                 flatten(done)?;
@@ -412,6 +444,28 @@ fn flatten(r: Result<Result<(), Stop>, tokio::task::JoinError>) -> Result<(), St
     r.unwrap_or_else(|e| Err(Stop::Failed(format!("part task ended abnormally: {e}"))))
 }
 
+/// The `reason` label of a part PUT that is retried (see [`super::Observer::part_retried`]).
+pub(crate) fn retry_reason(e: &TransferError) -> &'static str {
+    match e {
+        TransferError::Api(ApiError::Status { status, .. }) => match status {
+            429 => "429",
+            408 => "timeout",
+            500..=599 => "5xx",
+            403 => "url_expired",
+            _ => "http_other",
+        },
+        TransferError::Api(ApiError::Transport { kind, .. }) => match kind {
+            TransportKind::Timeout => "timeout",
+            TransportKind::Connect => "connect",
+            TransportKind::Interrupted => "reset",
+        },
+        TransferError::Api(ApiError::Stalled { .. }) => "stall",
+        TransferError::EtagMismatch { .. } => "etag_mismatch",
+        TransferError::Incomplete { .. } => "incomplete",
+        _ => "other",
+    }
+}
+
 fn url_expiring(url: &PartUrl) -> bool {
     let Some(at) = url.expires_at.as_deref().and_then(|s| s.parse::<jiff::Timestamp>().ok()) else { return false };
     let margin = jiff::SignedDuration::try_from(URL_MARGIN).unwrap_or(jiff::SignedDuration::ZERO);
@@ -433,7 +487,7 @@ async fn put_part(
     let sh = &ctx.sh;
     let n = part.part_number;
     let opts = PutOptions {
-        verify_md5: sh.cfg.upload.verify_etag,
+        verify_md5: sh.cfg().upload.verify_etag,
         progress: Some(sh.sent.clone()),
         throttle: sh.throttle.clone(),
         ..Default::default()
@@ -452,7 +506,13 @@ async fn put_part(
                 })?;
             tracing::debug!(group = ctx.id, part = n, url = %redact_url(&url.url), "part URL refreshed");
         }
-        let put = with_retries(&sh.policy, &ctx.stop, &what, |_| {
+        let on_retry = |e: &TransferError| {
+            if let Some(o) = &sh.observer {
+                o.part_retried(retry_reason(e));
+            }
+        };
+        let policy = sh.policy();
+        let put = with_retries_observed(&policy, &ctx.stop, &what, on_retry, |_| {
             put_file_range_with(&sh.client, &url.url, &file.source, part.byte_start, part.size, &opts)
         });
         let r = tokio::select! {
@@ -472,6 +532,9 @@ async fn put_part(
             Err(RetryError::Stopped(e)) => match e.class() {
                 ErrorClass::RefreshUrls if refreshes < MAX_REFRESHES => {
                     refreshes += 1;
+                    if let Some(o) = &sh.observer {
+                        o.part_retried("url_expired");
+                    }
                     tracing::info!(group = ctx.id, part = n, file = %file.rel_path, "part URL expired; asking a fresh one");
                     continue;
                 }

@@ -119,8 +119,16 @@ async fn scrape_reports_counters_journal_state_and_pause() {
     assert_eq!(get(&s, "spatialgen_paused_info", &[("reason", "window")]), Some(1.0));
     assert_eq!(get(&s, "spatialgen_bandwidth_limit_bytes_per_second", &[]), Some(209_715_200.0));
 
+    // A second reason; ending one leaves the other.
+    metrics.set_paused(true, "auth");
+    metrics.set_paused(false, "window");
+    let s = parse(&reqwest::get(format!("{base}/metrics")).await.expect("scrape").text().await.expect("body"));
+    assert_eq!(get(&s, "spatialgen_paused", &[]), Some(1.0));
+    assert_eq!(get(&s, "spatialgen_paused_info", &[("reason", "auth")]), Some(1.0));
+    assert_eq!(get(&s, "spatialgen_paused_info", &[("reason", "window")]), None);
+
     // Resumed: the gauge drops to 0 and the reason disappears.
-    metrics.set_paused(false, "");
+    metrics.set_paused(false, "auth");
     let s = parse(&reqwest::get(format!("{base}/metrics")).await.expect("scrape").text().await.expect("body"));
     assert_eq!(get(&s, "spatialgen_paused", &[]), Some(0.0));
     assert!(!s.keys().any(|(n, _)| n == "spatialgen_paused_info"));
