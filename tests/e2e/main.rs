@@ -6,6 +6,7 @@
 mod support;
 
 mod binary;
+mod controls;
 mod crash;
 mod engine;
 mod service;
