@@ -5,6 +5,7 @@
 
 mod support;
 
+mod agent;
 mod binary;
 mod controls;
 mod crash;
