@@ -343,12 +343,22 @@ async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     let a = publish(&w, &first, "in-first", &[("v.mov", 20 * KIB)]);
     wait_state(&journal, &a, GroupState::Completed, Duration::from_secs(30)).await;
 
-    // A good config adds a folder: SIGHUP, and what is published there uploads.
-    w.write_config("", &format!("{}\n{}", watch_table(&first), watch_table(&second)));
+    // A good config adds a folder and a hook: SIGHUP, and what is published
+    // there uploads and is notified (what ended before the reload is not).
+    let marks = w.dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let hooks = format!(
+        "[hooks]\non_complete = [\"/bin/sh\", \"-c\", \"touch \\\"$0/$SPATIALGEN_GROUP_NAME\\\"\", \"{}\"]\n",
+        marks.display()
+    );
+    w.write_config("", &format!("{}\n{}\n{hooks}", watch_table(&first), watch_table(&second)));
     agent.signal(libc::SIGHUP);
     agent.wait_log("watch added", 1, Duration::from_secs(10)).await;
     let b = publish(&w, &second, "in-second", &[("v.mov", 21 * KIB)]);
     wait_state(&journal, &b, GroupState::Completed, Duration::from_secs(30)).await;
+    let mark = marks.join("in-second");
+    wait_for(Duration::from_secs(10), "the reloaded hook", || mark.exists()).await;
+    assert!(!marks.join("in-first").exists(), "a group that ended before the reload was notified");
 
     // A broken config is refused with where it is wrong; the running one stays.
     let good_text = std::fs::read_to_string(&w.config_path).unwrap();
@@ -365,4 +375,53 @@ async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     let out = agent.stop().await;
     assert!(!out.contains("agent stopped:"), "{out}");
     assert_eq!(w.sandbox.library().len(), 4);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_every_window_the_agent_holds_the_queue_until_a_reload_opens_it() {
+    let w = World::new(32 * KIB as u64, "").await;
+    let drop = drop_folder(&w, "drop");
+    let port = free_port();
+    // A one-minute window every day, six hours from now (local time): closed now.
+    let at = jiff::Zoned::now().checked_add(jiff::SignedDuration::from_hours(6)).unwrap();
+    let to = at.checked_add(jiff::SignedDuration::from_mins(1)).unwrap();
+    let window = format!("[[upload.window]]\nfrom = \"{}\"\nto = \"{}\"\n", at.strftime("%H:%M"), to.strftime("%H:%M"));
+    let rest = format!("{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n", watch_table(&drop));
+    w.write_config("", &format!("{window}\n{rest}"));
+    let journal = w.journal();
+    let agent = Agent::start(&w);
+    agent.wait_log("agent started", 1, Duration::from_secs(20)).await;
+    let f = publish(&w, &drop, "for-tonight", &[("v.mov", 40 * KIB)]);
+    wait_state(&journal, &f, GroupState::Queued, Duration::from_secs(20)).await;
+
+    let scrape = || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+        parse_metrics(&text)
+    };
+    let m = scrape().await;
+    assert_eq!(m.get(&("spatialgen_paused".into(), String::new())), Some(&1.0));
+    assert_eq!(m.get(&("spatialgen_paused_info".into(), "reason=\"window\"".into())), Some(&1.0));
+    let cfg = w.config_path.to_str().unwrap().to_string();
+    let st = w.run(KEY, &["status", "--config", &cfg]).await;
+    let first_line = st.stdout.lines().next().unwrap_or_default().to_string();
+    assert!(first_line.starts_with("paused until "), "{}", st.stdout);
+    assert!(first_line.contains(&at.strftime("%H:%M").to_string()), "{}", st.stdout);
+    let json = w.run(KEY, &["status", "--config", &cfg, "--json"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(rows[0]["queuePosition"], 1);
+    // Watched for a while (a negative): two engine polls (500 ms), nothing sent.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(w.sandbox.stats().api_total("start"), 0, "a group was started outside every window");
+    assert_eq!(row(&journal, &f).unwrap().state, GroupState::Queued);
+
+    // The window goes: the queue runs at once.
+    w.write_config("", &rest);
+    agent.signal(libc::SIGHUP);
+    wait_state(&journal, &f, GroupState::Completed, Duration::from_secs(20)).await;
+    let m = scrape().await;
+    assert_eq!(m.get(&("spatialgen_paused".into(), String::new())), Some(&0.0));
+    let st = w.run(KEY, &["status", "--config", &cfg]).await;
+    assert!(st.stdout.lines().next().unwrap().trim_start().starts_with("ID"), "no window line: {}", st.stdout);
+    agent.stop().await;
 }
