@@ -14,6 +14,14 @@
 //!   never sent again for that session.
 //! - One export key has at most one row that is `waiting` or `queued`
 //!   (a partial unique index enforces it).
+//! - The queue order is one rule ([`Journal::next_group`], and the places
+//!   `status` shows): `uploading` first, then `queued` by priority (higher
+//!   first), then by `queued_at` — when the export was found finished, kept
+//!   across a retry or a re-queue — then by id.
+//! - History lines (`events`) get ids that are never reused (AUTOINCREMENT),
+//!   so a reader that remembers the last id it handled
+//!   ([`Journal::ended_after`]) neither misses nor repeats one, even when
+//!   rows are deleted with their group.
 //! - A fingerprint that is `completed`, `queued`, `uploading`, `failed`, or
 //!   canceled by the user is never enqueued again ([`Enqueued::Duplicate`]);
 //!   nor is a rejected one with the same violations (a config change that

@@ -110,8 +110,9 @@ impl Metrics {
         }
     }
 
-    /// A part PUT is being retried. `reason` should come from a small fixed set
-    /// (`timeout`, `transport`, `http_5xx`, `http_429`, `url_expired`, `etag_mismatch`, …).
+    /// A part PUT is being retried. `reason` should come from a small fixed set;
+    /// the engine's is `5xx`, `429`, `timeout`, `stall`, `connect`, `reset`,
+    /// `url_expired`, `etag_mismatch`, `incomplete`, `http_other`, `other`.
     pub fn part_retried(&self, reason: &str) {
         let reason: String = reason.chars().take(64).collect();
         let mut map = self.parts_retried.lock().unwrap_or_else(|e| e.into_inner());

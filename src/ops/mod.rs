@@ -12,9 +12,10 @@
 //! [`follow_schedule`] ties the first three together at run time: it keeps
 //! the throttle's rate, the metrics' paused gauge and a `watch` channel of
 //! [`window::WindowState`] in step with the clock and with reloads. The
-//! engine reads that channel before it claims a group or starts a part
-//! (`state.wait_for(|s| s.open)`), so outside every window the queue pauses
-//! after the parts already in flight.
+//! agent (`cli/run.rs`) turns that channel into the engine's open/closed
+//! gate, which the engine looks at before it claims a group or starts a
+//! part, so outside every window the queue pauses after the parts already in
+//! flight (`upload/` itself knows no `ops` type).
 
 pub mod hooks;
 pub mod metrics;

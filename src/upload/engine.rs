@@ -419,6 +419,7 @@ impl Engine {
             }
             if let Some(id) = only
                 && active.is_empty()
+                && open
             {
                 // Nothing runnable: the group ended (perhaps canceled from the CLI).
                 let g = sh.journal.group(id)?;

@@ -24,6 +24,16 @@
 //! - One engine per journal ([`crate::journal::EngineLock`]).
 //! - Memory is bounded: at most `max_parts_in_flight` parts are read at once,
 //!   each through the bounded stream of [`stream`].
+//! - Outside every upload window ([`EngineOptions::gate`] reads `false`) no
+//!   group is claimed, no server group is created and no part starts; parts
+//!   already in flight finish and are recorded. A worker looks at the gate
+//!   both before and after it waits for a part permit, so a permit freed just
+//!   after the window closed starts nothing.
+//! - A reloaded config ([`EngineOptions::config`]) changes only what starts
+//!   afterwards: the next claim (`max_groups`), the next permit
+//!   (`max_parts_in_flight`: grown at once, shrunk as parts end), the next
+//!   request's retry policy, the next after-upload step. The API client and
+//!   the journal stay as the engine was built.
 //! - The key never leaves [`crate::api`]; URLs are logged without their query.
 //!
 //! # Recovery
