@@ -394,6 +394,7 @@ async fn notify_loop(mut n: Notifications) {
                                 // Hooks were off: start from now, not from history.
                                 n.cursor = c;
                             }
+                            retired.retain(|r| !r.is_idle());
                             retired.push(std::mem::replace(&mut n.notifier, fresh.without_env(&n.key_env)));
                             active = hooks_configured(&new.hooks);
                             tracing::info!("hooks reloaded");
@@ -564,5 +565,75 @@ async fn reload_loop(mut current: Arc<Config>, reloads: watch::Sender<Arc<Config
                 let _ = reloads.send(current.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_observer_feeds_counters_and_the_auth_pause() {
+        let metrics = Arc::new(Metrics::new());
+        let o = MetricsObserver(metrics.clone());
+        o.part_stored(1000);
+        o.part_stored(24);
+        o.part_retried("5xx");
+        o.part_retried("url_expired");
+        o.group_ended(1, &GroupOutcome::Completed { library_id: 9 });
+        o.group_ended(2, &GroupOutcome::Failed("boom".into()));
+        o.paused(crate::upload::PAUSED_AUTH, true);
+        // The window pause is follow_schedule's to report.
+        o.paused(PAUSED_WINDOW, true);
+        let text = metrics.render(&Ok(StateSnapshot::default()));
+        for line in [
+            "spatialgen_bytes_uploaded_total 1024\n",
+            "spatialgen_parts_retried_total{reason=\"5xx\"} 1\n",
+            "spatialgen_parts_retried_total{reason=\"url_expired\"} 1\n",
+            "spatialgen_groups_completed_total 1\n",
+            "spatialgen_paused 1\n",
+            "spatialgen_paused_info{reason=\"auth\"} 1\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("reason=\"window\""), "{text}");
+        o.paused(crate::upload::PAUSED_AUTH, false);
+        assert!(metrics.render(&Ok(StateSnapshot::default())).contains("spatialgen_paused 0\n"));
+    }
+
+    #[test]
+    fn ended_groups_become_hook_events() {
+        let ended = |state| Ended {
+            event_id: 5,
+            group_id: 3,
+            state,
+            name: "Shot".into(),
+            path: PathBuf::from("/x/Shot"),
+            library_id: Some(42),
+            error: Some("why".into()),
+            at_ms: 1_700_000_000_000,
+        };
+        let c = group_event(ended(GroupState::Completed)).unwrap();
+        assert_eq!((c.kind, c.group_id, c.library_id), (EventKind::Completed, 3, Some(42)));
+        assert_eq!(c.at.as_millisecond(), 1_700_000_000_000);
+        assert_eq!(group_event(ended(GroupState::Failed)).unwrap().kind, EventKind::Failed);
+        let r = group_event(ended(GroupState::Rejected)).unwrap();
+        assert_eq!((r.kind, r.error.as_deref()), (EventKind::Rejected, Some("why")));
+        assert!(group_event(ended(GroupState::Canceled)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_engine_throttle_waits_on_the_shared_limiter() {
+        let limiter = Throttle::new(Some(crate::config::Rate(1024 * 1024)));
+        let t = engine_throttle(limiter.clone());
+        let start = tokio::time::Instant::now();
+        t(512 * 1024).await;
+        t(512 * 1024).await;
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(900), "1 MiB at 1 MiB/s took {took:?}");
+        limiter.set_rate(None);
+        let start = tokio::time::Instant::now();
+        t(64 * 1024 * 1024).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "unlimited after a change of rate");
     }
 }

@@ -279,6 +279,12 @@ impl Notifier {
         }
     }
 
+    /// No notification of this notifier is still running (a replaced
+    /// notifier can be let go once it is idle).
+    pub fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
     /// Wait up to `within` for notifications already started; true if all finished.
     /// Notifications started later still run (on the runtime) but are not waited for.
     pub async fn drain(&self, within: Duration) -> bool {
