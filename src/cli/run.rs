@@ -241,7 +241,9 @@ async fn reload_loop(mut current: Arc<Config>, reloads: watch::Sender<Arc<Config
                     continue;
                 }
                 if !plan.restart_required.is_empty() {
-                    tracing::warn!("reload ({why}): {plan}; [api]/[journal]/log output changes take effect after a restart");
+                    tracing::warn!(
+                        "reload ({why}): {plan}; [api]/[journal]/log output changes take effect after a restart"
+                    );
                 } else {
                     tracing::info!("reload ({why}): {plan}");
                 }
