@@ -77,8 +77,20 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
     println!("4. Waiting for the exports to settle and upload…");
     let journal = Journal::open(&cfg.journal.path)?;
     let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen: BTreeMap<i64, GroupState> = BTreeMap::new();
     let rows = loop {
         let rows = journal.list()?;
+        for r in &rows {
+            if seen.insert(r.id, r.state) != Some(r.state) {
+                println!(
+                    "     {:<14} {:<10} {:>6.1} / {:.1} MB",
+                    r.name,
+                    r.state.as_str(),
+                    r.bytes_uploaded as f64 / 1e6,
+                    r.bytes_total as f64 / 1e6
+                );
+            }
+        }
         let done = rows.iter().filter(|r| r.state == GroupState::Completed).count();
         if let Some(bad) = rows.iter().find(|r| matches!(r.state, GroupState::Rejected | GroupState::Failed)) {
             shutdown.cancel();
@@ -116,7 +128,7 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
         println!(
             "  {:<16} {:<10} library id {}",
             r.name,
-            r.state,
+            r.state.as_str(),
             r.library_id.map_or("-".into(), |id| id.to_string())
         );
     }

@@ -171,3 +171,19 @@ fn launchd_plist_and_windows_service_definition_are_well_formed() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/windows/spatialgen-sync.xml")).unwrap();
     assert!(winsw.contains("<executable>") && winsw.contains("run --config"));
 }
+
+#[test]
+fn demo_runs_the_whole_flow_and_exits_0() {
+    let out = bin().arg("demo").output().expect("spawn spatialgen-sync demo");
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    for name in ["Shot_010_v002", "Teaser"] {
+        let done = all.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() == 5 && w[0] == name && w[1] == "completed" && w[4].parse::<u64>().is_ok()
+        });
+        assert!(done, "{name} has no completed summary line with a library id: {all}");
+    }
+    assert!(all.contains("7 files verified byte for byte"), "{all}");
+    assert!(all.contains("[[watch]]"), "the demo prints the config it used: {all}");
+}
