@@ -103,11 +103,26 @@ impl Agent {
             let p = journal_path.clone();
             Arc::new(tokio::task::spawn_blocking(move || Journal::open(&p)).await??)
         };
+        // Everything that can refuse to start, before any task is spawned.
+        let schedule = Schedule::from_config(&cfg.upload).context("upload.window")?;
+        let notifier = Notifier::new(&cfg.hooks).context("hooks")?.without_env(&cfg.api.api_key_env);
+        // Notifications start from the newest line of history: what ended
+        // before this start was notified by the run that saw it.
+        let cursor = {
+            let j = journal.clone();
+            tokio::task::spawn_blocking(move || j.last_event_id()).await??
+        };
         let tracker = TaskTracker::new();
         let failure = Arc::new(Mutex::new(None));
         let metrics = Arc::new(Metrics::new());
+        // Bound first of the workers, so a taken port stops startup with nothing left running.
+        let mut metrics_server = match cfg.metrics.listen {
+            Some(addr) => {
+                Some(MetricsServer::start(addr, &tracker, &failure, &shutdown, metrics.clone(), journal.clone()).await?)
+            }
+            None => None,
+        };
         let throttle = Throttle::new(cfg.upload.bandwidth);
-        let schedule = Schedule::from_config(&cfg.upload).context("upload.window")?;
         let now = schedule.state_now();
         let (gate_tx, gate_rx) = watch::channel(now.open);
         let (window_tx, window_rx) = watch::channel(now);
@@ -122,13 +137,6 @@ impl Agent {
         tracker.spawn(feed_gate(window_rx, gate_tx, shutdown.clone()));
         let (reloads, _) = watch::channel(cfg.clone());
 
-        // Notifications start from the newest line of history: what ended
-        // before this start was notified by the run that saw it.
-        let notifier = Notifier::new(&cfg.hooks).context("hooks")?.without_env(&cfg.api.api_key_env);
-        let cursor = {
-            let j = journal.clone();
-            tokio::task::spawn_blocking(move || j.last_event_id()).await??
-        };
         let engine_done = CancellationToken::new();
         tracker.spawn(notify_loop(Notifications {
             journal: journal.clone(),
@@ -139,13 +147,6 @@ impl Agent {
             shutdown: shutdown.clone(),
             engine_done: engine_done.clone(),
         }));
-
-        let mut metrics_server = match cfg.metrics.listen {
-            Some(addr) => {
-                Some(MetricsServer::start(addr, &tracker, &failure, &shutdown, metrics.clone(), journal.clone()).await?)
-            }
-            None => None,
-        };
 
         let opts = EngineOptions {
             throttle: Some(engine_throttle(throttle)),
