@@ -232,7 +232,7 @@ impl Agent {
 }
 
 /// The engine's throttle: every chunk of every PUT waits for the shared limiter.
-fn engine_throttle(throttle: Throttle) -> crate::upload::stream::Throttle {
+pub(super) fn engine_throttle(throttle: Throttle) -> crate::upload::stream::Throttle {
     Arc::new(move |n| {
         let t = throttle.clone();
         Box::pin(async move { t.acquire(n).await })

@@ -101,7 +101,15 @@ fn drive(cfg: Config, journal: Arc<Journal>, id: GroupId, group: &UploadGroup) -
     let cfg = Arc::new(cfg);
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let engine = Engine::new(cfg, journal.clone(), key, EngineOptions::default())?;
+        // "Upload now" ignores upload windows (the operator asked for it), but
+        // keeps to the configured bandwidth so a foreground upload cannot
+        // flood the studio's uplink.
+        let throttle = cfg
+            .upload
+            .bandwidth
+            .map(|rate| super::run::engine_throttle(crate::ops::throttle::Throttle::new(Some(rate))));
+        let opts = EngineOptions { throttle, ..EngineOptions::default() };
+        let engine = Engine::new(cfg, journal.clone(), key, opts)?;
         let shutdown = CancellationToken::new();
         let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
         let already = journal.summary(id)?.bytes_uploaded;

@@ -230,3 +230,18 @@ async fn sigterm_stops_cleanly_and_the_next_run_resumes() {
     assert_eq!(w.sandbox.library().len(), 1);
     assert_library_matches(&w.sandbox, &w.sandbox.library()[0].session_id, &f);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_keeps_to_the_configured_bandwidth() {
+    // 3 MiB at 1 MiB/s cannot take less than ~3 s, however fast loopback is
+    // (the bucket starts empty); without the limit it takes well under 1 s.
+    let w = World::new(512 * KIB as u64, "bandwidth = \"1MiB/s\"").await;
+    let f = w.export("limited", &[("limited.mov", 3 * 1024 * KIB)]);
+    let cfg = w.config_path.to_str().unwrap();
+    let started = Instant::now();
+    let r = w.run(KEY, &["upload", "--config", cfg, "--layout", "2D", f.to_str().unwrap()]).await;
+    let took = started.elapsed();
+    assert_eq!(r.code, Some(0), "{r:?}");
+    eprintln!("3 MiB under a 1 MiB/s limit took {took:?}");
+    assert!(took >= Duration::from_millis(2_500), "the limit was not applied: {took:?}");
+}
