@@ -39,6 +39,9 @@ pub(crate) enum Stop {
     SourceChanged(String),
     /// The server no longer knows the group.
     Gone(String),
+    /// The server answers 409 for the group's own files: it was canceled
+    /// there (e.g. from the dashboard), which can never be resumed.
+    CanceledOnServer(String),
     /// 401/403 from the API.
     Auth(String),
     /// Fatal, or retries exhausted.
@@ -123,6 +126,9 @@ fn classify_api(what: &str, e: &ApiError) -> Stop {
     if e.is_auth() {
         return Stop::Auth(e.to_string());
     }
+    if e.status() == Some(409) && matches!(e.op(), Some(crate::api::Op::PartUrls | crate::api::Op::CompleteFile)) {
+        return Stop::CanceledOnServer(format!("{what}: {e}"));
+    }
     match e.class() {
         ErrorClass::Gone => Stop::Gone(format!("{what}: {e}")),
         _ => Stop::Failed(format!("{what}: {e}")),
@@ -176,6 +182,13 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
                 (None, Ok(())) => tracing::warn!(group = id, reason = %why, "group expired"),
             }
             Ok(GroupOutcome::Expired { requeued })
+        }
+        Err(Stop::CanceledOnServer(why)) => {
+            // Recorded as canceled by the user: a rescan does not upload it again; `retry` does.
+            let reason = format!("canceled on the server: {why}");
+            super::cancel_now(None, &sh.journal, &sh.policy(), id, &reason, true).await?;
+            tracing::warn!(group = id, %reason, "group canceled on the server");
+            Ok(GroupOutcome::Canceled(reason))
         }
         Err(Stop::Auth(msg)) => Ok(GroupOutcome::AuthRefused(msg)),
         Err(Stop::Failed(msg)) => {
@@ -550,5 +563,28 @@ async fn put_part(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Op;
+
+    fn status(op: Op, status: u16) -> ApiError {
+        ApiError::Status { op, status, target: "http://x/api".into(), message: "conflict".into(), retry_after: None }
+    }
+
+    #[test]
+    fn a_409_on_the_groups_own_files_means_canceled_on_the_server() {
+        for op in [Op::PartUrls, Op::CompleteFile] {
+            assert!(matches!(classify_api("call", &status(op, 409)), Stop::CanceledOnServer(_)), "{op}");
+        }
+        // Elsewhere a 409 stays a failure with the server's words, and a 404 is still "gone".
+        assert!(
+            matches!(classify_api("call", &status(Op::StartGroup, 409)), Stop::Failed(m) if m.contains("conflict"))
+        );
+        assert!(matches!(classify_api("call", &status(Op::PartUrls, 404)), Stop::Gone(_)));
+        assert!(matches!(classify_api("call", &status(Op::PartUrls, 401)), Stop::Auth(_)));
     }
 }
