@@ -551,6 +551,14 @@ async fn put_part(
                     tracing::info!(group = ctx.id, part = n, file = %file.rel_path, "part URL expired; asking a fresh one");
                     continue;
                 }
+                // Storage no longer knows the upload: expired (API 404), canceled on
+                // the server (API 409), or a storage hiccup (fresh URL). Asking the
+                // API for a fresh URL tells which.
+                ErrorClass::Gone if refreshes < MAX_REFRESHES => {
+                    refreshes += 1;
+                    tracing::info!(group = ctx.id, part = n, file = %file.rel_path, "storage does not know the upload; asking the API");
+                    continue;
+                }
                 ErrorClass::Gone => return Err(Stop::Gone(format!("{what}: {e}"))),
                 _ if e.is_source_changed() => {
                     return Err(Stop::SourceChanged(check_source(&file).err().unwrap_or_else(|| e.to_string())));

@@ -563,3 +563,49 @@ async fn the_throttle_sees_every_byte_and_the_observer_every_part_and_group() {
     assert_eq!(ended.len(), 2);
     assert!(ended.iter().all(|(_, o)| matches!(o, GroupOutcome::Completed { .. })), "{ended:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_canceled_on_the_server_ends_canceled_and_is_not_resent() {
+    let w = World::new(16 * KIB as u64, "max_parts_in_flight = 1\npart_url_batch = 2").await;
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(30), ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("dashboard", &[("v.mov", 400 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let other = w.export("untouched", &[("o.mov", 40 * KIB)]);
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let s = shutdown.clone();
+        async move { engine.run(s).await }
+    });
+    let j = journal.clone();
+    wait_for(Duration::from_secs(20), "some parts done", || j.summary(id).unwrap().parts_done >= 2).await;
+    // Someone cancels the group in SpatialGen's dashboard, behind the agent's back.
+    let session = journal.group(id).unwrap().session_id.unwrap();
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/api/videos/uploads/{session}", w.sandbox.base_url()))
+        .header("X-SPATIALGEN-APPKEY", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let j = journal.clone();
+    wait_for(Duration::from_secs(10), "the group to be canceled", || {
+        j.group(id).unwrap().state == GroupState::Canceled
+    })
+    .await;
+    // The engine goes on with other work.
+    let other_id = w.enqueue(&journal, &w.group(&other, "2D", "Regular"));
+    let j = journal.clone();
+    wait_for(Duration::from_secs(20), "the next group to complete", || {
+        j.group(other_id).unwrap().state == GroupState::Completed
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let g = journal.group(id).unwrap();
+    assert!(g.error.as_deref().unwrap_or("").contains("canceled on the server"), "{:?}", g.error);
+    assert!(g.user_canceled, "a dashboard cancel is the user's: a rescan must not upload it again");
+    assert_eq!(w.sandbox.library().len(), 1, "only the untouched group reached the library");
+    assert_eq!(w.sandbox.sessions().len(), 2, "the canceled group was not started again");
+}
