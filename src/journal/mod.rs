@@ -44,7 +44,9 @@
 //! - A file SQLite calls corrupt (not a database, malformed, or failing
 //!   `quick_check`) is renamed aside as `<path>.corrupt-<UTC time>` (with its
 //!   `-wal`/`-shm`), logged at error level, and a fresh journal is created;
-//!   the watcher's startup scan then finds the exports again.
+//!   the completed groups that can still be read from the old file are
+//!   copied in (so they are never uploaded again), and the watcher's startup
+//!   scan finds every other export again.
 //! - Two processes (the agent and a CLI call) may have the journal open at
 //!   once: transactions are short and a busy timeout waits out the other.
 //!   Only one *engine* works a journal at a time: see [`EngineLock`].
@@ -519,9 +521,76 @@ impl Journal {
                      exports will be found again by the next scan"
                 );
                 create_private(path).map_err(io)?;
-                Journal::open_existing(path)
+                let journal = Journal::open_existing(path)?;
+                journal.salvage_completed(&aside);
+                Ok(journal)
             }
             other => other,
+        }
+    }
+
+    /// Copy what can still be read of the completed groups of a corrupt
+    /// journal set aside at `aside` (name, export, fingerprint, session and
+    /// library id), so the rescan that follows does not upload them again.
+    /// Best effort: whatever cannot be read is left behind, and logged.
+    fn salvage_completed(&self, aside: &Path) {
+        // Paths are stored as bytes on unix: copy every value as it is.
+        type Row = Vec<rusqlite::types::Value>;
+        let read = || -> Result<Vec<Row>, rusqlite::Error> {
+            use rusqlite::OpenFlags;
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let old = Connection::open_with_flags(aside, flags)?;
+            let mut stmt = old.prepare(
+                "SELECT key, name, root, watch_path, fingerprint, session_id, library_id, created_at, updated_at
+                 FROM groups WHERE state = 'completed' AND fingerprint IS NOT NULL",
+            )?;
+            let mut out = Vec::new();
+            let mut rows = stmt.query([])?;
+            // Keep the rows read before a damaged page stops the scan.
+            loop {
+                match rows.next() {
+                    Ok(Some(r)) => out.push((0..9).map(|i| r.get(i)).collect::<Result<Row, _>>()?),
+                    Ok(None) => break,
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "salvage stopped at a damaged page");
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let rows = match read() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(journal = %aside.display(), error = %e, "nothing could be salvaged from the corrupt journal");
+                return;
+            }
+        };
+        let saved = self.write(|tx| {
+            let mut n = 0;
+            for row in &rows {
+                tx.execute(
+                    "INSERT INTO groups (key, name, root, watch_path, state, fingerprint, session_id, library_id,
+                                         created_at, updated_at, finished)
+                     VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?6, ?7, ?8, ?9, 1)",
+                    rusqlite::params_from_iter(row.iter()),
+                )?;
+                tx.execute(
+                    "INSERT INTO events (group_id, at, from_state, to_state, detail)
+                     VALUES (?1, ?2, NULL, 'completed', 'recovered from a corrupt journal')",
+                    params![tx.last_insert_rowid(), now_ms()],
+                )?;
+                n += 1;
+            }
+            Ok(n)
+        });
+        match saved {
+            Ok(n) => tracing::warn!(
+                groups = n,
+                "completed groups recovered from the corrupt journal; they are not uploaded again"
+            ),
+            Err(e) => tracing::error!(error = %e, "recovering completed groups from the corrupt journal failed"),
         }
     }
 

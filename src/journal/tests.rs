@@ -722,3 +722,48 @@ fn ended_groups_are_tailed_from_the_history_without_repeats_or_gaps() {
     let after = j.ended_after(seen, 100).unwrap();
     assert_eq!(after.len(), 1, "the rejection after the deleted line is seen");
 }
+
+#[test]
+fn completed_groups_are_salvaged_from_a_corrupt_journal() {
+    let d = tmp();
+    let path = d.path().join("j.sqlite3");
+    let damaged_page: i64;
+    {
+        let j = Journal::open(&path).unwrap();
+        for i in 0..3 {
+            let id = queued(&j, &format!("/x/done{i}"), &format!("done{i}"), &[5, 6]);
+            start(&j, id, &format!("s{i}"), 4);
+            j.complete_group(id, 100 + i).unwrap();
+        }
+        queued(&j, "/x/pending", "pending", &[5]);
+        let c = j.conn();
+        damaged_page =
+            c.query_row("SELECT rootpage FROM sqlite_master WHERE name = 'parts'", [], |r| r.get(0)).unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+    let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+    // Scribble over the parts table: the file is corrupt, the groups table is not.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096usize;
+    let at = (damaged_page as usize - 1) * page;
+    assert!(bytes.len() >= at + page, "the parts table has a page of its own");
+    bytes[at..at + page].fill(0xA5);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let j = Journal::open(&path).unwrap();
+    assert!(
+        std::fs::read_dir(d.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".corrupt-")),
+        "the corrupt file is kept aside"
+    );
+    let rows = j.list().unwrap();
+    assert_eq!(rows.len(), 3, "the completed groups, not the pending one: {rows:?}");
+    assert!(rows.iter().all(|r| r.state == GroupState::Completed && r.library_id.is_some()));
+    // The rescan finds the same exports: nothing is uploaded again.
+    for i in 0..3 {
+        let again = j.enqueue(&group(&format!("/x/done{i}"), &format!("done{i}"), &[5, 6])).unwrap();
+        assert!(matches!(again, Enqueued::Duplicate { state: GroupState::Completed, .. }), "{again:?}");
+    }
+    assert!(matches!(j.enqueue(&group("/x/pending", "pending", &[5])).unwrap(), Enqueued::Queued(_)));
+}
