@@ -11,8 +11,9 @@
 //! depends on it. [`sandbox`] is a local server with the same contract (and
 //! fault injection) for the demo, the tests and offline trials. [`config`]
 //! reads the one TOML file; [`model`] holds the vocabulary all stages share;
-//! [`cli`] is the command-line edge.
-//! [`ops`]: operator controls (windows, bandwidth limit, hooks, metrics, reload).
+//! [`ops`] holds the operator controls the engine and the agent plug in
+//! (upload windows, the bandwidth limit, hooks, metrics, reload);
+//! [`logging`] sets up tracing; [`cli`] is the command-line edge.
 
 pub mod api;
 pub mod cli;
