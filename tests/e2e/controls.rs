@@ -63,11 +63,7 @@ impl Running {
         let seen = Arc::new(Seen::default());
         let opts = EngineOptions { observer: Some(seen.clone()), ..opts };
         let engine = w.engine(journal.clone(), KEY, opts);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let s = shutdown.clone();
-            async move { engine.run(s).await }
-        });
+        let (shutdown, task) = spawn_engine(engine);
         Running { seen, shutdown, task }
     }
 

@@ -38,7 +38,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing() {
     w.sandbox.set_faults(Faults { latency: Duration::from_millis(15), ..Faults::default() });
     let mut agents = Vec::new();
     for i in 0..3 {
-        let folder = w.export(&format!("crash-{i}"), &[("v.mov", 1200 * KIB + i * 777), ("v.en.srt", 3000)]);
+        let folder = w.export(&format!("crash-{i}"), &[("v.mov", 2400 * KIB + i * 777), ("v.en.srt", 3000)]);
         let (config, journal) = w.config_with_journal(
             &format!("a{i}"),
             &format!("max_parts_in_flight = {IN_FLIGHT}\nshutdown_grace = \"1s\""),
@@ -80,7 +80,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing() {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     assert!(moved, "no progress after a restart");
-                    let extra = rand::rng().random_range(0..120);
+                    let extra = rand::rng().random_range(0..80);
                     tokio::time::sleep(Duration::from_millis(extra)).await;
                     if child.try_wait().unwrap().is_none() {
                         child.kill().await.unwrap(); // SIGKILL

@@ -16,12 +16,7 @@ const KIB: usize = 1024;
 
 /// Run the engine until every listed group is in a final state (or panic after `limit`).
 async fn run_until_done(w: &World, journal: &Arc<Journal>, ids: &[i64], limit: Duration) {
-    let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { engine.run(shutdown).await }
-    });
+    let (shutdown, task) = spawn_engine(w.engine(journal.clone(), KEY, fast()));
     let j = journal.clone();
     let ids = ids.to_vec();
     wait_for(limit, "every group to end", || {
@@ -125,11 +120,7 @@ async fn expired_urls_are_refreshed_and_corrupt_etags_caught() {
     let f = w.export("refresh", &[("v.mov", 400 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     wait_for(Duration::from_secs(20), "a few parts done", || j.summary(id).unwrap().parts_done >= 3).await;
     w.sandbox.expire_all_urls();
@@ -157,11 +148,7 @@ async fn a_group_the_server_forgot_expires_and_is_re_queued() {
     let f = w.export("late", &[("v.mov", 300 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     wait_for(Duration::from_secs(20), "some parts done", || j.summary(id).unwrap().parts_done >= 2).await;
     w.sandbox.advance_clock(Duration::from_secs(5 * 24 * 3600 + 60));
@@ -197,11 +184,7 @@ async fn a_cancel_request_stops_in_flight_puts_within_two_seconds() {
     let f = w.export("cancel-me", &[("v.mov", 2048 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     wait_for(Duration::from_secs(20), "uploading", || j.group(id).unwrap().state == GroupState::Uploading).await;
     let cli = Journal::open(&w.journal_path).unwrap();
@@ -243,11 +226,7 @@ async fn source_change_cancels(change: impl FnOnce(&std::path::Path), expect: &s
     let f = w.export("changing", &[("v.mov", 400 * KIB), ("v.en.srt", 500)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     wait_for(Duration::from_secs(20), "some parts done", || j.summary(id).unwrap().parts_done >= 2).await;
     change(&f.join("v.mov"));
@@ -298,11 +277,7 @@ async fn a_refused_key_pauses_the_queue_without_hammering() {
     let mut opts = fast();
     opts.auth_recheck = Duration::from_millis(700);
     let engine = w.engine(journal.clone(), "wrong-key", opts);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let during = w.sandbox.stats().unauthorized;
     // 2 workers at first, then one probe per re-check (every 700 ms): a handful, not hundreds.
@@ -329,11 +304,7 @@ async fn shutdown_mid_upload_resumes_without_resending_done_parts() {
     let f = w.export("resume", &[("v.mov", 600 * KIB), ("v.en.srt", 700)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     wait_for(Duration::from_secs(20), "some parts done", || j.summary(id).unwrap().parts_done >= 8).await;
     shutdown.cancel();
@@ -403,11 +374,7 @@ async fn a_group_fails_after_its_retry_budget_and_retries_by_itself_later() {
     let f = w.export("flaky", &[("v.mov", 100 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     wait_for(Duration::from_secs(10), "the group to fail", || j.group(id).unwrap().state == GroupState::Failed).await;
     let g = journal.group(id).unwrap();
@@ -543,17 +510,16 @@ async fn the_throttle_sees_every_byte_and_the_observer_every_part_and_group() {
     });
     opts.observer = Some(seen.clone());
     let engine = w.engine(journal.clone(), KEY, opts);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     let wait_ids = ids.clone();
     wait_for(Duration::from_secs(20), "both groups", || {
         wait_ids.iter().all(|id| j.group(*id).unwrap().state == GroupState::Completed)
     })
     .await;
+    // The observer hears of a group after its end is recorded (and after the after-upload step).
+    let s = seen.clone();
+    wait_for(Duration::from_secs(10), "both ends observed", || s.ended.lock().unwrap().len() >= 2).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let total: u64 = ids.iter().map(|id| journal.group(*id).unwrap().total_bytes()).sum();
@@ -573,11 +539,7 @@ async fn a_group_canceled_on_the_server_ends_canceled_and_is_not_resent() {
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let other = w.export("untouched", &[("o.mov", 40 * KIB)]);
     let engine = w.engine(journal.clone(), KEY, fast());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let s = shutdown.clone();
-        async move { engine.run(s).await }
-    });
+    let (shutdown, task) = spawn_engine(engine);
     let j = journal.clone();
     wait_for(Duration::from_secs(20), "some parts done", || j.summary(id).unwrap().parts_done >= 2).await;
     // Someone cancels the group in SpatialGen's dashboard, behind the agent's back.

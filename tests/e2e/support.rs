@@ -260,3 +260,12 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+/// Run `engine` on its own task until the returned token is cancelled.
+pub fn spawn_engine(
+    engine: Engine,
+) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<Result<(), spatialgen_sync::upload::EngineError>>) {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let s = shutdown.clone();
+    (shutdown, tokio::spawn(async move { engine.run(s).await }))
+}
