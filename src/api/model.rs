@@ -11,7 +11,6 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::redact_url;
-use crate::group::UploadGroup;
 use crate::model::{FileRole, Layout, Perspective};
 
 /// Body of `POST /api/videos/uploads`.
@@ -27,29 +26,6 @@ pub struct StartGroup {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folder_name: Option<String>,
     pub files: Vec<StartFile>,
-}
-
-impl StartGroup {
-    /// The request for a (valid) group, files in the group's order.
-    pub fn from_group(group: &UploadGroup) -> StartGroup {
-        StartGroup {
-            video_name: group.name.clone(),
-            description: group.description.clone(),
-            layout: group.layout,
-            perspective: group.perspective,
-            folder_name: group.folder_name.clone(),
-            files: group
-                .files
-                .iter()
-                .map(|f| StartFile {
-                    file_name: f.file_name.clone(),
-                    file_role: f.role,
-                    size_bytes: f.size,
-                    language_tag: f.language.clone(),
-                })
-                .collect(),
-        }
-    }
 }
 
 /// One `files[]` item of [`StartGroup`].
