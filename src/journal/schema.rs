@@ -133,6 +133,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE events_v3 RENAME TO events;
     CREATE INDEX events_group ON events(group_id, id);
     "#,
+    // v4: a file's identity and the agent's pauses.
+    // `files.dev` / `files.ino`: the device and inode the file had when it was
+    // grouped; before any byte is read, deleted or moved the open file must
+    // still be that one (NULL for rows from older versions: size and mtime only).
+    // `pauses`: why the queue is held (one row per reason: `auth`, `window`,
+    // `operator`, ...), so that a separate `status` process can show it.
+    r#"
+    ALTER TABLE files ADD COLUMN dev INTEGER;
+    ALTER TABLE files ADD COLUMN ino INTEGER;
+    CREATE TABLE pauses (
+        reason        TEXT PRIMARY KEY,
+        detail        TEXT,
+        since         INTEGER NOT NULL,
+        next_check    INTEGER
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
