@@ -5,6 +5,7 @@
 //! out (it drops the group's PUTs, sends DELETE, records `canceled`). With no
 //! engine running, the command takes the engine lock and does it itself.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use anyhow::Context;
 use super::{GroupArgs, Outcome, StatusArgs, UsageError};
 use crate::api::Client;
 use crate::config::Config;
-use crate::journal::{GroupId, GroupState, GroupSummary, Journal, RequestKind};
+use crate::journal::{GroupId, GroupState, GroupSummary, Journal, Pause, PauseView, RequestKind};
 use crate::ops::window::{Schedule, WindowState};
 use crate::upload::finish::check_sources;
 use crate::upload::retry::RetryPolicy;
@@ -24,11 +25,20 @@ const CANCEL_WAIT: Duration = Duration::from_secs(30);
 pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
     // No journal yet: nothing has happened; do not create one just to say so.
-    let rows = if cfg.journal.path.exists() { Journal::open(&cfg.journal.path)?.list()? } else { Vec::new() };
+    // Otherwise read-only: `status` never creates, migrates or renames a journal.
+    let (rows, pauses, agent_running) = if cfg.journal.path.exists() {
+        let journal = Journal::open_read_only(&cfg.journal.path)?;
+        (journal.list()?, journal.pauses()?, journal.engine_running().ok())
+    } else {
+        (Vec::new(), Vec::new(), None)
+    };
     if args.json {
         // One array, as interface.md fixes it; the window state is in the table view.
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&json_rows(&rows, &pauses)?)?);
     } else {
+        for line in pause_lines(&pauses, agent_running) {
+            println!("{line}");
+        }
         let schedule = Schedule::from_config(&cfg.upload).context("upload.window")?;
         if let Some(line) = window_line(&schedule.state_now(), schedule.is_always_open(), &rows) {
             println!("{line}");
@@ -36,6 +46,37 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         print!("{}", table(&rows));
     }
     Ok(Outcome::Success)
+}
+
+/// The rows of `status --json`: each group as the journal summarises it,
+/// plus `paused` (a [`PauseView`], or null) on every `queued` or `uploading`
+/// group that a recorded pause holds (the refused key holds them all; a
+/// missing watch folder holds the groups found in it).
+pub fn json_rows(rows: &[GroupSummary], pauses: &[Pause]) -> serde_json::Result<Vec<serde_json::Value>> {
+    rows.iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r)?;
+            let held = matches!(r.state, GroupState::Queued | GroupState::Uploading)
+                .then(|| pauses.iter().find(|p| p.holds(r.watch_path.as_deref().map(Path::new))))
+                .flatten();
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("paused".into(), serde_json::to_value(held.map(PauseView::from))?);
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// The lines above the table for each recorded pause. A pause recorded by
+/// an agent that is no longer running says so.
+pub fn pause_lines(pauses: &[Pause], agent_running: Option<bool>) -> Vec<String> {
+    pauses
+        .iter()
+        .map(|p| match agent_running {
+            Some(false) => format!("{} (recorded by an agent that is not running now)", p.describe()),
+            _ => p.describe(),
+        })
+        .collect()
 }
 
 /// The line above the table when upload windows are configured: paused (and

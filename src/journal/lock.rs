@@ -57,6 +57,34 @@ impl EngineLock {
     }
 }
 
+/// Held by the agent (`run`) for as long as it runs, on `<journal>.agent.lock`:
+/// a second agent on the same journal stops at once, before it starts
+/// anything, instead of queuing behind the first for the engine lock (which
+/// a foreground `upload` may hold for a while, and rightly waits for).
+#[derive(Debug)]
+pub struct AgentLock {
+    _file: File,
+}
+
+impl AgentLock {
+    /// Take the lock, or `Err(Some(pid))` / `Err(None)` naming the process
+    /// that holds it (the pid as that process wrote it, if readable).
+    pub fn try_acquire(journal: &Path) -> Result<Result<AgentLock, Option<u32>>, JournalError> {
+        let mut p = journal.as_os_str().to_owned();
+        p.push(".agent.lock");
+        let path = PathBuf::from(p);
+        let io = |source| JournalError::Io { path: path.clone(), source };
+        let mut file = open_private(&path).map_err(io)?;
+        if !try_lock(&file).map_err(io)? {
+            let pid = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+            return Ok(Err(pid));
+        }
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Ok(AgentLock { _file: file }))
+    }
+}
+
 fn open_private(path: &Path) -> std::io::Result<File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true).write(true).create(true).truncate(false);

@@ -52,6 +52,7 @@
 //!   Only one *engine* works a journal at a time: see [`EngineLock`].
 
 mod lock;
+mod pauses;
 mod schema;
 mod state;
 
@@ -66,7 +67,8 @@ use serde::Serialize;
 use crate::group::UploadGroup;
 use crate::model::{FileRole, Layout, Perspective};
 
-pub use lock::EngineLock;
+pub use lock::{AgentLock, EngineLock};
+pub use pauses::{Pause, PauseReason, PauseView};
 pub use state::{FileState, GroupState};
 
 /// Local id of a group: the `id` column, shown by `status`.
@@ -592,6 +594,30 @@ impl Journal {
             ),
             Err(e) => tracing::error!(error = %e, "recovering completed groups from the corrupt journal failed"),
         }
+    }
+
+    /// Open the journal at `path` for reading only (`status` and other
+    /// commands that change nothing): nothing is created, migrated, checked
+    /// for corruption or renamed aside; a journal at another schema version
+    /// is refused with what to do. Reads see the agent's last commit.
+    pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+        use rusqlite::OpenFlags;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > schema::LATEST {
+            return Err(JournalError::TooNew { path: path.to_owned(), found: version, supported: schema::LATEST });
+        }
+        if version < schema::LATEST {
+            return Err(JournalError::Refused(format!(
+                "journal {} has schema version {version} and this binary reads version {}; it is upgraded when \
+                 the agent (`spatialgen-sync run`) next starts",
+                path.display(),
+                schema::LATEST
+            )));
+        }
+        Ok(Journal { conn: Mutex::new(conn), path: path.to_owned() })
     }
 
     fn open_existing(path: &Path) -> Result<Journal, JournalError> {

@@ -18,7 +18,7 @@ use super::worker::{self, Ctx};
 use super::{EngineError, GroupOutcome};
 use crate::api::Client;
 use crate::config::{ApiKey, Config};
-use crate::journal::{GroupId, GroupState, Journal, JournalError, RequestKind, now_ms};
+use crate::journal::{GroupId, GroupState, Journal, JournalError, PauseReason, RequestKind, now_ms};
 
 /// The `reason` of [`Observer::paused`] while the API refuses the key.
 pub const PAUSED_AUTH: &str = "auth";
@@ -326,6 +326,10 @@ impl Engine {
     ) -> Result<Option<(GroupId, GroupOutcome)>, EngineError> {
         let sh = &self.sh;
         sh.housekeeping()?;
+        if only.is_none() {
+            // A pause recorded by an earlier agent describes a process that is gone.
+            sh.journal.clear_pauses_like(&PauseReason::Auth)?;
+        }
         let mut config_rx = self.opts.config.clone();
         let mut gate_rx = self.opts.gate.clone();
         // The window pause as last reported (the auth pause is `paused_until`).
@@ -369,6 +373,9 @@ impl Engine {
             if paused_until.is_some() && sh.api_ok.load(Ordering::Relaxed) {
                 tracing::info!("the API accepts the key again; uploads resume");
                 paused_until = None;
+                if let Err(e) = sh.journal.clear_pause(&PauseReason::Auth) {
+                    tracing::warn!(error = %e, "cannot record the end of the auth pause");
+                }
                 if let Some(o) = &self.opts.observer {
                     o.paused(PAUSED_AUTH, false);
                 }
@@ -492,6 +499,11 @@ impl Engine {
                             }
                             sh.api_ok.store(false, Ordering::Relaxed);
                             paused_until = Some(Instant::now() + self.opts.auth_recheck);
+                            // In the journal, so that `status` in another process shows it.
+                            let next = now_ms().saturating_add(self.opts.auth_recheck.as_millis() as i64);
+                            if let Err(e) = sh.journal.set_pause(&PauseReason::Auth, Some(msg), Some(next)) {
+                                tracing::warn!(error = %e, "cannot record the auth pause");
+                            }
                         }
                         GroupOutcome::Expired { requeued: Some(new) } if only == Some(id) => only = Some(*new),
                         _ if only == Some(id) => {

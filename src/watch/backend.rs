@@ -58,6 +58,10 @@ pub struct WatchStats {
     pub polling: AtomicU64,
     /// Watch folders that fell back to polling because of the OS limit.
     pub fallbacks: AtomicU64,
+    /// Watch folders missing now (unmounted, deleted).
+    pub missing: AtomicU64,
+    /// Times a watch was started again on a folder that came back or was replaced.
+    pub rewatched: AtomicU64,
 }
 
 impl WatchStats {
@@ -70,6 +74,9 @@ impl WatchStats {
 pub(crate) enum Backend {
     Native(#[allow(dead_code)] RecommendedWatcher),
     Poll(#[allow(dead_code)] PollWatcher),
+    /// The watch folder was missing when its watch was to start; the next
+    /// rescan that finds it starts the real one.
+    Missing,
 }
 
 /// Access events that do not change anything.

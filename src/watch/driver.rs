@@ -34,12 +34,24 @@ pub(crate) struct Driver {
     pub stats: Arc<WatchStats>,
     pub next_rescan: Vec<Instant>,
     pub rescan_pending: Vec<bool>,
+    /// Each watch folder's (device, inode) when its watch started.
+    pub root_ids: Vec<Option<(u64, u64)>>,
+    /// Watch folders found missing by the last rescan.
+    pub missing: Vec<bool>,
+    /// Passed on when a watch is started again.
+    pub force_poll: bool,
+    /// Watch folders that were mount points when first seen present.
+    pub mounted: Vec<bool>,
 }
 
 impl Driver {
     pub fn run(mut self) -> Result<(), WatchError> {
         // Startup scan: exports that arrived while the agent was stopped.
         for i in 0..self.rules.len() {
+            if scan::root_present(&self.rules[i]).is_ok() {
+                // A missing-folder note left by an earlier run is stale.
+                self.handoff.watch_folder(&self.rules[i], None);
+            }
             self.rescan(i);
         }
         loop {
@@ -141,11 +153,68 @@ impl Driver {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(export = %key.display(), "cannot look at export: {e}");
+                    if self.missing[watch] {
+                        tracing::debug!(export = %key.display(), "watch folder missing; export left as it was: {e}");
+                    } else {
+                        tracing::warn!(export = %key.display(), "cannot look at export: {e}");
+                    }
                     self.settler.rearm(&key, now);
                 }
             }
         }
+    }
+
+    /// Is watch folder `i` there? Notices it going missing (reported once,
+    /// its exports left as they are) and coming back or being replaced by
+    /// another folder of the same name (its watch is started again, so
+    /// events flow without a restart). `false`: skip this rescan.
+    fn check_root(&mut self, i: usize) -> bool {
+        let rules = &self.rules[i];
+        let present = scan::root_present(rules).map_err(|e| e.to_string()).and_then(|()| {
+            if self.mounted[i] && !scan::is_mount_point(rules) {
+                Err(format!("{}: nothing is mounted here any more (the share was unmounted)", rules.root.display()))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = present {
+            if !self.missing[i] {
+                self.missing[i] = true;
+                self.stats.missing.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    folder = %rules.root.display(),
+                    every = %humantime::format_duration(rules.rescan),
+                    "the watch folder is missing (unmounted share? deleted?); its exports are kept as they are \
+                     and the folder is looked for again at every rescan: {e}"
+                );
+                self.handoff.watch_folder(&self.rules[i], Some(&e));
+            }
+            return false;
+        }
+        let id = scan::root_identity(rules);
+        if self.missing[i] || id != self.root_ids[i] || matches!(self.backends[i], Backend::Missing) {
+            // Drop the old watch first: it watches a folder that is gone.
+            self.backends[i] = Backend::Missing;
+            match backend::start(rules, &self.tx, &self.signals[i], &self.stats, self.force_poll) {
+                Ok(b) => self.backends[i] = b,
+                Err(e) => {
+                    tracing::warn!("{e}; trying again at the next rescan");
+                    return true;
+                }
+            }
+            self.root_ids[i] = id;
+            self.mounted[i] = self.mounted[i] || scan::is_mount_point(&self.rules[i]);
+            self.stats.rewatched.fetch_add(1, Ordering::Relaxed);
+            if self.missing[i] {
+                self.missing[i] = false;
+                self.stats.missing.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(folder = %self.rules[i].root.display(), "the watch folder is back; watching it again");
+            } else {
+                tracing::info!(folder = %self.rules[i].root.display(), "the watch folder was replaced; watching the new one");
+            }
+            self.handoff.watch_folder(&self.rules[i], None);
+        }
+        true
     }
 
     fn rescan(&mut self, i: usize) {
@@ -153,6 +222,9 @@ impl Driver {
         self.rescan_pending[i] = false;
         self.next_rescan[i] = now + self.rules[i].rescan;
         self.stats.rescans.fetch_add(1, Ordering::Relaxed);
+        if !self.check_root(i) {
+            return;
+        }
         let found = match scan::scan(&self.rules[i]) {
             Ok(s) => s,
             Err(e) => {

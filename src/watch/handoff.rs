@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::config::WatchMode;
 use crate::group::{self, GroupOptions, UploadGroup, Violation};
-use crate::journal::{Enqueued, Journal};
+use crate::journal::{Enqueued, Journal, PauseReason};
 
 use super::WatchError;
 use super::scan::WatchRules;
@@ -21,6 +21,11 @@ pub trait Handoff: Send {
     /// later, so a transient failure (a busy journal) is retried; an error on
     /// any other value is logged.
     fn hand_off(&mut self, settle: &Settle, rules: &WatchRules) -> Result<(), WatchError>;
+
+    /// The watch folder itself went missing (`Some` with the OS error) or
+    /// came back (`None`). Its exports are neither forgotten nor canceled
+    /// meanwhile; the default does nothing.
+    fn watch_folder(&mut self, _rules: &WatchRules, _missing: Option<&str>) {}
 }
 
 /// Sends every settle value, stamped with the moment it was handed off, into
@@ -140,5 +145,16 @@ impl Handoff for JournalHandoff {
             Settle::Empty { key, .. } | Settle::Vanished { key, .. } => self.journal.drop_waiting(key)?,
         }
         Ok(())
+    }
+
+    fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {
+        let reason = PauseReason::WatchMissing(rules.root.clone());
+        let r = match missing {
+            Some(error) => self.journal.set_pause(&reason, Some(error), None),
+            None => self.journal.clear_pause(&reason).map(drop),
+        };
+        if let Err(e) = r {
+            tracing::warn!(folder = %rules.root.display(), error = %e, "cannot record the watch folder's state");
+        }
     }
 }

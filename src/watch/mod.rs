@@ -52,7 +52,7 @@ pub use handoff::{ChannelHandoff, Handoff, JournalHandoff};
 pub use scan::{Scan, WatchRules, look_export, scan};
 pub use settle::{Clock, Look, ManualClock, Settle, SettlePolicy, Settler, SystemClock};
 
-use backend::{Msg, Signals};
+use backend::{Backend, Msg, Signals};
 
 /// Everything that can go wrong while watching.
 #[derive(Debug, thiserror::Error)]
@@ -172,13 +172,22 @@ pub fn start(
     let rules = watches.iter().enumerate().map(|(i, w)| WatchRules::new(i, w)).collect::<Result<Vec<_>, _>>()?;
     let (tx, rx) = sync_channel(opts.channel_capacity.max(1));
     let signals: Vec<Arc<Signals>> = rules.iter().map(|_| Arc::default()).collect();
+    // A folder missing now (an unmounted share) is not an error: its watch
+    // starts when a rescan finds it, and until then it is reported missing.
     let backends = rules
         .iter()
         .zip(&signals)
-        .map(|(r, s)| backend::start(r, &tx, s, &opts.stats, opts.force_poll))
+        .map(|(r, s)| match scan::root_present(r) {
+            Ok(()) => backend::start(r, &tx, s, &opts.stats, opts.force_poll),
+            Err(_) => Ok(Backend::Missing),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let now = opts.clock.now();
     let driver = driver::Driver {
+        root_ids: rules.iter().map(scan::root_identity).collect(),
+        missing: vec![false; rules.len()],
+        force_poll: opts.force_poll,
+        mounted: rules.iter().map(|r| scan::root_present(r).is_ok() && scan::is_mount_point(r)).collect(),
         settler: Settler::new(rules.iter().map(|r| r.policy).collect()),
         next_rescan: rules.iter().map(|r| now + r.rescan).collect(),
         rescan_pending: vec![false; rules.len()],

@@ -261,8 +261,58 @@ fn mtime_ns(m: &Metadata) -> i128 {
     }
 }
 
+/// Is the watch folder itself there (a directory)? `Err` is what the OS
+/// said. A missing watch folder is an unmounted share or a deleted folder,
+/// never "every export vanished".
+pub fn root_present(rules: &WatchRules) -> Result<(), WatchError> {
+    match fs::metadata(&rules.root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(WatchError::Io {
+            path: rules.root.clone(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "the watch folder is not a folder"),
+        }),
+        Err(e) => Err(WatchError::Io { path: rules.root.clone(), source: e }),
+    }
+}
+
+/// The watch folder's identity (device, inode): when it changes, the folder
+/// was deleted and made again, or a share was mounted over it, and a native
+/// watch on the old one sees nothing any more.
+#[cfg(unix)]
+pub fn root_identity(rules: &WatchRules) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(&rules.root).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+pub fn root_identity(rules: &WatchRules) -> Option<(u64, u64)> {
+    fs::metadata(&rules.root).ok().map(|_| (0, 0))
+}
+
+/// Is something mounted on the watch folder (its device differs from its
+/// parent's)? A share that is unmounted leaves its empty mount point
+/// behind: a folder that was a mount point and no longer is counts as
+/// missing, not as a folder whose exports all vanished.
+#[cfg(unix)]
+pub fn is_mount_point(rules: &WatchRules) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = rules.root.parent() else { return false };
+    match (fs::metadata(&rules.root), fs::metadata(parent)) {
+        (Ok(m), Ok(p)) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+pub fn is_mount_point(_rules: &WatchRules) -> bool {
+    false
+}
+
 /// Look at one export now. `Ok(None)`: it is gone (or no longer an export).
+/// `Err` when the watch folder itself is missing: then nothing is known
+/// about its exports, and none may be taken for gone.
 pub fn look_export(rules: &WatchRules, key: &Path) -> Result<Option<ExportLook>, WatchError> {
+    root_present(rules)?;
     let acc = match rules.mode {
         WatchMode::Folders => {
             if rules.export_dir_meta(key).is_none() {

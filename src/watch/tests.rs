@@ -424,6 +424,10 @@ impl Handoff for Tee {
         self.journal.hand_off(s, rules)?;
         self.channel.hand_off(s, rules)
     }
+
+    fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {
+        self.journal.watch_folder(rules, missing);
+    }
 }
 
 #[test]
@@ -624,4 +628,68 @@ fn limit_child(scenario: &str) {
     assert_eq!(WatchStats::get(&run.stats().polling), 1, "{scenario}: now polling");
     run.stop();
     println!("limit-child-ok {scenario}");
+}
+
+/// Poll `cond` until it holds or the patience runs out.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_watch_folder_that_goes_away_is_reported_and_watched_again_when_it_comes_back() {
+    use crate::journal::PauseReason;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("share");
+    fs::create_dir(&root).expect("mkdir");
+    let db = dir.path().join("journal.sqlite3");
+    let mut w = watch(&root);
+    // The settle period is long enough that the export is still settling when the folder goes.
+    w.settle = Dur(Duration::from_secs(3));
+    w.rescan = Dur(Duration::from_secs(1));
+    let jr = JournalRun::start(std::slice::from_ref(&w), &db);
+    write_file(&root.join("shot1/shot1.mov"), 2000);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+
+    // The folder goes (an unmounted share looks the same to the scan).
+    fs::remove_dir_all(&root).expect("rm -rf");
+    let missing = PauseReason::WatchMissing(root.clone());
+    eventually("the missing folder in the journal", || jr.journal.pause(&missing).expect("read").is_some());
+    assert_eq!(WatchStats::get(&jr.run.stats().missing), 1);
+    // Nothing about its exports changed because of it: the waiting row stays.
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Waiting)]);
+
+    // Back: the watch is started again within a rescan interval, and the
+    // note is gone.
+    fs::create_dir(&root).expect("mkdir again");
+    eventually("the folder watched again", || WatchStats::get(&jr.run.stats().rewatched) >= 1);
+    eventually("the note cleared", || jr.journal.pause(&missing).expect("read").is_none());
+    assert_eq!(WatchStats::get(&jr.run.stats().missing), 0);
+    // Native events flow from the new folder (not only the periodic rescan).
+    let before = WatchStats::get(&jr.run.stats().events);
+    write_file(&root.join("shot2/shot2.mov"), 2000);
+    eventually("events from the new folder", || WatchStats::get(&jr.run.stats().events) > before);
+    let (_, outcome) = jr.outcome_for(&root.join("shot2"));
+    assert!(matches!(outcome, Enqueued::Queued(_)), "{outcome:?}");
+    jr.run.stop();
+}
+
+#[test]
+fn a_watch_folder_missing_at_start_is_watched_once_it_appears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("later");
+    let mut w = watch(&root);
+    w.rescan = Dur(Duration::from_secs(1));
+    let run = Run::start(std::slice::from_ref(&w));
+    eventually("reported missing", || WatchStats::get(&run.stats().missing) == 1);
+    fs::create_dir(&root).expect("mkdir");
+    eventually("watched", || WatchStats::get(&run.stats().rewatched) == 1);
+    let before = WatchStats::get(&run.stats().events);
+    write_file(&root.join("shot/shot.mov"), 100);
+    eventually("native events", || WatchStats::get(&run.stats().events) > before);
+    run.wait_for("settled", settled(&root.join("shot")));
+    run.stop();
 }
