@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Outcome, RunArgs, service};
 use crate::config::{ApiKey, Config, HooksConfig};
-use crate::journal::{Ended, GroupState, Journal};
+use crate::journal::{AgentLock, Ended, GroupState, Journal};
 use crate::ops::hooks::{EventKind, GroupEvent, Notifier};
 use crate::ops::metrics::{Metrics, SnapshotError, StateSnapshot};
 use crate::ops::reload::diff_reload;
@@ -59,6 +59,20 @@ const NOTIFY_BATCH: u32 = 100;
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
     cfg.check_environment()?;
+    // One agent per journal, decided before anything starts: a second one
+    // would only wait for the engine lock while its watchers ran.
+    let _agent_lock = match AgentLock::try_acquire(&cfg.journal.path)? {
+        Ok(lock) => lock,
+        Err(pid) => {
+            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            return Err(super::UsageError(format!(
+                "another agent{who} already runs on the journal {}; stop it first, or give this agent its own \
+                 [journal] path",
+                cfg.journal.path.display()
+            ))
+            .into());
+        }
+    };
     let key = cfg.api_key()?;
     let _log = crate::logging::init(&cfg.log)?;
     super::runtime()?.block_on(async move {
@@ -498,7 +512,12 @@ fn supervise<E, F>(
 fn snapshot(journal: &Journal) -> Result<StateSnapshot, SnapshotError> {
     let counts = journal.count_by_state()?;
     let queue_length = counts.iter().find(|(s, _)| *s == GroupState::Queued).map_or(0, |(_, n)| *n);
-    Ok(StateSnapshot { groups_by_state: counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect(), queue_length })
+    let held = journal.pauses()?.iter().map(|p| (p.reason.label().to_string(), p.describe())).collect();
+    Ok(StateSnapshot {
+        groups_by_state: counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
+        queue_length,
+        held,
+    })
 }
 
 /// Under systemd: a one-line queue summary in `systemctl status`, every 30 s.

@@ -55,6 +55,11 @@ pub struct StateSnapshot {
     pub groups_by_state: Vec<(String, u64)>,
     /// Groups waiting for an upload slot (`queued`).
     pub queue_length: u64,
+    /// What holds the agent that an operator must fix, as recorded in the
+    /// journal: (label, one line for people), e.g. (`auth`, "paused: the API
+    /// refused the key since …"), (`watch_missing`, "watch folder … is
+    /// missing …"). Non-empty makes `/healthz` answer 503.
+    pub held: Vec<(String, String)>,
 }
 
 pub type SnapshotError = Box<dyn std::error::Error + Send + Sync>;
@@ -236,6 +241,20 @@ impl Metrics {
             "Why uploads are paused, one series per reason; absent while running.",
             &why,
         );
+        let missing = snapshot.as_ref().map_or(0, |s| s.held.iter().filter(|(l, _)| l == "watch_missing").count());
+        emit(
+            "spatialgen_watch_folders_missing",
+            "gauge",
+            "Watch folders that are missing now (an unmounted share, a deleted folder).",
+            &[format!("spatialgen_watch_folders_missing {missing}")],
+        );
+        let refused = snapshot.as_ref().is_ok_and(|s| s.held.iter().any(|(l, _)| l == "auth"));
+        emit(
+            "spatialgen_key_refused",
+            "gauge",
+            "1 while the API refuses the key (recorded in the journal).",
+            &[format!("spatialgen_key_refused {}", u8::from(refused))],
+        );
         emit(
             "spatialgen_bandwidth_limit_bytes_per_second",
             "gauge",
@@ -290,10 +309,16 @@ async fn metrics_handler(State(app): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], app.metrics.render(&snap)).into_response()
 }
 
-/// 200 `ok` while the journal can be read; 503 with the reason otherwise.
+/// 200 `ok` while the journal can be read and nothing holds the agent; 503
+/// with the reasons otherwise (journal unreadable, the key refused, a watch
+/// folder missing).
 async fn health_handler(State(app): State<AppState>) -> Response {
     match snapshot(&app.source).await {
-        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(snap) if snap.held.is_empty() => (StatusCode::OK, "ok\n").into_response(),
+        Ok(snap) => {
+            let lines: String = snap.held.iter().map(|(_, line)| format!("{line}\n")).collect();
+            (StatusCode::SERVICE_UNAVAILABLE, lines).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("journal unreadable: {e}\n")).into_response(),
     }
 }

@@ -52,7 +52,11 @@ struct Agent {
 
 impl Agent {
     fn start(w: &World) -> Agent {
-        let mut child = tokio::process::Command::from(w.command(KEY))
+        Agent::start_with_key(w, KEY)
+    }
+
+    fn start_with_key(w: &World, key: &str) -> Agent {
+        let mut child = tokio::process::Command::from(w.command(key))
             .args(["run", "--config", w.config_path.to_str().unwrap()])
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
@@ -426,5 +430,64 @@ async fn outside_every_window_the_agent_holds_the_queue_until_a_reload_opens_it(
     assert_eq!(m.get(&("spatialgen_paused".into(), String::new())), Some(&0.0));
     let st = w.run(KEY, &["status", "--config", &cfg]).await;
     assert!(st.stdout.lines().next().unwrap().trim_start().starts_with("ID"), "no window line: {}", st.stdout);
+    agent.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_journal_exits_at_once_and_names_the_first() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let drop = drop_folder(&w, "drop");
+    w.write_config("", &watch_table(&drop));
+    let first = Agent::start(&w);
+    first.wait_log("agent started", 1, Duration::from_secs(20)).await;
+    let started = Instant::now();
+    let r = w.run(KEY, &["run", "--config", w.config_path.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    let pid = first.child.id().unwrap();
+    assert!(r.stderr.contains(&format!("another agent (pid {pid}) already runs on the journal")), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(!r.stderr.contains("agent started"), "the second agent started something: {r:?}");
+    first.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_shows_in_status_metrics_and_healthz() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let drop = drop_folder(&w, "drop");
+    let port = free_port();
+    w.write_config("", &format!("{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n", watch_table(&drop)));
+    let agent = Agent::start_with_key(&w, "a-wrong-key-123");
+    agent.wait_log("agent started", 1, Duration::from_secs(20)).await;
+    publish(&w, &drop, "held", &[("v.mov", 2 * KIB)]);
+    let cfg = w.config_path.to_str().unwrap().to_string();
+
+    // `status --json` in another process sees the pause on the queued group.
+    let start = Instant::now();
+    let row = loop {
+        let r = w.run(KEY, &["status", "--config", &cfg, "--json"]).await;
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let rows: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        if let Some(row) = rows.as_array().unwrap().iter().find(|r| !r["paused"].is_null()) {
+            break row.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no pause shown; last: {}\n{}", r.stdout, agent.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(row["state"], "queued");
+    assert_eq!(row["paused"]["reason"], "auth");
+    assert!(row["paused"]["nextCheck"].is_string(), "{row}");
+    let text = w.run(KEY, &["status", "--config", &cfg]).await;
+    assert!(text.stdout.starts_with("paused: the API refused the key since "), "{text:?}");
+    assert!(text.stdout.contains("next check"), "{text:?}");
+    assert!(!text.stdout.contains("a-wrong-key-123"), "the key was printed: {text:?}");
+
+    let base = format!("http://127.0.0.1:{port}");
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.text().await.unwrap().contains("the API refused the key"));
+    let m = parse_metrics(&reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap());
+    assert_eq!(m.get(&("spatialgen_key_refused".to_string(), String::new())).copied(), Some(1.0));
     agent.stop().await;
 }

@@ -90,6 +90,7 @@ async fn scrape_reports_counters_journal_state_and_pause() {
         Ok(StateSnapshot {
             groups_by_state: vec![("queued".into(), 3), ("uploading".into(), 1), ("completed".into(), 7)],
             queue_length: 3,
+            held: Vec::new(),
         })
     });
     let (base, shutdown, task) = start(metrics.clone(), source).await;
@@ -159,6 +160,29 @@ async fn an_unreadable_journal_still_scrapes_but_is_unhealthy() {
     let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
     assert_eq!(health.status(), 503);
     assert!(health.text().await.expect("body").contains("database is locked"));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_refused_key_and_a_missing_watch_folder_make_the_agent_unhealthy() {
+    let source: Arc<dyn StateSource> = Arc::new(|| -> Result<StateSnapshot, SnapshotError> {
+        Ok(StateSnapshot {
+            groups_by_state: vec![("queued".into(), 2)],
+            queue_length: 2,
+            held: vec![
+                ("auth".into(), "paused: the API refused the key since 2026-12-01T10:00:00Z".into()),
+                ("watch_missing".into(), "watch folder /mnt/exports is missing since 2026-12-01T10:05:00Z".into()),
+            ],
+        })
+    });
+    let (base, shutdown, _task) = start(Arc::new(Metrics::new()), source).await;
+    let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+    assert_eq!(health.status(), 503);
+    let body = health.text().await.expect("body");
+    assert!(body.contains("the API refused the key") && body.contains("/mnt/exports is missing"), "{body}");
+    let s = parse(&reqwest::get(format!("{base}/metrics")).await.expect("scrape").text().await.expect("body"));
+    assert_eq!(get(&s, "spatialgen_key_refused", &[]), Some(1.0));
+    assert_eq!(get(&s, "spatialgen_watch_folders_missing", &[]), Some(1.0));
     shutdown.cancel();
 }
 
