@@ -918,27 +918,47 @@ impl Config {
     }
 
     /// The effective settings as TOML (the key is never part of a `Config`).
+    /// Secrets that may sit in the config are left out: the webhook URL is
+    /// shown as scheme and host only (its path or query may carry a token),
+    /// and a hook's arguments are replaced by their count (they may carry a
+    /// password); the program is shown.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        shown.hooks.webhook = self.hooks.webhook.as_deref().map(redact_webhook);
+        for hook in [&mut shown.hooks.on_complete, &mut shown.hooks.on_failure, &mut shown.hooks.on_rejected] {
+            if let Some(argv) = hook.as_mut()
+                && argv.len() > 1
+            {
+                let hidden = argv.len() - 1;
+                argv.truncate(1);
+                argv.push(format!("<{hidden} argument(s) not shown>"));
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 
-/// `http://` is allowed only for loopback; otherwise `https://` is required.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let (scheme, rest) =
-        endpoint.split_once("://").ok_or_else(|| format!("{endpoint:?} is not a URL (expected https://host)"))?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    if host.is_empty() {
-        return Err(format!("{endpoint:?} has no host"));
+/// The webhook URL as `scheme://host[:port]/…`, for display.
+fn redact_webhook(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}/…", u.scheme(), u.host_str().unwrap_or(""))
+        }
+        Err(_) => "(not a URL; not shown)".to_string(),
     }
-    match scheme.to_ascii_lowercase().as_str() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(host) => Ok(()),
+}
+
+/// Vet the API endpoint: a URL with a host, `https://`, or plain `http://`
+/// to a loopback address only. `check` (through validation) and the API
+/// client (`api::Client::new`) both decide with this one parser.
+pub fn vet_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(endpoint.trim())
+        .map_err(|e| format!("{endpoint:?} is not a URL ({e}; expected https://host)"))?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("{endpoint:?} has no host"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback_host(host) => Ok(url),
         "http" => Err(format!(
             "{endpoint:?} is plain http to a non-loopback host; the API key only travels over https (http is allowed for 127.0.0.1/localhost only)"
         )),
@@ -946,16 +966,24 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     }
 }
 
-/// Is `host` (no port, no brackets) a loopback name or address?
-pub fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    vet_endpoint(endpoint).map(drop)
 }
 
+/// Is `host` a loopback name or address? Accepts the bracketed IPv6 form
+/// `Url::host_str` gives (`[::1]`) as well as the bare one.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Can files be made in `dir`? The probe is created with `O_EXCL` (and so
+/// never through a symlink planted under its name), mode 0600, under a
+/// random name, and removed again.
 fn writable_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let probe = dir.join(format!(".spatialgen-sync-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")?;
-    std::fs::remove_file(&probe)
+    let probe = tempfile::Builder::new().prefix(".spatialgen-sync-probe-").tempfile_in(dir)?;
+    probe.close()
 }
 
 #[cfg(unix)]

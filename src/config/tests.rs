@@ -158,6 +158,44 @@ fn endpoint_rules() {
 }
 
 #[test]
+fn the_agent_and_check_decide_loopback_alike() {
+    // Spellings a hand-written parser gets wrong: userinfo, a trailing dot,
+    // 127/8 beyond .1, the bracketed v6 loopback, an encoded host.
+    for (url, allowed) in [
+        ("http://127.0.0.2:9", true),
+        ("http://[::1]/", true),
+        ("http://user@127.0.0.1:9", true),
+        ("http://127.0.0.1.evil.com", false),
+        ("http://evil.com#@127.0.0.1", false),
+        ("http://evil.com\\@127.0.0.1", false),
+        ("http://0x7f.1/", true),
+        ("http://[::ffff:10.0.0.1]/", false),
+    ] {
+        let vetted = vet_endpoint(url);
+        assert_eq!(vetted.is_ok(), allowed, "{url}: {vetted:?}");
+        let cfg = ApiConfig { endpoint: url.to_string(), ..Config::minimal(url, Path::new("/tmp/j")).api };
+        let client = crate::api::Client::new(&cfg, ApiKey::new("k"));
+        // The client adds one more refusal of its own (credentials in the URL).
+        if !url.contains('@') {
+            assert_eq!(client.is_ok(), allowed, "{url}: the client disagrees with check: {client:?}");
+        }
+    }
+}
+
+#[test]
+fn check_prints_neither_the_webhook_secret_nor_hook_arguments() {
+    let mut cfg = Config::minimal("https://spatialgen.com", Path::new("/tmp/j.sqlite3"));
+    cfg.hooks.webhook = Some("https://hooks.studio.lan:8443/T0KEN-path?secret=abc".into());
+    cfg.hooks.on_complete = Some(vec!["/usr/bin/notify".into(), "--password".into(), "hunter2".into()]);
+    let text = cfg.to_toml();
+    assert!(text.contains("https://hooks.studio.lan:8443/…"), "{text}");
+    assert!(text.contains("/usr/bin/notify") && text.contains("<2 argument(s) not shown>"), "{text}");
+    for secret in ["T0KEN", "secret=abc", "hunter2", "--password"] {
+        assert!(!text.contains(secret), "{secret} printed: {text}");
+    }
+}
+
+#[test]
 fn move_to_rules() {
     let p = problems("[[watch]]\npath = \"/w\"\nafter_upload = \"move\"\nmove_to = \"/w/done\"\n");
     assert!(p[0].contains("inside the watch folder"), "{p:?}");
