@@ -103,6 +103,10 @@ pub struct WatchOptions {
     /// Events buffered between notify and the watcher thread before the
     /// callback starts dropping them (and a rescan makes up for them).
     pub channel_capacity: usize,
+    /// How long [`run_with`] waits for the watcher thread after shutdown
+    /// before it leaves it behind (a hand-off stuck in a read the OS does
+    /// not let go of must not keep the agent from stopping).
+    pub stop_grace: std::time::Duration,
 }
 
 impl Default for WatchOptions {
@@ -112,6 +116,7 @@ impl Default for WatchOptions {
             stats: Arc::default(),
             force_poll: false,
             channel_capacity: backend::CHANNEL_CAPACITY,
+            stop_grace: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -220,13 +225,36 @@ pub async fn run_with(
     opts: WatchOptions,
     shutdown: CancellationToken,
 ) -> Result<(), WatchError> {
+    let grace = opts.stop_grace;
     let handle = start(watches, handoff, opts)?;
     let ended = handle.ended.clone();
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = ended.cancelled() => tracing::error!("the watcher thread ended on its own"),
     }
-    tokio::task::spawn_blocking(move || handle.stop()).await.map_err(|_| WatchError::Died)?
+    // A plain thread, not the blocking pool: a runtime waits for its
+    // blocking tasks when it is dropped, so a stuck one would hold the
+    // process after all.
+    let (tx, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("spatialgen-watch-stop".into())
+        .spawn(move || {
+            let _ = tx.send(handle.stop());
+        })
+        .map_err(|e| WatchError::Io { path: PathBuf::from("<thread>"), source: e })?;
+    match tokio::time::timeout(grace, stopped).await {
+        Ok(joined) => joined.map_err(|_| WatchError::Died)?,
+        Err(_) => {
+            // The thread is inside one hand-off; it holds nothing another
+            // process needs (journal writes are single transactions) and ends
+            // with the process.
+            tracing::error!(
+                grace = %humantime::format_duration(grace),
+                "the watcher did not stop within its grace (a file it reads does not answer); leaving it behind"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The agent's watchers: every `[[watch]]` folder of `cfg`, settle values
@@ -241,7 +269,8 @@ pub async fn run_watchers(
     let journal =
         tokio::task::spawn_blocking(move || Journal::open(&journal_path)).await.map_err(|_| WatchError::Died)??;
     let handoff = JournalHandoff::new(Arc::new(journal), staging);
-    run_with(&cfg.watch, Box::new(handoff), WatchOptions::default(), shutdown).await
+    let opts = WatchOptions { stop_grace: cfg.upload.shutdown_grace.0, ..WatchOptions::default() };
+    run_with(&cfg.watch, Box::new(handoff), opts, shutdown).await
 }
 
 /// Scan one watch folder once, as the startup scan does (for `plan`,

@@ -375,6 +375,47 @@ async fn run_with_stops_on_shutdown() {
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops promptly").expect("join").expect("ok");
 }
 
+/// A hand-off that reads a FIFO nobody writes to: the open blocks in the OS.
+#[cfg(unix)]
+struct ReadsAFifo(PathBuf, std::sync::mpsc::Sender<()>);
+
+#[cfg(unix)]
+impl Handoff for ReadsAFifo {
+    fn hand_off(&mut self, s: &Settle, _rules: &WatchRules) -> Result<(), WatchError> {
+        if matches!(s, Settle::Settled { .. }) {
+            let _ = self.1.send(());
+            let _ = fs::read(&self.0);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_hand_off_stuck_in_a_read_does_not_keep_the_watchers_from_stopping() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = channel();
+    let shutdown = CancellationToken::new();
+    let watches = vec![watch(&root)];
+    let opts = WatchOptions { stop_grace: Duration::from_millis(500), ..WatchOptions::default() };
+    let task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { run_with(&watches, Box::new(ReadsAFifo(fifo, tx)), opts, shutdown).await })
+    };
+    write_file(&root.join("shot/v.mov"), 1);
+    tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE).expect("the hand-off began")).await.expect("join");
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops within its grace");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
 // ---- through the real grouping engine and journal ----------------------------------
 
 use crate::journal::{Enqueued, GroupState, Journal, SessionFile};
