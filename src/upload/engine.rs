@@ -18,7 +18,7 @@ use super::worker::{self, Ctx};
 use super::{EngineError, GroupOutcome};
 use crate::api::Client;
 use crate::config::{ApiKey, Config};
-use crate::journal::{GroupId, GroupState, Journal, JournalError, PauseReason, RequestKind, now_ms};
+use crate::journal::{GroupId, GroupRecord, GroupState, Journal, JournalError, PauseReason, RequestKind, now_ms};
 
 /// The `reason` of [`Observer::paused`] while the API refuses the key.
 pub const PAUSED_AUTH: &str = "auth";
@@ -248,6 +248,16 @@ pub async fn cancel_now(
     Ok(())
 }
 
+/// The watch folder of group `g`, if it is missing now (unmounted, moved
+/// away, deleted): its files cannot be read, and were not changed either.
+pub(crate) fn watch_folder_missing(g: &GroupRecord) -> Option<std::path::PathBuf> {
+    let root = g.watch_path.as_ref()?;
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => None,
+        _ => Some(root.clone()),
+    }
+}
+
 /// A running group worker as the scheduler sees it.
 struct Active {
     tok: CancellationToken,
@@ -343,6 +353,8 @@ impl Engine {
         let mut paused_until: Option<Instant> = None;
         let mut last_housekeeping = Instant::now();
         let mut result = None;
+        // Groups whose watch folder is missing: not started again until it is back.
+        let mut held: HashMap<GroupId, std::path::PathBuf> = HashMap::new();
 
         'main: loop {
             if let Some(rx) = config_rx.as_mut()
@@ -405,8 +417,15 @@ impl Engine {
             } else {
                 sh.cfg().upload.max_groups.max(1)
             };
+            held.retain(|id, folder| {
+                let back = folder.is_dir();
+                if back {
+                    tracing::info!(group = id, folder = %folder.display(), "the watch folder is back; the group goes on");
+                }
+                !back
+            });
             while active.len() < limit {
-                let busy: Vec<GroupId> = active.keys().copied().collect();
+                let busy: Vec<GroupId> = active.keys().chain(held.keys()).copied().collect();
                 let next = match only {
                     Some(id) if busy.contains(&id) => None,
                     Some(id) => {
@@ -464,6 +483,12 @@ impl Engine {
                     };
                     let ended = active.remove(&id);
                     let outcome = outcome?;
+                    if matches!(outcome, GroupOutcome::Stopped)
+                        && !stop.is_cancelled()
+                        && let Some(folder) = watch_folder_missing(&sh.journal.group(id)?)
+                    {
+                        held.insert(id, folder);
+                    }
                     if let (Some(o), false) =
                         (&self.opts.observer, matches!(outcome, GroupOutcome::Stopped | GroupOutcome::AuthRefused(_)))
                     {

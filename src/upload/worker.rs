@@ -162,6 +162,17 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             }
         }
         Err(Stop::SourceChanged(why)) => {
+            // Files that "vanished" with their whole watch folder were not
+            // changed: the share is unmounted (or the folder moved away). The
+            // group stays as recorded and waits for the folder to come back.
+            let g = sh.journal.group(id)?;
+            if let Some(folder) = super::engine::watch_folder_missing(&g) {
+                tracing::warn!(
+                    group = id, folder = %folder.display(), reason = %why,
+                    "the watch folder is missing; the group waits for it (nothing is canceled)"
+                );
+                return Ok(GroupOutcome::Stopped);
+            }
             tracing::warn!(group = id, reason = %why, "source changed; canceling the server group");
             super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &why, false).await?;
             Ok(GroupOutcome::Canceled(why))

@@ -571,3 +571,42 @@ async fn a_group_canceled_on_the_server_ends_canceled_and_is_not_resent() {
     assert_eq!(w.sandbox.library().len(), 1, "only the untouched group reached the library");
     assert_eq!(w.sandbox.sessions().len(), 2, "the canceled group was not started again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_folder_that_goes_away_mid_upload_holds_the_group_and_it_resumes_when_back() {
+    let w = World::new(16 * KIB as u64, "max_parts_in_flight = 2").await;
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(30), ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("on-a-share", &[("v.mov", 400 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let logs = captured_logs();
+    let (shutdown, task) = spawn_engine(w.engine(journal.clone(), KEY, fast()));
+    let j = journal.clone();
+    wait_for(Duration::from_secs(20), "some parts done", || j.summary(id).unwrap().parts_done >= 3).await;
+
+    // The share goes away (an unmount looks the same to the reader).
+    let away = w.dir.path().join("exports.unmounted");
+    std::fs::rename(&w.exports, &away).unwrap();
+    let folder = w.exports.display().to_string();
+    wait_for(Duration::from_secs(20), "the engine to hold the group", || {
+        String::from_utf8_lossy(&logs.lock().unwrap())
+            .lines()
+            .any(|l| l.contains("the watch folder is missing; the group waits for it") && l.contains(&folder))
+    })
+    .await;
+    let g = journal.group(id).unwrap();
+    assert_eq!(g.state, GroupState::Uploading, "not canceled as vanished: {:?}", g.error);
+    let session = g.session_id.clone().unwrap();
+    let server = w.sandbox.sessions().into_iter().find(|s| s.id == session).unwrap();
+    assert_ne!(server.status, SessionStatus::Canceled, "the server group was not deleted");
+
+    // Back: the same server session goes on to the end.
+    std::fs::rename(&away, &w.exports).unwrap();
+    let j = journal.clone();
+    wait_for(Duration::from_secs(30), "completed", || j.group(id).unwrap().state == GroupState::Completed).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(journal.group(id).unwrap().session_id.as_deref(), Some(session.as_str()), "the same session");
+    assert_eq!(w.sandbox.sessions().len(), 1, "no second server group");
+    assert_library_matches(&w.sandbox, &session, &f);
+}
