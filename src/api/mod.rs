@@ -30,7 +30,7 @@ mod tests;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -176,6 +176,20 @@ impl Client {
     /// an exact `Content-Length`, and aborted if no byte moves for the stall
     /// timeout. The body cannot be replayed: a retry needs a new one.
     pub async fn put_part(&self, url: &str, body: reqwest::Body, len: u64) -> Result<String, ApiError> {
+        self.put_part_held(url, body, len, &AtomicBool::new(false)).await
+    }
+
+    /// [`Client::put_part`] for a body that is sometimes held back on
+    /// purpose (a bandwidth limit): while `held` reads true, the time does
+    /// not count towards the stall timeout, which measures time without
+    /// progress while sending is allowed.
+    pub async fn put_part_held(
+        &self,
+        url: &str,
+        body: reqwest::Body,
+        len: u64,
+        held: &AtomicBool,
+    ) -> Result<String, ApiError> {
         let op = Op::PutPart;
         let target = redact_url(url);
         let parsed = Url::parse(url)
@@ -210,7 +224,7 @@ impl Client {
                 detail: "the storage answered 2xx without an ETag header".into(),
             })
         };
-        match watch_stall(request, &moved, len, self.stall_timeout).await {
+        match watch_stall(request, &moved, held, len, self.stall_timeout).await {
             Some(result) => result,
             None => Err(ApiError::Stalled { op, target, after: self.stall_timeout }),
         }
@@ -345,8 +359,16 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// bytes are taken, the socket buffers (several MiB) may still be draining
 /// at the link's pace before the storage can answer, so the answer may take
 /// `stall` *plus* as long as handing the body over took, which is the time
-/// the link needed for a comparable amount of data.
-async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, len: u64, stall: Duration) -> Option<F::Output> {
+/// the link needed for a comparable amount of data. While `held` reads
+/// true (the body waits for a bandwidth limiter) the clock is reset: that is
+/// waiting by choice, not a stall.
+async fn watch_stall<F: Future>(
+    fut: F,
+    moved: &AtomicU64,
+    held: &AtomicBool,
+    len: u64,
+    stall: Duration,
+) -> Option<F::Output> {
     let tick = (stall / 4).max(Duration::from_millis(5));
     let start = tokio::time::Instant::now();
     let mut seen = moved.load(Ordering::Relaxed);
@@ -358,7 +380,7 @@ async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, len: u64, stall: Dura
             out = &mut fut => return Some(out),
             _ = tokio::time::sleep(tick) => {
                 let now = moved.load(Ordering::Relaxed);
-                if now != seen {
+                if now != seen || held.load(Ordering::Relaxed) {
                     seen = now;
                     since = tokio::time::Instant::now();
                 }
@@ -403,5 +425,30 @@ impl HttpBody for Watched {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.left)
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_the_bandwidth_limit_is_not_a_stall_but_silence_is() {
+        let moved = AtomicU64::new(0);
+        let stall = Duration::from_secs(60);
+        // Held back by the limiter for ten stall periods: no stall.
+        let held = AtomicBool::new(true);
+        let slow = async {
+            tokio::time::sleep(stall * 10).await;
+            "sent"
+        };
+        assert_eq!(watch_stall(slow, &moved, &held, 100, stall).await, Some("sent"));
+        // Nothing held and nothing moving: a stall after `stall`.
+        let free = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        let silent = std::future::pending::<()>();
+        assert_eq!(watch_stall(silent, &moved, &free, 100, stall).await, None);
+        let waited = started.elapsed();
+        assert!(waited >= stall && waited < stall * 2, "{waited:?}");
     }
 }

@@ -22,7 +22,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -141,8 +141,9 @@ pub async fn put_file_range_with(
     opts: &PutOptions,
 ) -> Result<String, TransferError> {
     let attempt = Arc::new(AtomicU64::new(0));
-    let (body, digest) = FileRangeBody::open(path, offset, len, opts, attempt.clone()).await?;
-    let result = client.put_part(url, body, len).await;
+    let held = Arc::new(AtomicBool::new(false));
+    let (body, digest) = FileRangeBody::open(path, offset, len, opts, attempt.clone(), held.clone()).await?;
+    let result = client.put_part_held(url, body, len, &held).await;
     let result = match result {
         Ok(etag) => match digest.finish().await {
             Ok(Some(md5)) => check_etag(url, etag, &md5),
@@ -226,6 +227,7 @@ impl FileRangeBody {
         len: u64,
         opts: &PutOptions,
         attempt: Arc<AtomicU64>,
+        held: Arc<AtomicBool>,
     ) -> Result<(reqwest::Body, DigestHandle), TransferError> {
         let io_err = |what, source| TransferError::Io { path: path.to_path_buf(), what, source };
         let owned = path.to_path_buf();
@@ -261,12 +263,16 @@ impl FileRangeBody {
             let throttle = throttle.clone();
             let progress = progress.clone();
             let attempt = attempt.clone();
+            let held = held.clone();
             async move {
                 let item = rx.recv().await?;
                 if let Ok(bytes) = &item {
                     let n = bytes.len() as u64;
                     if let Some(t) = &throttle {
+                        // Waiting for the limiter is not a stall (see `Client::put_part_held`).
+                        held.store(true, Ordering::Relaxed);
                         t(n).await;
+                        held.store(false, Ordering::Relaxed);
                     }
                     attempt.fetch_add(n, Ordering::Relaxed);
                     if let Some(p) = &progress {
@@ -368,13 +374,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.mov");
         let opts = PutOptions::default();
-        let missing = FileRangeBody::open(&path, 0, 10, &opts, Arc::default()).await.err().unwrap();
+        let missing = FileRangeBody::open(&path, 0, 10, &opts, Arc::default(), Arc::default()).await.err().unwrap();
         assert!(missing.is_source_changed() && missing.class() == ErrorClass::Fatal, "{missing}");
         std::fs::write(&path, b"0123456789").unwrap();
-        let short = FileRangeBody::open(&path, 5, 6, &opts, Arc::default()).await.err().unwrap();
+        let short = FileRangeBody::open(&path, 5, 6, &opts, Arc::default(), Arc::default()).await.err().unwrap();
         assert!(short.is_source_changed(), "{short}");
         assert!(short.to_string().contains("shorter"), "{short}");
-        assert!(FileRangeBody::open(&path, 5, 5, &opts, Arc::default()).await.is_ok());
+        assert!(FileRangeBody::open(&path, 5, 5, &opts, Arc::default(), Arc::default()).await.is_ok());
     }
 
     /// The reader yields exactly the range, in bounded chunks, and its MD5 is of that range.
@@ -386,7 +392,8 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let progress = Arc::new(AtomicU64::new(0));
         let opts = PutOptions { chunk_size: 4096, progress: Some(progress.clone()), ..PutOptions::default() };
-        let (body, digest) = FileRangeBody::open(&path, 1000, 150_001, &opts, Arc::default()).await.unwrap();
+        let (body, digest) =
+            FileRangeBody::open(&path, 1000, 150_001, &opts, Arc::default(), Arc::default()).await.unwrap();
         let mut body = body;
         let mut got = Vec::new();
         while let Some(chunk) = next_data(&mut body).await {
@@ -406,7 +413,8 @@ mod tests {
         let path = dir.path().join("a.mov");
         std::fs::write(&path, vec![1u8; 64 * 1024]).unwrap();
         let opts = PutOptions { chunk_size: 4096, verify_md5: false, ..PutOptions::default() };
-        let (body, digest) = FileRangeBody::open(&path, 0, 64 * 1024, &opts, Arc::default()).await.unwrap();
+        let (body, digest) =
+            FileRangeBody::open(&path, 0, 64 * 1024, &opts, Arc::default(), Arc::default()).await.unwrap();
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(10_000).unwrap();
         let mut body = body;
         let mut failed = false;
@@ -445,6 +453,24 @@ mod tests {
         let path = dir.join("v.mov");
         std::fs::write(&path, &data).unwrap();
         (path, data)
+    }
+
+    #[tokio::test]
+    async fn a_part_held_back_by_the_bandwidth_limit_is_not_aborted_as_stalled() {
+        let server = md5_storage(false).await;
+        let cfg = crate::config::ApiConfig {
+            endpoint: server.url(""),
+            stall_timeout: crate::config::Dur(std::time::Duration::from_millis(100)),
+            ..Default::default()
+        };
+        let client = Client::new(&cfg, crate::config::ApiKey::new("k-test-key")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = sample_file(dir.path(), 4 * 8192);
+        // Each chunk waits 250 ms for the limiter: 2.5 stall timeouts per chunk.
+        let throttle: Throttle = Arc::new(|_| Box::pin(tokio::time::sleep(std::time::Duration::from_millis(250))));
+        let opts = PutOptions { throttle: Some(throttle), chunk_size: 8192, ..PutOptions::default() };
+        let etag = put_file_range_with(&client, &server.url("/b/k"), &path, 0, 4 * 8192, &opts).await;
+        assert!(etag.is_ok(), "{etag:?}");
     }
 
     #[tokio::test]
