@@ -988,20 +988,6 @@ impl Journal {
         })
     }
 
-    /// A note that stays on a completed group's row (its `error`, shown by
-    /// `status`), and in its history: e.g. why the export folder was kept
-    /// after the upload.
-    pub fn note_completed(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
-            state_of(tx, id)?;
-            tx.execute(
-                "UPDATE groups SET error = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'completed'",
-                params![id, detail, now_ms()],
-            )?;
-            event(tx, id, None, None, Some(detail))
-        })
-    }
-
     // ---- the engine's side -------------------------------------------------------------
 
     /// Everything recorded about one group, with its files and parts.

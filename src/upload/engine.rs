@@ -118,15 +118,7 @@ pub(crate) struct Shared {
     pub api_ok: AtomicBool,
     pub throttle: Option<Throttle>,
     pub observer: Option<Arc<dyn Observer>>,
-    /// Failed after-upload steps: attempts so far, and when the next may run.
-    after_attempts: Mutex<HashMap<GroupId, (u32, Instant)>>,
 }
-
-/// The first delay before a failed after-upload step is tried again; it
-/// doubles with each attempt, up to an hour.
-const AFTER_UPLOAD_RETRY: Duration = Duration::from_secs(60);
-/// After-upload attempts before the files are left where they are.
-const AFTER_UPLOAD_ATTEMPTS: u32 = 6;
 
 impl Shared {
     /// The config in force now.
@@ -170,70 +162,37 @@ impl Shared {
     }
 
     /// After-upload action, receipt and staged files of a completed group.
-    /// A failure is logged and noted, and the step is tried again by the
-    /// housekeeping after a growing delay ([`AFTER_UPLOAD_RETRY`]), at most
-    /// [`AFTER_UPLOAD_ATTEMPTS`] times; then the files are kept, and the
-    /// group's note says so.
+    /// Failures are logged and noted; the step is retried at the next start.
     pub(crate) fn finish_completed(&self, id: GroupId) {
-        let Err(e) = self.try_finish_completed(id) else {
-            self.after_attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            return;
-        };
-        let attempts = {
-            let mut map = self.after_attempts.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = map.entry(id).or_insert((0, Instant::now()));
-            entry.0 += 1;
-            let delay = AFTER_UPLOAD_RETRY.saturating_mul(1 << entry.0.min(6)).min(Duration::from_secs(3600));
-            entry.1 = Instant::now() + delay;
-            entry.0
-        };
-        if attempts >= AFTER_UPLOAD_ATTEMPTS {
-            let note = format!("after-upload step gave up after {attempts} attempts; the files are kept: {e}");
-            tracing::error!(group = id, "{note}");
-            let _ = self.journal.note_completed(id, &note);
-            let _ = self.journal.set_finished(id);
-            self.after_attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        } else {
-            tracing::warn!(group = id, error = %e, attempts, "after-upload step failed; it is tried again later");
+        if let Err(e) = self.try_finish_completed(id) {
+            tracing::warn!(group = id, error = %e, "after-upload step failed; it is retried at the next start");
             let _ = self.journal.note(id, &format!("after-upload step failed: {e}"));
         }
-    }
-
-    /// May the after-upload step of `id` be tried now (its backoff is over)?
-    fn after_upload_due(&self, id: GroupId) -> bool {
-        let map = self.after_attempts.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&id).is_none_or(|(_, next)| Instant::now() >= *next)
     }
 
     fn try_finish_completed(&self, id: GroupId) -> Result<(), String> {
         let g = self.journal.group(id).map_err(|e| e.to_string())?;
         let cfg = self.cfg();
-        let report = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
-        match &report.outcome {
+        let after = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
+        match &after {
             AfterOutcome::Kept => {}
             AfterOutcome::Deleted => tracing::info!(group = id, path = %g.key.display(), "export deleted after upload"),
             AfterOutcome::Moved { to } => {
                 tracing::info!(group = id, path = %g.key.display(), to = %to.display(), "export moved after upload")
             }
         }
-        for why in &report.kept {
-            tracing::warn!(group = id, "{why}");
-        }
         if let Some(dir) = &cfg.upload.receipt_dir {
             let path =
-                finish::write_receipt(dir, &g, &report).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
+                finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
             tracing::debug!(group = id, receipt = %path.display(), "receipt written");
         }
         finish::remove_staged(&self.journal, &g);
-        let note = match &report.outcome {
+        let note = match &after {
             AfterOutcome::Kept => "export kept".to_string(),
-            AfterOutcome::Deleted => "uploaded files deleted".to_string(),
-            AfterOutcome::Moved { to } => format!("uploaded files moved to {}", to.display()),
+            AfterOutcome::Deleted => "export deleted".to_string(),
+            AfterOutcome::Moved { to } => format!("export moved to {}", to.display()),
         };
         self.journal.note(id, &note).map_err(|e| e.to_string())?;
-        if matches!(report.outcome, AfterOutcome::Deleted | AfterOutcome::Moved { .. }) && !report.kept.is_empty() {
-            self.journal.note_completed(id, &report.kept.join("; ")).map_err(|e| e.to_string())?;
-        }
         self.journal.set_finished(id).map_err(|e| e.to_string())
     }
 
@@ -242,9 +201,7 @@ impl Shared {
         for id in self.journal.unfinished()? {
             let g = self.journal.group(id)?;
             if g.state == GroupState::Completed {
-                if self.after_upload_due(id) {
-                    self.finish_completed(id);
-                }
+                self.finish_completed(id);
             } else {
                 finish::remove_staged(&self.journal, &g);
                 self.journal.set_finished(id)?;
@@ -340,7 +297,6 @@ impl Engine {
             api_ok: AtomicBool::new(false),
             throttle: opts.throttle.clone(),
             observer: opts.observer.clone(),
-            after_attempts: Mutex::new(HashMap::new()),
         };
         Ok(Engine { sh: Arc::new(sh), opts })
     }

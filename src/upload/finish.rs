@@ -94,206 +94,87 @@ pub enum AfterOutcome {
     Moved { to: PathBuf },
 }
 
-/// The after-upload step's result: what was done, and each thing left in
-/// place with the reason (a file added or changed since the upload, the
-/// folder that still holds it, a bundle uploaded as a zip).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AfterReport {
-    pub outcome: AfterOutcome,
-    pub kept: Vec<String>,
-}
-
-impl AfterReport {
-    fn nothing() -> AfterReport {
-        AfterReport { outcome: AfterOutcome::Kept, kept: Vec::new() }
-    }
-}
-
-/// Where an uploaded file stands just before the after-upload action.
-enum Standing {
-    /// Still exactly the file that was uploaded.
-    Uploaded,
-    /// Gone (done already, after a crash; or removed by someone else).
-    Gone,
-}
-
-/// Is `f` still the uploaded file: a regular file, not a symbolic link,
-/// with the size and mtime it was uploaded with? `Err` says what changed.
-fn standing(f: &FileRecord) -> Result<Standing, String> {
-    match std::fs::symlink_metadata(&f.source) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Standing::Gone),
-        Err(e) => Err(format!("{} is kept: it cannot be looked at ({e})", f.rel_path)),
-        Ok(m) if m.file_type().is_symlink() => {
-            Err(format!("{} is kept: it is now a symbolic link, not the file that was uploaded", f.rel_path))
-        }
-        Ok(m) if !m.is_file() => Err(format!("{} is kept: it is no longer a regular file", f.rel_path)),
-        Ok(m) if m.len() != f.size || mtime_ns(&m) != f.mtime_ns => {
-            Err(format!("{} is kept: it changed after it was uploaded", f.rel_path))
-        }
-        Ok(_) => Ok(Standing::Uploaded),
-    }
-}
-
-/// `after_upload` for a completed group: delete or move exactly the files
-/// that were uploaded, each re-checked just before ([`standing`]); a file
-/// added or changed since then stays where it is. Folders are removed only
-/// when that leaves them empty, bottom-up, and never a watch folder itself
-/// (so `upload` of a whole watch folder removes the uploaded files and
-/// keeps the folder). A `.fcpxmld` bundle directory was uploaded as a zip
-/// the agent made from it; the directory is kept. A move keeps the export's
-/// layout under `move_to` (`<move_to>/<export>/…` in folders mode,
-/// `<move_to>/<file>` in flat mode).
-///
-/// Idempotent, for the engine runs it again after a crash: a file already
-/// deleted is done; a file already moved (gone here, present there) is done.
-pub fn after_upload(cfg: &Config, group: &GroupRecord) -> std::io::Result<AfterReport> {
-    let Some(watch) = watch_for(cfg, group) else { return Ok(AfterReport::nothing()) };
-    let dest = match (watch.after_upload, &watch.move_to) {
-        (AfterUpload::Keep, _) | (AfterUpload::Move, None) => return Ok(AfterReport::nothing()),
-        (AfterUpload::Delete, _) => None,
-        (AfterUpload::Move, Some(d)) => Some(d),
-    };
-    let mut kept = Vec::new();
-    let mut act_on: Vec<&FileRecord> = Vec::new();
-    for f in &group.files {
-        if f.staged {
-            kept.push(format!("{} is kept: it was uploaded as a zip the agent made of it", f.rel_path));
-            continue;
-        }
-        match standing(f) {
-            Ok(Standing::Uploaded) => act_on.push(f),
-            Ok(Standing::Gone) if dest.is_some() => act_on.push(f),
-            Ok(Standing::Gone) => {}
-            Err(why) => kept.push(why),
-        }
-    }
-    let outcome = match dest {
-        None => {
-            for f in &act_on {
-                remove_file(&f.source)?;
-            }
-            AfterOutcome::Deleted
-        }
-        Some(dest_dir) => {
-            let base = move_base(group, dest_dir, &act_on);
-            for f in &act_on {
-                let to = base.join(&f.rel_path);
-                if !move_file(f, &to)? {
-                    kept.push(format!("{} was gone before it could be moved", f.rel_path));
+/// `after_upload` for a completed group. Folders mode (the key is the export
+/// folder): the whole folder is deleted or moved into `move_to`. Flat mode
+/// (the key is `<drop folder>/<stem>`): the group's own files are.
+pub fn after_upload(cfg: &Config, group: &GroupRecord) -> std::io::Result<AfterOutcome> {
+    let Some(watch) = watch_for(cfg, group) else { return Ok(AfterOutcome::Kept) };
+    let folder_mode = group.key == group.root;
+    match (watch.after_upload, &watch.move_to) {
+        (AfterUpload::Keep, _) => Ok(AfterOutcome::Kept),
+        (AfterUpload::Delete, _) => {
+            if folder_mode {
+                remove_path(&group.root)?;
+            } else {
+                for f in &group.files {
+                    remove_path(&group.root.join(&f.rel_path))?;
                 }
             }
-            AfterOutcome::Moved { to: base }
+            Ok(AfterOutcome::Deleted)
         }
+        (AfterUpload::Move, None) => Ok(AfterOutcome::Kept),
+        (AfterUpload::Move, Some(dest_dir)) => {
+            std::fs::create_dir_all(dest_dir)?;
+            if folder_mode {
+                let name = group.root.file_name().map(|n| n.to_owned()).unwrap_or_else(|| group.name.clone().into());
+                let to = move_into(&group.root, dest_dir, Path::new(&name), group.id)?;
+                Ok(AfterOutcome::Moved { to })
+            } else {
+                for f in &group.files {
+                    move_into(&group.root.join(&f.rel_path), dest_dir, Path::new(&f.rel_path), group.id)?;
+                }
+                Ok(AfterOutcome::Moved { to: dest_dir.clone() })
+            }
+        }
+    }
+}
+
+fn remove_path(p: &Path) -> std::io::Result<()> {
+    let r = match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) => Err(e),
     };
-    let watch_roots: Vec<&Path> = cfg.watch.iter().map(|w| w.path.as_path()).collect();
-    kept.extend(prune_empty_folders(group, &watch_roots));
-    Ok(AfterReport { outcome, kept })
-}
-
-/// The folder a move goes to: `<move_to>/<export>` in folders mode (or
-/// `<move_to>/<export> (group N)` when the plain name holds files of
-/// another export), `<move_to>` in flat mode. Chosen the same way again
-/// after a crash half way through: files already moved count as this group's.
-fn move_base(group: &GroupRecord, dest_dir: &Path, files: &[&FileRecord]) -> PathBuf {
-    if group.key != group.root {
-        return dest_dir.to_path_buf();
-    }
-    let name = group.root.file_name().map(|n| n.to_owned()).unwrap_or_else(|| group.name.clone().into());
-    let plain = dest_dir.join(&name);
-    let foreign = files.iter().any(|f| match std::fs::symlink_metadata(plain.join(&f.rel_path)) {
-        Ok(m) => !(m.is_file() && m.len() == f.size && mtime_ns(&m) == f.mtime_ns),
-        Err(_) => false,
-    });
-    if !foreign {
-        return plain;
-    }
-    let mut alt = plain.into_os_string();
-    alt.push(format!(" (group {})", group.id));
-    PathBuf::from(alt)
-}
-
-/// Move one uploaded file to `to`. `Ok(false)`: it is neither here nor
-/// there. A rename on the same filesystem; across filesystems a copy under
-/// a private temporary name, `sync_all`, the mtime carried over, a byte
-/// comparison, the rename into place, and only then the original removed.
-fn move_file(f: &FileRecord, to: &Path) -> std::io::Result<bool> {
-    let here = std::fs::symlink_metadata(&f.source).is_ok();
-    if !here {
-        return Ok(std::fs::metadata(to).is_ok_and(|m| m.len() == f.size));
-    }
-    let parent = to.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    if std::fs::symlink_metadata(to).is_ok() {
-        // Already there (a crash between the copy and the removal): the same
-        // bytes are checked before the original goes.
-        if !same_bytes(&f.source, to)? {
-            return Err(std::io::Error::other(format!("{} exists and differs from {}", to.display(), f.rel_path)));
-        }
-        remove_file(&f.source)?;
-        return Ok(true);
-    }
-    match std::fs::rename(&f.source, to) {
-        Ok(()) => return Ok(true),
-        Err(e) if e.raw_os_error() != Some(libc_exdev()) => return Err(e),
-        Err(_) => {}
-    }
-    let mut tmp = tempfile::Builder::new().prefix(".spatialgen-moving-").tempfile_in(parent)?;
-    {
-        let mut src = std::fs::File::open(&f.source)?;
-        std::io::copy(&mut src, tmp.as_file_mut())?;
-        let modified = std::fs::metadata(&f.source)?.modified()?;
-        tmp.as_file().set_modified(modified)?;
-        tmp.as_file().sync_all()?;
-    }
-    if !same_bytes(&f.source, tmp.path())? {
-        return Err(std::io::Error::other(format!("the copy of {} differs from the original", f.rel_path)));
-    }
-    tmp.persist_noclobber(to).map_err(|e| e.error)?;
-    remove_file(&f.source)?;
-    Ok(true)
-}
-
-fn remove_file(p: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(p) {
+    match r {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
 }
 
-/// Remove the folders of a folders-mode export that the action left empty,
-/// deepest first, the export folder last; never a watch folder (nor one
-/// that holds a watch folder), never anything outside the export. Returns
-/// why the export folder was kept, if it was.
-fn prune_empty_folders(group: &GroupRecord, watch_roots: &[&Path]) -> Option<String> {
-    let root = &group.root;
-    let protected = |d: &Path| watch_roots.iter().any(|w| w.starts_with(d));
-    let mut dirs: Vec<PathBuf> = group
-        .files
-        .iter()
-        .filter(|f| !f.staged)
-        .flat_map(|f| root.join(&f.rel_path).ancestors().skip(1).map(Path::to_path_buf).collect::<Vec<_>>())
-        .filter(|d| d.starts_with(root) && d != root)
-        .collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    dirs.dedup();
-    let export_folder = group.key == group.root && !protected(root);
-    if export_folder {
-        dirs.push(root.clone());
+/// Move `src` to `dest_dir/rel`, or, if something else is already there,
+/// to `dest_dir/rel (group N)`. A rename when on the same filesystem; else a
+/// copy, verified byte for byte, then the source removed. Already moved
+/// (source gone, a destination present) counts as done.
+fn move_into(src: &Path, dest_dir: &Path, rel: &Path, id: i64) -> std::io::Result<PathBuf> {
+    let plain = dest_dir.join(rel);
+    let mut alt = plain.as_os_str().to_owned();
+    alt.push(format!(" (group {id})"));
+    let alt = PathBuf::from(alt);
+    if !src.exists() {
+        if let Some(done) = [&plain, &alt].into_iter().find(|p| p.exists()) {
+            return Ok(done.clone());
+        }
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is gone", src.display())));
     }
-    for d in dirs.iter().filter(|d| !protected(d)) {
-        // Fails, and so keeps the folder, unless it is empty.
-        let _ = std::fs::remove_dir(d);
+    let to = if plain.exists() { alt } else { plain };
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
     }
-    if !export_folder || !root.exists() {
-        return None;
+    match std::fs::rename(src, &to) {
+        Ok(()) => return Ok(to),
+        Err(e) if e.raw_os_error() != Some(libc_exdev()) => return Err(e),
+        Err(_) => {}
     }
-    let mut left: Vec<String> = std::fs::read_dir(root)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    left.sort();
-    let shown = left.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-    let more = if left.len() > 5 { format!(" and {} more", left.len() - 5) } else { String::new() };
-    Some(format!("the export folder {} is kept: it still holds what was not uploaded ({shown}{more})", root.display()))
+    // Another filesystem: copy into a temporary name, verify, then swap in.
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".spatialgen-moving");
+    let tmp = PathBuf::from(tmp);
+    remove_path(&tmp)?;
+    copy_tree(src, &tmp)?;
+    verify_tree(src, &tmp)?;
+    std::fs::rename(&tmp, &to)?;
+    remove_path(src)?;
+    Ok(to)
 }
 
 #[cfg(unix)]
@@ -304,6 +185,37 @@ fn libc_exdev() -> i32 {
 #[cfg(not(unix))]
 fn libc_exdev() -> i32 {
     17 // ERROR_NOT_SAME_DEVICE
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+    } else {
+        std::fs::copy(src, dst)?;
+        std::fs::File::open(dst)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn verify_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            verify_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        return Ok(());
+    }
+    if same_bytes(src, dst)? {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("copy of {} differs from the original", src.display())))
+    }
 }
 
 fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
@@ -339,9 +251,6 @@ struct Receipt<'a> {
     fingerprint: Option<&'a str>,
     completed_at: String,
     after_upload: &'a AfterOutcome,
-    /// What the after-upload step left in place, and why.
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    kept: &'a [String],
     files: Vec<ReceiptFile<'a>>,
 }
 
@@ -356,7 +265,7 @@ struct ReceiptFile<'a> {
 }
 
 /// Write `<receipt_dir>/<id>-<name>.json` crash-safely; returns its path.
-pub fn write_receipt(dir: &Path, group: &GroupRecord, after: &AfterReport) -> std::io::Result<PathBuf> {
+pub fn write_receipt(dir: &Path, group: &GroupRecord, after: &AfterOutcome) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let receipt = Receipt {
         group_id: group.id,
@@ -368,8 +277,7 @@ pub fn write_receipt(dir: &Path, group: &GroupRecord, after: &AfterReport) -> st
         perspective: group.perspective.map(|p| p.as_str()),
         fingerprint: group.fingerprint.as_deref(),
         completed_at: format_ms(now_ms()),
-        after_upload: &after.outcome,
-        kept: &after.kept,
+        after_upload: after,
         files: group
             .files
             .iter()
@@ -385,14 +293,14 @@ pub fn write_receipt(dir: &Path, group: &GroupRecord, after: &AfterReport) -> st
     let safe: String =
         group.name.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).take(80).collect();
     let path = dir.join(format!("{}-{safe}.json", group.id));
+    let tmp = dir.join(format!(".{}-{safe}.json.tmp", group.id));
     let json = serde_json::to_vec_pretty(&receipt).map_err(std::io::Error::other)?;
-    // A private temporary file (O_EXCL, random name: nothing planted under
-    // a guessable name is followed), written whole, then renamed over.
-    let mut tmp = tempfile::Builder::new().prefix(".receipt-").suffix(".tmp").tempfile_in(dir)?;
-    tmp.write_all(&json)?;
-    tmp.write_all(b"\n")?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path).map_err(|e| e.error)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&json)?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
 
@@ -494,91 +402,23 @@ mod tests {
         let root = export(d.path());
         let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
         let watch = d.path().join("watch");
-        assert_eq!(after_upload(&config(&watch, "keep", None), &g).unwrap().outcome, AfterOutcome::Kept);
+        assert_eq!(after_upload(&config(&watch, "keep", None), &g).unwrap(), AfterOutcome::Kept);
         assert!(root.exists());
         let dest = d.path().join("done");
         let out = after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap();
-        assert_eq!(out, AfterReport { outcome: AfterOutcome::Moved { to: dest.join("shot") }, kept: vec![] });
+        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot") });
         assert!(!root.exists() && dest.join("shot/audio/a.m4a").exists());
         // done again after a crash: nothing left to move, same answer
         assert_eq!(after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap(), out);
         // a second export of the same name does not overwrite the first
         let root = export(d.path());
-        let g2 = record(&root, &root, &["v.mov", "audio/a.m4a"]);
-        std::fs::File::options()
-            .write(true)
-            .open(root.join("v.mov"))
-            .unwrap()
-            .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
-            .unwrap();
-        let g2 = GroupRecord { files: record(&root, &root, &["v.mov", "audio/a.m4a"]).files, ..g2 };
-        let out = after_upload(&config(&watch, "move", Some(&dest)), &g2).unwrap();
-        assert_eq!(out.outcome, AfterOutcome::Moved { to: dest.join("shot (group 7)") });
-        assert_eq!(std::fs::read(dest.join("shot/v.mov")).unwrap(), vec![7u8; 300_000], "the first stays");
-        let root = export(d.path());
-        let g3 = record(&root, &root, &["v.mov", "audio/a.m4a"]);
-        assert_eq!(after_upload(&config(&watch, "delete", None), &g3).unwrap().outcome, AfterOutcome::Deleted);
-        assert!(!root.exists(), "emptied, so removed");
-        assert_eq!(after_upload(&config(&watch, "delete", None), &g3).unwrap().outcome, AfterOutcome::Deleted);
-    }
-
-    #[test]
-    fn a_file_added_during_the_upload_is_not_deleted_after_it() {
-        let d = tempfile::tempdir().unwrap();
-        let root = export(d.path());
-        let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
-        // Added while the video uploaded: in no library entry.
-        std::fs::write(root.join("v.en.srt"), b"1\n00:00:00,000 --> 00:00:01,000\nhi\n").unwrap();
-        let report = after_upload(&config(&d.path().join("watch"), "delete", None), &g).unwrap();
-        assert_eq!(report.outcome, AfterOutcome::Deleted);
-        assert!(
-            !root.join("v.mov").exists() && !root.join("audio").exists(),
-            "the uploaded files and their emptied folder go"
-        );
-        assert!(root.join("v.en.srt").exists(), "the added file stays");
-        assert_eq!(report.kept.len(), 1, "{:?}", report.kept);
-        assert!(report.kept[0].contains("is kept") && report.kept[0].contains("v.en.srt"), "{:?}", report.kept);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_file_changed_or_swapped_for_a_symlink_after_the_upload_stays() {
-        let d = tempfile::tempdir().unwrap();
-        let root = export(d.path());
-        std::fs::write(root.join("outside.mov"), b"not in the export").unwrap();
-        let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
-        std::fs::write(root.join("v.mov"), vec![8u8; 300_001]).unwrap();
-        std::fs::remove_file(root.join("audio/a.m4a")).unwrap();
-        std::os::unix::fs::symlink(root.join("outside.mov"), root.join("audio/a.m4a")).unwrap();
-        let dest = d.path().join("done");
-        let report = after_upload(&config(&d.path().join("watch"), "move", Some(&dest)), &g).unwrap();
-        let kept = report.kept.join("\n");
-        assert!(kept.contains("v.mov is kept: it changed after it was uploaded"), "{kept}");
-        assert!(kept.contains("audio/a.m4a is kept: it is now a symbolic link"), "{kept}");
-        assert!(root.join("v.mov").exists() && root.join("outside.mov").exists());
-        assert!(std::fs::symlink_metadata(root.join("audio/a.m4a")).unwrap().file_type().is_symlink());
-        assert!(!dest.join("shot/outside.mov").exists(), "nothing that was not uploaded moves");
-    }
-
-    #[test]
-    fn uploading_a_flat_watch_folder_never_removes_the_folder_itself() {
-        let d = tempfile::tempdir().unwrap();
-        let drop = d.path().join("watch");
-        std::fs::create_dir_all(&drop).unwrap();
-        std::fs::write(drop.join("A.mov"), b"a").unwrap();
-        std::fs::write(drop.join(".keep"), b"").unwrap();
-        // `upload /drop`: the whole watch folder is the export (key == root).
-        let g = record(&drop, &drop, &["A.mov"]);
-        let report = after_upload(&config(&drop, "delete", None), &g).unwrap();
-        assert_eq!(report.outcome, AfterOutcome::Deleted);
-        assert!(!drop.join("A.mov").exists(), "the uploaded file goes");
-        assert!(drop.is_dir() && drop.join(".keep").exists(), "the watch folder and what it holds stay");
-        // Even when it is left empty.
-        std::fs::remove_file(drop.join(".keep")).unwrap();
-        std::fs::write(drop.join("B.mov"), b"b").unwrap();
-        let g = record(&drop, &drop, &["B.mov"]);
-        after_upload(&config(&drop, "delete", None), &g).unwrap();
-        assert!(drop.is_dir(), "an empty watch folder is still not removed");
+        let out = after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap();
+        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot (group 7)") });
+        let root2 = export(d.path());
+        assert_eq!(root, root2);
+        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap(), AfterOutcome::Deleted);
+        assert!(!root.exists());
+        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap(), AfterOutcome::Deleted);
     }
 
     #[test]
@@ -590,7 +430,7 @@ mod tests {
         std::fs::write(drop.join("B.mov"), b"b").unwrap();
         let g = record(&drop, &drop.join("A"), &["A.mov"]);
         let dest = d.path().join("done");
-        let out = after_upload(&config(&drop, "move", Some(&dest)), &g).unwrap().outcome;
+        let out = after_upload(&config(&drop, "move", Some(&dest)), &g).unwrap();
         assert_eq!(out, AfterOutcome::Moved { to: dest.clone() });
         assert!(dest.join("A.mov").exists() && !drop.join("A.mov").exists());
         assert!(drop.join("B.mov").exists(), "another group's file stays");
@@ -611,7 +451,7 @@ mod tests {
         };
         let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
         let dest = other.path().join("done");
-        let out = after_upload(&config(&d.path().join("watch"), "move", Some(&dest)), &g).unwrap().outcome;
+        let out = after_upload(&config(&d.path().join("watch"), "move", Some(&dest)), &g).unwrap();
         assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot") });
         assert!(!root.exists(), "the source is deleted after the verified copy");
         assert_eq!(std::fs::read(dest.join("shot/v.mov")).unwrap(), vec![7u8; 300_000]);
@@ -625,7 +465,7 @@ mod tests {
         let root = export(d.path());
         let g = record(&root, &root, &["v.mov"]);
         let dir = d.path().join("receipts");
-        let p = write_receipt(&dir, &g, &AfterReport::nothing()).unwrap();
+        let p = write_receipt(&dir, &g, &AfterOutcome::Kept).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!((v["groupId"].as_i64(), v["libraryId"].as_u64()), (Some(7), Some(3)));
         assert_eq!(v["files"][0]["size"], 300_000);

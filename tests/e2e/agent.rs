@@ -491,33 +491,3 @@ async fn a_refused_key_shows_in_status_metrics_and_healthz() {
     assert_eq!(m.get(&("spatialgen_key_refused".to_string(), String::new())).copied(), Some(1.0));
     agent.stop().await;
 }
-
-#[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_added_during_the_upload_is_not_deleted_after_it() {
-    let w = World::new(16 * KIB as u64, "max_parts_in_flight = 1").await;
-    w.sandbox.set_faults(Faults { latency: Duration::from_millis(40), ..Faults::default() });
-    let drop = drop_folder(&w, "drop");
-    w.write_config("", &format!("{}after_upload = \"delete\"\n", watch_table(&drop)));
-    let journal = w.journal();
-    let agent = Agent::start(&w);
-    agent.wait_log("agent started", 1, Duration::from_secs(20)).await;
-    let export = publish(&w, &drop, "late-subtitle", &[("v.mov", 40 * 16 * KIB)]);
-    let id = wait_state(&journal, &export, GroupState::Uploading, Duration::from_secs(30)).await.id;
-    // A subtitle lands while the video uploads: it is in no library entry.
-    std::fs::write(export.join("v.en.srt"), b"1\n00:00:00,000 --> 00:00:01,000\nhi\n").unwrap();
-    wait_for(Duration::from_secs(60), "the upload to complete", || {
-        journal.group(id).is_ok_and(|g| g.state == GroupState::Completed && g.finished)
-    })
-    .await;
-    let g = journal.group(id).unwrap();
-    assert!(g.finished, "the after-upload step ran");
-    assert!(!export.join("v.mov").exists(), "the uploaded video is deleted");
-    assert!(export.join("v.en.srt").exists(), "the subtitle that was never uploaded stays");
-    let r = w.run(KEY, &["status", "--config", w.config_path.to_str().unwrap(), "--json"]).await;
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
-    let row = rows.iter().find(|r| r["id"] == id).unwrap();
-    let why = row["error"].as_str().unwrap_or_default();
-    assert!(why.contains("export folder") && why.contains("is kept") && why.contains("v.en.srt"), "{row}");
-    agent.stop().await;
-}

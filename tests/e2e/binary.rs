@@ -245,23 +245,3 @@ async fn upload_keeps_to_the_configured_bandwidth() {
     eprintln!("3 MiB under a 1 MiB/s limit took {took:?}");
     assert!(took >= Duration::from_millis(2_500), "the limit was not applied: {took:?}");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uploading_a_flat_watch_folder_never_removes_the_folder_itself() {
-    let w = World::new(64 * KIB as u64, "").await;
-    let drop = w.dir.path().join("drop");
-    std::fs::create_dir_all(&drop).unwrap();
-    std::fs::write(drop.join("A.mov"), bytes_for("A", 3000)).unwrap();
-    std::fs::write(drop.join(".keep"), b"").unwrap();
-    w.write_config(
-        "",
-        &format!("[[watch]]\npath = \"{}\"\nmode = \"flat\"\nafter_upload = \"delete\"\n", drop.display()),
-    );
-    let cfg = w.config_path.to_str().unwrap();
-    let r = w.run(KEY, &["upload", "--config", cfg, "--layout", "2D", drop.to_str().unwrap()]).await;
-    assert_eq!(r.code, Some(0), "{r:?}");
-    assert_eq!(w.sandbox.library().len(), 1);
-    assert!(!drop.join("A.mov").exists(), "the uploaded file is deleted");
-    assert!(drop.is_dir(), "the watch folder itself stays");
-    assert!(drop.join(".keep").exists(), "and so does what was not uploaded");
-}
