@@ -81,6 +81,8 @@ struct Found {
     role: FileRole,
     size: u64,
     mtime_ns: i64,
+    /// Device and inode of the file (`None` for a bundle: its zip's are recorded).
+    dev_ino: Option<(u64, u64)>,
     /// `Some` for a `.fcpxmld` bundle directory: its entries, to zip.
     bundle: Option<Vec<BundleEntry>>,
 }
@@ -178,6 +180,7 @@ impl Scanner<'_> {
                             role: FileRole::Fcpxmld,
                             size: 0,
                             mtime_ns: bundle::newest_mtime(&entries),
+                            dev_ino: None,
                             bundle: Some(entries),
                         })),
                         Err(e) => out.push(problem("unreadable-file", &rel, format!("cannot read the bundle: {e}"))),
@@ -233,11 +236,26 @@ impl Scanner<'_> {
                     role,
                     size: meta.len(),
                     mtime_ns: bundle::mtime_ns(&meta),
+                    dev_ino: dev_ino(&meta),
                     bundle: None,
                 })),
             }
         }
         Ok(())
+    }
+}
+
+/// Device and inode of a file, where the platform has them.
+fn dev_ino(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
     }
 }
 
@@ -316,6 +334,7 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
     let mut files: Vec<GroupFile> = Vec::with_capacity(found.len());
     for f in found {
         let bundle_name = file_name_of(&f.rel_path).to_string();
+        let mut ids = f.dev_ino;
         let (source, size, staged, file_name) = match &f.bundle {
             None => (f.path.clone(), f.size, false, bundle_name),
             Some(entries) => {
@@ -328,7 +347,12 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
                     None => bundle::zip_size(entries).map(|size| (f.path.clone(), size, false)),
                 };
                 match sized {
-                    Ok((source, size, staged)) => (source, size, staged, file_name),
+                    Ok((source, size, staged)) => {
+                        if staged {
+                            ids = std::fs::symlink_metadata(&source).ok().and_then(|m| dev_ino(&m));
+                        }
+                        (source, size, staged, file_name)
+                    }
                     Err(GroupError::Read { path, source }) => {
                         violations.push(Violation {
                             rule: "unreadable-file",
@@ -350,6 +374,8 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
             language,
             size,
             mtime_ns: f.mtime_ns,
+            dev: ids.map(|(d, _)| d),
+            ino: ids.map(|(_, i)| i),
             staged,
         });
     }

@@ -160,6 +160,8 @@ mod tests {
             language: None,
             size: 1,
             mtime_ns: 0,
+            dev: None,
+            ino: None,
             staged: false,
         }
     }

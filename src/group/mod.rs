@@ -86,6 +86,10 @@ pub struct GroupFile {
     /// mtime of `source` in nanoseconds since the Unix epoch; with `size`,
     /// how the engine notices a file changed under it.
     pub mtime_ns: i64,
+    /// Device and inode of `source` when it was grouped (`None` where the
+    /// platform has none, or in a dry run's bundle entry).
+    pub dev: Option<u64>,
+    pub ino: Option<u64>,
     /// `source` is a file the agent made (a bundle zip) and removes when the group ends.
     pub staged: bool,
 }
