@@ -1,0 +1,71 @@
+//! Files on disk around an upload: `after_upload` acts only on what was
+//! uploaded, never on a watch folder itself.
+
+use std::time::Duration;
+
+use spatialgen_sync::journal::{GroupState, Journal};
+use spatialgen_sync::sandbox::Faults;
+
+use crate::support::*;
+
+const KIB: usize = 1024;
+
+fn watch_table(w: &World, mode: &str, after: &str) -> String {
+    format!("[[watch]]\npath = \"{}\"\nmode = \"{mode}\"\nafter_upload = \"{after}\"\n", w.exports.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_added_during_the_upload_is_not_deleted_after_it() {
+    let w = World::new(32 * KIB as u64, "max_parts_in_flight = 1").await;
+    w.write_config("max_parts_in_flight = 1", &watch_table(&w, "folders", "delete"));
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(150), ..Faults::default() });
+    let f = w.export("Shot 020", &[("Shot_020.mov", 512 * KIB)]);
+    let cfg = w.config_path.to_str().unwrap().to_string();
+    let up = tokio::process::Command::from(w.command(KEY))
+        .args(["upload", "--config", &cfg, "--layout", "MVHEVC", f.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the upload to start", || {
+        w.journal_path.exists()
+            && Journal::open(&w.journal_path)
+                .ok()
+                .and_then(|j| j.list().ok())
+                .is_some_and(|l| l.iter().any(|g| g.state == GroupState::Uploading))
+    })
+    .await;
+    let subtitle = f.join("Shot_020.en.srt");
+    std::fs::write(&subtitle, "1\n00:00:00,000 --> 00:00:01,000\nhello\n").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), up.wait_with_output()).await.expect("upload ends").unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    assert!(!f.join("Shot_020.mov").exists(), "the uploaded video is deleted");
+    assert!(subtitle.exists(), "the subtitle added during the upload stays");
+    assert!(f.is_dir(), "the folder holding it stays");
+    assert!(w.exports.is_dir());
+
+    let s = w.run(KEY, &["status", "--config", &cfg, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    let row = &v.as_array().unwrap()[0];
+    assert_eq!(row["state"], "completed");
+    let error = row["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Shot_020.en.srt") && error.contains("kept"), "{row}");
+    let t = w.run(KEY, &["status", "--config", &cfg]).await;
+    assert!(t.stdout.contains("Shot_020.en.srt"), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploading_a_flat_watch_folder_never_removes_the_folder_itself() {
+    let w = World::new(64 * KIB as u64, "").await;
+    w.write_config("", &watch_table(&w, "flat", "delete"));
+    std::fs::write(w.exports.join("A.mov"), bytes_for("A", 100 * KIB)).unwrap();
+    std::fs::write(w.exports.join(".keep"), b"").unwrap();
+    let cfg = w.config_path.to_str().unwrap().to_string();
+    let r = w.run(KEY, &["upload", "--config", &cfg, "--layout", "MVHEVC", w.exports.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(w.sandbox.library().len(), 1, "A.mov was uploaded");
+    assert!(w.exports.is_dir(), "the watch folder itself stays");
+    assert!(w.exports.join(".keep").exists(), "a file that was not uploaded stays");
+    assert!(!w.exports.join("A.mov").exists(), "the uploaded file is deleted");
+}
