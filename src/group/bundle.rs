@@ -16,6 +16,8 @@
 //!   absent. Its mtime is set to the newest mtime inside the bundle, so a
 //!   re-zip also keeps the mtime the engine compares.
 //! - Readable by the agent's user only (0600), like every staging file.
+//! - Only regular files are opened (no link followed, never blocking on a
+//!   FIFO); a FIFO, socket or device inside a bundle rejects its export.
 //! - Finder litter (`.DS_Store`, `._*`) is left out; symbolic links inside a
 //!   bundle are left out (with a warning) rather than followed out of it.
 //! - The dry run ([`zip_size`]) writes nothing: it zips into a counting sink.
@@ -90,6 +92,9 @@ pub fn list_bundle(dir: &Path, top: &str) -> Result<Vec<BundleEntry>, GroupError
             let meta =
                 std::fs::symlink_metadata(&path).map_err(|source| GroupError::Read { path: path.clone(), source })?;
             let zip_name = format!("{prefix}{name}");
+            if super::open::is_special(&meta) {
+                return Err(GroupError::Special { path, what: super::open::not_regular(&meta) });
+            }
             if meta.file_type().is_symlink() {
                 tracing::warn!(path = %path.display(), "symbolic link inside a .fcpxmld bundle left out of its zip");
             } else if meta.is_dir() {
@@ -158,7 +163,7 @@ fn zip_into<W: Write + Seek>(entries: &[BundleEntry], sink: W) -> Result<W, Faul
             zip.add_directory(e.zip_name.as_str(), base.unix_permissions(0o755)).map_err(|z| Fault::Write(z.into()))?;
             continue;
         }
-        let mut file = File::open(&e.path).map_err(|err| Fault::Read(e.path.clone(), err))?;
+        let (mut file, _) = super::open::open_regular(&e.path).map_err(|err| Fault::Read(e.path.clone(), err))?;
         let large = e.size >= u64::from(u32::MAX) - 1024;
         zip.start_file(e.zip_name.as_str(), base.unix_permissions(0o644).large_file(large))
             .map_err(|z| Fault::Write(z.into()))?;

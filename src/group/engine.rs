@@ -51,6 +51,9 @@ pub enum GroupError {
         #[source]
         source: std::io::Error,
     },
+    /// A FIFO, socket or device where a file is expected (inside a bundle).
+    #[error("{}: {what}", path.display())]
+    Special { path: PathBuf, what: &'static str },
     /// A bundle zip cannot be written to the staging directory (disk full,
     /// permissions): the machine's problem, not the export's; retry later.
     #[error("cannot write staged zip {}: {source}", path.display())]
@@ -142,6 +145,17 @@ impl Scanner<'_> {
                     continue;
                 }
             };
+            if super::open::is_special(&lmeta) {
+                out.push(problem(
+                    "special-file",
+                    &rel,
+                    format!(
+                        "{}; a FIFO, socket or device cannot be part of an export: remove it",
+                        super::open::not_regular(&lmeta)
+                    ),
+                ));
+                continue;
+            }
             let meta = if lmeta.file_type().is_symlink() {
                 if self.matcher.is_ignored(&rel) {
                     continue;
@@ -183,6 +197,16 @@ impl Scanner<'_> {
                             dev_ino: None,
                             bundle: Some(entries),
                         })),
+                        Err(GroupError::Special { path: special, what }) => {
+                            let inner = special
+                                .strip_prefix(dir)
+                                .map_or(rel.clone(), |p| format!("{prefix}{}", p.to_string_lossy()));
+                            out.push(problem(
+                                "special-file",
+                                &inner,
+                                format!("{what}; a FIFO, socket or device cannot be part of a bundle: remove it"),
+                            ))
+                        }
                         Err(e) => out.push(problem("unreadable-file", &rel, format!("cannot read the bundle: {e}"))),
                     },
                     DirClass::Descend if !recurse => {
@@ -443,8 +467,9 @@ pub fn build_folder_group_with(
         .visit(folder, "", true, 0, &mut items)
         .map_err(|source| GroupError::Folder { path: folder.to_owned(), source })?;
     let (sidecar, sidecar_problems) = layout::read_sidecar(folder);
-    let sidecar_line = std::fs::metadata(folder.join(SIDECAR_NAME))
+    let sidecar_line = std::fs::symlink_metadata(folder.join(SIDECAR_NAME))
         .ok()
+        .filter(std::fs::Metadata::is_file)
         .map(|m| (SIDECAR_NAME.to_string(), m.len(), bundle::mtime_ns(&m)));
     let frame = Frame {
         root: folder,

@@ -14,10 +14,13 @@ pub mod bundle;
 mod engine;
 pub mod language;
 pub mod layout;
+pub mod open;
 #[cfg(test)]
 mod proptests;
 pub mod roles;
 pub mod rules;
+#[cfg(test)]
+mod special_tests;
 #[cfg(test)]
 mod tests;
 

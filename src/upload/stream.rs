@@ -230,8 +230,9 @@ impl FileRangeBody {
         let io_err = |what, source| TransferError::Io { path: path.to_path_buf(), what, source };
         let owned = path.to_path_buf();
         let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, (&'static str, io::Error)> {
-            let mut file = std::fs::File::open(&owned).map_err(|e| ("cannot open", e))?;
-            let size = file.metadata().map_err(|e| ("cannot stat", e))?.len();
+            // Only a regular file, never through a symbolic link, never blocking on a FIFO.
+            let (mut file, meta) = crate::group::open::open_regular(&owned).map_err(|e| ("cannot open", e))?;
+            let size = meta.len();
             let end = offset.checked_add(len).ok_or(("bad range", io::Error::other("offset + length overflows")))?;
             if size < end {
                 return Err((
