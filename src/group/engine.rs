@@ -84,7 +84,7 @@ struct Found {
     role: FileRole,
     size: u64,
     mtime_ns: i64,
-    /// Device and inode of the file (`None` for a bundle: its zip's are recorded).
+    /// Device and inode of the file (`None` for a bundle).
     dev_ino: Option<(u64, u64)>,
     /// `Some` for a `.fcpxmld` bundle directory: its entries, to zip.
     bundle: Option<Vec<BundleEntry>>,
@@ -358,7 +358,7 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
     let mut files: Vec<GroupFile> = Vec::with_capacity(found.len());
     for f in found {
         let bundle_name = file_name_of(&f.rel_path).to_string();
-        let mut ids = f.dev_ino;
+        let ids = f.dev_ino;
         let (source, size, staged, file_name) = match &f.bundle {
             None => (f.path.clone(), f.size, false, bundle_name),
             Some(entries) => {
@@ -371,12 +371,10 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
                     None => bundle::zip_size(entries).map(|size| (f.path.clone(), size, false)),
                 };
                 match sized {
-                    Ok((source, size, staged)) => {
-                        if staged {
-                            ids = std::fs::symlink_metadata(&source).ok().and_then(|m| dev_ino(&m));
-                        }
-                        (source, size, staged, file_name)
-                    }
+                    // A staged zip's inode is not recorded: a re-zip of the
+                    // same bundle (after a crash, a rescan) replaces it with
+                    // identical bytes under a new inode.
+                    Ok((source, size, staged)) => (source, size, staged, file_name),
                     Err(GroupError::Read { path, source }) => {
                         violations.push(Violation {
                             rule: "unreadable-file",

@@ -90,7 +90,7 @@ pub struct GroupFile {
     /// how the engine notices a file changed under it.
     pub mtime_ns: i64,
     /// Device and inode of `source` when it was grouped (`None` where the
-    /// platform has none, or in a dry run's bundle entry).
+    /// platform has none, and for a bundle's zip, which a re-zip replaces).
     pub dev: Option<u64>,
     pub ino: Option<u64>,
     /// `source` is a file the agent made (a bundle zip) and removes when the group ends.
