@@ -69,3 +69,49 @@ async fn uploading_a_flat_watch_folder_never_removes_the_folder_itself() {
     assert!(w.exports.join(".keep").exists(), "a file that was not uploaded stays");
     assert!(!w.exports.join("A.mov").exists(), "the uploaded file is deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_with_a_fifo_sidecar_is_rejected_while_the_one_beside_it_uploads_and_sigterm_stops_the_agent() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let drop = w.dir.path().join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    w.write_config("", &format!("[[watch]]\npath = \"{}\"\nsettle = \"300ms\"\n", drop.display()));
+    let bad = w.export("Bad", &[("Bad.mov", 50 * KIB)]);
+    let st = std::process::Command::new("mkfifo").arg(bad.join("spatialgen.toml")).status().unwrap();
+    assert!(st.success());
+    let good = w.export("Good", &[("Good.mov", 80 * KIB)]);
+    std::fs::rename(&bad, drop.join("Bad")).unwrap();
+    std::fs::rename(&good, drop.join("Good")).unwrap();
+
+    let mut agent = tokio::process::Command::from(w.command(KEY))
+        .args(["run", "--config", w.config_path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the agent starts");
+    let ended = |name: &str, state: GroupState| {
+        Journal::open(&w.journal_path)
+            .ok()
+            .and_then(|j| j.list().ok())
+            .is_some_and(|l| l.iter().any(|g| g.name == name && g.state == state))
+    };
+    wait_for(Duration::from_secs(30), "Good to be uploaded and Bad rejected", || {
+        w.journal_path.exists() && ended("Good", GroupState::Completed) && ended("Bad", GroupState::Rejected)
+    })
+    .await;
+    let j = Journal::open(&w.journal_path).unwrap();
+    let rejected = j.list().unwrap().into_iter().find(|g| g.name == "Bad").unwrap();
+    let error = rejected.error.unwrap_or_default();
+    assert!(error.contains("spatialgen.toml") && error.contains("FIFO"), "{error}");
+    assert_eq!(w.sandbox.library().len(), 1, "only Good reached the library");
+
+    let pid = i32::try_from(agent.id().expect("running")).unwrap();
+    let asked = std::time::Instant::now();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(10), agent.wait()).await.expect("the agent stops").unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(asked.elapsed() < Duration::from_secs(8), "stopping took {:?}", asked.elapsed());
+}
