@@ -112,7 +112,14 @@ fn problem(rule: &'static str, rel_path: &str, message: String) -> Item {
 struct Scanner<'a> {
     matcher: &'a RoleMatcher,
     follow_symlinks: bool,
+    /// The watch folder, canonical: followed links must resolve inside it.
+    watch_root: Option<PathBuf>,
 }
+
+#[cfg(unix)]
+const ELOOP: i32 = libc::ELOOP;
+#[cfg(not(unix))]
+const ELOOP: i32 = -1;
 
 /// Folders nested deeper than this inside one export are reported, not walked
 /// (a guard against symlink loops when `follow_symlinks` is on).
@@ -126,7 +133,7 @@ impl Scanner<'_> {
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let os_name = entry.file_name();
-            let path = entry.path();
+            let mut path = entry.path();
             let Some(name) = os_name.to_str() else {
                 let shown = os_name.to_string_lossy();
                 out.push(problem(
@@ -168,7 +175,49 @@ impl Scanner<'_> {
                     ));
                     continue;
                 }
-                match std::fs::metadata(&path) {
+                let target = match std::fs::canonicalize(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let why = if e.raw_os_error() == Some(ELOOP) {
+                            "is a symbolic link loop".to_string()
+                        } else {
+                            format!("symbolic link cannot be followed: {e}")
+                        };
+                        out.push(problem("symlink-invalid", &rel, why));
+                        continue;
+                    }
+                };
+                if let Some(root) = &self.watch_root
+                    && !target.starts_with(root)
+                {
+                    out.push(problem(
+                        "symlink-invalid",
+                        &rel,
+                        format!(
+                            "is a symbolic link to {}, outside the watch folder; only links that stay inside it are followed",
+                            target.display()
+                        ),
+                    ));
+                    continue;
+                }
+                if std::fs::canonicalize(dir).is_ok_and(|here| here.starts_with(&target)) {
+                    out.push(problem(
+                        "symlink-invalid",
+                        &rel,
+                        "is a symbolic link to a folder that holds it (a loop)".into(),
+                    ));
+                    continue;
+                }
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_file() => {
+                        // Files are read at their real place, without following anything.
+                        path = target;
+                        m
+                    }
+                    Ok(m) if super::open::is_special(&m) => {
+                        out.push(problem("special-file", &rel, super::open::not_regular(&m).to_string()));
+                        continue;
+                    }
                     Ok(m) => m,
                     Err(e) => {
                         out.push(problem("unreadable-file", &rel, format!("symbolic link cannot be followed: {e}")));
@@ -459,7 +508,11 @@ pub fn build_folder_group_with(
     folder: &Path,
     opts: &GroupOptions<'_>,
 ) -> Result<UploadGroup, GroupError> {
-    let scanner = Scanner { matcher, follow_symlinks: opts.watch.follow_symlinks };
+    let scanner = Scanner {
+        matcher,
+        follow_symlinks: opts.watch.follow_symlinks,
+        watch_root: std::fs::canonicalize(&opts.watch.path).ok(),
+    };
     let mut items = Vec::new();
     scanner
         .visit(folder, "", true, 0, &mut items)
@@ -518,7 +571,11 @@ fn flat(
     only: Option<&str>,
     opts: &GroupOptions<'_>,
 ) -> Result<Vec<UploadGroup>, GroupError> {
-    let scanner = Scanner { matcher, follow_symlinks: opts.watch.follow_symlinks };
+    let scanner = Scanner {
+        matcher,
+        follow_symlinks: opts.watch.follow_symlinks,
+        watch_root: std::fs::canonicalize(&opts.watch.path).ok(),
+    };
     let mut items = Vec::new();
     scanner
         .visit(drop, "", false, 0, &mut items)

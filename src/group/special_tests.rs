@@ -117,3 +117,37 @@ fn open_regular_refuses_links_and_fifos() {
     let e = open::open_regular(&d.path().join("fifo")).expect_err("a fifo");
     assert!(e.to_string().contains("FIFO"), "{e}");
 }
+
+#[cfg(unix)]
+#[test]
+fn followed_links_must_stay_inside_the_watch_folder_and_loops_are_named() {
+    use std::os::unix::fs::symlink;
+    let d = tempfile::tempdir().expect("tempdir");
+    let e = export(d.path());
+    let watch_dir = e.parent().expect("watch").to_path_buf();
+    let elsewhere = d.path().join("elsewhere.mov");
+    fs::write(&elsewhere, b"outside").expect("write");
+    fs::write(watch_dir.join("shared.m4a"), b"inside").expect("write");
+    symlink(&elsewhere, e.join("out.mov")).expect("symlink");
+    symlink(watch_dir.join("shared.m4a"), e.join("in.m4a")).expect("symlink");
+    symlink(e.join("loop_a.mov"), e.join("loop_b.mov")).expect("symlink");
+    symlink(e.join("loop_b.mov"), e.join("loop_a.mov")).expect("symlink");
+    symlink(&e, e.join("again")).expect("symlink");
+    let mut watch = WatchConfig::new(&watch_dir);
+    watch.follow_symlinks = true;
+    let g = build_folder_group(&e, &GroupOptions { watch: &watch, staging_dir: None }).expect("group");
+    let named = |file: &str| {
+        g.violations
+            .iter()
+            .find(|v| v.file.as_deref() == Some(file))
+            .unwrap_or_else(|| panic!("{file}: {:?}", g.violations))
+            .message
+            .clone()
+    };
+    assert!(named("out.mov").contains("outside the watch folder"));
+    assert!(named("loop_a.mov").contains("loop"));
+    assert!(named("again").contains("loop"));
+    let inside = g.files.iter().find(|f| f.rel_path == "in.m4a").expect("the inside link is followed");
+    assert_eq!(inside.source, fs::canonicalize(watch_dir.join("shared.m4a")).expect("canonical"));
+    assert!(open::open_regular(&inside.source).is_ok(), "the recorded source opens without following a link");
+}

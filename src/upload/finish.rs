@@ -34,11 +34,16 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
 /// device and inode when they were recorded)?
 /// `Err` says what changed, in words fit for `status`.
 pub fn check_source(file: &FileRecord) -> Result<(), String> {
-    match std::fs::metadata(&file.source) {
+    match std::fs::symlink_metadata(&file.source) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(format!("{} vanished during the upload", file.rel_path))
         }
         Err(e) => Err(format!("{} cannot be read any more: {e}", file.rel_path)),
+        Ok(m) if m.file_type().is_symlink() => Err(format!(
+            "{} was replaced by a symbolic link after it was grouped; nothing is read through it",
+            file.rel_path
+        )),
+        Ok(m) if !m.is_file() => Err(format!("{} is no longer a regular file", file.rel_path)),
         Ok(m) if m.len() != file.size => {
             Err(format!("{} changed during the upload (size {} → {})", file.rel_path, file.size, m.len()))
         }
