@@ -115,3 +115,28 @@ async fn an_export_with_a_fifo_sidecar_is_rejected_while_the_one_beside_it_uploa
     assert_eq!(status.code(), Some(0));
     assert!(asked.elapsed() < Duration::from_secs(8), "stopping took {:?}", asked.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_in_after_grouping_fails_the_group_and_uploads_nothing_of_its_target() {
+    use spatialgen_sync::upload::GroupOutcome;
+    let w = World::new(64 * KIB as u64, "").await;
+    let journal = w.journal();
+    let f = w.export("swapped", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    // The same bytes elsewhere, then a link to them where the grouped file was.
+    let secret = w.dir.path().join("secret.mov");
+    std::fs::copy(f.join("v.mov"), &secret).unwrap();
+    std::fs::remove_file(f.join("v.mov")).unwrap();
+    std::os::unix::fs::symlink(&secret, f.join("v.mov")).unwrap();
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let (_, outcome) = engine.run_one(id, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    let why = match &outcome {
+        GroupOutcome::Canceled(why) | GroupOutcome::Failed(why) => why.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(why.contains("v.mov") && why.contains("symbolic link"), "{why}");
+    assert!(w.sandbox.library().is_empty(), "nothing reached the library");
+    let g = journal.group(id).unwrap();
+    assert_eq!(g.uploaded_bytes(), 0, "no part of the link's target was stored");
+    assert!(secret.exists());
+}
