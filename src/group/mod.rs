@@ -2,7 +2,9 @@
 //! the API's validation rules, `.fcpxmld` bundle zipping, fingerprints.
 //!
 //! Pure: no network I/O; the only filesystem access is reading directory
-//! listings and metadata, and writing bundle zips into the staging directory.
+//! listings and metadata, reading regular files (the sidecar, bundle
+//! contents) opened without following links ([`open`]), and writing bundle
+//! zips into the staging directory.
 
 use std::path::PathBuf;
 

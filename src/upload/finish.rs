@@ -691,6 +691,14 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_after_upload_step_waits_longer_each_time_up_to_an_hour() {
+        use super::super::engine::{AFTER_UPLOAD_ATTEMPTS, after_upload_delay};
+        let delays: Vec<u64> = (1..=8).map(|n| after_upload_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert!((2..=10).contains(&AFTER_UPLOAD_ATTEMPTS), "a cap on attempts");
+    }
+
+    #[test]
     fn mtimes_centuries_away_saturate_instead_of_wrapping() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
