@@ -119,7 +119,13 @@ async fn upload(endpoint: &str, file: &Path, in_flight: usize, verify: bool, chu
         }
     }
     let progress = Arc::new(AtomicU64::new(0));
-    let opts = PutOptions { verify_md5: verify, progress: Some(progress.clone()), throttle: None, chunk_size: chunk };
+    let opts = PutOptions {
+        verify_md5: verify,
+        progress: Some(progress.clone()),
+        throttle: None,
+        chunk_size: chunk,
+        expect: None,
+    };
     let t_put = Instant::now();
     let mut done: Vec<CompletedPart> = futures_util::stream::iter(parts)
         .map(|p| {

@@ -11,11 +11,14 @@
 //!   on a compression library's version). A re-zip after a crash therefore
 //!   has exactly the size recorded for the upload session, and overwriting a
 //!   staged zip with a fresh one changes nothing.
-//! - **Crash-safe**: written to a hidden temp name beside the target,
+//! - **Crash-safe**: written to a hidden, random temp name beside the
+//!   target (created exclusively, mode 0600),
 //!   `sync_all`, then renamed into place; a staged zip is either complete or
 //!   absent. Its mtime is set to the newest mtime inside the bundle, so a
 //!   re-zip also keeps the mtime the engine compares.
 //! - Readable by the agent's user only (0600), like every staging file.
+//! - Only regular files are opened (no link followed, never blocking on a
+//!   FIFO); a FIFO, socket or device inside a bundle rejects its export.
 //! - Finder litter (`.DS_Store`, `._*`) is left out; symbolic links inside a
 //!   bundle are left out (with a warning) rather than followed out of it.
 //! - The dry run ([`zip_size`]) writes nothing: it zips into a counting sink.
@@ -90,6 +93,9 @@ pub fn list_bundle(dir: &Path, top: &str) -> Result<Vec<BundleEntry>, GroupError
             let meta =
                 std::fs::symlink_metadata(&path).map_err(|source| GroupError::Read { path: path.clone(), source })?;
             let zip_name = format!("{prefix}{name}");
+            if super::open::is_special(&meta) {
+                return Err(GroupError::Special { path, what: super::open::not_regular(&meta) });
+            }
             if meta.file_type().is_symlink() {
                 tracing::warn!(path = %path.display(), "symbolic link inside a .fcpxmld bundle left out of its zip");
             } else if meta.is_dir() {
@@ -158,7 +164,7 @@ fn zip_into<W: Write + Seek>(entries: &[BundleEntry], sink: W) -> Result<W, Faul
             zip.add_directory(e.zip_name.as_str(), base.unix_permissions(0o755)).map_err(|z| Fault::Write(z.into()))?;
             continue;
         }
-        let mut file = File::open(&e.path).map_err(|err| Fault::Read(e.path.clone(), err))?;
+        let (mut file, _) = super::open::open_regular(&e.path).map_err(|err| Fault::Read(e.path.clone(), err))?;
         let large = e.size >= u64::from(u32::MAX) - 1024;
         zip.start_file(e.zip_name.as_str(), base.unix_permissions(0o644).large_file(large))
             .map_err(|z| Fault::Write(z.into()))?;
@@ -196,30 +202,30 @@ pub fn write_zip(entries: &[BundleEntry], dest: &Path) -> Result<u64, GroupError
     let dir = dest.parent().unwrap_or(Path::new("."));
     create_private_dir(dir).map_err(|e| staging(dir, e))?;
     let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let file = create_private_file(&tmp).map_err(|e| staging(&tmp, e))?;
-        let writer = match zip_into(entries, BufWriter::with_capacity(256 * 1024, file)) {
-            Ok(w) => w,
-            Err(Fault::Read(path, source)) => return Err(GroupError::Read { path, source }),
-            Err(Fault::Write(source)) => return Err(staging(&tmp, source)),
-        };
-        let file = writer.into_inner().map_err(|e| staging(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| staging(&tmp, e))?;
-        file.set_modified(system_time(newest_mtime(entries))).map_err(|e| staging(&tmp, e))?;
-        let size = file.metadata().map_err(|e| staging(&tmp, e))?.len();
-        drop(file);
-        std::fs::rename(&tmp, dest).map_err(|e| staging(dest, e))?;
-        // Make the rename itself durable; not fatal where directories cannot be opened.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(size)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // O_EXCL, mode 0600, a random hidden name beside the target.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| staging(dir, e))?;
+    let tmp_path = tmp.path().to_owned();
+    let (file, tmp_path_guard) = tmp.into_parts();
+    let writer = match zip_into(entries, BufWriter::with_capacity(256 * 1024, file)) {
+        Ok(w) => w,
+        Err(Fault::Read(path, source)) => return Err(GroupError::Read { path, source }),
+        Err(Fault::Write(source)) => return Err(staging(&tmp_path, source)),
+    };
+    let file = writer.into_inner().map_err(|e| staging(&tmp_path, e.into_error()))?;
+    file.sync_all().map_err(|e| staging(&tmp_path, e))?;
+    file.set_modified(system_time(newest_mtime(entries))).map_err(|e| staging(&tmp_path, e))?;
+    let size = file.metadata().map_err(|e| staging(&tmp_path, e))?.len();
+    drop(file);
+    tmp_path_guard.persist(dest).map_err(|e| staging(dest, e.error))?;
+    // Make the rename itself durable; not fatal where directories cannot be opened.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
-    result
+    Ok(size)
 }
 
 fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -231,20 +237,6 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(dir)
-}
-
-fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let file = o.open(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(file)
 }
 
 #[cfg(test)]
@@ -330,7 +322,7 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dest.parent().expect("dir"))
             .expect("ls")
             .map(|e| e.expect("entry").file_name())
-            .filter(|n| n.to_string_lossy().contains(".tmp-"))
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

@@ -51,6 +51,9 @@ pub enum GroupError {
         #[source]
         source: std::io::Error,
     },
+    /// A FIFO, socket or device where a file is expected (inside a bundle).
+    #[error("{}: {what}", path.display())]
+    Special { path: PathBuf, what: &'static str },
     /// A bundle zip cannot be written to the staging directory (disk full,
     /// permissions): the machine's problem, not the export's; retry later.
     #[error("cannot write staged zip {}: {source}", path.display())]
@@ -81,6 +84,8 @@ struct Found {
     role: FileRole,
     size: u64,
     mtime_ns: i64,
+    /// Device and inode of the file (`None` for a bundle).
+    dev_ino: Option<(u64, u64)>,
     /// `Some` for a `.fcpxmld` bundle directory: its entries, to zip.
     bundle: Option<Vec<BundleEntry>>,
 }
@@ -107,7 +112,14 @@ fn problem(rule: &'static str, rel_path: &str, message: String) -> Item {
 struct Scanner<'a> {
     matcher: &'a RoleMatcher,
     follow_symlinks: bool,
+    /// The watch folder, canonical: followed links must resolve inside it.
+    watch_root: Option<PathBuf>,
 }
+
+#[cfg(unix)]
+const ELOOP: i32 = libc::ELOOP;
+#[cfg(not(unix))]
+const ELOOP: i32 = -1;
 
 /// Folders nested deeper than this inside one export are reported, not walked
 /// (a guard against symlink loops when `follow_symlinks` is on).
@@ -121,7 +133,7 @@ impl Scanner<'_> {
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let os_name = entry.file_name();
-            let path = entry.path();
+            let mut path = entry.path();
             let Some(name) = os_name.to_str() else {
                 let shown = os_name.to_string_lossy();
                 out.push(problem(
@@ -140,6 +152,17 @@ impl Scanner<'_> {
                     continue;
                 }
             };
+            if super::open::is_special(&lmeta) {
+                out.push(problem(
+                    "special-file",
+                    &rel,
+                    format!(
+                        "{}; a FIFO, socket or device cannot be part of an export: remove it",
+                        super::open::not_regular(&lmeta)
+                    ),
+                ));
+                continue;
+            }
             let meta = if lmeta.file_type().is_symlink() {
                 if self.matcher.is_ignored(&rel) {
                     continue;
@@ -152,7 +175,49 @@ impl Scanner<'_> {
                     ));
                     continue;
                 }
-                match std::fs::metadata(&path) {
+                let target = match std::fs::canonicalize(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let why = if e.raw_os_error() == Some(ELOOP) {
+                            "is a symbolic link loop".to_string()
+                        } else {
+                            format!("symbolic link cannot be followed: {e}")
+                        };
+                        out.push(problem("symlink-invalid", &rel, why));
+                        continue;
+                    }
+                };
+                if let Some(root) = &self.watch_root
+                    && !target.starts_with(root)
+                {
+                    out.push(problem(
+                        "symlink-invalid",
+                        &rel,
+                        format!(
+                            "is a symbolic link to {}, outside the watch folder; only links that stay inside it are followed",
+                            target.display()
+                        ),
+                    ));
+                    continue;
+                }
+                if std::fs::canonicalize(dir).is_ok_and(|here| here.starts_with(&target)) {
+                    out.push(problem(
+                        "symlink-invalid",
+                        &rel,
+                        "is a symbolic link to a folder that holds it (a loop)".into(),
+                    ));
+                    continue;
+                }
+                match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_file() => {
+                        // Files are read at their real place, without following anything.
+                        path = target;
+                        m
+                    }
+                    Ok(m) if super::open::is_special(&m) => {
+                        out.push(problem("special-file", &rel, super::open::not_regular(&m).to_string()));
+                        continue;
+                    }
                     Ok(m) => m,
                     Err(e) => {
                         out.push(problem("unreadable-file", &rel, format!("symbolic link cannot be followed: {e}")));
@@ -178,8 +243,19 @@ impl Scanner<'_> {
                             role: FileRole::Fcpxmld,
                             size: 0,
                             mtime_ns: bundle::newest_mtime(&entries),
+                            dev_ino: None,
                             bundle: Some(entries),
                         })),
+                        Err(GroupError::Special { path: special, what }) => {
+                            let inner = special
+                                .strip_prefix(dir)
+                                .map_or(rel.clone(), |p| format!("{prefix}{}", p.to_string_lossy()));
+                            out.push(problem(
+                                "special-file",
+                                &inner,
+                                format!("{what}; a FIFO, socket or device cannot be part of a bundle: remove it"),
+                            ))
+                        }
                         Err(e) => out.push(problem("unreadable-file", &rel, format!("cannot read the bundle: {e}"))),
                     },
                     DirClass::Descend if !recurse => {
@@ -233,11 +309,26 @@ impl Scanner<'_> {
                     role,
                     size: meta.len(),
                     mtime_ns: bundle::mtime_ns(&meta),
+                    dev_ino: dev_ino(&meta),
                     bundle: None,
                 })),
             }
         }
         Ok(())
+    }
+}
+
+/// Device and inode of a file, where the platform has them.
+fn dev_ino(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
     }
 }
 
@@ -316,6 +407,7 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
     let mut files: Vec<GroupFile> = Vec::with_capacity(found.len());
     for f in found {
         let bundle_name = file_name_of(&f.rel_path).to_string();
+        let ids = f.dev_ino;
         let (source, size, staged, file_name) = match &f.bundle {
             None => (f.path.clone(), f.size, false, bundle_name),
             Some(entries) => {
@@ -328,6 +420,9 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
                     None => bundle::zip_size(entries).map(|size| (f.path.clone(), size, false)),
                 };
                 match sized {
+                    // A staged zip's inode is not recorded: a re-zip of the
+                    // same bundle (after a crash, a rescan) replaces it with
+                    // identical bytes under a new inode.
                     Ok((source, size, staged)) => (source, size, staged, file_name),
                     Err(GroupError::Read { path, source }) => {
                         violations.push(Violation {
@@ -350,6 +445,8 @@ fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'_>) -> Resu
             language,
             size,
             mtime_ns: f.mtime_ns,
+            dev: ids.map(|(d, _)| d),
+            ino: ids.map(|(_, i)| i),
             staged,
         });
     }
@@ -411,14 +508,19 @@ pub fn build_folder_group_with(
     folder: &Path,
     opts: &GroupOptions<'_>,
 ) -> Result<UploadGroup, GroupError> {
-    let scanner = Scanner { matcher, follow_symlinks: opts.watch.follow_symlinks };
+    let scanner = Scanner {
+        matcher,
+        follow_symlinks: opts.watch.follow_symlinks,
+        watch_root: std::fs::canonicalize(&opts.watch.path).ok(),
+    };
     let mut items = Vec::new();
     scanner
         .visit(folder, "", true, 0, &mut items)
         .map_err(|source| GroupError::Folder { path: folder.to_owned(), source })?;
     let (sidecar, sidecar_problems) = layout::read_sidecar(folder);
-    let sidecar_line = std::fs::metadata(folder.join(SIDECAR_NAME))
+    let sidecar_line = std::fs::symlink_metadata(folder.join(SIDECAR_NAME))
         .ok()
+        .filter(std::fs::Metadata::is_file)
         .map(|m| (SIDECAR_NAME.to_string(), m.len(), bundle::mtime_ns(&m)));
     let frame = Frame {
         root: folder,
@@ -469,7 +571,11 @@ fn flat(
     only: Option<&str>,
     opts: &GroupOptions<'_>,
 ) -> Result<Vec<UploadGroup>, GroupError> {
-    let scanner = Scanner { matcher, follow_symlinks: opts.watch.follow_symlinks };
+    let scanner = Scanner {
+        matcher,
+        follow_symlinks: opts.watch.follow_symlinks,
+        watch_root: std::fs::canonicalize(&opts.watch.path).ok(),
+    };
     let mut items = Vec::new();
     scanner
         .visit(drop, "", false, 0, &mut items)

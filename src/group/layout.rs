@@ -102,13 +102,37 @@ pub fn parse_sidecar(text: &str) -> (Sidecar, Vec<Violation>) {
     (out, problems.into_iter().map(|(_, v)| v).collect())
 }
 
+/// The most bytes a sidecar may hold.
+pub const SIDECAR_MAX: u64 = 64 * 1024;
+
+/// The sidecar's text; `None` when it is larger than [`SIDECAR_MAX`]. Only a
+/// regular file is read (no link followed, never blocking on a FIFO).
+fn read_capped(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let (file, _) = super::open::open_regular(path)?;
+    let mut buf = Vec::new();
+    file.take(SIDECAR_MAX + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > SIDECAR_MAX {
+        return Ok(None);
+    }
+    String::from_utf8(buf).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Read `<folder>/spatialgen.toml` if it is there. A sidecar that cannot be
 /// read is a violation too: uploading with the wrong name or layout is worse
 /// than waiting for a fix.
 pub fn read_sidecar(folder: &Path) -> (Sidecar, Vec<Violation>) {
     let path = folder.join(SIDECAR_NAME);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_sidecar(&text),
+    match read_capped(&path) {
+        Ok(Some(text)) => parse_sidecar(&text),
+        Ok(None) => (
+            Sidecar::default(),
+            vec![Violation {
+                rule: SIDECAR_RULE,
+                file: Some(SIDECAR_NAME.to_string()),
+                message: format!("the sidecar is larger than {} KiB; it cannot be a sidecar", SIDECAR_MAX / 1024),
+            }],
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Sidecar::default(), Vec::new()),
         Err(e) => (
             Sidecar::default(),
@@ -160,6 +184,8 @@ mod tests {
             language: None,
             size: 1,
             mtime_ns: 0,
+            dev: None,
+            ino: None,
             staged: false,
         }
     }

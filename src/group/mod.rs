@@ -2,7 +2,9 @@
 //! the API's validation rules, `.fcpxmld` bundle zipping, fingerprints.
 //!
 //! Pure: no network I/O; the only filesystem access is reading directory
-//! listings and metadata, and writing bundle zips into the staging directory.
+//! listings and metadata, reading regular files (the sidecar, bundle
+//! contents) opened without following links ([`open`]), and writing bundle
+//! zips into the staging directory.
 
 use std::path::PathBuf;
 
@@ -14,10 +16,13 @@ pub mod bundle;
 mod engine;
 pub mod language;
 pub mod layout;
+pub mod open;
 #[cfg(test)]
 mod proptests;
 pub mod roles;
 pub mod rules;
+#[cfg(test)]
+mod special_tests;
 #[cfg(test)]
 mod tests;
 
@@ -86,6 +91,10 @@ pub struct GroupFile {
     /// mtime of `source` in nanoseconds since the Unix epoch; with `size`,
     /// how the engine notices a file changed under it.
     pub mtime_ns: i64,
+    /// Device and inode of `source` when it was grouped (`None` where the
+    /// platform has none, and for a bundle's zip, which a re-zip replaces).
+    pub dev: Option<u64>,
+    pub ino: Option<u64>,
     /// `source` is a file the agent made (a bundle zip) and removes when the group ends.
     pub staged: bool,
 }

@@ -70,6 +70,8 @@ fn file(name: String, role: FileRole, language: Option<String>, size: u64) -> Gr
         language,
         size,
         mtime_ns: 0,
+        dev: None,
+        ino: None,
         staged: false,
     }
 }

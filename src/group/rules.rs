@@ -275,6 +275,8 @@ mod tests {
             language: lang.map(str::to_string),
             size: 10,
             mtime_ns: 1,
+            dev: None,
+            ino: None,
             staged: false,
         }
     }

@@ -219,6 +219,10 @@ pub struct FileRecord {
     pub language: Option<String>,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Device and inode of `source` when it was grouped (`None` in rows
+    /// written before they were recorded).
+    pub dev: Option<u64>,
+    pub ino: Option<u64>,
     pub staged: bool,
     pub upload_id: Option<String>,
     pub part_size: Option<u64>,
@@ -437,8 +441,8 @@ fn queue_order(conn: &Connection) -> Result<Vec<GroupId>, JournalError> {
 fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(), JournalError> {
     tx.execute("DELETE FROM files WHERE group_id = ?1", [id])?;
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for (i, f) in group.files.iter().enumerate() {
         stmt.execute(params![
@@ -452,6 +456,8 @@ fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(),
             f.size as i64,
             f.mtime_ns,
             f.staged,
+            f.dev.map(|v| v as i64),
+            f.ino.map(|v| v as i64),
         ])?;
     }
     Ok(())
@@ -980,6 +986,16 @@ impl Journal {
         Ok(out)
     }
 
+    /// Add a line to a group's history and make it the group's `error` text,
+    /// without changing its state (e.g. why a completed export was kept).
+    pub fn note_error(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            state_of(tx, id)?;
+            tx.execute("UPDATE groups SET error = ?2 WHERE id = ?1", params![id, detail])?;
+            event(tx, id, None, None, Some(detail))
+        })
+    }
+
     /// Add a line to a group's history without changing its state.
     pub fn note(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
         self.write(|tx| {
@@ -1048,6 +1064,8 @@ impl Journal {
                     language: r.get("language")?,
                     size: r.get::<_, i64>("size")? as u64,
                     mtime_ns: r.get("mtime_ns")?,
+                    dev: r.get::<_, Option<i64>>("dev")?.map(|v| v as u64),
+                    ino: r.get::<_, Option<i64>>("ino")?.map(|v| v as u64),
                     staged: r.get("staged")?,
                     upload_id: r.get("upload_id")?,
                     part_size: r.get::<_, Option<i64>>("part_size")?.map(|v| v as u64),
@@ -1475,8 +1493,8 @@ fn requeue_copy(tx: &Connection, id: GroupId, why: &str) -> Result<GroupId, Jour
     )?;
     let new = tx.last_insert_rowid();
     tx.execute(
-        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged)
-         SELECT ?2, position, source, rel_path, file_name, role, language, size, mtime_ns, staged
+        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino)
+         SELECT ?2, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino
          FROM files WHERE group_id = ?1",
         params![id, new],
     )?;

@@ -38,6 +38,8 @@ fn group(key: &str, fingerprint: &str, sizes: &[u64]) -> UploadGroup {
                     language,
                     size,
                     mtime_ns: 1_700_000_000_000_000_000 + i as i64,
+                    dev: None,
+                    ino: None,
                     staged: false,
                 }
             })

@@ -162,18 +162,55 @@ impl Shared {
     }
 
     /// After-upload action, receipt and staged files of a completed group.
-    /// Failures are logged and noted; the step is retried at the next start.
+    /// A failure is logged and noted in the group's history; housekeeping
+    /// tries again after a growing delay ([`after_upload_delay`]), at most
+    /// [`AFTER_UPLOAD_ATTEMPTS`] times, after which the files are kept and
+    /// the group's note says so and why.
     pub(crate) fn finish_completed(&self, id: GroupId) {
-        if let Err(e) = self.try_finish_completed(id) {
-            tracing::warn!(group = id, error = %e, "after-upload step failed; it is retried at the next start");
-            let _ = self.journal.note(id, &format!("after-upload step failed: {e}"));
+        let Err(e) = self.try_finish_completed(id) else { return };
+        let failures = self.after_upload_failures(id).map(|f| f.len()).unwrap_or(0) + 1;
+        if failures >= AFTER_UPLOAD_ATTEMPTS {
+            let note = format!("after-upload step gave up after {failures} attempts; the files were kept: {e}");
+            tracing::warn!(group = id, error = %e, attempts = failures, "after-upload step gave up; the files were kept");
+            let _ = self.journal.note_error(id, &note);
+            if let Ok(g) = self.journal.group(id) {
+                finish::remove_staged(&self.journal, &g);
+            }
+            let _ = self.journal.set_finished(id);
+        } else {
+            let next = after_upload_delay(failures);
+            tracing::warn!(group = id, error = %e, attempt = failures, retry_in = %humantime::format_duration(next), "after-upload step failed");
+            let _ = self.journal.note(id, &format!("{AFTER_UPLOAD_FAILED}{e}"));
+        }
+    }
+
+    /// When (ms) the after-upload step of `id` failed before.
+    fn after_upload_failures(&self, id: GroupId) -> Result<Vec<i64>, JournalError> {
+        Ok(self
+            .journal
+            .events(id)?
+            .into_iter()
+            .filter(|e| e.detail.as_deref().is_some_and(|d| d.starts_with(AFTER_UPLOAD_FAILED)))
+            .map(|e| e.at_ms)
+            .collect())
+    }
+
+    /// Is the after-upload step of `id` due (never failed, or its delay has passed)?
+    fn after_upload_due(&self, id: GroupId) -> bool {
+        match self.after_upload_failures(id) {
+            Ok(f) => f.last().is_none_or(|last| {
+                let wait = i64::try_from(after_upload_delay(f.len()).as_millis()).unwrap_or(i64::MAX);
+                now_ms() >= last.saturating_add(wait)
+            }),
+            Err(_) => true,
         }
     }
 
     fn try_finish_completed(&self, id: GroupId) -> Result<(), String> {
         let g = self.journal.group(id).map_err(|e| e.to_string())?;
         let cfg = self.cfg();
-        let after = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
+        let report = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
+        let after = report.outcome;
         match &after {
             AfterOutcome::Kept => {}
             AfterOutcome::Deleted => tracing::info!(group = id, path = %g.key.display(), "export deleted after upload"),
@@ -193,6 +230,11 @@ impl Shared {
             AfterOutcome::Moved { to } => format!("export moved to {}", to.display()),
         };
         self.journal.note(id, &note).map_err(|e| e.to_string())?;
+        if !report.kept.is_empty() {
+            let why = format!("after upload, left in place: {}", report.kept.join("; "));
+            tracing::info!(group = id, path = %g.key.display(), "{why}");
+            self.journal.note_error(id, &why).map_err(|e| e.to_string())?;
+        }
         self.journal.set_finished(id).map_err(|e| e.to_string())
     }
 
@@ -201,7 +243,9 @@ impl Shared {
         for id in self.journal.unfinished()? {
             let g = self.journal.group(id)?;
             if g.state == GroupState::Completed {
-                self.finish_completed(id);
+                if self.after_upload_due(id) {
+                    self.finish_completed(id);
+                }
             } else {
                 finish::remove_staged(&self.journal, &g);
                 self.journal.set_finished(id)?;
@@ -209,6 +253,19 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// How many times a failing after-upload step is tried before the files are kept.
+pub(crate) const AFTER_UPLOAD_ATTEMPTS: usize = 6;
+
+/// The history note that marks a failed after-upload attempt.
+const AFTER_UPLOAD_FAILED: &str = "after-upload step failed: ";
+
+/// The wait after the `failures`-th failed after-upload attempt: 1 min,
+/// doubling, at most 1 h.
+pub(crate) fn after_upload_delay(failures: usize) -> Duration {
+    let exp = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX).min(6);
+    Duration::from_secs(60 * (1u64 << exp)).min(Duration::from_secs(3600))
 }
 
 /// Cancel group `id` now: DELETE its server group if it has one (a few

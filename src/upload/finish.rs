@@ -8,6 +8,7 @@
 //! delete of something already gone is done; a receipt is rewritten whole
 //! (temp name, `sync_all`, rename).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -17,33 +18,39 @@ use serde::Serialize;
 use crate::config::{AfterUpload, Config, WatchConfig};
 use crate::journal::{FileRecord, GroupRecord, Journal, format_ms, now_ms};
 
-/// mtime of `meta` in nanoseconds since the Unix epoch (negative before it),
-/// the same measure the grouping records in `GroupFile::mtime_ns`.
+/// mtime of `meta` in nanoseconds since the Unix epoch (negative before it;
+/// saturating at `i64::MAX` / `i64::MIN` centuries away), the same measure the grouping records in `GroupFile::mtime_ns`.
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     match meta.modified() {
         Ok(t) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_nanos() as i64,
-            Err(e) => -(e.duration().as_nanos() as i64),
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
         },
         Err(_) => 0,
     }
 }
 
-/// Is this file still the one that was grouped (same size and mtime)?
+/// Is this file still the one that was grouped (same size and mtime; same
+/// device and inode when they were recorded)?
 /// `Err` says what changed, in words fit for `status`.
 pub fn check_source(file: &FileRecord) -> Result<(), String> {
-    match std::fs::metadata(&file.source) {
+    match std::fs::symlink_metadata(&file.source) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(format!("{} vanished during the upload", file.rel_path))
         }
         Err(e) => Err(format!("{} cannot be read any more: {e}", file.rel_path)),
+        Ok(m) if m.file_type().is_symlink() => Err(format!(
+            "{} was replaced by a symbolic link after it was grouped; nothing is read through it",
+            file.rel_path
+        )),
+        Ok(m) if !m.is_file() => Err(format!("{} is no longer a regular file", file.rel_path)),
         Ok(m) if m.len() != file.size => {
             Err(format!("{} changed during the upload (size {} → {})", file.rel_path, file.size, m.len()))
         }
         Ok(m) if mtime_ns(&m) != file.mtime_ns => {
             Err(format!("{} changed during the upload (modified again)", file.rel_path))
         }
-        Ok(_) => Ok(()),
+        Ok(m) => same_identity(&m, file).map_err(|why| format!("{}: {why}", file.rel_path)),
     }
 }
 
@@ -94,87 +101,314 @@ pub enum AfterOutcome {
     Moved { to: PathBuf },
 }
 
-/// `after_upload` for a completed group. Folders mode (the key is the export
-/// folder): the whole folder is deleted or moved into `move_to`. Flat mode
-/// (the key is `<drop folder>/<stem>`): the group's own files are.
-pub fn after_upload(cfg: &Config, group: &GroupRecord) -> std::io::Result<AfterOutcome> {
-    let Some(watch) = watch_for(cfg, group) else { return Ok(AfterOutcome::Kept) };
-    let folder_mode = group.key == group.root;
-    match (watch.after_upload, &watch.move_to) {
-        (AfterUpload::Keep, _) => Ok(AfterOutcome::Kept),
-        (AfterUpload::Delete, _) => {
-            if folder_mode {
-                remove_path(&group.root)?;
-            } else {
-                for f in &group.files {
-                    remove_path(&group.root.join(&f.rel_path))?;
-                }
-            }
-            Ok(AfterOutcome::Deleted)
-        }
-        (AfterUpload::Move, None) => Ok(AfterOutcome::Kept),
+/// [`after_upload`]'s answer: what was done, and what was left in place and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterReport {
+    pub outcome: AfterOutcome,
+    /// One line per file or folder left where it was, naming it and saying why
+    /// (changed or added since grouping, a symbolic link now, not empty).
+    pub kept: Vec<String>,
+}
+
+impl AfterReport {
+    fn kept() -> AfterReport {
+        AfterReport { outcome: AfterOutcome::Kept, kept: Vec::new() }
+    }
+}
+
+/// How the export's items are acted on.
+enum Act<'a> {
+    Delete,
+    Move { plain: PathBuf, alt: PathBuf, dest_dir: &'a Path },
+}
+
+/// `after_upload` for a completed group: acts on exactly the files of the
+/// group (for a zipped `.fcpxmld` bundle: the files the bundle directory
+/// holds), each re-checked just before (not a symbolic link; the same size,
+/// mtime and, when recorded, device and inode as when it was grouped). A file
+/// that fails the check stays where it is and is named in
+/// [`AfterReport::kept`]. Folders are then removed bottom-up, each only if it
+/// is empty; the export folder (folders mode) last.
+///
+/// A watch folder itself is never removed or moved: `upload WATCHFOLDER`
+/// uploads the folder as one group and then deletes or moves only the files
+/// that were uploaded, leaving the watch folder and everything else in it.
+///
+/// A move into `move_to` keeps the export's relative layout
+/// (`move_to/<export>/<rel_path>` in folders mode, `move_to/<rel_path>` in
+/// flat mode); a name already taken there gets ` (group N)` appended to the
+/// export folder (folders mode) or the file (flat mode).
+pub fn after_upload(cfg: &Config, group: &GroupRecord) -> std::io::Result<AfterReport> {
+    let Some(watch) = watch_for(cfg, group) else { return Ok(AfterReport::kept()) };
+    let watch_root = cfg.watch.iter().any(|w| same_dir(&w.path, &group.root));
+    let folder_mode = group.key == group.root && !watch_root;
+    let act = match (watch.after_upload, &watch.move_to) {
+        (AfterUpload::Keep, _) | (AfterUpload::Move, None) => return Ok(AfterReport::kept()),
+        (AfterUpload::Delete, _) => Act::Delete,
         (AfterUpload::Move, Some(dest_dir)) => {
-            std::fs::create_dir_all(dest_dir)?;
             if folder_mode {
                 let name = group.root.file_name().map(|n| n.to_owned()).unwrap_or_else(|| group.name.clone().into());
-                let to = move_into(&group.root, dest_dir, Path::new(&name), group.id)?;
-                Ok(AfterOutcome::Moved { to })
+                let plain = dest_dir.join(&name);
+                let mut alt = plain.as_os_str().to_owned();
+                alt.push(format!(" (group {})", group.id));
+                Act::Move { plain, alt: PathBuf::from(alt), dest_dir }
             } else {
-                for f in &group.files {
-                    move_into(&group.root.join(&f.rel_path), dest_dir, Path::new(&f.rel_path), group.id)?;
+                Act::Move { plain: dest_dir.clone(), alt: dest_dir.clone(), dest_dir }
+            }
+        }
+    };
+    let mut kept: Vec<String> = Vec::new();
+    // Folders (relative to the root) that held acted-on files: removed if empty afterwards.
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    let mut moved_to: Option<PathBuf> = None;
+    for f in &group.files {
+        let items = if f.staged {
+            match recheck_bundle(&group.root, f) {
+                Ok(items) => items,
+                Err(why) => {
+                    kept.push(why);
+                    continue;
                 }
-                Ok(AfterOutcome::Moved { to: dest_dir.clone() })
+            }
+        } else {
+            match recheck_file(&group.root.join(&f.rel_path), f) {
+                Ok(_) => vec![Item { rel: f.rel_path.clone(), is_dir: false }],
+                Err(why) => {
+                    kept.push(why);
+                    continue;
+                }
+            }
+        };
+        for item in items {
+            add_parents(&item.rel, &mut dirs);
+            if item.is_dir {
+                dirs.insert(item.rel);
+                continue;
+            }
+            let src = group.root.join(&item.rel);
+            match &act {
+                Act::Delete => match std::fs::remove_file(&src) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(with_path(e, &src)),
+                },
+                Act::Move { plain, alt, dest_dir } => {
+                    let alt_rel =
+                        if folder_mode { alt.join(&item.rel) } else { suffixed(&dest_dir.join(&item.rel), group.id) };
+                    let plain_rel = plain.join(&item.rel);
+                    if std::fs::symlink_metadata(&src).is_err() {
+                        // Gone: moved by an earlier run of this step (or removed by someone).
+                        if alt_rel.exists() {
+                            moved_to = Some(if folder_mode { alt.clone() } else { dest_dir.to_path_buf() });
+                        } else if plain_rel.exists() {
+                            moved_to.get_or_insert_with(|| plain.clone());
+                        }
+                        continue;
+                    }
+                    let (to, base) = if !plain_rel.exists() {
+                        (plain_rel, plain)
+                    } else if !alt_rel.exists() {
+                        (alt_rel, if folder_mode { alt } else { plain })
+                    } else {
+                        kept.push(format!(
+                            "{} kept: {} and {} are both taken",
+                            item.rel,
+                            plain_rel.display(),
+                            alt_rel.display()
+                        ));
+                        continue;
+                    };
+                    move_file(&src, &to)?;
+                    if moved_to.as_deref() != Some(alt.as_path()) {
+                        moved_to = Some(base.clone());
+                    }
+                }
             }
         }
     }
-}
-
-fn remove_path(p: &Path) -> std::io::Result<()> {
-    let r = match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(e) => Err(e),
+    // Deepest folders first; a folder that still holds anything stays.
+    let mut ordered: Vec<&String> = dirs.iter().collect();
+    ordered.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for d in ordered {
+        remove_empty_dir(&group.root.join(d), d, &mut kept)?;
+    }
+    if folder_mode {
+        let shown = group.root.display().to_string();
+        remove_empty_dir(&group.root, &shown, &mut kept)?;
+    }
+    let outcome = match act {
+        Act::Delete => AfterOutcome::Deleted,
+        Act::Move { plain, .. } => AfterOutcome::Moved { to: moved_to.unwrap_or(plain) },
     };
-    match r {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
+    Ok(AfterReport { outcome, kept })
+}
+
+/// One thing to act on, relative to the group's root.
+struct Item {
+    rel: String,
+    is_dir: bool,
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
-/// Move `src` to `dest_dir/rel`, or, if something else is already there,
-/// to `dest_dir/rel (group N)`. A rename when on the same filesystem; else a
-/// copy, verified byte for byte, then the source removed. Already moved
-/// (source gone, a destination present) counts as done.
-fn move_into(src: &Path, dest_dir: &Path, rel: &Path, id: i64) -> std::io::Result<PathBuf> {
-    let plain = dest_dir.join(rel);
-    let mut alt = plain.as_os_str().to_owned();
-    alt.push(format!(" (group {id})"));
-    let alt = PathBuf::from(alt);
-    if !src.exists() {
-        if let Some(done) = [&plain, &alt].into_iter().find(|p| p.exists()) {
-            return Ok(done.clone());
+fn add_parents(rel: &str, dirs: &mut BTreeSet<String>) {
+    let mut cur = rel;
+    while let Some((parent, _)) = cur.rsplit_once('/') {
+        dirs.insert(parent.to_string());
+        cur = parent;
+    }
+}
+
+fn suffixed(p: &Path, id: i64) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(format!(" (group {id})"));
+    PathBuf::from(s)
+}
+
+fn with_path(e: std::io::Error, p: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
+/// Remove `dir` if it is empty; otherwise say in `kept` what it still holds.
+fn remove_empty_dir(dir: &Path, shown: &str, kept: &mut Vec<String>) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(with_path(e, dir)),
+        Ok(m) if !m.is_dir() => return Ok(()),
+        Ok(_) => {}
+    }
+    let mut left: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(e) => return Err(with_path(e, dir)),
+    };
+    if left.is_empty() {
+        return match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(with_path(e, dir)),
+        };
+    }
+    left.sort();
+    let more = left.len().saturating_sub(5);
+    left.truncate(5);
+    let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+    kept.push(format!("folder {shown} kept: it holds what was not uploaded ({}{tail})", left.join(", ")));
+    Ok(())
+}
+
+/// Is `path` still the file that was grouped and uploaded? `Err` names it and says why not.
+fn recheck_file(path: &Path, f: &FileRecord) -> Result<(), String> {
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(());
         }
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is gone", src.display())));
+        Err(e) => return Err(format!("{} kept: it cannot be checked: {e}", f.rel_path)),
+    };
+    if m.file_type().is_symlink() {
+        return Err(format!("{} kept: it is a symbolic link, not the file that was uploaded", f.rel_path));
     }
-    let to = if plain.exists() { alt } else { plain };
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
+    if !m.is_file() {
+        return Err(format!("{} kept: it is not a regular file", f.rel_path));
     }
-    match std::fs::rename(src, &to) {
-        Ok(()) => return Ok(to),
-        Err(e) if e.raw_os_error() != Some(libc_exdev()) => return Err(e),
+    if m.len() != f.size {
+        return Err(format!("{} kept: it changed after it was grouped (size {} → {})", f.rel_path, f.size, m.len()));
+    }
+    if mtime_ns(&m) != f.mtime_ns {
+        return Err(format!("{} kept: it was modified after it was grouped", f.rel_path));
+    }
+    if let Err(why) = same_identity(&m, f) {
+        return Err(format!("{} kept: {why}", f.rel_path));
+    }
+    Ok(())
+}
+
+/// Device and inode, when both were recorded, match `m`.
+#[cfg(unix)]
+fn same_identity(m: &std::fs::Metadata, f: &FileRecord) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    match (f.dev, f.ino) {
+        (Some(dev), Some(ino)) if (dev, ino) != (m.dev(), m.ino()) => {
+            Err("it was replaced by another file after it was grouped".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn same_identity(_m: &std::fs::Metadata, _f: &FileRecord) -> Result<(), String> {
+    Ok(())
+}
+
+/// The files and folders of a zipped bundle directory, if it still holds
+/// what was zipped (the newest mtime inside it unchanged, no link or special
+/// file added).
+fn recheck_bundle(root: &Path, f: &FileRecord) -> Result<Vec<Item>, String> {
+    let dir = root.join(&f.rel_path);
+    match std::fs::symlink_metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{} kept: it cannot be checked: {e}", f.rel_path)),
+        Ok(m) if !m.is_dir() => return Err(format!("{} kept: it is no longer a bundle folder", f.rel_path)),
+        Ok(_) => {}
+    }
+    let top = f.rel_path.rsplit('/').next().unwrap_or(&f.rel_path);
+    let entries = crate::group::bundle::list_bundle(&dir, top)
+        .map_err(|e| format!("{} kept: it cannot be checked: {e}", f.rel_path))?;
+    if crate::group::bundle::newest_mtime(&entries) != f.mtime_ns {
+        return Err(format!("{} kept: the bundle changed after it was zipped", f.rel_path));
+    }
+    let parent = f.rel_path.rsplit_once('/').map_or(String::new(), |(p, _)| format!("{p}/"));
+    Ok(entries
+        .into_iter()
+        .map(|e| Item { rel: format!("{parent}{}", e.zip_name.trim_end_matches('/')), is_dir: e.is_dir })
+        .collect())
+}
+
+/// Move one regular file to `to` (a path not taken). A rename on the same
+/// filesystem; across filesystems a copy into a private temporary file
+/// beside `to`, `sync_all`, a byte-for-byte comparison with the source, a
+/// no-clobber rename into place, then the source is removed.
+fn move_file(src: &Path, to: &Path) -> std::io::Result<()> {
+    let parent = to.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| with_path(e, parent))?;
+    match std::fs::rename(src, to) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() != Some(libc_exdev()) => return Err(with_path(e, src)),
         Err(_) => {}
     }
-    // Another filesystem: copy into a temporary name, verify, then swap in.
-    let mut tmp = to.as_os_str().to_owned();
-    tmp.push(".spatialgen-moving");
-    let tmp = PathBuf::from(tmp);
-    remove_path(&tmp)?;
-    copy_tree(src, &tmp)?;
-    verify_tree(src, &tmp)?;
-    std::fs::rename(&tmp, &to)?;
-    remove_path(src)?;
-    Ok(to)
+    let mut input = open_nofollow(src).map_err(|e| with_path(e, src))?;
+    let src_meta = input.metadata().map_err(|e| with_path(e, src))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| with_path(e, parent))?;
+    std::io::copy(&mut input, tmp.as_file_mut()).map_err(|e| with_path(e, to))?;
+    tmp.as_file().sync_all().map_err(|e| with_path(e, to))?;
+    if let Ok(t) = src_meta.modified() {
+        let _ = tmp.as_file().set_modified(t);
+    }
+    if !same_bytes(src, tmp.path())? {
+        return Err(std::io::Error::other(format!("the copy of {} differs from the original", src.display())));
+    }
+    tmp.persist_noclobber(to).map_err(|e| with_path(e.error, to))?;
+    if let Ok(d) = std::fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
+    std::fs::remove_file(src).map_err(|e| with_path(e, src))
+}
+
+/// Open a file for reading without following a symbolic link at its last component.
+fn open_nofollow(p: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    o.open(p)
 }
 
 #[cfg(unix)]
@@ -187,40 +421,9 @@ fn libc_exdev() -> i32 {
     17 // ERROR_NOT_SAME_DEVICE
 }
 
-fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(src)?;
-    if meta.is_dir() {
-        std::fs::create_dir_all(dst)?;
-        for entry in std::fs::read_dir(src)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
-        }
-    } else {
-        std::fs::copy(src, dst)?;
-        std::fs::File::open(dst)?.sync_all()?;
-    }
-    Ok(())
-}
-
-fn verify_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(src)?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(src)? {
-            let entry = entry?;
-            verify_tree(&entry.path(), &dst.join(entry.file_name()))?;
-        }
-        return Ok(());
-    }
-    if same_bytes(src, dst)? {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!("copy of {} differs from the original", src.display())))
-    }
-}
-
 fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
     use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut fa, mut fb) = (open_nofollow(a)?, open_nofollow(b)?);
     if fa.metadata()?.len() != fb.metadata()?.len() {
         return Ok(false);
     }
@@ -293,14 +496,13 @@ pub fn write_receipt(dir: &Path, group: &GroupRecord, after: &AfterOutcome) -> s
     let safe: String =
         group.name.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).take(80).collect();
     let path = dir.join(format!("{}-{safe}.json", group.id));
-    let tmp = dir.join(format!(".{}-{safe}.json.tmp", group.id));
     let json = serde_json::to_vec_pretty(&receipt).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
+    // A private (0600), freshly created (O_EXCL) temporary file with a random name.
+    let mut f = tempfile::NamedTempFile::new_in(dir)?;
     f.write_all(&json)?;
     f.write_all(b"\n")?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, &path)?;
+    f.as_file().sync_all()?;
+    f.persist(&path).map_err(|e| e.error)?;
     Ok(path)
 }
 
@@ -350,6 +552,8 @@ mod tests {
                         language: None,
                         size: meta.len(),
                         mtime_ns: mtime_ns(&meta),
+                        dev: Some(std::os::unix::fs::MetadataExt::dev(&meta)),
+                        ino: Some(std::os::unix::fs::MetadataExt::ino(&meta)),
                         staged: false,
                         upload_id: None,
                         part_size: None,
@@ -402,38 +606,114 @@ mod tests {
         let root = export(d.path());
         let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
         let watch = d.path().join("watch");
-        assert_eq!(after_upload(&config(&watch, "keep", None), &g).unwrap(), AfterOutcome::Kept);
+        assert_eq!(after_upload(&config(&watch, "keep", None), &g).unwrap().outcome, AfterOutcome::Kept);
         assert!(root.exists());
         let dest = d.path().join("done");
         let out = after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap();
-        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot") });
+        assert_eq!(out.outcome, AfterOutcome::Moved { to: dest.join("shot") });
+        assert!(out.kept.is_empty(), "{:?}", out.kept);
         assert!(!root.exists() && dest.join("shot/audio/a.m4a").exists());
         // done again after a crash: nothing left to move, same answer
-        assert_eq!(after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap(), out);
+        assert_eq!(after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap().outcome, out.outcome);
         // a second export of the same name does not overwrite the first
         let root = export(d.path());
+        let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
         let out = after_upload(&config(&watch, "move", Some(&dest)), &g).unwrap();
-        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot (group 7)") });
-        let root2 = export(d.path());
-        assert_eq!(root, root2);
-        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap(), AfterOutcome::Deleted);
+        assert_eq!(out.outcome, AfterOutcome::Moved { to: dest.join("shot (group 7)") });
+        assert!(dest.join("shot (group 7)/audio/a.m4a").exists() && dest.join("shot/v.mov").exists());
+        let root = export(d.path());
+        let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
+        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap().outcome, AfterOutcome::Deleted);
         assert!(!root.exists());
-        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap(), AfterOutcome::Deleted);
+        assert!(watch.is_dir(), "the watch folder stays");
+        assert_eq!(after_upload(&config(&watch, "delete", None), &g).unwrap().outcome, AfterOutcome::Deleted);
     }
 
     #[test]
-    fn flat_mode_moves_only_the_groups_files() {
+    fn a_file_added_after_grouping_is_not_deleted_and_the_folder_is_kept_with_the_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let root = export(d.path());
+        let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
+        std::fs::write(root.join("v.en.srt"), b"1\n00:00:00,000 --> 00:00:01,000\nhi\n").unwrap();
+        let out = after_upload(&config(&d.path().join("watch"), "delete", None), &g).unwrap();
+        assert_eq!(out.outcome, AfterOutcome::Deleted);
+        assert!(!root.join("v.mov").exists() && !root.join("audio").exists(), "uploaded files and empty folders go");
+        assert!(root.join("v.en.srt").exists(), "the added subtitle stays");
+        assert_eq!(out.kept.len(), 1, "{:?}", out.kept);
+        assert!(out.kept[0].contains("kept") && out.kept[0].contains("v.en.srt"), "{:?}", out.kept);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_changed_or_swapped_for_a_link_after_grouping_stays_and_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let root = export(d.path());
+        std::fs::write(root.join("b.mov"), b"bbbb").unwrap();
+        let g = record(&root, &root, &["v.mov", "audio/a.m4a", "b.mov"]);
+        // v.mov: same size, new bytes and a new inode; b.mov: now a link to a file outside.
+        let outside = d.path().join("outside.mov");
+        std::fs::write(&outside, b"bbbb").unwrap();
+        std::fs::remove_file(root.join("b.mov")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("b.mov")).unwrap();
+        let tmp = root.join("v.new");
+        std::fs::write(&tmp, vec![8u8; 300_000]).unwrap();
+        std::fs::rename(&tmp, root.join("v.mov")).unwrap();
+        let out = after_upload(&config(&d.path().join("watch"), "delete", None), &g).unwrap();
+        let all = out.kept.join("\n");
+        assert!(all.contains("b.mov kept: it is a symbolic link"), "{all}");
+        assert!(all.contains("v.mov kept:"), "{all}");
+        assert!(root.join("v.mov").exists() && std::fs::symlink_metadata(root.join("b.mov")).is_ok());
+        assert!(outside.exists(), "a link's target is never touched");
+        assert!(!root.join("audio/a.m4a").exists(), "the unchanged file is deleted");
+    }
+
+    #[test]
+    fn uploading_a_watch_folder_itself_removes_only_the_uploaded_files() {
         let d = tempfile::tempdir().unwrap();
         let drop = d.path().join("watch");
         std::fs::create_dir_all(&drop).unwrap();
         std::fs::write(drop.join("A.mov"), b"a").unwrap();
+        std::fs::write(drop.join(".keep"), b"").unwrap();
         std::fs::write(drop.join("B.mov"), b"b").unwrap();
-        let g = record(&drop, &drop.join("A"), &["A.mov"]);
+        // `upload WATCHFOLDER`: the key and the root are the watch folder itself.
+        let mut g = record(&drop, &drop, &["A.mov"]);
+        g.watch_path = None;
+        let out = after_upload(&config(&drop, "delete", None), &g).unwrap();
+        assert_eq!(out.outcome, AfterOutcome::Deleted);
+        assert!(drop.is_dir() && drop.join(".keep").exists() && drop.join("B.mov").exists());
+        assert!(!drop.join("A.mov").exists());
+        std::fs::write(drop.join("A.mov"), b"a").unwrap();
+        let g = record(&drop, &drop, &["A.mov", "B.mov", ".keep"]);
         let dest = d.path().join("done");
-        let out = after_upload(&config(&drop, "move", Some(&dest)), &g).unwrap();
-        assert_eq!(out, AfterOutcome::Moved { to: dest.clone() });
-        assert!(dest.join("A.mov").exists() && !drop.join("A.mov").exists());
-        assert!(drop.join("B.mov").exists(), "another group's file stays");
+        after_upload(&config(&drop, "move", Some(&dest)), &g).unwrap();
+        assert!(drop.is_dir(), "even with every file moved out, the watch folder stays");
+        assert!(dest.join("A.mov").exists() && dest.join(".keep").exists());
+    }
+
+    #[test]
+    fn a_failing_after_upload_step_waits_longer_each_time_up_to_an_hour() {
+        use super::super::engine::{AFTER_UPLOAD_ATTEMPTS, after_upload_delay};
+        let delays: Vec<u64> = (1..=8).map(|n| after_upload_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert!((2..=10).contains(&AFTER_UPLOAD_ATTEMPTS), "a cap on attempts");
+    }
+
+    #[test]
+    fn mtimes_centuries_away_saturate_instead_of_wrapping() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let f = std::fs::File::create(&p).unwrap();
+        let far = UNIX_EPOCH + std::time::Duration::from_secs(400 * 365 * 24 * 3600);
+        if f.set_modified(far).is_ok() && std::fs::metadata(&p).unwrap().modified().unwrap() == far {
+            assert_eq!(mtime_ns(&std::fs::metadata(&p).unwrap()), i64::MAX);
+        }
+        let past = UNIX_EPOCH - std::time::Duration::from_secs(400 * 365 * 24 * 3600);
+        if f.set_modified(past).is_ok() && std::fs::metadata(&p).unwrap().modified().unwrap() == past {
+            assert_eq!(mtime_ns(&std::fs::metadata(&p).unwrap()), i64::MIN);
+        }
+        let now = std::time::SystemTime::now();
+        f.set_modified(now).unwrap();
+        assert!(mtime_ns(&std::fs::metadata(&p).unwrap()) > 1_700_000_000_000_000_000);
     }
 
     /// `/dev/shm` is usually another filesystem than the temp dir: a rename
@@ -452,11 +732,12 @@ mod tests {
         let g = record(&root, &root, &["v.mov", "audio/a.m4a"]);
         let dest = other.path().join("done");
         let out = after_upload(&config(&d.path().join("watch"), "move", Some(&dest)), &g).unwrap();
-        assert_eq!(out, AfterOutcome::Moved { to: dest.join("shot") });
+        assert_eq!(out.outcome, AfterOutcome::Moved { to: dest.join("shot") });
         assert!(!root.exists(), "the source is deleted after the verified copy");
         assert_eq!(std::fs::read(dest.join("shot/v.mov")).unwrap(), vec![7u8; 300_000]);
         assert_eq!(std::fs::read(dest.join("shot/audio/a.m4a")).unwrap(), b"audio");
-        assert!(!dest.join("shot.spatialgen-moving").exists());
+        let names: Vec<_> = std::fs::read_dir(dest.join("shot")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
     }
 
     #[test]

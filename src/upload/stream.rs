@@ -13,6 +13,10 @@
 //!   the file range again.
 //! - Dropping a PUT (error, stall, cancellation) drops the channel receiver;
 //!   the reader notices at its next send and stops. Nothing is left running.
+//! - Only a regular file is opened, never through a symbolic link
+//!   (`O_NOFOLLOW | O_NONBLOCK`); with [`PutOptions::expect`] the open
+//!   descriptor's `fstat` must match what was grouped, and every byte is
+//!   read through that descriptor.
 //! - The file is expected to stay as it was: if it is missing or shorter than
 //!   the range, that is [`TransferError::Io`], fatal for the group (the export
 //!   changed under the agent), never a retry.
@@ -57,11 +61,45 @@ pub struct PutOptions {
     pub throttle: Option<Throttle>,
     /// Bytes per read. Clamped to at least 4 KiB.
     pub chunk_size: usize,
+    /// What the file was when grouped: the open descriptor's `fstat` must
+    /// match it before a byte is read. `None`: not checked.
+    pub expect: Option<FileIdentity>,
+}
+
+/// A file as it was grouped: size, mtime and (when recorded) device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub dev: Option<u64>,
+    pub ino: Option<u64>,
+}
+
+impl FileIdentity {
+    /// Why `meta` is not this file, if it is not.
+    fn mismatch(&self, meta: &std::fs::Metadata) -> Option<String> {
+        if meta.len() != self.size {
+            return Some(format!("size {} when grouped, {} now", self.size, meta.len()));
+        }
+        if super::finish::mtime_ns(meta) != self.mtime_ns {
+            return Some("modified after it was grouped".into());
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let (Some(dev), Some(ino)) = (self.dev, self.ino)
+                && (dev, ino) != (meta.dev(), meta.ino())
+            {
+                return Some("replaced by another file after it was grouped".into());
+            }
+        }
+        None
+    }
 }
 
 impl Default for PutOptions {
     fn default() -> Self {
-        PutOptions { verify_md5: true, progress: None, throttle: None, chunk_size: DEFAULT_CHUNK }
+        PutOptions { verify_md5: true, progress: None, throttle: None, chunk_size: DEFAULT_CHUNK, expect: None }
     }
 }
 
@@ -72,6 +110,7 @@ impl fmt::Debug for PutOptions {
             .field("progress", &self.progress.as_ref().map(|p| p.load(Ordering::Relaxed)))
             .field("throttle", &self.throttle.is_some())
             .field("chunk_size", &self.chunk_size)
+            .field("expect", &self.expect)
             .finish()
     }
 }
@@ -231,9 +270,14 @@ impl FileRangeBody {
     ) -> Result<(reqwest::Body, DigestHandle), TransferError> {
         let io_err = |what, source| TransferError::Io { path: path.to_path_buf(), what, source };
         let owned = path.to_path_buf();
+        let expect = opts.expect;
         let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, (&'static str, io::Error)> {
-            let mut file = std::fs::File::open(&owned).map_err(|e| ("cannot open", e))?;
-            let size = file.metadata().map_err(|e| ("cannot stat", e))?.len();
+            // Only a regular file, never through a symbolic link, never blocking on a FIFO.
+            let (mut file, meta) = crate::group::open::open_regular(&owned).map_err(|e| ("cannot open", e))?;
+            if let Some(why) = expect.and_then(|x| x.mismatch(&meta)) {
+                return Err(("not the file that was grouped", io::Error::other(why)));
+            }
+            let size = meta.len();
             let end = offset.checked_add(len).ok_or(("bad range", io::Error::other("offset + length overflows")))?;
             if size < end {
                 return Err((
@@ -381,6 +425,50 @@ mod tests {
         assert!(short.is_source_changed(), "{short}");
         assert!(short.to_string().contains("shorter"), "{short}");
         assert!(FileRangeBody::open(&path, 5, 5, &opts, Arc::default(), Arc::default()).await.is_ok());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn open_reads_only_the_file_that_was_grouped_never_a_link_or_a_fifo() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.mov");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        let id = FileIdentity {
+            size: 10,
+            mtime_ns: super::super::finish::mtime_ns(&m),
+            dev: Some(m.dev()),
+            ino: Some(m.ino()),
+        };
+        let opts = PutOptions { expect: Some(id), ..PutOptions::default() };
+        assert!(FileRangeBody::open(&path, 0, 10, &opts, Arc::default()).await.is_ok());
+        // Same size and mtime, another inode: refused.
+        let other = dir.path().join("b.mov");
+        std::fs::write(&other, b"0123456789").unwrap();
+        let f = std::fs::File::options().write(true).open(&other).unwrap();
+        f.set_modified(m.modified().unwrap()).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let e = FileRangeBody::open(&path, 0, 10, &opts, Arc::default()).await.err().unwrap();
+        assert!(e.is_source_changed() && e.to_string().contains("replaced"), "{e}");
+        // A symbolic link in its place: refused, nothing read through it.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("target"), &path).unwrap();
+        std::fs::write(dir.path().join("target"), b"0123456789").unwrap();
+        let e = FileRangeBody::open(&path, 0, 10, &PutOptions::default(), Arc::default()).await.err().unwrap();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A FIFO: refused at once instead of blocking.
+        let fifo = dir.path().join("p.mov");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            FileRangeBody::open(&fifo, 0, 10, &PutOptions::default(), Arc::default()),
+        )
+        .await
+        .expect("does not block")
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("FIFO"), "{e}");
     }
 
     /// The reader yields exactly the range, in bounded chunks, and its MD5 is of that range.

@@ -514,6 +514,12 @@ async fn put_part(
         verify_md5: sh.cfg().upload.verify_etag,
         progress: Some(sh.sent.clone()),
         throttle: sh.throttle.clone(),
+        expect: Some(super::stream::FileIdentity {
+            size: file.size,
+            mtime_ns: file.mtime_ns,
+            dev: file.dev,
+            ino: file.ino,
+        }),
         ..Default::default()
     };
     let what = format!("upload part {n} of {}", file.rel_path);

@@ -1,0 +1,57 @@
+//! Opening a file inside an export: only regular files, never through a
+//! symbolic link at the last component, never blocking on a FIFO or device.
+//!
+//! The file is opened with `O_NOFOLLOW | O_NONBLOCK` (unix), then the open
+//! descriptor is `fstat`ed: anything but a regular file is refused before a
+//! byte is read. Readers read only through the returned descriptor.
+
+use std::fs::{File, Metadata};
+use std::io;
+use std::path::Path;
+
+/// Open `path` for reading if it is a regular file (not a symbolic link, FIFO,
+/// socket or device); returns the file and its `fstat`.
+pub fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = match o.open(path) {
+        Ok(f) => f,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a symbolic link, which is not followed"));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, not_regular(&meta)));
+    }
+    Ok((file, meta))
+}
+
+/// What kind of non-regular file `meta` is, in words.
+pub fn not_regular(meta: &Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "is a FIFO (named pipe), not a regular file";
+        }
+        if t.is_socket() {
+            return "is a socket, not a regular file";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "is a device, not a regular file";
+        }
+    }
+    if meta.is_dir() { "is a folder, not a regular file" } else { "is not a regular file" }
+}
+
+/// Is this entry something other than a regular file, a folder or a symbolic link?
+pub fn is_special(meta: &Metadata) -> bool {
+    let t = meta.file_type();
+    !(t.is_file() || t.is_dir() || t.is_symlink())
+}
