@@ -442,27 +442,30 @@ mod tests {
             ino: Some(m.ino()),
         };
         let opts = PutOptions { expect: Some(id), ..PutOptions::default() };
-        assert!(FileRangeBody::open(&path, 0, 10, &opts, Arc::default()).await.is_ok());
+        assert!(FileRangeBody::open(&path, 0, 10, &opts, Arc::default(), Arc::default()).await.is_ok());
         // Same size and mtime, another inode: refused.
         let other = dir.path().join("b.mov");
         std::fs::write(&other, b"0123456789").unwrap();
         let f = std::fs::File::options().write(true).open(&other).unwrap();
         f.set_modified(m.modified().unwrap()).unwrap();
         std::fs::rename(&other, &path).unwrap();
-        let e = FileRangeBody::open(&path, 0, 10, &opts, Arc::default()).await.err().unwrap();
+        let e = FileRangeBody::open(&path, 0, 10, &opts, Arc::default(), Arc::default()).await.err().unwrap();
         assert!(e.is_source_changed() && e.to_string().contains("replaced"), "{e}");
         // A symbolic link in its place: refused, nothing read through it.
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink(dir.path().join("target"), &path).unwrap();
         std::fs::write(dir.path().join("target"), b"0123456789").unwrap();
-        let e = FileRangeBody::open(&path, 0, 10, &PutOptions::default(), Arc::default()).await.err().unwrap();
+        let e = FileRangeBody::open(&path, 0, 10, &PutOptions::default(), Arc::default(), Arc::default())
+            .await
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         // A FIFO: refused at once instead of blocking.
         let fifo = dir.path().join("p.mov");
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
         let e = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            FileRangeBody::open(&fifo, 0, 10, &PutOptions::default(), Arc::default()),
+            FileRangeBody::open(&fifo, 0, 10, &PutOptions::default(), Arc::default(), Arc::default()),
         )
         .await
         .expect("does not block")
