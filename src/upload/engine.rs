@@ -305,14 +305,30 @@ pub async fn cancel_now(
     Ok(())
 }
 
-/// The watch folder of group `g`, if it is missing now (unmounted, moved
-/// away, deleted): its files cannot be read, and were not changed either.
+/// The watch folder of group `g`, if it is missing now: its files cannot
+/// be read, and were not changed either. Missing means the folder is gone
+/// (unmounted, moved away, deleted), or a file of the group is gone and was
+/// on another filesystem than the one now at the folder (a share unmounted
+/// from its mount point leaves the empty directory beneath).
 pub(crate) fn watch_folder_missing(g: &GroupRecord) -> Option<std::path::PathBuf> {
     let root = g.watch_path.as_ref()?;
-    match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => None,
-        _ => Some(root.clone()),
+    let meta = match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => m,
+        _ => return Some(root.clone()),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let unmounted = g.files.iter().any(|f| {
+            !f.staged && f.dev.is_some_and(|d| d != meta.dev()) && std::fs::symlink_metadata(&f.source).is_err()
+        });
+        if unmounted {
+            return Some(root.clone());
+        }
     }
+    #[cfg(not(unix))]
+    let _ = meta;
+    None
 }
 
 /// A running group worker as the scheduler sees it.
@@ -411,7 +427,7 @@ impl Engine {
         let mut last_housekeeping = Instant::now();
         let mut result = None;
         // Groups whose watch folder is missing: not started again until it is back.
-        let mut held: HashMap<GroupId, std::path::PathBuf> = HashMap::new();
+        let mut held: HashMap<GroupId, GroupRecord> = HashMap::new();
 
         'main: loop {
             if let Some(rx) = config_rx.as_mut()
@@ -474,10 +490,10 @@ impl Engine {
             } else {
                 sh.cfg().upload.max_groups.max(1)
             };
-            held.retain(|id, folder| {
-                let back = folder.is_dir();
+            held.retain(|id, g| {
+                let back = watch_folder_missing(g).is_none();
                 if back {
-                    tracing::info!(group = id, folder = %folder.display(), "the watch folder is back; the group goes on");
+                    tracing::info!(group = id, "the watch folder is back; the group goes on");
                 }
                 !back
             });
@@ -540,11 +556,11 @@ impl Engine {
                     };
                     let ended = active.remove(&id);
                     let outcome = outcome?;
-                    if matches!(outcome, GroupOutcome::Stopped)
-                        && !stop.is_cancelled()
-                        && let Some(folder) = watch_folder_missing(&sh.journal.group(id)?)
-                    {
-                        held.insert(id, folder);
+                    if matches!(outcome, GroupOutcome::Stopped) && !stop.is_cancelled() {
+                        let g = sh.journal.group(id)?;
+                        if watch_folder_missing(&g).is_some() {
+                            held.insert(id, g);
+                        }
                     }
                     if let (Some(o), false) =
                         (&self.opts.observer, matches!(outcome, GroupOutcome::Stopped | GroupOutcome::AuthRefused(_)))
