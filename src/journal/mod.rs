@@ -53,6 +53,7 @@
 
 mod lock;
 mod schema;
+mod sessions;
 mod state;
 
 use std::path::{Path, PathBuf};

@@ -10,4 +10,5 @@ mod binary;
 mod controls;
 mod crash;
 mod engine;
+mod server;
 mod service;
