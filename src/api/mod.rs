@@ -13,6 +13,8 @@
 //!   a large part on a slow link may rightly take long; instead a watchdog
 //!   aborts a PUT that makes no progress for `stall_timeout` (see
 //!   `watch_stall` for what counts as progress once the body is sent).
+//!   Time the body spends waiting for a bandwidth limit
+//!   ([`Client::put_part_held`]) does not count.
 //! - Error text carries no key and no URL query string (see [`error`]).
 //! - This module knows HTTP and JSON, not the journal: it never retries by
 //!   itself. Callers decide with [`ApiError::class`] (see `upload::retry`).
@@ -30,7 +32,7 @@ mod tests;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -176,6 +178,20 @@ impl Client {
     /// an exact `Content-Length`, and aborted if no byte moves for the stall
     /// timeout. The body cannot be replayed: a retry needs a new one.
     pub async fn put_part(&self, url: &str, body: reqwest::Body, len: u64) -> Result<String, ApiError> {
+        self.put_part_held(url, body, len, None).await
+    }
+
+    /// [`Client::put_part`] whose body may wait on a bandwidth limit: while
+    /// `held` reads `true` the body is waiting for the limit to allow more
+    /// bytes, and that time does not count toward the stall timeout (only
+    /// time without progress while sending is allowed does).
+    pub async fn put_part_held(
+        &self,
+        url: &str,
+        body: reqwest::Body,
+        len: u64,
+        held: Option<Arc<AtomicBool>>,
+    ) -> Result<String, ApiError> {
         let op = Op::PutPart;
         let target = redact_url(url);
         let parsed = Url::parse(url)
@@ -210,7 +226,7 @@ impl Client {
                 detail: "the storage answered 2xx without an ETag header".into(),
             })
         };
-        match watch_stall(request, &moved, len, self.stall_timeout).await {
+        match watch_stall(request, &moved, held.as_deref(), len, self.stall_timeout).await {
             Some(result) => result,
             None => Err(ApiError::Stalled { op, target, after: self.stall_timeout }),
         }
@@ -346,7 +362,17 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// at the link's pace before the storage can answer, so the answer may take
 /// `stall` *plus* as long as handing the body over took, which is the time
 /// the link needed for a comparable amount of data.
-async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, len: u64, stall: Duration) -> Option<F::Output> {
+///
+/// While `held` reads `true` (the body waits in a bandwidth throttle) the
+/// clock without progress is reset at every tick: waiting for the limit is
+/// not a stall.
+async fn watch_stall<F: Future>(
+    fut: F,
+    moved: &AtomicU64,
+    held: Option<&AtomicBool>,
+    len: u64,
+    stall: Duration,
+) -> Option<F::Output> {
     let tick = (stall / 4).max(Duration::from_millis(5));
     let start = tokio::time::Instant::now();
     let mut seen = moved.load(Ordering::Relaxed);
@@ -358,7 +384,7 @@ async fn watch_stall<F: Future>(fut: F, moved: &AtomicU64, len: u64, stall: Dura
             out = &mut fut => return Some(out),
             _ = tokio::time::sleep(tick) => {
                 let now = moved.load(Ordering::Relaxed);
-                if now != seen {
+                if now != seen || held.is_some_and(|h| h.load(Ordering::Relaxed)) {
                     seen = now;
                     since = tokio::time::Instant::now();
                 }

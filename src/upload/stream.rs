@@ -22,7 +22,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -141,8 +141,26 @@ pub async fn put_file_range_with(
     opts: &PutOptions,
 ) -> Result<String, TransferError> {
     let attempt = Arc::new(AtomicU64::new(0));
+    // While the body waits in the throttle the bandwidth limit, not the
+    // link, holds the part: the stall watchdog is told (see `put_part_held`).
+    let held = Arc::new(AtomicBool::new(false));
+    let mut opts_here = opts.clone();
+    if let Some(inner) = opts.throttle.clone() {
+        let flag = held.clone();
+        let wrapped: Throttle = Arc::new(move |n| {
+            let wait = inner(n);
+            let flag = flag.clone();
+            Box::pin(async move {
+                flag.store(true, Ordering::Relaxed);
+                wait.await;
+                flag.store(false, Ordering::Relaxed);
+            })
+        });
+        opts_here.throttle = Some(wrapped);
+    }
+    let opts = &opts_here;
     let (body, digest) = FileRangeBody::open(path, offset, len, opts, attempt.clone()).await?;
-    let result = client.put_part(url, body, len).await;
+    let result = client.put_part_held(url, body, len, Some(held)).await;
     let result = match result {
         Ok(etag) => match digest.finish().await {
             Ok(Some(md5)) => check_etag(url, etag, &md5),
