@@ -272,9 +272,24 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
                 })?;
             let mut files = Vec::with_capacity(g.files.len());
             for f in &g.files {
-                let c = created.file_for(&f.file_name, f.role).ok_or_else(|| {
-                    Stop::Failed(format!("the server's answer does not list {} ({})", f.file_name, f.role))
-                })?;
+                // A plan that cannot be followed: the server group it created is
+                // canceled (nothing will upload to it) and the group fails naming the file.
+                let session = created.session_id.as_str();
+                let client = &sh.client;
+                let refuse = move |why: String| async move {
+                    let _ = client.cancel_group(session).await;
+                    Stop::Failed(format!("{why}; server group {session} canceled"))
+                };
+                let Some(c) = created.file_for(&f.file_name, f.role) else {
+                    return Err(refuse(format!("the server's answer does not list {} ({})", f.file_name, f.role)).await);
+                };
+                if c.total_bytes != f.size {
+                    return Err(refuse(format!(
+                        "{}: the server plans totalBytes {} but the file has {} bytes",
+                        f.rel_path, c.total_bytes, f.size
+                    ))
+                    .await);
+                }
                 files.push(SessionFile {
                     file_id: f.id,
                     upload_id: c.upload_id.clone(),
@@ -365,6 +380,16 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
         list.clear();
     }
     let done = ctx.api(inner, "complete file upload", |_| sh.client.complete_file(session, upload_id, &list)).await?;
+    if done.status != "completed" {
+        // A 2xx whose status is not `completed` is not counted: the file stays
+        // `uploading` with its parts done and the group fails with the
+        // server's status; its automatic retry sends `complete` again
+        // (idempotent) without re-sending any part.
+        return Err(Stop::Failed(format!(
+            "{}: complete answered status {:?}, not \"completed\"",
+            f.rel_path, done.status
+        )));
+    }
     sh.journal.file_completed(f.id, done.library_id)?;
     tracing::debug!(group = ctx.id, file = %f.rel_path, library_id = ?done.library_id, "file completed");
     Ok(done.library_id)
