@@ -37,6 +37,9 @@ pub struct Faults {
     /// A storage PUT answers 404 `NoSuchUpload` (S3-style XML) after its
     /// body was read, while the API keeps answering normally.
     pub put_404: f64,
+    /// Start Upload Group plans every file one byte larger than its
+    /// `sizeBytes` (an answer a careful client must refuse).
+    pub absurd_plan: bool,
     /// Makes the draws reproducible.
     pub seed: Option<u64>,
 }
@@ -62,6 +65,7 @@ pub(crate) enum Fault {
     RateLimit,
     Put5xx,
     Put404,
+    AbsurdPlan,
     Reset,
     CorruptEtag,
 }
@@ -73,6 +77,7 @@ impl Fault {
             Fault::RateLimit => "rate_limit",
             Fault::Put5xx => "put_5xx",
             Fault::Put404 => "put_404",
+            Fault::AbsurdPlan => "absurd_plan",
             Fault::Reset => "reset_mid_body",
             Fault::CorruptEtag => "corrupt_etag",
         }

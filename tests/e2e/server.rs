@@ -49,3 +49,23 @@ async fn storage_answering_404_to_every_put_makes_at_most_3_server_groups_then_f
     assert_eq!(stats.api_total("start"), starts, "no new server group on retry");
     assert!(stats.storage_puts - puts_before <= 20, "the retry sends a bounded number of PUTs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_does_not_fit_the_file_fails_naming_it_and_cancels_the_server_group() {
+    let w = World::new(64 * KIB as u64, "").await;
+    w.sandbox.set_faults(Faults { absurd_plan: true, ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("absurd", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let (_, outcome) = tokio::time::timeout(Duration::from_secs(30), engine.run_one(id, CancellationToken::new()))
+        .await
+        .expect("bounded")
+        .unwrap();
+    let GroupOutcome::Failed(msg) = &outcome else { panic!("expected failed, got {outcome:?}") };
+    assert!(msg.contains("v.mov") && msg.contains("totalBytes"), "{msg}");
+    assert!(msg.contains("canceled"), "{msg}");
+    let stats = w.sandbox.stats();
+    assert_eq!(stats.api_total("cancel"), 1, "the server group it created is canceled");
+    assert_eq!(stats.storage_puts, 0, "no byte is sent on an absurd plan");
+}
