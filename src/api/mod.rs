@@ -25,6 +25,8 @@ pub mod model;
 #[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
+mod decode_proptests;
+#[cfg(test)]
 mod sandbox_tests;
 #[cfg(test)]
 pub(crate) mod test_server;
