@@ -25,7 +25,7 @@ proptest! {
             r#"{{"sessionId":"s","files":[{{"uploadId":"u","fileRole":"video","fileName":"v.mov",
             "totalBytes":{total},"partSizeBytes":{part},"totalParts":{parts},"uploadStrategy":"multipart"}}]}}"#
         );
-        let sane = parts >= 1 && parts <= MAX_PARTS && total > 0 && part > 0
+        let sane = (1..=MAX_PARTS).contains(&parts) && total > 0 && part > 0
             && total.div_ceil(part) == u64::from(parts);
         match serde_json::from_str::<GroupCreated>(&body) {
             Ok(g) => {
