@@ -13,6 +13,8 @@
 //!   a large part on a slow link may rightly take long; instead a watchdog
 //!   aborts a PUT that makes no progress for `stall_timeout` (see
 //!   `watch_stall` for what counts as progress once the body is sent).
+//!   Time the body spends waiting for a bandwidth limit
+//!   ([`Client::put_part_held`]) does not count.
 //! - Error text carries no key and no URL query string (see [`error`]).
 //! - This module knows HTTP and JSON, not the journal: it never retries by
 //!   itself. Callers decide with [`ApiError::class`] (see `upload::retry`).
@@ -20,6 +22,10 @@
 pub mod error;
 pub mod model;
 
+#[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
+mod decode_proptests;
 #[cfg(test)]
 mod sandbox_tests;
 #[cfg(test)]
@@ -57,6 +63,14 @@ const API_PATH: [&str; 3] = ["api", "videos", "uploads"];
 
 /// At most this much of an error body is read (it is only shown, condensed).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// At most this much of a JSON answer is read; a longer one is refused.
+/// 10,000 part URLs of ~1 KiB each fit with room to spare.
+pub const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
+
+/// At most this much of a storage answer's body is drained to return the
+/// connection to the pool; past it the connection is dropped instead.
+const MAX_STORAGE_DRAIN: usize = 64 * 1024;
 
 /// Same-host redirects allowed before giving up.
 const MAX_REDIRECTS: usize = 5;
@@ -216,8 +230,18 @@ impl Client {
                 return Err(self.status_error(op, &target, resp).await);
             }
             let etag = resp.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            // The status is in; draining only returns the connection to the pool.
-            let _ = resp.bytes().await;
+            // The status is in; draining only returns the connection to the
+            // pool. A body past the drain cap is not read: dropping the
+            // response unread closes its connection.
+            let mut resp = resp;
+            let mut drained = 0usize;
+            while drained < MAX_STORAGE_DRAIN {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => drained += chunk.len(),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            drop(resp);
             etag.filter(|e| !e.is_empty()).ok_or_else(|| ApiError::InvalidResponse {
                 op,
                 target: target.clone(),
@@ -252,13 +276,34 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(op, &target, resp).await);
         }
-        let bytes = resp.bytes().await.map_err(|e| self.transport(op, &target, e))?;
+        let bytes = self.capped_body(op, &target, resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidResponse {
             op,
             target,
             // serde quotes offending values, which come from the server: scrub them.
             detail: scrub(&format!("cannot decode the JSON answer: {e}"), self.key.expose()),
         })
+    }
+
+    /// The body of a JSON answer, refused past [`MAX_JSON_BODY`] (by its
+    /// `Content-Length` before reading, or as soon as the bytes read exceed it).
+    async fn capped_body(&self, op: Op, target: &str, mut resp: Response) -> Result<Vec<u8>, ApiError> {
+        let too_big = || ApiError::InvalidResponse {
+            op,
+            target: target.to_string(),
+            detail: format!("the answer is larger than {} MiB; refused", MAX_JSON_BODY >> 20),
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_JSON_BODY as u64) {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(op, target, e))? {
+            if body.len() + chunk.len() > MAX_JSON_BODY {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn transport(&self, op: Op, target: &str, e: reqwest::Error) -> ApiError {

@@ -117,6 +117,7 @@ pub struct CreatedFile {
 impl CreatedFile {
     /// The part layout must add up, or byte ranges computed from it would be wrong.
     fn check(&self) -> Result<(), String> {
+        check_plan(&self.file_name, self.upload_strategy, self.total_bytes, self.part_size_bytes, self.total_parts)?;
         let expected = expected_parts(self.strategy_layout());
         if self.total_parts != expected {
             return Err(format!(
@@ -135,6 +136,24 @@ impl CreatedFile {
     pub fn part_range(&self, n: u32) -> Option<(u64, u64)> {
         self.strategy_layout().range(n)
     }
+}
+
+/// The API allows at most this many parts per file.
+pub const MAX_PARTS: u32 = 10_000;
+
+/// Refuse a plan no real upload can follow: no parts or more than
+/// [`MAX_PARTS`], a zero part size (multipart), an empty file.
+fn check_plan(name: &str, strategy: Strategy, total: u64, part_size: u64, parts: u32) -> Result<(), String> {
+    if parts == 0 || parts > MAX_PARTS {
+        return Err(format!("file {name:?}: totalParts {parts} is outside 1..={MAX_PARTS}"));
+    }
+    if total == 0 {
+        return Err(format!("file {name:?}: totalBytes is 0"));
+    }
+    if strategy == Strategy::Multipart && part_size == 0 {
+        return Err(format!("file {name:?}: partSizeBytes is 0"));
+    }
+    Ok(())
 }
 
 /// Where each part's bytes lie, from the three numbers the server sends.
@@ -228,6 +247,11 @@ impl PartUrls {
     /// `sizeBytes` must equal `byteEnd - byteStart + 1` (byteEnd is inclusive),
     /// and part *n* must cover `[(n-1)*partSize, min(n*partSize, total) - 1]`.
     pub fn check(&self) -> Result<(), String> {
+        let name = self.file_name.as_deref().unwrap_or(&self.upload_id);
+        check_plan(name, self.upload_strategy, self.total_bytes, self.part_size_bytes, self.total_parts)?;
+        if self.parts.len() > MAX_PARTS as usize {
+            return Err(format!("file {name:?}: {} part URLs, more than {MAX_PARTS}", self.parts.len()));
+        }
         let layout = PartLayout::of(self.upload_strategy, self.total_bytes, self.part_size_bytes);
         let expected = expected_parts(layout);
         if self.total_parts != expected {

@@ -54,6 +54,7 @@
 mod lock;
 mod pauses;
 mod schema;
+mod sessions;
 mod state;
 
 use std::path::{Path, PathBuf};

@@ -153,11 +153,27 @@ fn create_session(sh: &Shared, req: &Value) -> Result<Response, SandboxError> {
         library_id: None,
         files,
     };
+    let absurd = lock(&sh.faults).faults.absurd_plan;
+    let plan = |f: &FileRecord| {
+        let mut v = file_json(f);
+        if absurd {
+            // One byte more than the file has, with a part count that adds up.
+            let total = f.total + 1;
+            v["totalBytes"] = json!(total);
+            if f.part_size > 0 {
+                v["totalParts"] = json!(total.div_ceil(f.part_size));
+            }
+        }
+        v
+    };
+    if absurd {
+        sh.count_fault(Fault::AbsurdPlan);
+    }
     let body = json!({
         "sessionId": session.id,
         "status": session.status.as_str(),
         "expiresAt": iso(session.expires),
-        "files": session.files.iter().map(file_json).collect::<Vec<_>>(),
+        "files": session.files.iter().map(plan).collect::<Vec<_>>(),
     });
     let mut st = lock(&sh.state);
     for (i, f) in session.files.iter().enumerate() {

@@ -34,6 +34,12 @@ pub struct Faults {
     pub latency: Duration,
     /// A storage PUT stores the bytes but answers with a wrong `ETag`.
     pub corrupt_etag: f64,
+    /// A storage PUT answers 404 `NoSuchUpload` (S3-style XML) after its
+    /// body was read, while the API keeps answering normally.
+    pub put_404: f64,
+    /// Start Upload Group plans every file one byte larger than its
+    /// `sizeBytes` (an answer a careful client must refuse).
+    pub absurd_plan: bool,
     /// Makes the draws reproducible.
     pub seed: Option<u64>,
 }
@@ -58,6 +64,8 @@ pub(crate) enum Fault {
     Api5xx,
     RateLimit,
     Put5xx,
+    Put404,
+    AbsurdPlan,
     Reset,
     CorruptEtag,
 }
@@ -68,6 +76,8 @@ impl Fault {
             Fault::Api5xx => "api_5xx",
             Fault::RateLimit => "rate_limit",
             Fault::Put5xx => "put_5xx",
+            Fault::Put404 => "put_404",
+            Fault::AbsurdPlan => "absurd_plan",
             Fault::Reset => "reset_mid_body",
             Fault::CorruptEtag => "corrupt_etag",
         }
@@ -112,8 +122,11 @@ impl FaultState {
         None
     }
 
-    /// What a storage PUT gets: at most one of 500, reset or corrupt ETag.
+    /// What a storage PUT gets: at most one of 404, 500, reset or corrupt ETag.
     pub(crate) fn put(&mut self) -> Option<Fault> {
+        if self.hit(self.faults.put_404) {
+            return Some(Fault::Put404);
+        }
         if self.hit(self.faults.put_5xx) {
             return Some(Fault::Put5xx);
         }

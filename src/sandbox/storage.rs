@@ -235,6 +235,13 @@ async fn put_object(
             }
             return Err(SandboxError::StorageInternal);
         }
+        Some(Fault::Put404) => {
+            sh.count_fault(Fault::Put404);
+            while let Some(Ok(b)) = stream.next().await {
+                *received += b.len() as u64;
+            }
+            return Err(SandboxError::NoSuchUpload);
+        }
         Some(Fault::Reset) => {
             sh.count_fault(Fault::Reset);
             while *received < t.expected.div_ceil(2) {

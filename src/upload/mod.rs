@@ -61,6 +61,8 @@
 mod engine;
 pub mod finish;
 pub mod retry;
+#[cfg(test)]
+mod stall_tests;
 pub mod stream;
 mod worker;
 

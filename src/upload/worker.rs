@@ -28,6 +28,14 @@ const URL_MARGIN: Duration = Duration::from_secs(30);
 /// Fresh URLs for one part in a row before the group fails.
 const MAX_REFRESHES: u32 = 5;
 
+/// At most this many server groups are created for one export (the same key,
+/// or linked by `retry_of`) within [`SESSION_WINDOW`]; a group whose session
+/// ends without progress past that fails instead of being re-queued.
+pub(crate) const MAX_SESSIONS_PER_WINDOW: u32 = 3;
+
+/// See [`MAX_SESSIONS_PER_WINDOW`].
+pub(crate) const SESSION_WINDOW: Duration = Duration::from_secs(3600);
+
 /// Why a group's work stopped before the library id was known.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -178,6 +186,18 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             Ok(GroupOutcome::Canceled(why))
         }
         Err(Stop::Gone(why)) => {
+            // A server group that ends without progress (storage answering 404
+            // to every PUT while the API is healthy) would otherwise be
+            // re-queued as a new one at once, forever. Past the limit the
+            // group fails with the server's answer; its hourly retry resumes
+            // the same (row and) session, so no new server group is made.
+            let recent = sh.journal.recent_sessions(id, crate::journal::now_ms(), SESSION_WINDOW.as_millis() as i64)?;
+            if recent >= MAX_SESSIONS_PER_WINDOW {
+                let msg = format!(
+                    "{why} ({recent} server groups created for this export within the last hour; not creating another)"
+                );
+                return fail(&sh, id, msg);
+            }
             let g = sh.journal.group(id)?;
             let unchanged = check_sources(&g);
             let requeued = sh.journal.expire_group(id, &why, unchanged.is_ok())?;
@@ -202,20 +222,23 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             Ok(GroupOutcome::Canceled(reason))
         }
         Err(Stop::Auth(msg)) => Ok(GroupOutcome::AuthRefused(msg)),
-        Err(Stop::Failed(msg)) => {
-            let after = sh.cfg().upload.retry_failed_after;
-            let retry_at = crate::journal::now_ms() + after.0.as_millis() as i64;
-            match sh.journal.fail_group(id, &msg, Some(retry_at)) {
-                Ok(()) => {}
-                // Canceled meanwhile by the CLI (no agent seen): nothing to fail.
-                Err(JournalError::IllegalTransition { .. }) => return Ok(GroupOutcome::Stopped),
-                Err(e) => return Err(e.into()),
-            }
-            tracing::error!(group = id, error = %msg, retry_in = %after, "group failed");
-            Ok(GroupOutcome::Failed(msg))
-        }
+        Err(Stop::Failed(msg)) => fail(&sh, id, msg),
         Err(Stop::Journal(e)) => Err(e.into()),
     }
+}
+
+/// Record `failed` with `msg`; the automatic retry is due after `retry_failed_after`.
+fn fail(sh: &Shared, id: GroupId, msg: String) -> Result<GroupOutcome, EngineError> {
+    let after = sh.cfg().upload.retry_failed_after;
+    let retry_at = crate::journal::now_ms() + after.0.as_millis() as i64;
+    match sh.journal.fail_group(id, &msg, Some(retry_at)) {
+        Ok(()) => {}
+        // Canceled meanwhile by the CLI (no agent seen): nothing to fail.
+        Err(JournalError::IllegalTransition { .. }) => return Ok(GroupOutcome::Stopped),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::error!(group = id, error = %msg, retry_in = %after, "group failed");
+    Ok(GroupOutcome::Failed(msg))
 }
 
 fn start_request(g: &GroupRecord) -> Result<StartGroup, Stop> {
@@ -260,9 +283,24 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
                 })?;
             let mut files = Vec::with_capacity(g.files.len());
             for f in &g.files {
-                let c = created.file_for(&f.file_name, f.role).ok_or_else(|| {
-                    Stop::Failed(format!("the server's answer does not list {} ({})", f.file_name, f.role))
-                })?;
+                // A plan that cannot be followed: the server group it created is
+                // canceled (nothing will upload to it) and the group fails naming the file.
+                let session = created.session_id.as_str();
+                let client = &sh.client;
+                let refuse = move |why: String| async move {
+                    let _ = client.cancel_group(session).await;
+                    Stop::Failed(format!("{why}; server group {session} canceled"))
+                };
+                let Some(c) = created.file_for(&f.file_name, f.role) else {
+                    return Err(refuse(format!("the server's answer does not list {} ({})", f.file_name, f.role)).await);
+                };
+                if c.total_bytes != f.size {
+                    return Err(refuse(format!(
+                        "{}: the server plans totalBytes {} but the file has {} bytes",
+                        f.rel_path, c.total_bytes, f.size
+                    ))
+                    .await);
+                }
                 files.push(SessionFile {
                     file_id: f.id,
                     upload_id: c.upload_id.clone(),
@@ -353,6 +391,16 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
         list.clear();
     }
     let done = ctx.api(inner, "complete file upload", |_| sh.client.complete_file(session, upload_id, &list)).await?;
+    if done.status != "completed" {
+        // A 2xx whose status is not `completed` is not counted: the file stays
+        // `uploading` with its parts done and the group fails with the
+        // server's status; its automatic retry sends `complete` again
+        // (idempotent) without re-sending any part.
+        return Err(Stop::Failed(format!(
+            "{}: complete answered status {:?}, not \"completed\"",
+            f.rel_path, done.status
+        )));
+    }
     sh.journal.file_completed(f.id, done.library_id)?;
     tracing::debug!(group = ctx.id, file = %f.rel_path, library_id = ?done.library_id, "file completed");
     Ok(done.library_id)

@@ -11,4 +11,5 @@ mod controls;
 mod crash;
 mod engine;
 mod files;
+mod server;
 mod service;
