@@ -346,17 +346,11 @@ impl Client {
     }
 }
 
-/// Parse and vet the configured endpoint; append the API path.
+/// Parse and vet the configured endpoint (with the same parser and rule as
+/// `check`: [`crate::config::vet_endpoint`]); append the API path.
 fn base_url(endpoint: &str) -> Result<Url, ApiError> {
     let refuse = |reason: &str| ApiError::Endpoint { endpoint: redact_url(endpoint), reason: reason.to_string() };
-    let mut url = Url::parse(endpoint.trim()).map_err(|e| refuse(&format!("not a URL ({e})")))?;
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| refuse("no host"))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(host) => {}
-        "http" => return Err(refuse("plain http:// is only allowed to a loopback address; use https://")),
-        _ => return Err(refuse("the scheme must be https://")),
-    }
+    let mut url = crate::config::vet_endpoint(endpoint).map_err(|e| refuse(&e))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(refuse("credentials in the URL are not supported; use api_key_env or api_key_file"));
     }
@@ -364,12 +358,6 @@ fn base_url(endpoint: &str) -> Result<Url, ApiError> {
     url.set_fragment(None);
     url.path_segments_mut().map_err(|_| refuse("not a hierarchical URL"))?.pop_if_empty().extend(API_PATH);
     Ok(url)
-}
-
-/// `localhost`, `127.x.x.x` or `[::1]`, as `Url::host_str` spells them.
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Redirect policy for the API client: the key is a default header, so a
