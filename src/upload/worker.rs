@@ -391,11 +391,13 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
         list.clear();
     }
     let done = ctx.api(inner, "complete file upload", |_| sh.client.complete_file(session, upload_id, &list)).await?;
-    if done.status != "completed" {
-        // A 2xx whose status is not `completed` is not counted: the file stays
+    if !done.status.is_empty() && !done.status.eq_ignore_ascii_case("completed") {
+        // A 2xx whose status is another word is not counted: the file stays
         // `uploading` with its parts done and the group fails with the
         // server's status; its automatic retry sends `complete` again
-        // (idempotent) without re-sending any part.
+        // (idempotent) without re-sending any part. An answer with no
+        // `status` at all is taken at its 2xx (the client stays lenient
+        // where the contract is only assumed).
         return Err(Stop::Failed(format!(
             "{}: complete answered status {:?}, not \"completed\"",
             f.rel_path, done.status
