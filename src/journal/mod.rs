@@ -32,8 +32,10 @@
 //! `synchronous = NORMAL`: a committed transaction survives a killed process;
 //! a power cut may lose the last few, which only means repeating network
 //! steps that are safe to repeat (a part re-sent, a `complete` sent again).
-//! Tables: `groups`, `files`, `parts` (ETags), `requests` (cancel/retry
-//! asked by the CLI), `events` (history per group). Paths are stored as the
+//! Tables: `groups`, `files` (with the device and inode each had when
+//! grouped), `parts` (ETags), `requests` (cancel/retry asked by the CLI),
+//! `events` (history per group), `pauses` (why the queue or a watch folder
+//! is held, see `pauses.rs`). Paths are stored as the
 //! raw bytes of the OS string so that any file name round-trips. Times are
 //! milliseconds since the Unix epoch. The schema version is `PRAGMA
 //! user_version` (see `schema.rs`: the list of migrations).
@@ -49,7 +51,9 @@
 //!   scan finds every other export again.
 //! - Two processes (the agent and a CLI call) may have the journal open at
 //!   once: transactions are short and a busy timeout waits out the other.
-//!   Only one *engine* works a journal at a time: see [`EngineLock`].
+//!   Only one *engine* works a journal at a time: see [`EngineLock`]; and
+//!   only one agent (`run`): see [`AgentLock`]. Read-only commands use
+//!   [`Journal::open_read_only`], which never creates, migrates or renames.
 
 mod lock;
 mod pauses;
