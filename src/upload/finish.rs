@@ -127,7 +127,7 @@ enum Act<'a> {
 /// holds), each re-checked just before (not a symbolic link; the same size,
 /// mtime and, when recorded, device and inode as when it was grouped). A file
 /// that fails the check stays where it is and is named in
-/// [`AfterReport::kept`]. Folders are then removed bottom-up, each only if it
+/// `AfterReport::kept`. Folders are then removed bottom-up, each only if it
 /// is empty; the export folder (folders mode) last.
 ///
 /// A watch folder itself is never removed or moved: `upload WATCHFOLDER`
