@@ -140,6 +140,19 @@ pub fn language_allowed(role: FileRole, tag: &str) -> bool {
     LANGUAGES.contains(&tag) || (role == FileRole::Audio && tag == NO_LANGUAGE)
 }
 
+/// mtime of `meta` in nanoseconds since the Unix epoch (negative before
+/// it), saturating for times centuries away; 0 if the OS gives none. The one
+/// measure grouping records and every later check compares with.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    match meta.modified() {
+        Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+        },
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

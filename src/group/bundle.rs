@@ -45,16 +45,7 @@ pub struct BundleEntry {
     pub mtime_ns: i64,
 }
 
-/// The mtime of `meta` in nanoseconds since the Unix epoch (negative before it).
-pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    match meta.modified() {
-        Ok(t) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
-        },
-        Err(_) => 0,
-    }
-}
+pub use crate::model::mtime_ns;
 
 fn system_time(ns: i64) -> SystemTime {
     if ns >= 0 {

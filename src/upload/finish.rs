@@ -11,24 +11,13 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use serde::Serialize;
 
 use crate::config::{AfterUpload, Config, WatchConfig};
 use crate::journal::{FileRecord, GroupRecord, Journal, format_ms, now_ms};
 
-/// mtime of `meta` in nanoseconds since the Unix epoch (negative before it;
-/// saturating at `i64::MAX` / `i64::MIN` centuries away), the same measure the grouping records in `GroupFile::mtime_ns`.
-pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    match meta.modified() {
-        Ok(t) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-            Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
-        },
-        Err(_) => 0,
-    }
-}
+pub use crate::model::mtime_ns;
 
 /// Is this file still the one that was grouped (same size and mtime; same
 /// device and inode when they were recorded)?
@@ -703,11 +692,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
         let f = std::fs::File::create(&p).unwrap();
-        let far = UNIX_EPOCH + std::time::Duration::from_secs(400 * 365 * 24 * 3600);
+        let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(400 * 365 * 24 * 3600);
         if f.set_modified(far).is_ok() && std::fs::metadata(&p).unwrap().modified().unwrap() == far {
             assert_eq!(mtime_ns(&std::fs::metadata(&p).unwrap()), i64::MAX);
         }
-        let past = UNIX_EPOCH - std::time::Duration::from_secs(400 * 365 * 24 * 3600);
+        let past = std::time::UNIX_EPOCH - std::time::Duration::from_secs(400 * 365 * 24 * 3600);
         if f.set_modified(past).is_ok() && std::fs::metadata(&p).unwrap().modified().unwrap() == past {
             assert_eq!(mtime_ns(&std::fs::metadata(&p).unwrap()), i64::MIN);
         }

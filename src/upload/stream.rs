@@ -547,24 +547,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_part_held_back_by_the_bandwidth_limit_is_not_aborted_as_stalled() {
-        let server = md5_storage(false).await;
-        let cfg = crate::config::ApiConfig {
-            endpoint: server.url(""),
-            stall_timeout: crate::config::Dur(std::time::Duration::from_millis(100)),
-            ..Default::default()
-        };
-        let client = Client::new(&cfg, crate::config::ApiKey::new("k-test-key")).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (path, _) = sample_file(dir.path(), 4 * 8192);
-        // Each chunk waits 250 ms for the limiter: 2.5 stall timeouts per chunk.
-        let throttle: Throttle = Arc::new(|_| Box::pin(tokio::time::sleep(std::time::Duration::from_millis(250))));
-        let opts = PutOptions { throttle: Some(throttle), chunk_size: 8192, ..PutOptions::default() };
-        let etag = put_file_range_with(&client, &server.url("/b/k"), &path, 0, 4 * 8192, &opts).await;
-        assert!(etag.is_ok(), "{etag:?}");
-    }
-
-    #[tokio::test]
     async fn a_range_arrives_exactly_with_its_content_length_and_md5_etag() {
         let server = md5_storage(false).await;
         let client = client_for(&server);
