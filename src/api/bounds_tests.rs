@@ -7,6 +7,7 @@ use super::test_server::{Reply, TestServer};
 use super::*;
 use crate::config::Dur;
 use crate::model::{FileRole, Layout};
+use reqwest::Method;
 
 fn client(server: &TestServer) -> Client {
     let cfg =
@@ -60,5 +61,38 @@ async fn absurd_plans_are_refused_naming_the_file() {
         let text = err.to_string();
         assert!(text.contains(says) && text.contains("v.mov"), "{says}: {text}");
         assert_eq!(err.class(), ErrorClass::Fatal);
+    }
+}
+
+#[tokio::test]
+async fn a_start_answer_that_cannot_be_used_cancels_the_server_group_it_names() {
+    for (body, session) in [
+        // Decodes as JSON, but the plan is absurd.
+        (created(100, 100, 0), Some("s1")),
+        // Cut short: not JSON at all, yet it names the group it created.
+        (r#"{"sessionId": "s-cut", "files": [{"uploadId":"#.to_string(), Some("s-cut")),
+        (r#"{"uploadSessionId":"s-alt","files":"nope"}"#.to_string(), Some("s-alt")),
+        // Names no group: nothing to cancel.
+        ("<html>bad gateway</html>".to_string(), None),
+        (r#"{"sessionId": 42}"#.to_string(), None),
+    ] {
+        let answer = body.clone();
+        let server = TestServer::start(move |seen| match seen.method {
+            Method::POST => Reply::json(200, &answer),
+            _ => Reply::json(200, r#"{"status":"canceled"}"#),
+        })
+        .await;
+        let err = client(&server).start_group(&start()).await.unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.class(), ErrorClass::Fatal, "{text}");
+        let deletes: Vec<String> =
+            server.seen().into_iter().filter(|s| s.method == Method::DELETE).map(|s| s.uri).collect();
+        match session {
+            Some(id) => {
+                assert_eq!(deletes, vec![format!("/api/videos/uploads/{id}")], "{body}");
+                assert!(text.contains(&format!("server group {id} canceled")), "{text}");
+            }
+            None => assert!(deletes.is_empty(), "{body}: {deletes:?}"),
+        }
     }
 }

@@ -96,6 +96,17 @@ impl fmt::Debug for Client {
     }
 }
 
+/// How the server took a cancel ([`Client::cancel_group`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canceled {
+    /// Canceled by this request.
+    Now,
+    /// The server does not know the group (404): expired or never created.
+    Unknown,
+    /// The group had already ended (409): canceled before, or completed.
+    AlreadyEnded,
+}
+
 impl Client {
     /// A client for `cfg.endpoint`. Refuses an endpoint that is not
     /// `https://`, except plain `http://` to a loopback address (the sandbox).
@@ -143,8 +154,28 @@ impl Client {
     /// Not idempotent: retried after a transport error that struck once the
     /// request was sent, it may leave a group on the server that nobody
     /// uploads to; the server deletes it when it expires (5 days).
+    ///
+    /// An answer that cannot be used (bad JSON, an absurd plan) may still
+    /// name the group it created: if a session id can be read from it, that
+    /// server group is canceled here, so nothing is left behind that nobody
+    /// will upload to, and the error says so.
     pub async fn start_group(&self, req: &StartGroup) -> Result<GroupCreated, ApiError> {
-        self.call(Op::StartGroup, Method::POST, self.url(&[]), Some(req)).await
+        let op = Op::StartGroup;
+        let url = self.url(&[]);
+        let target = redact_url(url.as_str());
+        let bytes = self.call_raw(op, Method::POST, url, Some(req)).await?;
+        let mut err = match self.decode::<GroupCreated>(op, &target, &bytes) {
+            Ok(created) => return Ok(created),
+            Err(e) => e,
+        };
+        if let (Some(session), ApiError::InvalidResponse { detail, .. }) = (model::lenient_session_id(&bytes), &mut err)
+        {
+            match self.cancel_group(&session).await {
+                Ok(_) => detail.push_str(&format!("; server group {session} canceled")),
+                Err(e) => detail.push_str(&format!("; server group {session} could not be canceled ({e})")),
+            }
+        }
+        Err(err)
     }
 
     /// Get Part URLs for one file. The answer is checked (byte ranges add up)
@@ -171,18 +202,23 @@ impl Client {
     }
 
     /// Cancel Upload Group. A group the server no longer knows (404) or
-    /// already ended (409) counts as canceled: the goal is reached either way.
-    pub async fn cancel_group(&self, session: &str) -> Result<(), ApiError> {
+    /// that already ended (409) is not an error: nothing will upload to it
+    /// either way. Which one it was is in the [`Canceled`] answer, since a
+    /// 409 may mean the group *completed* (the caller can find out with a
+    /// repeated `complete`, which is safe).
+    pub async fn cancel_group(&self, session: &str) -> Result<Canceled, ApiError> {
         let url = self.url(&[session]);
         let target = redact_url(url.as_str());
         let resp = self.api.delete(url).send().await.map_err(|e| self.transport(Op::CancelGroup, &target, e))?;
-        let status = resp.status().as_u16();
-        if resp.status().is_success() || status == 404 || status == 409 {
-            // Drain so the connection goes back to the pool; the body says nothing we need.
-            let _ = resp.bytes().await;
-            return Ok(());
-        }
-        Err(self.status_error(Op::CancelGroup, &target, resp).await)
+        let answer = match resp.status().as_u16() {
+            _ if resp.status().is_success() => Canceled::Now,
+            404 => Canceled::Unknown,
+            409 => Canceled::AlreadyEnded,
+            _ => return Err(self.status_error(Op::CancelGroup, &target, resp).await),
+        };
+        // Drain (bounded) so the connection goes back to the pool; the body says nothing we need.
+        let _ = self.capped_body(Op::CancelGroup, &target, resp).await;
+        Ok(answer)
     }
 
     /// PUT `len` bytes from `body` to a presigned URL; returns the `ETag`
@@ -268,6 +304,19 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ApiError> {
         let target = redact_url(url.as_str());
+        let bytes = self.call_raw(op, method, url, body).await?;
+        self.decode(op, &target, &bytes)
+    }
+
+    /// Send one API request; the body of its 2xx answer, capped.
+    async fn call_raw<B: Serialize + ?Sized>(
+        &self,
+        op: Op,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let target = redact_url(url.as_str());
         let mut req = self.api.request(method, url);
         if let Some(body) = body {
             req = req.json(body);
@@ -276,10 +325,13 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(op, &target, resp).await);
         }
-        let bytes = self.capped_body(op, &target, resp).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidResponse {
+        self.capped_body(op, &target, resp).await
+    }
+
+    fn decode<T: DeserializeOwned>(&self, op: Op, target: &str, bytes: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidResponse {
             op,
-            target,
+            target: target.to_string(),
             // serde quotes offending values, which come from the server: scrub them.
             detail: scrub(&format!("cannot decode the JSON answer: {e}"), self.key.expose()),
         })

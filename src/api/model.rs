@@ -98,6 +98,21 @@ impl TryFrom<RawGroupCreated> for GroupCreated {
     }
 }
 
+/// The session id of a Start Upload Group answer that could not be decoded
+/// as a whole (so that the group it created can be canceled): the first
+/// `"sessionId"` or `"uploadSessionId"` key followed by a plain string, found
+/// in the text itself, so that a truncated or malformed body still yields it.
+pub(crate) fn lenient_session_id(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    ["\"sessionId\"", "\"uploadSessionId\""].iter().find_map(|key| {
+        let rest = text[text.find(key)? + key.len()..].trim_start().strip_prefix(':')?.trim_start();
+        let rest = rest.strip_prefix('"')?;
+        let id = &rest[..rest.find('"')?];
+        let plain = !id.is_empty() && id.len() <= 200 && !id.contains(['\\', '/']) && !id.chars().any(char::is_control);
+        plain.then(|| id.to_string())
+    })
+}
+
 /// One file as the server registered it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -493,7 +493,7 @@ async fn server_answers_are_classified_and_never_leak_secrets() {
 }
 
 #[tokio::test]
-async fn cancel_counts_404_and_409_as_canceled() {
+async fn cancel_takes_404_and_409_as_ended_and_says_which() {
     let server = TestServer::start(|seen| match seen.uri.as_str() {
         "/api/videos/uploads/a" => Reply::json(404, ""),
         "/api/videos/uploads/b" => Reply::json(409, r#"{"error":"already canceled"}"#),
@@ -501,8 +501,8 @@ async fn cancel_counts_404_and_409_as_canceled() {
     })
     .await;
     let c = client(&server);
-    c.cancel_group("a").await.unwrap();
-    c.cancel_group("b").await.unwrap();
+    assert_eq!(c.cancel_group("a").await.unwrap(), Canceled::Unknown);
+    assert_eq!(c.cancel_group("b").await.unwrap(), Canceled::AlreadyEnded);
     let err = c.cancel_group("c").await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Retry { after: None });
 }

@@ -175,7 +175,22 @@ pub fn cancel(args: GroupArgs) -> anyhow::Result<Outcome> {
         };
         let policy = RetryPolicy::from_config(&cfg.upload);
         let rt = super::runtime()?;
-        rt.block_on(crate::upload::cancel_now(client.as_ref(), &journal, &policy, id, "canceled by the user", true))?;
+        let end = rt.block_on(crate::upload::cancel_now(
+            client.as_ref(),
+            &journal,
+            &policy,
+            id,
+            "canceled by the user",
+            true,
+        ))?;
+        if let crate::upload::CancelEnd::CompletedOnServer { library_id } = end {
+            println!(
+                "group {id} ({}) was not canceled: it had completed on the server (library id {library_id}); \
+                 its after-upload step runs when the agent next starts",
+                g.name
+            );
+            return Ok(Outcome::WorkFailed);
+        }
         println!("group {id} ({}) canceled", g.name);
         return Ok(Outcome::Success);
     }

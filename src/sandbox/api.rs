@@ -38,6 +38,7 @@ pub(crate) fn router(shared: Sh) -> Router {
 /// What every API call goes through before its own work: the violation
 /// record for a missing key, latency, injected faults, then the key check.
 async fn gate(sh: &Shared, endpoint: &str, headers: &HeaderMap) -> Result<(), SandboxError> {
+    *lock(&sh.stats).api_received.entry(endpoint.to_string()).or_default() += 1;
     let key = headers.get(KEY_HEADER);
     if key.is_none() {
         sh.violation(ViolationKind::MissingKey, format!("{endpoint} call without the {KEY_HEADER} header"));
@@ -331,9 +332,17 @@ async fn complete(
     let r = async {
         gate(&sh, "complete", &headers).await?;
         let req = parse_json(&body, true)?;
+        let not_completed = lock(&sh.faults).faults.complete_not_completed;
         let mut guard = lock(&sh.state);
         let st = &mut *guard;
         let (s, i) = lookup(&sh, st, "complete", &session_id, &upload_id)?;
+        if s.files[i].status != FileStatus::Completed && not_completed {
+            sh.count_fault(Fault::CompleteNotCompleted);
+            let mut v = file_json(&s.files[i]);
+            v["status"] = json!("processing");
+            v["libraryId"] = Value::Null;
+            return Ok(axum::Json(v).into_response());
+        }
         if s.files[i].status != FileStatus::Completed {
             // A PUT still writing would change the bytes after the check.
             if let Some(n) = s.files[i].parts_in_flight().first() {

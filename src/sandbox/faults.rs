@@ -40,6 +40,9 @@ pub struct Faults {
     /// Start Upload Group plans every file one byte larger than its
     /// `sizeBytes` (an answer a careful client must refuse).
     pub absurd_plan: bool,
+    /// Complete File Upload answers 200 with `status` `"processing"` and
+    /// does not complete the file (a 2xx a careful client must not count).
+    pub complete_not_completed: bool,
     /// Makes the draws reproducible.
     pub seed: Option<u64>,
 }
@@ -66,6 +69,7 @@ pub(crate) enum Fault {
     Put5xx,
     Put404,
     AbsurdPlan,
+    CompleteNotCompleted,
     Reset,
     CorruptEtag,
 }
@@ -78,6 +82,7 @@ impl Fault {
             Fault::Put5xx => "put_5xx",
             Fault::Put404 => "put_404",
             Fault::AbsurdPlan => "absurd_plan",
+            Fault::CompleteNotCompleted => "complete_not_completed",
             Fault::Reset => "reset_mid_body",
             Fault::CorruptEtag => "corrupt_etag",
         }

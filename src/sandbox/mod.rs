@@ -340,6 +340,9 @@ pub struct LibraryFile {
 pub struct Stats {
     /// API calls by endpoint (`start`, `part-urls`, `complete`, `cancel`, `other`) and status.
     pub api: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// API calls by endpoint as they arrive, before any latency: includes
+    /// calls whose client gave up before the answer (not in `api`).
+    pub api_received: BTreeMap<String, u64>,
     /// Storage PUT requests, whatever their outcome.
     pub storage_puts: u64,
     /// Storage answers by status.
@@ -363,6 +366,11 @@ impl Stats {
     /// API calls to `endpoint`, whatever the answer.
     pub fn api_total(&self, endpoint: &str) -> u64 {
         self.api.get(endpoint).map(|m| m.values().sum()).unwrap_or(0)
+    }
+
+    /// API calls to `endpoint` received, answered or not.
+    pub fn api_received(&self, endpoint: &str) -> u64 {
+        self.api_received.get(endpoint).copied().unwrap_or(0)
     }
 
     pub fn fault_count(&self, kind: &str) -> u64 {

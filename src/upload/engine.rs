@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use super::finish::{self, AfterOutcome};
 use super::retry::{RetryPolicy, with_retries};
 use super::stream::Throttle;
-use super::worker::{self, Ctx};
+use super::worker::{self, Ctx, SESSION_WINDOW};
 use super::{EngineError, GroupOutcome};
-use crate::api::Client;
+use crate::api::{Canceled, Client, CompletedPart};
 use crate::config::{ApiKey, Config};
-use crate::journal::{GroupId, GroupRecord, GroupState, Journal, JournalError, PauseReason, RequestKind, now_ms};
+use crate::journal::{
+    FileState, GroupId, GroupRecord, GroupState, Journal, JournalError, PauseReason, RequestKind, now_ms,
+};
 
 /// The `reason` of [`Observer::paused`] while the API refuses the key.
 pub const PAUSED_AUTH: &str = "auth";
@@ -57,6 +59,12 @@ pub struct EngineOptions {
     /// How often ended groups' housekeeping (staged files of rejected
     /// groups, a crashed after-upload step) is looked for.
     pub housekeeping: Duration,
+    /// When a server group ended without completing (expired, storage
+    /// forgetting the upload) and the export is re-queued as a new one, the
+    /// new group waits this long after the export's first server group of
+    /// the hour, four times as long after its second (the third is the last:
+    /// see `worker::MAX_SESSIONS_PER_WINDOW`).
+    pub session_backoff: Duration,
     /// Awaited before each chunk of every PUT (a shared bandwidth limiter).
     pub throttle: Option<Throttle>,
     /// Told about groups ending, parts stored, pauses.
@@ -77,6 +85,7 @@ impl std::fmt::Debug for EngineOptions {
             .field("poll", &self.poll)
             .field("auth_recheck", &self.auth_recheck)
             .field("housekeeping", &self.housekeeping)
+            .field("session_backoff", &self.session_backoff)
             .field("throttle", &self.throttle.is_some())
             .field("observer", &self.observer.is_some())
             .field("gate", &self.gate.as_ref().map(|g| *g.borrow()))
@@ -91,6 +100,7 @@ impl Default for EngineOptions {
             poll: Duration::from_millis(500),
             auth_recheck: Duration::from_secs(300),
             housekeeping: Duration::from_secs(60),
+            session_backoff: Duration::from_secs(60),
             throttle: None,
             observer: None,
             gate: None,
@@ -258,6 +268,16 @@ impl Shared {
 /// How many times a failing after-upload step is tried before the files are kept.
 pub(crate) const AFTER_UPLOAD_ATTEMPTS: usize = 6;
 
+/// The wait before a new server group for an export that already had
+/// `recent` of them within the hour: none for the first, then `base`, then
+/// four times `base`.
+pub(crate) fn new_session_delay(base: Duration, recent: u32) -> Duration {
+    match recent {
+        0 => Duration::ZERO,
+        n => base.saturating_mul(4u32.saturating_pow(n - 1).min(16)),
+    }
+}
+
 /// The history note that marks a failed after-upload attempt.
 const AFTER_UPLOAD_FAILED: &str = "after-upload step failed: ";
 
@@ -268,10 +288,27 @@ pub(crate) fn after_upload_delay(failures: usize) -> Duration {
     Duration::from_secs(60 * (1u64 << exp)).min(Duration::from_secs(3600))
 }
 
+/// How [`cancel_now`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelEnd {
+    /// Recorded `canceled`.
+    Canceled,
+    /// The server had already completed the group (its cancel answered 409
+    /// and a repeated `complete` confirmed it): recorded `completed` with the
+    /// library id; its after-upload step is still to run.
+    CompletedOnServer { library_id: u64 },
+}
+
 /// Cancel group `id` now: DELETE its server group if it has one (a few
 /// attempts; if the server cannot be reached the group is canceled locally
 /// anyway and noted: nothing will upload to it again and it expires by
 /// itself), record `canceled` with `reason`, remove its staged files.
+///
+/// A cancel the server refuses with 409 because the group already ended may
+/// mean it *completed* (the last `complete` was answered, its answer not yet
+/// recorded): then `complete` is asked again for the files not recorded as
+/// completed (safe to repeat) and, if the server confirms, the group is
+/// recorded `completed`, not canceled: the video is in the library.
 pub async fn cancel_now(
     client: Option<&Client>,
     journal: &Journal,
@@ -279,7 +316,7 @@ pub async fn cancel_now(
     id: GroupId,
     reason: &str,
     by_user: bool,
-) -> Result<(), EngineError> {
+) -> Result<CancelEnd, EngineError> {
     let g = journal.group(id)?;
     if let (Some(session), true) =
         (&g.session_id, matches!(g.state, GroupState::Queued | GroupState::Uploading | GroupState::Failed))
@@ -294,15 +331,83 @@ pub async fn cancel_now(
             }
             None => Err("no API client".to_string()),
         };
-        if let Err(e) = result {
-            tracing::warn!(group = id, session = %session, error = %e, "the server group could not be canceled; it expires by itself");
-            journal.note(id, &format!("server group {session} could not be canceled ({e}); it expires by itself"))?;
+        match (result, client) {
+            (Ok(Canceled::AlreadyEnded), Some(c)) => {
+                if let Some(library_id) = completed_on_server(c, journal, &short, &g, session).await? {
+                    tracing::info!(group = id, library_id, "not canceled: the group had completed on the server");
+                    return Ok(CancelEnd::CompletedOnServer { library_id });
+                }
+            }
+            (Ok(_), _) => {}
+            (Err(e), _) => {
+                tracing::warn!(group = id, session = %session, error = %e, "the server group could not be canceled; it expires by itself");
+                journal
+                    .note(id, &format!("server group {session} could not be canceled ({e}); it expires by itself"))?;
+            }
         }
     }
     journal.cancel_group(id, reason, by_user)?;
     finish::remove_staged(journal, &g);
     journal.set_finished(id)?;
-    Ok(())
+    Ok(CancelEnd::Canceled)
+}
+
+/// Ask `complete` again for every file of `g` that the journal does not
+/// record as completed; `Some(library id)` if the server says the group is
+/// complete (then recorded `completed`). `None` when a file has parts that
+/// are not recorded as done, the server does not confirm, or the group is
+/// not in a state that can become completed (a failed group stays as it is
+/// and is canceled by the caller).
+async fn completed_on_server(
+    client: &Client,
+    journal: &Journal,
+    policy: &RetryPolicy,
+    g: &GroupRecord,
+    session: &str,
+) -> Result<Option<u64>, EngineError> {
+    if !matches!(g.state, GroupState::Queued | GroupState::Uploading) {
+        return Ok(None);
+    }
+    let mut library_id = g.library_id;
+    let pending: Vec<_> = g.files.iter().filter(|f| f.state != FileState::Completed).collect();
+    // The last file's answer carries the library id: ask it last (again, if
+    // every file is recorded as completed but the id was not).
+    let ask: Vec<_> =
+        if pending.is_empty() && library_id.is_none() { g.files.last().into_iter().collect() } else { pending };
+    let mut answers = Vec::with_capacity(ask.len());
+    for f in ask {
+        let Some(upload_id) = f.upload_id.as_deref() else { return Ok(None) };
+        let mut parts = Vec::with_capacity(f.parts.len());
+        for p in &f.parts {
+            match (&p.etag, p.done) {
+                (Some(etag), true) => parts.push(CompletedPart { part_number: p.part_number, etag: etag.clone() }),
+                _ => return Ok(None),
+            }
+        }
+        if f.strategy.as_deref() == Some("single_put") {
+            parts.clear();
+        }
+        let done = with_retries(policy, &CancellationToken::new(), "complete file upload", |_| {
+            client.complete_file(session, upload_id, &parts)
+        })
+        .await;
+        match done {
+            Ok(done) if done.status.is_empty() || done.status.eq_ignore_ascii_case("completed") => {
+                library_id = done.library_id.or(library_id);
+                answers.push((f.id, done.library_id));
+            }
+            Ok(_) | Err(_) => return Ok(None),
+        }
+    }
+    let Some(library_id) = library_id else { return Ok(None) };
+    if g.state == GroupState::Queued {
+        journal.resume(g.id)?;
+    }
+    for (file_id, lib) in answers {
+        journal.file_completed(file_id, lib)?;
+    }
+    journal.complete_group(g.id, library_id)?;
+    Ok(Some(library_id))
 }
 
 /// The watch folder of group `g`, if it is missing now: its files cannot
@@ -428,6 +533,10 @@ impl Engine {
         let mut result = None;
         // Groups whose watch folder is missing: not started again until it is back.
         let mut held: HashMap<GroupId, GroupRecord> = HashMap::new();
+        // Re-queued exports whose last server groups ended without progress:
+        // not started before the instant (in memory: a restart starts them
+        // at once, and the per-hour limit still holds, counted from the journal).
+        let mut backoff: HashMap<GroupId, Instant> = HashMap::new();
 
         'main: loop {
             if let Some(rx) = config_rx.as_mut()
@@ -497,8 +606,9 @@ impl Engine {
                 }
                 !back
             });
+            backoff.retain(|_, until| Instant::now() < *until);
             while active.len() < limit {
-                let busy: Vec<GroupId> = active.keys().chain(held.keys()).copied().collect();
+                let busy: Vec<GroupId> = active.keys().chain(held.keys()).chain(backoff.keys()).copied().collect();
                 let next = match only {
                     Some(id) if busy.contains(&id) => None,
                     Some(id) => {
@@ -519,6 +629,7 @@ impl Engine {
             if let Some(id) = only
                 && active.is_empty()
                 && open
+                && !backoff.contains_key(&id)
             {
                 // Nothing runnable: the group ended (perhaps canceled from the CLI).
                 let g = sh.journal.group(id)?;
@@ -603,7 +714,20 @@ impl Engine {
                                 tracing::warn!(error = %e, "cannot record the auth pause");
                             }
                         }
-                        GroupOutcome::Expired { requeued: Some(new) } if only == Some(id) => only = Some(*new),
+                        GroupOutcome::Expired { requeued: Some(new) } => {
+                            let recent = sh.journal.recent_sessions(*new, now_ms(), SESSION_WINDOW.as_millis() as i64)?;
+                            let wait = new_session_delay(self.opts.session_backoff, recent);
+                            if !wait.is_zero() {
+                                tracing::info!(
+                                    group = new, server_groups_this_hour = recent, wait = %humantime::format_duration(wait),
+                                    "the export's server groups keep ending without completing; the next one waits"
+                                );
+                                backoff.insert(*new, Instant::now() + wait);
+                            }
+                            if only == Some(id) {
+                                only = Some(*new);
+                            }
+                        }
                         _ if only == Some(id) => {
                             result = Some((id, outcome.clone()));
                             break 'main;
@@ -665,10 +789,25 @@ impl Engine {
                 let g = sh.journal.group(req.group_id)?;
                 let result = match g.state {
                     GroupState::Queued | GroupState::Uploading | GroupState::Failed => {
-                        cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), g.id, "canceled by the user", true)
-                            .await?;
-                        tracing::info!(group = g.id, "group canceled");
-                        "canceled".to_string()
+                        match cancel_now(
+                            Some(&sh.client),
+                            &sh.journal,
+                            &sh.policy(),
+                            g.id,
+                            "canceled by the user",
+                            true,
+                        )
+                        .await?
+                        {
+                            CancelEnd::Canceled => {
+                                tracing::info!(group = g.id, "group canceled");
+                                "canceled".to_string()
+                            }
+                            // Its after-upload step runs with the next housekeeping.
+                            CancelEnd::CompletedOnServer { library_id } => {
+                                format!("not canceled: the group had completed on the server (library id {library_id})")
+                            }
+                        }
                     }
                     GroupState::Canceled => "canceled".to_string(),
                     other => format!("not canceled: the group is {other}"),

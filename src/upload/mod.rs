@@ -60,6 +60,8 @@
 
 mod engine;
 pub mod finish;
+#[cfg(all(test, target_os = "linux"))]
+mod mount_tests;
 pub mod retry;
 #[cfg(test)]
 mod stall_tests;
@@ -67,7 +69,7 @@ pub mod stream;
 mod worker;
 
 pub use engine::{
-    Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine, run_engine_with,
+    CancelEnd, Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine, run_engine_with,
 };
 
 use crate::api::ApiError;

@@ -8,7 +8,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::Shared;
+use super::engine::{CancelEnd, Shared};
 use super::finish::{self, check_source, check_sources};
 use super::retry::{RetryError, with_retries, with_retries_observed};
 use super::stream::{PutOptions, TransferError, put_file_range_with};
@@ -150,11 +150,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
     match upload(&ctx).await {
         Ok(library_id) => {
             tracing::info!(group = id, library_id, "group completed");
-            let sh2 = sh.clone();
-            // Moving an export may copy gigabytes: off the async workers.
-            if let Err(e) = tokio::task::spawn_blocking(move || sh2.finish_completed(id)).await {
-                tracing::error!(group = id, error = %e, "after-upload step ended abnormally");
-            }
+            finish_off_runtime(&sh, id).await;
             Ok(GroupOutcome::Completed { library_id })
         }
         Err(Stop::Shutdown) => Ok(GroupOutcome::Stopped),
@@ -162,9 +158,8 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             let reason = ctx.reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
             match reason {
                 Some(reason) => {
-                    super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &reason, true).await?;
-                    tracing::info!(group = id, %reason, "group canceled");
-                    Ok(GroupOutcome::Canceled(reason))
+                    let end = super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &reason, true).await?;
+                    Ok(ended_by_cancel(&sh, id, end, reason).await)
                 }
                 None => Ok(GroupOutcome::Stopped),
             }
@@ -182,8 +177,8 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
                 return Ok(GroupOutcome::Stopped);
             }
             tracing::warn!(group = id, reason = %why, "source changed; canceling the server group");
-            super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &why, false).await?;
-            Ok(GroupOutcome::Canceled(why))
+            let end = super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &why, false).await?;
+            Ok(ended_by_cancel(&sh, id, end, why).await)
         }
         Err(Stop::Gone(why)) => {
             // A server group that ends without progress (storage answering 404
@@ -224,6 +219,31 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
         Err(Stop::Auth(msg)) => Ok(GroupOutcome::AuthRefused(msg)),
         Err(Stop::Failed(msg)) => fail(&sh, id, msg),
         Err(Stop::Journal(e)) => Err(e.into()),
+    }
+}
+
+/// The outcome of a cancel this worker carried out: canceled, or completed
+/// if the server had completed the group first (then its after-upload step
+/// runs now, as after any completed upload).
+async fn ended_by_cancel(sh: &Arc<Shared>, id: GroupId, end: CancelEnd, reason: String) -> GroupOutcome {
+    match end {
+        CancelEnd::Canceled => {
+            tracing::info!(group = id, %reason, "group canceled");
+            GroupOutcome::Canceled(reason)
+        }
+        CancelEnd::CompletedOnServer { library_id } => {
+            finish_off_runtime(sh, id).await;
+            GroupOutcome::Completed { library_id }
+        }
+    }
+}
+
+/// The after-upload step of completed group `id`: moving an export may
+/// copy gigabytes, so it runs off the async workers.
+async fn finish_off_runtime(sh: &Arc<Shared>, id: GroupId) {
+    let sh = sh.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || sh.finish_completed(id)).await {
+        tracing::error!(group = id, error = %e, "after-upload step ended abnormally");
     }
 }
 

@@ -1,11 +1,15 @@
 //! The engine against a sandbox that misbehaves in ways a real server might:
-//! storage that answers 404 `NoSuchUpload` to every PUT while the API is healthy.
+//! storage that answers 404 `NoSuchUpload` to every PUT while the API is
+//! healthy, plans that do not fit, a cancel refused because the group ended.
 
 use std::time::Duration;
 
-use spatialgen_sync::journal::GroupState;
+use spatialgen_sync::api::{Client, CompletedPart, PartUrlsRequest, StartFile, StartGroup};
+use spatialgen_sync::config::ApiKey;
+use spatialgen_sync::journal::{GroupId, GroupState, Journal, SessionFile};
 use spatialgen_sync::sandbox::Faults;
-use spatialgen_sync::upload::GroupOutcome;
+use spatialgen_sync::upload::retry::RetryPolicy;
+use spatialgen_sync::upload::{CancelEnd, GroupOutcome, cancel_now};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -20,10 +24,14 @@ async fn storage_answering_404_to_every_put_makes_at_most_3_server_groups_then_f
     let f = w.export("nosuch", &[("v.mov", 100 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
+    let started = std::time::Instant::now();
     let (ended, outcome) = tokio::time::timeout(Duration::from_secs(60), engine.run_one(id, CancellationToken::new()))
         .await
         .expect("the export ends within a bounded time")
         .unwrap();
+    // The second server group waits the backoff (200 ms), the third four times it.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1000), "new server groups back off: all three within {took:?}");
     let GroupOutcome::Failed(msg) = &outcome else { panic!("expected failed, got {outcome:?}") };
     assert!(msg.contains("NoSuchUpload"), "the storage's answer is the reason: {msg}");
     let g = journal.group(ended).unwrap();
@@ -68,4 +76,180 @@ async fn a_plan_that_does_not_fit_the_file_fails_naming_it_and_cancels_the_serve
     let stats = w.sandbox.stats();
     assert_eq!(stats.api_total("cancel"), 1, "the server group it created is canceled");
     assert_eq!(stats.storage_puts, 0, "no byte is sent on an absurd plan");
+}
+
+/// Group `id` uploaded and completed on the server by hand, the way the
+/// engine does it, with every part recorded in the journal but the final
+/// `complete` answer not recorded: the state a crash or a cancel right
+/// after the last `complete` leaves behind. Returns the server's library id.
+async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Client, id: GroupId) -> u64 {
+    let g = journal.group(id).unwrap();
+    let start = StartGroup {
+        video_name: g.name.clone(),
+        description: None,
+        layout: g.layout.unwrap(),
+        perspective: g.perspective,
+        folder_name: None,
+        files: g
+            .files
+            .iter()
+            .map(|f| StartFile {
+                file_name: f.file_name.clone(),
+                file_role: f.role,
+                size_bytes: f.size,
+                language_tag: None,
+            })
+            .collect(),
+    };
+    let created = client.start_group(&start).await.unwrap();
+    let files: Vec<SessionFile> = g
+        .files
+        .iter()
+        .map(|f| {
+            let c = created.file_for(&f.file_name, f.role).unwrap();
+            SessionFile {
+                file_id: f.id,
+                upload_id: c.upload_id.clone(),
+                part_size: c.part_size_bytes,
+                total_parts: c.total_parts,
+                strategy: "multipart".into(),
+            }
+        })
+        .collect();
+    journal.record_session(id, &created.session_id, created.expires_at.as_deref(), &files).unwrap();
+    let mut library_id = None;
+    for (f, sf) in g.files.iter().zip(&files) {
+        let bytes = std::fs::read(&f.source).unwrap();
+        let ask = PartUrlsRequest::Range { start: 1, count: sf.total_parts };
+        let urls = client.part_urls(&created.session_id, &sf.upload_id, &ask).await.unwrap();
+        let mut done = Vec::new();
+        for u in &urls.parts {
+            let chunk = bytes[u.byte_start as usize..=u.byte_end as usize].to_vec();
+            let etag = client.put_part(&u.url, chunk.clone().into(), chunk.len() as u64).await.unwrap();
+            journal.part_done(f.id, u.part_number, &etag).unwrap();
+            done.push(CompletedPart { part_number: u.part_number, etag });
+        }
+        let answer = client.complete_file(&created.session_id, &sf.upload_id, &done).await.unwrap();
+        library_id = answer.library_id;
+    }
+    assert_eq!(w.sandbox.library().len(), 1);
+    library_id.expect("the last complete carries the library id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_answered_409_for_a_group_completed_on_the_server_is_recorded_as_completed() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let journal = w.journal();
+    let f = w.export("done-there", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let cfg = w.config();
+    let client = Client::new(&cfg.api, ApiKey::new(KEY)).unwrap();
+    let library_id = completed_on_the_server_only(&w, &journal, &client, id).await;
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Uploading);
+
+    let policy = RetryPolicy::from_config(&cfg.upload);
+    let end = cancel_now(Some(&client), &journal, &policy, id, "canceled by the user", true).await.unwrap();
+    assert_eq!(end, CancelEnd::CompletedOnServer { library_id });
+    let g = journal.group(id).unwrap();
+    assert_eq!(g.state, GroupState::Completed, "{:?}", g.error);
+    assert_eq!(g.library_id, Some(library_id));
+    let stats = w.sandbox.stats();
+    assert_eq!(stats.api_count("cancel", 409), 1, "the server refused the cancel");
+    assert_eq!(w.sandbox.library().len(), 1, "still one library entry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_answered_409_for_a_group_canceled_on_the_server_is_recorded_as_canceled() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let journal = w.journal();
+    let f = w.export("gone-there", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let cfg = w.config();
+    let client = Client::new(&cfg.api, ApiKey::new(KEY)).unwrap();
+    let g = journal.group(id).unwrap();
+    let start = StartGroup {
+        video_name: g.name.clone(),
+        description: None,
+        layout: g.layout.unwrap(),
+        perspective: g.perspective,
+        folder_name: None,
+        files: vec![StartFile {
+            file_name: g.files[0].file_name.clone(),
+            file_role: g.files[0].role,
+            size_bytes: g.files[0].size,
+            language_tag: None,
+        }],
+    };
+    let created = client.start_group(&start).await.unwrap();
+    let c = &created.files[0];
+    let sf = SessionFile {
+        file_id: g.files[0].id,
+        upload_id: c.upload_id.clone(),
+        part_size: c.part_size_bytes,
+        total_parts: c.total_parts,
+        strategy: "multipart".into(),
+    };
+    journal.record_session(id, &created.session_id, None, &[sf]).unwrap();
+    // Canceled elsewhere first: the agent's cancel is answered 409.
+    client.cancel_group(&created.session_id).await.unwrap();
+
+    let policy = RetryPolicy::from_config(&cfg.upload);
+    let end = cancel_now(Some(&client), &journal, &policy, id, "canceled by the user", true).await.unwrap();
+    assert_eq!(end, CancelEnd::Canceled);
+    assert_eq!(journal.group(id).unwrap().state, GroupState::Canceled);
+    assert_eq!(w.sandbox.stats().api_count("cancel", 409), 1);
+    assert!(w.sandbox.library().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_answered_2xx_with_a_status_other_than_completed_is_not_counted() {
+    let w = World::new(64 * KIB as u64, "").await;
+    w.sandbox.set_faults(Faults { complete_not_completed: true, ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("processing", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let (_, outcome) = tokio::time::timeout(Duration::from_secs(30), engine.run_one(id, CancellationToken::new()))
+        .await
+        .expect("bounded")
+        .unwrap();
+    let GroupOutcome::Failed(msg) = &outcome else { panic!("expected failed, got {outcome:?}") };
+    assert!(msg.contains("v.mov") && msg.contains("\"processing\""), "{msg}");
+    assert!(w.sandbox.library().is_empty());
+    let puts = w.sandbox.stats().storage_puts;
+
+    // The server is right again: the retry sends `complete` again, no part.
+    w.sandbox.set_faults(Faults::default());
+    assert_eq!(journal.retry_group(id).unwrap(), id);
+    let (_, outcome) = tokio::time::timeout(Duration::from_secs(30), engine.run_one(id, CancellationToken::new()))
+        .await
+        .expect("bounded")
+        .unwrap();
+    assert!(matches!(outcome, GroupOutcome::Completed { .. }), "{outcome:?}");
+    assert_eq!(w.sandbox.library().len(), 1);
+    assert_eq!(w.sandbox.stats().storage_puts, puts, "no part is sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_slower_than_the_request_timeout_is_retried_with_backoff_until_it_answers() {
+    let w = World::new(64 * KIB as u64, "").await;
+    // `World`'s config has request_timeout = 10s; this test needs a short one.
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    std::fs::write(&w.config_path, text.replace("request_timeout = \"10s\"", "request_timeout = \"300ms\"")).unwrap();
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(600), ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("slow", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let run = tokio::spawn(async move { engine.run_one(id, CancellationToken::new()).await });
+    // While every answer comes too late, the start is tried again with
+    // backoff (20 ms doubling to 200 ms), not in a hot loop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let tried = w.sandbox.stats().api_received("start");
+    assert!((2..=12).contains(&tried), "start tried {tried} times in 1.5 s");
+    w.sandbox.set_faults(Faults::default());
+    let (ended, outcome) = tokio::time::timeout(Duration::from_secs(30), run).await.expect("bounded").unwrap().unwrap();
+    assert!(matches!(outcome, GroupOutcome::Completed { .. }), "{outcome:?}");
+    assert_eq!(journal.group(ended).unwrap().state, GroupState::Completed);
+    assert_eq!(w.sandbox.library().len(), 1);
 }

@@ -117,6 +117,7 @@ pub fn fast() -> EngineOptions {
         poll: Duration::from_millis(50),
         auth_recheck: Duration::from_secs(3600),
         housekeeping: Duration::from_secs(3600),
+        session_backoff: Duration::from_millis(200),
         ..EngineOptions::default()
     }
 }
