@@ -245,3 +245,33 @@ async fn upload_keeps_to_the_configured_bandwidth() {
     eprintln!("3 MiB under a 1 MiB/s limit took {took:?}");
     assert!(took >= Duration::from_millis(2_500), "the limit was not applied: {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_the_journal_read_only_never_creating_migrating_or_renaming_it() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let cfg = w.config_path.to_str().unwrap();
+    let state_dir = w.journal_path.parent().unwrap().to_path_buf();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&state_dir)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+
+    // No journal yet: `status` says so and creates nothing.
+    let r = w.run(KEY, &["status", "--config", cfg]).await;
+    assert!(!w.journal_path.exists(), "status created the journal: {r:?}");
+
+    // A file that is not a journal: `status` fails naming it, and leaves it
+    // exactly as it was (a `run` would rename it aside; a reader must not).
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let garbage = b"this is not an SQLite database, but somebody's data".repeat(100);
+    std::fs::write(&w.journal_path, &garbage).unwrap();
+    let before = listing();
+    let r = w.run(KEY, &["status", "--config", cfg, "--json"]).await;
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("journal"), "the error names the journal: {r:?}");
+    assert_eq!(std::fs::read(&w.journal_path).unwrap(), garbage, "the file was changed");
+    assert_eq!(listing(), before, "nothing renamed aside or created beside it");
+}
