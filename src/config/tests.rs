@@ -1,4 +1,6 @@
+use super::env::check_endpoint;
 use super::*;
+use crate::model::{Layout, Perspective};
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("/etc/sgs/config.toml"))

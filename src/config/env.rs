@@ -1,0 +1,119 @@
+//! What the agent needs beyond the file itself: filesystem checks
+//! ([`Config::check_environment`]: folders exist, directories writable),
+//! the secret ([`Config::api_key`], from a private file or an environment
+//! variable), and the one endpoint rule ([`vet_endpoint`]) that validation
+//! and the API client share. Nothing here does network I/O.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::units::ApiKey;
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Filesystem checks for `check` and `run`: watch folders exist, the
+    /// journal's directory can be written, `move_to` exists. All problems at once.
+    pub fn check_environment(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        for (i, w) in self.watch.iter().enumerate() {
+            if !w.path.is_dir() {
+                problems.push(format!("watch[{i}].path: {} is not an existing folder", w.path.display()));
+            }
+            if let Some(dest) = &w.move_to
+                && !dest.is_dir()
+            {
+                problems.push(format!("watch[{i}].move_to: {} is not an existing folder", dest.display()));
+            }
+        }
+        let dir = self.journal.path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = writable_dir(dir) {
+            problems.push(format!("journal.path: cannot write in {}: {e}", dir.display()));
+        }
+        if let Some(r) = &self.upload.receipt_dir
+            && let Err(e) = writable_dir(r)
+        {
+            problems.push(format!("upload.receipt_dir: cannot write in {}: {e}", r.display()));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// The API key, from `api_key_file` if set, else from the env var `api_key_env`.
+    pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
+        if let Some(file) = &self.api.api_key_file {
+            check_secret_permissions(file)?;
+            let raw = std::fs::read_to_string(file)
+                .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
+            let key = raw.trim();
+            if key.is_empty() {
+                return Err(ConfigError::Secret(format!("api.api_key_file: {} is empty", file.display())));
+            }
+            return Ok(ApiKey::new(key));
+        }
+        let var = &self.api.api_key_env;
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(ApiKey::new(v.trim())),
+            Ok(_) => Err(ConfigError::Secret(format!("api.api_key_env: the environment variable {var} is empty"))),
+            Err(_) => Err(ConfigError::Secret(format!(
+                "api.api_key_env: the environment variable {var} is not set (export {var}=... or set api.api_key_file)"
+            ))),
+        }
+    }
+}
+
+/// Vet the API endpoint: a URL with a host, `https://`, or plain `http://`
+/// to a loopback address only. `check` (through validation) and the API
+/// client (`api::Client::new`) both decide with this one parser.
+pub fn vet_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(endpoint.trim())
+        .map_err(|e| format!("{endpoint:?} is not a URL ({e}; expected https://host)"))?;
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("{endpoint:?} has no host"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback_host(host) => Ok(url),
+        "http" => Err(format!(
+            "{endpoint:?} is plain http to a non-loopback host; the API key only travels over https (http is allowed for 127.0.0.1/localhost only)"
+        )),
+        other => Err(format!("unsupported scheme {other:?} in {endpoint:?}; use https://")),
+    }
+}
+
+pub(super) fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    vet_endpoint(endpoint).map(drop)
+}
+
+/// Is `host` a loopback name or address? Accepts the bracketed IPv6 form
+/// `Url::host_str` gives (`[::1]`) as well as the bare one.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Can files be made in `dir`? The probe is created with `O_EXCL` (and so
+/// never through a symlink planted under its name), mode 0600, under a
+/// random name, and removed again.
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = tempfile::Builder::new().prefix(".spatialgen-sync-probe-").tempfile_in(dir)?;
+    probe.close()
+}
+
+#[cfg(unix)]
+fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(file)
+        .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Secret(format!(
+            "api.api_key_file: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
+            file.display(),
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_secret_permissions(_file: &Path) -> Result<(), ConfigError> {
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Validation of what types cannot express, section by section: each
+//! section's check pushes its problems as `(key path, message)`, and
+//! `Config::problems` runs them in file order (`[api]`, `[upload]`, `[log]`,
+//! `[hooks]`, then every `[[watch]]`), so every problem is reported at once
+//! and always in the same order. The key paths become `file:line: key:`
+//! prefixes through `locate.rs`.
+
+use std::time::Duration;
+
+use super::env::check_endpoint;
+use super::locate::{Seg, key_path, line_of, locate};
+use super::sections::{ApiConfig, HooksConfig, LogConfig, UploadConfig, WindowConfig};
+use super::units::{parse_hhmm, parse_weekday};
+use super::watch::{AfterUpload, WatchConfig};
+use super::{Config, ConfigError};
+
+/// One problem: the key path it is at, and what is wrong there.
+type Problem = (Vec<Seg<'static>>, String);
+
+impl Config {
+    /// Every problem types cannot catch, as `(key path, message)`: each
+    /// section's own check, in file order. `[journal]` and `[metrics]` have
+    /// nothing to check beyond their types.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out: Vec<Problem> = Vec::new();
+        self.api.problems(&mut out);
+        self.upload.problems(&mut out);
+        self.log.problems(&mut out);
+        self.hooks.problems(&mut out);
+        for (i, w) in self.watch.iter().enumerate() {
+            w.problems(i, &self.watch[..i], &mut out);
+        }
+        out
+    }
+
+    /// Validate a config built in code (no file to point at).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems: Vec<String> =
+            self.problems().into_iter().map(|(path, msg)| format!("{}: {msg}", key_path(&path))).collect();
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// The problems as `file:line: key: message` (`file: key: message` when
+    /// the key is not in `text`), for a config parsed from `text`.
+    pub(super) fn validate_with_lines(&self, text: &str) -> Vec<String> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Vec::new();
+        }
+        let doc = toml::de::DeTable::parse(text).ok();
+        problems
+            .into_iter()
+            .map(|(path, msg)| {
+                let line = doc.as_ref().and_then(|d| locate(d.get_ref(), &path)).map(|off| line_of(text, off));
+                match line {
+                    Some(l) => format!("{}:{l}: {}: {msg}", self.source.display(), key_path(&path)),
+                    None => format!("{}: {}: {msg}", self.source.display(), key_path(&path)),
+                }
+            })
+            .collect()
+    }
+}
+
+impl ApiConfig {
+    /// `[api]`: the endpoint rule, and a way to find the key.
+    fn problems(&self, out: &mut Vec<Problem>) {
+        let at = |k: &'static str| vec![Seg::Key("api"), Seg::Key(k)];
+        let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        if let Err(e) = check_endpoint(&self.endpoint) {
+            err(at("endpoint"), e);
+        }
+        if self.api_key_env.trim().is_empty() && self.api_key_file.is_none() {
+            err(at("api_key_env"), "must name an environment variable (or set api_key_file)".into());
+        }
+    }
+}
+
+impl UploadConfig {
+    /// `[upload]`: limits and retry delays, then every `[[upload.window]]`.
+    fn problems(&self, out: &mut Vec<Problem>) {
+        let at = |k: &'static str| vec![Seg::Key("upload"), Seg::Key(k)];
+        let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        if self.max_groups == 0 {
+            err(at("max_groups"), "must be at least 1".into());
+        }
+        if self.max_parts_in_flight == 0 {
+            err(at("max_parts_in_flight"), "must be at least 1".into());
+        }
+        if !(1..=10_000).contains(&self.part_url_batch) {
+            err(at("part_url_batch"), "must be between 1 and 10000 (the API's limit per call)".into());
+        }
+        if self.retry_attempts == 0 {
+            err(at("retry_attempts"), "must be at least 1".into());
+        }
+        if self.retry_base.0.is_zero() {
+            err(at("retry_base"), "must be greater than zero (a zero delay would hot-loop)".into());
+        }
+        if self.retry_cap < self.retry_base {
+            err(
+                at("retry_cap"),
+                format!("({}) must not be shorter than retry_base ({})", self.retry_cap, self.retry_base),
+            );
+        }
+        for (i, win) in self.window.iter().enumerate() {
+            win.problems(i, out);
+        }
+    }
+}
+
+impl WindowConfig {
+    /// `[[upload.window]]` entry `i`: day names and `HH:MM` times.
+    fn problems(&self, i: usize, out: &mut Vec<Problem>) {
+        let at = |k: &'static str| vec![Seg::Key("upload"), Seg::Key("window"), Seg::Index(i), Seg::Key(k)];
+        let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        for d in &self.days {
+            if parse_weekday(d).is_none() {
+                err(at("days"), format!("unknown day {d:?}; expected mon, tue, wed, thu, fri, sat or sun"));
+            }
+        }
+        for (k, v) in [("from", &self.from), ("to", &self.to)] {
+            if parse_hhmm(v).is_none() {
+                err(at(k), format!("invalid time {v:?}; write it as HH:MM, e.g. \"19:00\""));
+            }
+        }
+    }
+}
+
+impl LogConfig {
+    /// `[log]`: the filter parses, and at least one rotated file is kept.
+    fn problems(&self, out: &mut Vec<Problem>) {
+        let at = |k: &'static str| vec![Seg::Key("log"), Seg::Key(k)];
+        let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        if let Err(e) = self.level.parse::<tracing_subscriber::EnvFilter>() {
+            err(at("level"), format!("invalid filter {:?}: {e}", self.level));
+        }
+        if self.keep == 0 {
+            err(at("keep"), "must be at least 1".into());
+        }
+    }
+}
+
+impl HooksConfig {
+    /// `[hooks]`: every command names a program, and the webhook is http(s).
+    fn problems(&self, out: &mut Vec<Problem>) {
+        let at = |k: &'static str| vec![Seg::Key("hooks"), Seg::Key(k)];
+        let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        for (k, v) in
+            [("on_complete", &self.on_complete), ("on_failure", &self.on_failure), ("on_rejected", &self.on_rejected)]
+        {
+            if v.as_ref().is_some_and(|argv| argv.is_empty() || argv[0].trim().is_empty()) {
+                err(at(k), "must be a non-empty list: [\"/path/to/program\", \"arg\", ...]".into());
+            }
+        }
+        if let Some(url) = &self.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            err(at("webhook"), format!("{url:?} is not an http(s) URL"));
+        }
+    }
+}
+
+impl WatchConfig {
+    /// `[[watch]]` entry `i`. `earlier` are the entries before it: its path
+    /// must not overlap theirs (the problem is reported on the later one).
+    fn problems(&self, i: usize, earlier: &[WatchConfig], out: &mut Vec<Problem>) {
+        let at = |k: &'static str| vec![Seg::Key("watch"), Seg::Index(i), Seg::Key(k)];
+        let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        if self.path.as_os_str().is_empty() {
+            err(at("path"), "must not be empty".into());
+        }
+        if let Some(other) =
+            earlier.iter().map(|e| &e.path).find(|p| self.path.starts_with(p) || p.starts_with(&self.path))
+        {
+            err(at("path"), format!("{} overlaps another watch folder ({})", self.path.display(), other.display()));
+        }
+        if self.settle.0.is_zero() && self.ready_marker.is_none() {
+            err(at("settle"), "must be greater than zero unless ready_marker is set".into());
+        }
+        if let Some(p) = self.poll
+            && p.0 < Duration::from_millis(100)
+        {
+            err(at("poll"), format!("{p} is too short; use at least 100ms"));
+        }
+        if self.rescan.0 < Duration::from_secs(1) {
+            err(at("rescan"), "must be at least 1s".into());
+        }
+        if let Some(m) = &self.ready_marker
+            && (m.is_empty() || m.contains('/') || m.contains('\\'))
+        {
+            err(at("ready_marker"), format!("{m:?} must be a plain file name"));
+        }
+        match (self.after_upload, &self.move_to) {
+            (AfterUpload::Move, None) => err(at("move_to"), "is required when after_upload = \"move\"".into()),
+            (AfterUpload::Move, Some(dest)) if dest.starts_with(&self.path) => err(
+                at("move_to"),
+                format!("{} is inside the watch folder; uploaded exports would be found again", dest.display()),
+            ),
+            (AfterUpload::Keep | AfterUpload::Delete, Some(_)) => {
+                err(at("move_to"), "is only used with after_upload = \"move\"".into())
+            }
+            _ => {}
+        }
+        for (k, lang, audio) in
+            [("audio_language", &self.audio_language, true), ("subtitle_language", &self.subtitle_language, false)]
+        {
+            if let Some(l) = lang {
+                let l = l.to_ascii_lowercase();
+                let ok = crate::model::LANGUAGES.contains(&l.as_str()) || (audio && l == crate::model::NO_LANGUAGE);
+                if !ok {
+                    err(
+                        at(k),
+                        format!(
+                            "{l:?} is not a supported language tag; supported: {}{}",
+                            crate::model::LANGUAGES.join(" "),
+                            if audio { " zxx" } else { "" }
+                        ),
+                    );
+                }
+            }
+        }
+        for (role, patterns) in self.roles.entries() {
+            for p in patterns {
+                if let Err(e) = globset::Glob::new(p) {
+                    err(
+                        vec![Seg::Key("watch"), Seg::Index(i), Seg::Key("roles"), Seg::Key(role)],
+                        format!("bad glob {p:?}: {}", e.kind()),
+                    );
+                }
+            }
+        }
+    }
+}
