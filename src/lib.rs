@@ -13,8 +13,12 @@
 //! reads the one TOML file; [`model`] holds the vocabulary all stages share;
 //! [`ops`] holds the operator controls the engine and the agent plug in
 //! (upload windows, the bandwidth limit, hooks, metrics, reload);
-//! [`logging`] sets up tracing; [`cli`] is the command-line edge.
+//! [`logging`] sets up tracing. [`agent`] is the running service that
+//! starts, supervises, reloads and stops all of these in one process, with
+//! one journal handle; [`cli`] is the command-line edge, one thin handler
+//! per command.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;

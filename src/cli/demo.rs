@@ -62,7 +62,7 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
 
     let started = Instant::now();
     let shutdown = CancellationToken::new();
-    let agent = super::run::Agent::start(Arc::new(cfg.clone()), ApiKey::new(DEMO_KEY), shutdown.clone())
+    let agent = crate::agent::Agent::start(Arc::new(cfg.clone()), ApiKey::new(DEMO_KEY), shutdown.clone())
         .await
         .context("cannot start the agent")?;
     println!("2. Agent watching {}", drop.display());

@@ -17,7 +17,6 @@ mod plan;
 mod run;
 pub mod sample;
 mod sandbox;
-mod service;
 mod status;
 mod upload;
 

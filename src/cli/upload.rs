@@ -107,7 +107,7 @@ fn drive(cfg: Config, journal: Arc<Journal>, id: GroupId, group: &UploadGroup) -
         let throttle = cfg
             .upload
             .bandwidth
-            .map(|rate| super::run::engine_throttle(crate::ops::throttle::Throttle::new(Some(rate))));
+            .map(|rate| crate::agent::engine_throttle(crate::ops::throttle::Throttle::new(Some(rate))));
         let opts = EngineOptions { throttle, ..EngineOptions::default() };
         let engine = Engine::new(cfg, journal.clone(), key, opts)?;
         let shutdown = CancellationToken::new();
@@ -205,7 +205,7 @@ fn follow(journal: &Journal, id: GroupId) -> anyhow::Result<Outcome> {
 }
 
 async fn cancel_on_signal(token: CancellationToken) {
-    super::service::shutdown_signal().await;
+    crate::agent::service::shutdown_signal().await;
     token.cancel();
 }
 

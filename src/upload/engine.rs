@@ -1,7 +1,6 @@
 //! The scheduler: which groups run, control requests, auth pause, shutdown.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -848,29 +847,18 @@ fn log_stopped(r: Result<(GroupId, Result<GroupOutcome, EngineError>), tokio::ta
 /// queue until `shutdown`.
 pub async fn run_engine(
     cfg: Arc<Config>,
-    journal_path: &Path,
-    key: ApiKey,
-    shutdown: CancellationToken,
-) -> Result<(), EngineError> {
-    run_engine_with(cfg, journal_path, key, EngineOptions::default(), shutdown).await
-}
-
-/// [`run_engine`] with a throttle, an observer or other options.
-pub async fn run_engine_with(
-    cfg: Arc<Config>,
-    journal_path: &Path,
+    journal: Arc<Journal>,
     key: ApiKey,
     opts: EngineOptions,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
-    let journal = Arc::new(Journal::open(journal_path)?);
     let mut told = false;
     let _lock = loop {
         if let Some(lock) = journal.try_lock_engine()? {
             break lock;
         }
         if !told {
-            tracing::warn!(journal = %journal_path.display(), "another engine works this journal; waiting for it to finish");
+            tracing::warn!(journal = %journal.path().display(), "another engine works this journal; waiting for it to finish");
             told = true;
         }
         tokio::select! {

@@ -69,7 +69,7 @@ pub mod stream;
 mod worker;
 
 pub use engine::{
-    CancelEnd, Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine, run_engine_with,
+    CancelEnd, Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine,
 };
 
 use crate::api::ApiError;

@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, JournalConfig, WatchConfig};
+use crate::config::{Config, WatchConfig};
 use crate::journal::Journal;
 
 mod backend;
@@ -262,13 +262,10 @@ pub async fn run_with(
 /// (bundle zips staged beside it), until `shutdown` is cancelled.
 pub async fn run_watchers(
     cfg: Arc<Config>,
-    journal_path: PathBuf,
+    journal: Arc<Journal>,
     shutdown: CancellationToken,
 ) -> Result<(), WatchError> {
-    let staging = JournalConfig { path: journal_path.clone() }.staging_dir();
-    let journal =
-        tokio::task::spawn_blocking(move || Journal::open(&journal_path)).await.map_err(|_| WatchError::Died)??;
-    let handoff = JournalHandoff::new(Arc::new(journal), staging);
+    let handoff = JournalHandoff::new(journal, cfg.journal.staging_dir());
     let opts = WatchOptions { stop_grace: cfg.upload.shutdown_grace.0, ..WatchOptions::default() };
     run_with(&cfg.watch, Box::new(handoff), opts, shutdown).await
 }

@@ -1,0 +1,166 @@
+//! The agent's metrics server (`/metrics`, `/healthz`): its lifecycle
+//! across reloads, the engine's events as counters, and the journal's
+//! state for each scrape; under systemd, the same state as the unit's
+//! one-line status.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{service, supervise};
+use crate::journal::{GroupState, Journal};
+use crate::ops::metrics::{Metrics, MetricsError, SnapshotError, StateSnapshot};
+use crate::upload::{GroupOutcome, Observer, PAUSED_WINDOW};
+
+/// The engine's events as metrics. The window pause is left to
+/// `follow_schedule`, which feeds the same gauge from the clock itself.
+pub(super) struct MetricsObserver(pub(super) Arc<Metrics>);
+
+impl Observer for MetricsObserver {
+    fn group_ended(&self, _id: i64, outcome: &GroupOutcome) {
+        if let GroupOutcome::Completed { .. } = outcome {
+            self.0.group_completed(Timestamp::now());
+        }
+    }
+    fn part_stored(&self, bytes: u64) {
+        self.0.bytes_uploaded(bytes);
+    }
+    fn part_retried(&self, reason: &str) {
+        self.0.part_retried(reason);
+    }
+    fn paused(&self, reason: &str, paused: bool) {
+        if reason != PAUSED_WINDOW {
+            self.0.set_paused(paused, reason);
+        }
+    }
+}
+
+/// The metrics server of one `[metrics] listen` address.
+pub(super) struct MetricsServer {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+}
+
+impl MetricsServer {
+    /// Bind `addr` (an error if taken) and serve until `shutdown` or [`MetricsServer::restart`].
+    pub(super) async fn start(
+        addr: std::net::SocketAddr,
+        tracker: &TaskTracker,
+        failure: &Arc<Mutex<Option<String>>>,
+        shutdown: &CancellationToken,
+        metrics: Arc<Metrics>,
+        journal: Arc<Journal>,
+    ) -> Result<MetricsServer, MetricsError> {
+        let listener = crate::ops::metrics::bind(addr).await?;
+        let stop = shutdown.child_token();
+        let source = Arc::new(move || snapshot(&journal));
+        let s = stop.clone();
+        supervise(tracker, failure, shutdown, "metrics server", async move {
+            crate::ops::metrics::serve_on(listener, metrics, source, s).await
+        });
+        Ok(MetricsServer { addr, stop })
+    }
+
+    /// Move to `listen`: the new address is bound first, so if it is taken the
+    /// old server keeps serving (and the error is logged).
+    pub(super) async fn restart(
+        old: Option<MetricsServer>,
+        listen: Option<std::net::SocketAddr>,
+        tracker: &TaskTracker,
+        failure: &Arc<Mutex<Option<String>>>,
+        shutdown: &CancellationToken,
+        metrics: Arc<Metrics>,
+        journal: Arc<Journal>,
+    ) -> Option<MetricsServer> {
+        let Some(addr) = listen else {
+            if let Some(o) = old {
+                tracing::info!(addr = %o.addr, "metrics server stopped (no [metrics] listen any more)");
+                o.stop.cancel();
+            }
+            return None;
+        };
+        if let Some(o) = &old
+            && o.addr == addr
+        {
+            return old;
+        }
+        // A port freed by the old server is not free until it stopped: bind the new one first.
+        match MetricsServer::start(addr, tracker, failure, shutdown, metrics, journal).await {
+            Ok(new) => {
+                if let Some(o) = old {
+                    o.stop.cancel();
+                }
+                Some(new)
+            }
+            Err(e) => {
+                tracing::error!("{e}; the metrics server stays where it was");
+                old
+            }
+        }
+    }
+}
+
+/// Groups by state and queue length for a metrics scrape: one aggregate query.
+fn snapshot(journal: &Journal) -> Result<StateSnapshot, SnapshotError> {
+    let counts = journal.count_by_state()?;
+    let queue_length = counts.iter().find(|(s, _)| *s == GroupState::Queued).map_or(0, |(_, n)| *n);
+    let held = journal.pauses()?.iter().map(|p| (p.reason.label().to_string(), p.describe())).collect();
+    Ok(StateSnapshot {
+        groups_by_state: counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
+        queue_length,
+        held,
+    })
+}
+
+/// Under systemd: a one-line queue summary in `systemctl status`, every 30 s.
+pub(super) async fn status_loop(journal: Arc<Journal>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(snap) = snapshot(&journal) {
+            let line: Vec<String> =
+                snap.groups_by_state.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{n} {s}")).collect();
+            service::status(&if line.is_empty() { "idle".to_string() } else { line.join(", ") });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_observer_feeds_counters_and_the_auth_pause() {
+        let metrics = Arc::new(Metrics::new());
+        let o = MetricsObserver(metrics.clone());
+        o.part_stored(1000);
+        o.part_stored(24);
+        o.part_retried("5xx");
+        o.part_retried("url_expired");
+        o.group_ended(1, &GroupOutcome::Completed { library_id: 9 });
+        o.group_ended(2, &GroupOutcome::Failed("boom".into()));
+        o.paused(crate::upload::PAUSED_AUTH, true);
+        // The window pause is follow_schedule's to report.
+        o.paused(PAUSED_WINDOW, true);
+        let text = metrics.render(&Ok(StateSnapshot::default()));
+        for line in [
+            "spatialgen_bytes_uploaded_total 1024\n",
+            "spatialgen_parts_retried_total{reason=\"5xx\"} 1\n",
+            "spatialgen_parts_retried_total{reason=\"url_expired\"} 1\n",
+            "spatialgen_groups_completed_total 1\n",
+            "spatialgen_paused 1\n",
+            "spatialgen_paused_info{reason=\"auth\"} 1\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("reason=\"window\""), "{text}");
+        o.paused(crate::upload::PAUSED_AUTH, false);
+        assert!(metrics.render(&Ok(StateSnapshot::default())).contains("spatialgen_paused 0\n"));
+    }
+}

@@ -1,0 +1,350 @@
+//! The running agent: every long-lived worker of `spatialgen-sync run`,
+//! started in order, supervised, reloaded and stopped in order.
+//!
+//! [`Agent::start`] opens the journal once (one handle for the whole
+//! process) and starts the workers on one [`TaskTracker`], all under one
+//! [`CancellationToken`]:
+//! - the watchers (watch → settle → group → journal), restarted on reload;
+//! - the upload engine (journal → SpatialGen), with the shared bandwidth
+//!   [`Throttle`], the window gate and every reloaded config;
+//! - [`follow_schedule`](crate::ops::follow_schedule), which keeps the
+//!   throttle's rate, the paused gauge and the window state in step with the
+//!   clock; a small task turns that state into the engine's open/closed gate;
+//! - the notifier ([`notify`]), which tails the journal's history and runs
+//!   the hooks and the webhook;
+//! - the metrics server ([`metrics`]), fed by the engine's observer and by
+//!   one aggregate journal query per scrape.
+//!
+//! A worker that ends with an error ends them all (the service manager
+//! restarts the agent; the journal makes that harmless). [`serve`] adds the
+//! process around it: the one-agent-per-journal lock, signals, `sd_notify`
+//! ([`service`]) and reloading ([`reload`]). SIGINT/SIGTERM cancel the
+//! token: the engine stops taking work and lets parts in flight finish for
+//! `shutdown_grace`, the notifier delivers what the engine recorded last and
+//! waits (as long again) for running hooks, then the process exits 0.
+//!
+//! SIGHUP, or a change of the config file, reloads it: a bad new config is
+//! refused with its reason (file:line) and the old one stays. What changed
+//! is applied without touching uploads in flight: watch folders restart with
+//! their new settings; windows and bandwidth follow at once; the engine takes
+//! every `[upload]` setting for the steps it starts afterwards (including
+//! `max_groups` and `max_parts_in_flight`); hooks get a new notifier; the
+//! metrics server moves to its new address. `[api]`, `[journal]` and log
+//! settings need a restart and say so.
+
+mod metrics;
+mod notify;
+mod reload;
+pub mod service;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::metrics::{MetricsObserver, MetricsServer};
+use self::notify::{Notifications, notify_loop};
+use crate::config::{ApiKey, Config, ConfigError};
+use crate::journal::{AgentLock, Journal, JournalError};
+use crate::logging::LogError;
+use crate::ops::hooks::{HooksError, Notifier};
+use crate::ops::metrics::{Metrics, MetricsError};
+use crate::ops::reload::diff_reload;
+use crate::ops::throttle::Throttle;
+use crate::ops::window::{Schedule, WindowError, WindowState};
+use crate::upload::EngineOptions;
+
+/// Why the agent could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Another `run` holds the journal (exit code 2: a usage error).
+    #[error(
+        "another agent{} already runs on the journal {}; stop it first, or give this agent its own [journal] path",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        .journal.display()
+    )]
+    AlreadyRunning { pid: Option<u32>, journal: PathBuf },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("upload.window: {0}")]
+    Windows(#[from] WindowError),
+    #[error("hooks: {0}")]
+    Hooks(#[from] HooksError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Logging(#[from] LogError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// A worker ended with an error, which stopped the agent.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// `run`: the agent for `cfg` until SIGINT or SIGTERM. Only one agent runs
+/// per journal: a second one stops at once, before anything starts.
+pub fn serve(cfg: Config) -> Result<(), AgentError> {
+    cfg.check_environment()?;
+    let _agent_lock = match AgentLock::try_acquire(&cfg.journal.path)? {
+        Ok(lock) => lock,
+        Err(pid) => return Err(AgentError::AlreadyRunning { pid, journal: cfg.journal.path.clone() }),
+    };
+    let key = cfg.api_key()?;
+    let _log = crate::logging::init(&cfg.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let cfg = Arc::new(cfg);
+        let agent = Agent::start(cfg.clone(), key, shutdown.clone()).await?;
+        let folders = cfg.watch.len();
+        tracing::info!(folders, journal = %cfg.journal.path.display(), "agent started");
+        service::ready(&format!("watching {folders} folder(s)"));
+        service::spawn_watchdog(shutdown.clone());
+        tokio::spawn(reload::reload_loop(cfg.clone(), agent.reloads.clone(), shutdown.clone()));
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            tokio::spawn(metrics::status_loop(agent.journal(), shutdown.clone()));
+        }
+        tokio::select! {
+            _ = service::shutdown_signal() => {}
+            _ = shutdown.cancelled() => {}
+        }
+        service::stopping();
+        shutdown.cancel();
+        agent.join().await?;
+        tracing::info!("agent stopped; the next start resumes from the journal");
+        Ok(())
+    })
+}
+
+/// The running agent's workers.
+pub struct Agent {
+    tracker: TaskTracker,
+    /// The first fatal error a worker ended with.
+    failure: Arc<Mutex<Option<String>>>,
+    /// The process's one journal handle.
+    journal: Arc<Journal>,
+    /// Send a new (validated) config here to apply it (see [`reload`]).
+    pub reloads: watch::Sender<Arc<Config>>,
+}
+
+impl Agent {
+    /// Start every worker for `cfg`; they run until `shutdown` is cancelled.
+    pub async fn start(cfg: Arc<Config>, key: ApiKey, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+        // Open (and migrate) once, up front: a broken journal stops startup
+        // with its reason, and every worker shares this one handle.
+        let journal = {
+            let p = cfg.journal.path.clone();
+            Arc::new(blocking(move || Journal::open(&p)).await?)
+        };
+        // Everything that can refuse to start, before any task is spawned.
+        let schedule = Schedule::from_config(&cfg.upload)?;
+        let notifier = Notifier::new(&cfg.hooks)?.without_env(&cfg.api.api_key_env);
+        // Notifications start from the newest line of history: what ended
+        // before this start was notified by the run that saw it.
+        let cursor = {
+            let j = journal.clone();
+            blocking(move || j.last_event_id()).await?
+        };
+        let tracker = TaskTracker::new();
+        let failure = Arc::new(Mutex::new(None));
+        let metrics = Arc::new(Metrics::new());
+        // Bound first of the workers, so a taken port stops startup with nothing left running.
+        let mut metrics_server = match cfg.metrics.listen {
+            Some(addr) => {
+                Some(MetricsServer::start(addr, &tracker, &failure, &shutdown, metrics.clone(), journal.clone()).await?)
+            }
+            None => None,
+        };
+        let throttle = Throttle::new(cfg.upload.bandwidth);
+        let now = schedule.state_now();
+        let (gate_tx, gate_rx) = watch::channel(now.open);
+        let (window_tx, window_rx) = watch::channel(now);
+        let (schedule_tx, schedule_rx) = watch::channel(Arc::new(schedule));
+        tracker.spawn(crate::ops::follow_schedule(
+            schedule_rx,
+            throttle.clone(),
+            metrics.clone(),
+            window_tx,
+            shutdown.clone(),
+        ));
+        tracker.spawn(feed_gate(window_rx, gate_tx, shutdown.clone()));
+        let (reloads, _) = watch::channel(cfg.clone());
+
+        let engine_done = CancellationToken::new();
+        tracker.spawn(notify_loop(Notifications {
+            journal: journal.clone(),
+            notifier,
+            cursor,
+            key_env: cfg.api.api_key_env.clone(),
+            reloads: reloads.subscribe(),
+            shutdown: shutdown.clone(),
+            engine_done: engine_done.clone(),
+        }));
+
+        let opts = EngineOptions {
+            throttle: Some(engine_throttle(throttle)),
+            observer: Some(Arc::new(MetricsObserver(metrics.clone()))),
+            gate: Some(gate_rx),
+            config: Some(reloads.subscribe()),
+            ..EngineOptions::default()
+        };
+        let (engine_cfg, engine_journal, s) = (cfg.clone(), journal.clone(), shutdown.clone());
+        supervise(&tracker, &failure, &shutdown, "upload engine", async move {
+            let r = crate::upload::run_engine(engine_cfg, engine_journal, key, opts, s).await;
+            engine_done.cancel();
+            r
+        });
+
+        // Each reloaded config: watchers restart when their settings changed,
+        // the schedule is resent, the metrics server moves. Uploads are not touched.
+        let mut reload_rx = reloads.subscribe();
+        let (t, f, s, m, j) = (tracker.clone(), failure.clone(), shutdown.clone(), metrics.clone(), journal.clone());
+        let mut prev = cfg.clone();
+        tracker.spawn(async move {
+            let mut generation: Option<CancellationToken> = None;
+            loop {
+                let current = reload_rx.borrow_and_update().clone();
+                let plan = diff_reload(&prev, &current);
+                if generation.is_none() || plan.schedule_changed() {
+                    let _ = schedule_tx.send(match Schedule::from_config(&current.upload) {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => {
+                            tracing::error!("upload.window: {e}; keeping the previous windows");
+                            schedule_tx.borrow().clone()
+                        }
+                    });
+                }
+                let watch_changed =
+                    !(plan.watch_added.is_empty() && plan.watch_removed.is_empty() && plan.watch_changed.is_empty());
+                if generation.is_none() || watch_changed {
+                    if let Some(g) = generation.take() {
+                        g.cancel();
+                    }
+                    let g = s.child_token();
+                    let (g2, jw, c) = (g.clone(), j.clone(), current.clone());
+                    supervise(&t, &f, &s, "watchers", async move { crate::watch::run_watchers(c, jw, g2).await });
+                    generation = Some(g);
+                }
+                if plan.metrics_changed {
+                    metrics_server = MetricsServer::restart(
+                        metrics_server.take(),
+                        current.metrics.listen,
+                        &t,
+                        &f,
+                        &s,
+                        m.clone(),
+                        j.clone(),
+                    )
+                    .await;
+                }
+                prev = current;
+                tokio::select! {
+                    _ = s.cancelled() => break,
+                    changed = reload_rx.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        tracker.close();
+        Ok(Agent { tracker, failure, journal, reloads })
+    }
+
+    /// The journal every worker of this agent uses.
+    pub fn journal(&self) -> Arc<Journal> {
+        self.journal.clone()
+    }
+
+    /// Wait until every worker has stopped; the first fatal error, if any.
+    pub async fn join(self) -> Result<(), AgentError> {
+        drop(self.reloads);
+        self.tracker.wait().await;
+        match self.failure.lock().map(|mut f| f.take()) {
+            Ok(Some(e)) => Err(AgentError::Stopped(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Run `fut` on `tracker`; if it fails, record the error and stop everything.
+fn supervise<E, F>(
+    tracker: &TaskTracker,
+    failure: &Arc<Mutex<Option<String>>>,
+    shutdown: &CancellationToken,
+    what: &'static str,
+    fut: F,
+) where
+    E: std::fmt::Display + Send + 'static,
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+{
+    let (failure, shutdown) = (failure.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        if let Err(e) = fut.await {
+            let msg = format!("{what} stopped: {e}");
+            tracing::error!("{msg}; stopping the agent");
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert(msg);
+            }
+            shutdown.cancel();
+        }
+    });
+}
+
+/// Run blocking journal work (opening, migrating) off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| AgentError::Stopped(format!("journal task: {e}")))?.map_err(Into::into)
+}
+
+/// The engine's throttle: every chunk of every PUT waits for the shared limiter.
+pub fn engine_throttle(throttle: Throttle) -> crate::upload::stream::Throttle {
+    Arc::new(move |n| {
+        let t = throttle.clone();
+        Box::pin(async move { t.acquire(n).await })
+    })
+}
+
+/// The window state as the engine's gate: open or not.
+async fn feed_gate(mut window: watch::Receiver<WindowState>, gate: watch::Sender<bool>, shutdown: CancellationToken) {
+    loop {
+        let open = window.borrow_and_update().open;
+        gate.send_if_modified(|g| std::mem::replace(g, open) != open);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = window.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_engine_throttle_waits_on_the_shared_limiter() {
+        let limiter = Throttle::new(Some(crate::config::Rate(1024 * 1024)));
+        let t = engine_throttle(limiter.clone());
+        let start = tokio::time::Instant::now();
+        t(512 * 1024).await;
+        t(512 * 1024).await;
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(900), "1 MiB at 1 MiB/s took {took:?}");
+        limiter.set_rate(None);
+        let start = tokio::time::Instant::now();
+        t(64 * 1024 * 1024).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "unlimited after a change of rate");
+    }
+}
