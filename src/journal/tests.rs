@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::group::{GroupFile, UploadGroup, Violation};
+use crate::model::{FileRole, Layout, Perspective};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
