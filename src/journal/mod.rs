@@ -44,8 +44,9 @@
 //! - Opening applies pending migrations in one `IMMEDIATE` transaction and
 //!   refuses a journal newer than this binary ([`JournalError::TooNew`]).
 //! - A file SQLite calls corrupt (not a database, malformed, or failing
-//!   `quick_check`) is renamed aside as `<path>.corrupt-<UTC time>` (with its
-//!   `-wal`/`-shm`), logged at error level, and a fresh journal is created;
+//!   `quick_check`: [`JournalError::Corrupt`]) is renamed aside as
+//!   `<path>.corrupt-<UTC time>` (with its `-wal`/`-shm`), logged at error
+//!   level, and a fresh journal is created;
 //!   the completed groups that can still be read from the old file are
 //!   copied in (so they are never uploaded again), and the watcher's startup
 //!   scan finds every other export again.
@@ -138,18 +139,25 @@ pub enum JournalError {
     /// A value in the journal this binary cannot read (a hand-edited row?).
     #[error("journal row is invalid: {0}")]
     Invalid(String),
+    /// SQLite reads the file but `PRAGMA quick_check` finds it damaged: the
+    /// message names the file and what SQLite said. [`Journal::open`] renames
+    /// such a file aside.
+    #[error("journal is corrupt: {0}")]
+    Corrupt(String),
     /// The request makes no sense for the group's state (e.g. retry a completed group).
     #[error("{0}")]
     Refused(String),
 }
 
 impl JournalError {
+    /// SQLite calls the file damaged (not a database, malformed) or it fails
+    /// `quick_check` ([`JournalError::Corrupt`]): [`Journal::open`] sets it aside.
     fn is_corruption(&self) -> bool {
         match self {
             JournalError::Sql(rusqlite::Error::SqliteFailure(e, _)) => {
                 matches!(e.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
             }
-            JournalError::Invalid(m) => m.starts_with("quick_check"),
+            JournalError::Corrupt(_) => true,
             _ => false,
         }
     }

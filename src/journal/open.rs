@@ -143,7 +143,7 @@ impl Journal {
         conn.pragma_update(None, "foreign_keys", true)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
-            return Err(JournalError::Invalid(format!("quick_check: {check}")));
+            return Err(JournalError::Corrupt(format!("{} fails quick_check: {check}", path.display())));
         }
         migrate(&mut conn, path)?;
         Ok(Journal { conn: Mutex::new(conn), path: path.to_owned() })
@@ -196,4 +196,50 @@ fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
         }
     }
     Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal whose pages read fine but whose rows break the schema (a
+    /// `groups.state` outside its CHECK list), as a bad disk or a hand edit leaves it.
+    fn journal_failing_quick_check(dir: &Path) -> PathBuf {
+        let path = dir.join("j.sqlite3");
+        Journal::open(&path).unwrap().note_waiting(Path::new("/x/a"), "a", None).unwrap();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE groups SET state = 'lost';
+             PRAGMA wal_checkpoint(TRUNCATE);",
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn quick_check_failing_is_corruption_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let path = journal_failing_quick_check(d.path());
+        let err = Journal::open_existing(&path).unwrap_err();
+        let JournalError::Corrupt(m) = &err else { panic!("expected Corrupt, got {err:?}") };
+        assert!(m.contains(&path.display().to_string()), "{m}");
+        assert!(m.contains("CHECK constraint failed in groups"), "{m}");
+        assert!(err.is_corruption());
+        assert!(!JournalError::Invalid("quick_check: ok".into()).is_corruption(), "a message is not a kind");
+    }
+
+    #[test]
+    fn a_journal_failing_quick_check_is_renamed_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let path = journal_failing_quick_check(d.path());
+        let j = Journal::open(&path).unwrap();
+        assert!(j.list().unwrap().is_empty(), "a fresh journal");
+        let aside: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("j.sqlite3.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+    }
 }
