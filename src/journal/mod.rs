@@ -57,8 +57,8 @@
 //!   [`Journal::open_read_only`], which never creates, migrates or renames.
 //!
 //! # Files
-//! Every file adds its own `impl Journal` block; this one holds the error
-//! type, the [`Journal`] handle and its connection.
+//! A file that adds calls has its own `impl Journal` block; this one holds
+//! the error type, the [`Journal`] handle and its connection.
 //! - `records.rs`: the public record types ([`GroupRecord`], [`GroupSummary`],
 //!   [`Request`], [`Ended`], ...); `state.rs`: [`GroupState`], [`FileState`]
 //!   and the legal moves.
