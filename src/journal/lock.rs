@@ -2,10 +2,10 @@
 //!
 //! The agent (`run`) and a foreground `upload` both run the engine; two
 //! engines working the same journal would upload the same parts twice. The
-//! lock is an OS file lock (`flock` on Unix), so it vanishes with the
-//! process, even after kill -9: no stale lock to clean up. The CLI uses
-//! [`EngineLock::is_held`] to decide between writing a request for the
-//! running engine and doing the work itself.
+//! lock is an OS file lock (`File::try_lock`: `flock` on Unix, `LockFileEx`
+//! on Windows), so it vanishes with the process, even after kill -9: no stale
+//! lock to clean up. The CLI uses [`EngineLock::is_held`] to decide between
+//! writing a request for the running engine and doing the work itself.
 
 use std::fs::File;
 use std::io::Write;
@@ -96,19 +96,9 @@ fn open_private(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-#[cfg(unix)]
-fn try_lock(file: &File) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(err) }
-}
-
-#[cfg(not(unix))]
+/// Take an exclusive OS lock on `file` without waiting: `false` if another
+/// open file description holds it.
+// `File::try_lock` is stable since Rust 1.89, newer than the declared `rust-version`.
 #[allow(clippy::incompatible_msrv)]
 fn try_lock(file: &File) -> std::io::Result<bool> {
     match file.try_lock() {

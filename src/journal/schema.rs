@@ -7,8 +7,8 @@
 //! must not write rows a newer one would misread.
 //!
 //! A migration is never edited once released; a change of schema is a new
-//! entry at the end. `fixtures/v1.sql` is a frozen journal at version 1 that
-//! the tests upgrade.
+//! entry at the end. `fixtures/v1.sql` and `fixtures/v2.sql` are frozen
+//! journals at versions 1 and 2 that the tests upgrade.
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[

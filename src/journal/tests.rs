@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::group::{GroupFile, UploadGroup, Violation};
+use crate::model::{FileRole, Layout, Perspective};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -474,6 +475,132 @@ fn migrates_a_version_1_journal() {
     drop(j);
     let j = Journal::open(&path).unwrap();
     assert_eq!(j.list().unwrap().len(), 3);
+}
+
+#[test]
+fn migrates_a_version_2_journal() {
+    let d = tmp();
+    let path = d.path().join("old.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(include_str!("fixtures/v2.sql")).unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.schema_version().unwrap(), schema::LATEST);
+    let list = j.list().unwrap();
+    assert_eq!(
+        list.iter().map(|s| (s.id, s.state)).collect::<Vec<_>>(),
+        vec![
+            (1, GroupState::Completed),
+            (2, GroupState::Uploading),
+            (3, GroupState::Queued),
+            (4, GroupState::Failed),
+            (5, GroupState::Canceled),
+            (6, GroupState::Expired),
+            (7, GroupState::Queued),
+            (8, GroupState::Rejected),
+            (9, GroupState::Waiting),
+        ]
+    );
+    assert_eq!(list[0].library_id, Some(41));
+    assert_eq!((list[1].files, list[1].parts_total, list[1].parts_done), (2, 3, 2));
+    assert_eq!((list[1].bytes_total, list[1].bytes_uploaded), (190, 140));
+    assert_eq!(list[1].watch_path.as_deref(), Some("/renders"));
+    assert_eq!(list[7].error.as_deref(), Some("no video file; a group has exactly one"));
+    let a = j.group(1).unwrap();
+    assert_eq!((a.layout, a.perspective), (Some(Layout::TwoD), Some(Perspective::Regular)));
+    assert!(a.finished);
+    // the mid-upload group: blob paths, both files, the parts with their ETags
+    let b = j.group(2).unwrap();
+    assert_eq!(b.key, PathBuf::from("/renders/b"));
+    assert_eq!(b.watch_path, Some(PathBuf::from("/renders")));
+    assert_eq!(b.layout, Some(Layout::Mvhevc));
+    assert_eq!(b.session_id.as_deref(), Some("sess-b"));
+    assert_eq!(b.files[0].source, PathBuf::from("/renders/b/b.mov"));
+    assert_eq!((b.files[0].state, b.files[0].upload_id.as_deref()), (FileState::Uploading, Some("up-b0")));
+    assert_eq!(b.files[0].parts[0].etag.as_deref(), Some("\"e2\""));
+    assert!(b.files[0].parts[0].done);
+    assert_eq!((b.files[0].parts[1].byte_start, b.files[0].parts[1].size), (100, 50));
+    assert!(!b.files[0].parts[1].done);
+    assert_eq!((b.files[1].role, b.files[1].language.as_deref()), (FileRole::Audio, Some("en")));
+    assert_eq!(b.files[1].state, FileState::Completed);
+    assert_eq!(b.files[1].parts[0].etag.as_deref(), Some("\"e3\""));
+    assert!(b.files.iter().all(|f| f.dev.is_none() && f.ino.is_none()), "v4: no identity for old rows");
+    // the links and flags version 2 added
+    assert!(j.group(5).unwrap().user_canceled);
+    assert_eq!(j.group(7).unwrap().retry_of, Some(6));
+    assert!(j.group(6).unwrap().finished);
+    assert!(j.unfinished().unwrap().is_empty(), "old ended groups need no housekeeping");
+    // the history reads back, state words parsed
+    assert_eq!(
+        j.events(5).unwrap().iter().map(|e| (e.from, e.to, e.detail.as_deref())).collect::<Vec<_>>(),
+        vec![
+            (None, Some(GroupState::Queued), Some("queued")),
+            (None, None, Some("cancel requested")),
+            (Some(GroupState::Queued), Some(GroupState::Canceled), Some("canceled by the user")),
+        ]
+    );
+    assert_eq!(j.events(2).unwrap()[1].at_ms, 1700000011000);
+    let ended = j.ended_after(0, 100).unwrap();
+    assert_eq!(
+        ended.iter().map(|e| (e.event_id, e.group_id, e.state)).collect::<Vec<_>>(),
+        vec![(4, 1, GroupState::Completed), (11, 4, GroupState::Failed), (21, 8, GroupState::Rejected)]
+    );
+    assert_eq!(ended[0].library_id, Some(41));
+    assert_eq!(ended[0].path, PathBuf::from("/renders/a"));
+    assert_eq!(ended[1].error.as_deref(), Some("HTTP 500 from the server"));
+    assert_eq!(ended[2].error.as_deref(), Some("no video file; a group has exactly one"));
+    assert_eq!(j.last_event_id().unwrap(), 23);
+    // requests: the handled one keeps its answer, the open one is still open
+    let done = j.request_status(1).unwrap().unwrap();
+    assert_eq!((done.kind, done.group_id, done.result.as_deref()), (RequestKind::Cancel, 5, Some("canceled")));
+    assert_eq!(done.handled_at_ms, Some(1700000042000));
+    let open = j.open_requests().unwrap();
+    assert_eq!(open.iter().map(|r| (r.id, r.group_id, r.kind)).collect::<Vec<_>>(), vec![(2, 4, RequestKind::Retry)]);
+    // v3: queued rows get their place from the history; the failed group keeps its own
+    assert_eq!(queued_at(&j, 3), Some(1700000021000));
+    assert_eq!(queued_at(&j, 7), Some(1700000052000));
+    assert_eq!((queued_at(&j, 8), queued_at(&j, 9)), (None, None));
+    assert_eq!(j.queue().unwrap(), vec![3, 7]);
+    assert_eq!(j.next_group(&[]).unwrap(), Some(2), "the upload resumes first");
+    assert_eq!(j.next_retry_at().unwrap(), Some(1700000900000));
+    assert_eq!(j.requeue_due(1700000900000).unwrap(), vec![4]);
+    assert_eq!(j.queue().unwrap(), vec![3, 4, 7], "the retried group keeps the place it was queued at");
+    // lookups and dedup on old rows
+    assert_eq!(j.find("sess-d").unwrap(), Some(4));
+    assert_eq!(j.find("/renders/c").unwrap(), Some(3));
+    assert_eq!(j.find("/renders/f").unwrap(), Some(7), "the newest row of the export");
+    assert_eq!(
+        j.enqueue(&group("/renders/e", "fp-e", &[7])).unwrap(),
+        Enqueued::Duplicate { id: 5, state: GroupState::Canceled }
+    );
+    let mut g = group("/renders/g", "fp-g", &[3]);
+    g.violations.push(Violation {
+        rule: "one-video",
+        file: None,
+        message: "no video file; a group has exactly one".into(),
+    });
+    assert_eq!(j.enqueue(&g).unwrap(), Enqueued::Duplicate { id: 8, state: GroupState::Rejected });
+    // v3: event ids are not reused after the newest lines go with their group
+    j.note(9, "still settling").unwrap();
+    let newest = j.last_event_id().unwrap();
+    j.drop_waiting(Path::new("/renders/h")).unwrap();
+    assert!(j.last_event_id().unwrap() < newest, "the newest line went with its group");
+    j.note(3, "noted").unwrap();
+    assert_eq!(j.last_event_id().unwrap(), newest + 1);
+    // v4: the pauses table exists
+    assert!(j.pauses().unwrap().is_empty());
+    // the old upload finishes on its recorded session
+    j.part_done(2, 2, "\"e4\"").unwrap();
+    j.file_completed(2, None).unwrap();
+    j.complete_group(2, 42).unwrap();
+    let s = j.summary(2).unwrap();
+    assert_eq!((s.state, s.bytes_uploaded, s.library_id), (GroupState::Completed, 190, Some(42)));
+    // re-opening a migrated journal is a no-op
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.schema_version().unwrap(), schema::LATEST);
+    assert_eq!(j.list().unwrap().len(), 8);
 }
 
 #[test]

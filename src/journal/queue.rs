@@ -1,0 +1,423 @@
+//! The watcher's side and the queue: exports noted, enqueued (with dedup by
+//! fingerprint), unqueued; the rows `status` shows; the order the engine
+//! takes groups in; retries and re-queued copies.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::codec::{SUMMARY_SQL, now_ms, path_bytes, summary_from_row};
+use super::history::{event, state_of, transition};
+use super::{Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
+use crate::group::UploadGroup;
+
+/// `id`'s 1-based place in `order`.
+fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {
+    order.iter().position(|g| *g == id).map(|i| i as u32 + 1)
+}
+
+/// The order in which the engine takes queued groups: priority (higher
+/// first), then the time the export was found finished (oldest first), then
+/// id. [`Journal::next_group`] and the queue positions of `status` share it.
+const QUEUE_ORDER: &str = "priority DESC, COALESCE(queued_at, created_at) ASC, id ASC";
+
+/// Queued groups, the next one to be taken first.
+fn queue_order(conn: &Connection) -> Result<Vec<GroupId>, JournalError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT id FROM groups WHERE state = 'queued' ORDER BY {QUEUE_ORDER}"))?;
+    let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<GroupId>, _>>()?;
+    Ok(ids)
+}
+
+fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(), JournalError> {
+    tx.execute("DELETE FROM files WHERE group_id = ?1", [id])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    for (i, f) in group.files.iter().enumerate() {
+        stmt.execute(params![
+            id,
+            i as i64,
+            path_bytes(&f.source),
+            f.rel_path,
+            f.file_name,
+            f.role.as_str(),
+            f.language,
+            f.size as i64,
+            f.mtime_ns,
+            f.staged,
+            f.dev.map(|v| v as i64),
+            f.ino.map(|v| v as i64),
+        ])?;
+    }
+    Ok(())
+}
+
+fn violations_text(group: &UploadGroup) -> Option<String> {
+    if group.violations.is_empty() {
+        None
+    } else {
+        Some(group.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))
+    }
+}
+
+impl Journal {
+    /// An export seen but still settling; visible in status as `waiting`.
+    /// Idempotent per key: a key that already has a `waiting` or `queued` row gets that row's id.
+    pub fn note_waiting(&self, key: &Path, name: &str, watch_path: Option<&Path>) -> Result<GroupId, JournalError> {
+        let k = path_bytes(key);
+        self.write(|tx| {
+            let existing: Option<GroupId> = tx
+                .query_row("SELECT id FROM groups WHERE key = ?1 AND state IN ('waiting','queued')", [&k], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO groups (key, name, root, watch_path, state, created_at, updated_at)
+                 VALUES (?1, ?2, ?1, ?3, 'waiting', ?4, ?4)",
+                params![k, name, watch_path.map(path_bytes), now],
+            )?;
+            let id = tx.last_insert_rowid();
+            event(tx, id, None, Some(GroupState::Waiting), Some("seen; settling"))?;
+            Ok(id)
+        })
+    }
+
+    /// The export disappeared while settling: forget its waiting row.
+    pub fn drop_waiting(&self, key: &Path) -> Result<(), JournalError> {
+        let k = path_bytes(key);
+        self.write(|tx| {
+            tx.execute("DELETE FROM groups WHERE key = ?1 AND state = 'waiting'", [&k])?;
+            Ok(())
+        })
+    }
+
+    /// A finished export: valid → `queued`; with violations → `rejected`
+    /// (reasons stored). Reuses the `waiting` (or not yet started `queued`)
+    /// row of the same key. Dedup by fingerprint: if the same fingerprint is
+    /// completed, queued, uploading, failed or canceled by the user, nothing
+    /// new is created (and the key's waiting row is dropped); a rejected
+    /// fingerprint with the same violations is not recorded twice either.
+    pub fn enqueue(&self, group: &UploadGroup) -> Result<Enqueued, JournalError> {
+        let k = path_bytes(&group.key);
+        let violations = violations_text(group);
+        let violations_json = if group.violations.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&group.violations).map_err(|e| JournalError::Invalid(e.to_string()))?)
+        };
+        self.write(|tx| {
+            let dup: Option<(GroupId, String)> = tx
+                .query_row(
+                    "SELECT id, state FROM groups WHERE fingerprint = ?1
+                       AND (state IN ('completed','queued','uploading','failed')
+                            OR (state = 'canceled' AND user_canceled = 1)
+                            OR (state = 'rejected' AND violations IS ?2))
+                     ORDER BY id DESC LIMIT 1",
+                    params![group.fingerprint, violations_json],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, state)) = dup {
+                let state: GroupState = state.parse().map_err(JournalError::Invalid)?;
+                tx.execute("DELETE FROM groups WHERE key = ?1 AND state = 'waiting' AND id != ?2", params![k, id])?;
+                return Ok(Enqueued::Duplicate { id, state });
+            }
+            let target = if group.is_valid() { GroupState::Queued } else { GroupState::Rejected };
+            let pending: Option<(GroupId, String)> = tx
+                .query_row(
+                    "SELECT id, state FROM groups WHERE key = ?1 AND state IN ('waiting','queued')",
+                    [&k],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let now = now_ms();
+            let id = match pending {
+                Some((id, state)) => {
+                    if state == "queued" {
+                        transition(tx, id, GroupState::Waiting, Some("export changed before its upload started"))?;
+                    }
+                    let detail = match &violations {
+                        Some(v) => format!("rejected: {v}"),
+                        None => "settled; queued".to_string(),
+                    };
+                    transition(tx, id, target, Some(&detail))?;
+                    id
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO groups (key, name, root, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                        params![k, group.name, path_bytes(&group.root), target.as_str(), now],
+                    )?;
+                    let id = tx.last_insert_rowid();
+                    event(tx, id, None, Some(target), violations.as_deref().or(Some("queued")))?;
+                    id
+                }
+            };
+            tx.execute(
+                "UPDATE groups SET name = ?2, root = ?3, watch_path = ?4, layout = ?5, perspective = ?6,
+                        description = ?7, folder_name = ?8, priority = ?9, fingerprint = ?10,
+                        violations = ?11, error = ?12, updated_at = ?13
+                 WHERE id = ?1",
+                params![
+                    id,
+                    group.name,
+                    path_bytes(&group.root),
+                    group.watch_path.as_deref().map(path_bytes),
+                    group.layout.as_str(),
+                    group.perspective.map(|p| p.as_str()),
+                    group.description,
+                    group.folder_name,
+                    group.priority,
+                    group.fingerprint,
+                    violations_json,
+                    violations,
+                    now
+                ],
+            )?;
+            insert_files(tx, id, group)?;
+            if target == GroupState::Queued {
+                // Found finished just now: its place in the queue starts here.
+                tx.execute("UPDATE groups SET queued_at = ?2 WHERE id = ?1", params![id, now])?;
+            }
+            Ok(if target == GroupState::Queued { Enqueued::Queued(id) } else { Enqueued::Rejected(id) })
+        })
+    }
+
+    /// A queued (not yet uploading) group whose export changed: back to
+    /// `waiting`. Returns false if it already started (the engine notices
+    /// the change itself) or there is nothing pending for the key.
+    pub fn unqueue(&self, key: &Path) -> Result<bool, JournalError> {
+        let k = path_bytes(key);
+        self.write(|tx| {
+            let pending: Option<(GroupId, String)> = tx
+                .query_row("SELECT id, state FROM groups WHERE key = ?1 AND state IN ('waiting','queued')", [&k], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            match pending {
+                Some((id, s)) if s == "queued" => {
+                    transition(tx, id, GroupState::Waiting, Some("export changed before its upload started"))?;
+                    tx.execute("DELETE FROM files WHERE group_id = ?1", [id])?;
+                    tx.execute("UPDATE groups SET fingerprint = NULL WHERE id = ?1", [id])?;
+                    Ok(true)
+                }
+                Some(_) => Ok(true),
+                None => Ok(false),
+            }
+        })
+    }
+
+    /// Rows for `status`, oldest first, queued ones with their queue position.
+    pub fn list(&self) -> Result<Vec<GroupSummary>, JournalError> {
+        let conn = self.conn();
+        let order = queue_order(&conn)?;
+        let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} ORDER BY g.id"))?;
+        let rows = stmt.query_map([], summary_from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut s, state) = row?;
+            s.state = state.parse().map_err(JournalError::Invalid)?;
+            s.queue_position = position_in(&order, s.id);
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// One row for `status`.
+    pub fn summary(&self, id: GroupId) -> Result<GroupSummary, JournalError> {
+        let conn = self.conn();
+        let (mut s, state) = conn
+            .query_row(&format!("{SUMMARY_SQL} WHERE g.id = ?1"), [id], summary_from_row)
+            .optional()?
+            .ok_or(JournalError::NoSuchGroup(id))?;
+        s.state = state.parse().map_err(JournalError::Invalid)?;
+        if s.state == GroupState::Queued {
+            s.queue_position = position_in(&queue_order(&conn)?, id);
+        }
+        Ok(s)
+    }
+
+    /// Queued groups in the order the engine takes them (see [`Journal::next_group`]).
+    pub fn queue(&self) -> Result<Vec<GroupId>, JournalError> {
+        queue_order(&self.conn())
+    }
+
+    /// How many groups are in each state, every state listed (0 when none):
+    /// one aggregate query, for metrics scrapes and the service status line.
+    pub fn count_by_state(&self) -> Result<Vec<(GroupState, u64)>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM groups GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out: Vec<(GroupState, u64)> = GroupState::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in rows {
+            let (state, n) = row?;
+            let state: GroupState = state.parse().map_err(JournalError::Invalid)?;
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = n.max(0) as u64;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The group `spec` names: a local id, a server session id, or the
+    /// export's path (its key or its folder). The newest match wins.
+    pub fn find(&self, spec: &str) -> Result<Option<GroupId>, JournalError> {
+        let conn = self.conn();
+        if let Ok(id) = spec.trim().parse::<GroupId>() {
+            let hit: Option<GroupId> =
+                conn.query_row("SELECT id FROM groups WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            if hit.is_some() {
+                return Ok(hit);
+            }
+        }
+        let hit: Option<GroupId> = conn
+            .query_row("SELECT id FROM groups WHERE session_id = ?1 ORDER BY id DESC LIMIT 1", [spec.trim()], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let p = Path::new(spec);
+        let mut candidates = vec![path_bytes(p)];
+        if let Ok(abs) = std::path::absolute(p) {
+            candidates.push(path_bytes(&abs));
+        }
+        if let Ok(canon) = p.canonicalize() {
+            candidates.push(path_bytes(&canon));
+        }
+        for c in candidates {
+            let trimmed: Vec<u8> = if c.len() > 1 && c.ends_with(b"/") { c[..c.len() - 1].to_vec() } else { c };
+            let hit: Option<GroupId> = conn
+                .query_row(
+                    "SELECT id FROM groups WHERE key = ?1 OR root = ?1 ORDER BY id DESC LIMIT 1",
+                    [&trimmed],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if hit.is_some() {
+                return Ok(hit);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next group to work on that is not in `busy`: groups already
+    /// `uploading` first (resume), then `queued` by priority (higher first),
+    /// then by when the export was found finished (oldest first).
+    pub fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id FROM groups WHERE state IN ('uploading','queued')
+             ORDER BY state = 'uploading' DESC, {QUEUE_ORDER}"
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: GroupId = r.get(0)?;
+            if !busy.contains(&id) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `retry`: a `failed` group goes back to `queued` on the same row (its
+    /// server session, if still alive, is resumed); a `canceled` or `expired`
+    /// group is re-queued as a new group with the same files. Returns the id
+    /// that will upload. The caller checks first that the files are unchanged.
+    pub fn retry_group(&self, id: GroupId) -> Result<GroupId, JournalError> {
+        self.write(|tx| match state_of(tx, id)? {
+            GroupState::Failed => {
+                transition(tx, id, GroupState::Queued, Some("retry requested"))?;
+                tx.execute("UPDATE groups SET error = NULL, retry_at = NULL WHERE id = ?1", [id])?;
+                Ok(id)
+            }
+            GroupState::Canceled | GroupState::Expired => {
+                let fp: Option<String> =
+                    tx.query_row("SELECT fingerprint FROM groups WHERE id = ?1", [id], |r| r.get(0))?;
+                let live: Option<GroupId> = tx
+                    .query_row(
+                        "SELECT id FROM groups WHERE fingerprint = ?1 AND id != ?2
+                           AND state IN ('queued','uploading','completed','failed') LIMIT 1",
+                        params![fp, id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(other) = live {
+                    return Err(JournalError::Refused(format!("group {id} is already re-uploaded by group {other}")));
+                }
+                requeue_copy(tx, id, "retry requested")
+            }
+            other => Err(JournalError::Refused(format!(
+                "group {id} is {other}; only failed, canceled or expired groups can be retried"
+            ))),
+        })
+    }
+
+    /// Failed groups whose automatic retry is due go back to `queued`.
+    pub fn requeue_due(&self, now_ms: i64) -> Result<Vec<GroupId>, JournalError> {
+        self.write(|tx| {
+            let ids: Vec<GroupId> = tx
+                .prepare_cached(
+                    "SELECT id FROM groups WHERE state = 'failed' AND retry_at IS NOT NULL AND retry_at <= ?1",
+                )?
+                .query_map([now_ms], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                transition(tx, *id, GroupState::Queued, Some("automatic retry"))?;
+                tx.execute("UPDATE groups SET retry_at = NULL WHERE id = ?1", [id])?;
+            }
+            Ok(ids)
+        })
+    }
+
+    /// The earliest automatic retry still ahead, if any.
+    pub fn next_retry_at(&self) -> Result<Option<i64>, JournalError> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(retry_at) FROM groups WHERE state = 'failed' AND retry_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// A new queued row with the same export and files as `id` (not the server
+/// ids), linked to it by `retry_of`; the old row is marked finished because
+/// its files now belong to the new one.
+pub(super) fn requeue_copy(tx: &Connection, id: GroupId, why: &str) -> Result<GroupId, JournalError> {
+    let now = now_ms();
+    let busy: Option<GroupId> = tx
+        .query_row(
+            "SELECT n.id FROM groups n JOIN groups o ON o.key = n.key
+             WHERE o.id = ?1 AND n.state IN ('waiting','queued')",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(other) = busy {
+        return Err(JournalError::Refused(format!("the export of group {id} already has a pending group ({other})")));
+    }
+    tx.execute(
+        "INSERT INTO groups (key, name, root, watch_path, state, layout, perspective, description, folder_name,
+                             priority, fingerprint, retry_of, queued_at, created_at, updated_at)
+         SELECT key, name, root, watch_path, 'queued', layout, perspective, description, folder_name,
+                priority, fingerprint, id, COALESCE(queued_at, created_at), ?2, ?2
+         FROM groups WHERE id = ?1",
+        params![id, now],
+    )?;
+    let new = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino)
+         SELECT ?2, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino
+         FROM files WHERE group_id = ?1",
+        params![id, new],
+    )?;
+    tx.execute("UPDATE groups SET finished = 1 WHERE id = ?1", [id])?;
+    event(tx, new, None, Some(GroupState::Queued), Some(&format!("{why} (re-uploads group {id})")))?;
+    event(tx, id, None, None, Some(&format!("{why}: re-uploaded as group {new}")))?;
+    Ok(new)
+}

@@ -1,0 +1,197 @@
+//! The public record types: what the journal's reads return and what its
+//! writes take, besides the states (`state.rs`) and the pauses (`pauses.rs`).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{FileId, FileState, GroupId, GroupState, RequestId};
+use crate::model::{FileRole, Layout, Perspective};
+
+/// What [`Journal::enqueue`](super::Journal::enqueue) did with a finished export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Valid: it waits for the engine.
+    Queued(GroupId),
+    /// Breaks a rule: recorded with its violations, never sent.
+    Rejected(GroupId),
+    /// The same fingerprint is already known in this state; nothing new was created.
+    Duplicate { id: GroupId, state: GroupState },
+}
+
+/// One row of `status` (and one element of `status --json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupSummary {
+    pub id: GroupId,
+    pub name: String,
+    /// The export: its folder, or `<drop folder>/<stem>` in flat mode.
+    pub path: String,
+    pub state: GroupState,
+    pub session_id: Option<String>,
+    pub library_id: Option<u64>,
+    pub bytes_total: u64,
+    /// Bytes of parts recorded done (parts in flight are not counted).
+    pub bytes_uploaded: u64,
+    pub error: Option<String>,
+    /// The watch folder's `priority` (higher goes first).
+    pub priority: i32,
+    /// 1 for the queued group the engine takes next, 2 after it, …; `None`
+    /// unless `queued`. The order is [`Journal::next_group`](super::Journal::next_group)'s.
+    pub queue_position: Option<u32>,
+    pub layout: Option<String>,
+    pub files: u32,
+    pub parts_total: u32,
+    pub parts_done: u32,
+    /// The group this one re-uploads (after `retry` or an expiry).
+    pub retry_of: Option<GroupId>,
+    pub watch_path: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Everything the engine needs to upload one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRecord {
+    pub id: GroupId,
+    pub key: PathBuf,
+    pub name: String,
+    pub root: PathBuf,
+    pub watch_path: Option<PathBuf>,
+    pub state: GroupState,
+    pub layout: Option<Layout>,
+    pub perspective: Option<Perspective>,
+    pub description: Option<String>,
+    pub folder_name: Option<String>,
+    pub priority: i32,
+    pub fingerprint: Option<String>,
+    pub session_id: Option<String>,
+    /// The server's `expiresAt`, verbatim.
+    pub expires_at: Option<String>,
+    /// When the session was recorded (ms since the epoch, local clock).
+    pub session_at_ms: Option<i64>,
+    pub library_id: Option<u64>,
+    pub error: Option<String>,
+    pub retry_at_ms: Option<i64>,
+    pub retry_of: Option<GroupId>,
+    pub user_canceled: bool,
+    /// The end-of-group housekeeping (after-upload action, staged files) is done.
+    pub finished: bool,
+    pub created_at_ms: i64,
+    pub files: Vec<FileRecord>,
+}
+
+impl GroupRecord {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.files.iter().flat_map(|f| &f.parts).filter(|p| p.done).map(|p| p.size).sum()
+    }
+}
+
+/// One file of a group as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRecord {
+    pub id: FileId,
+    pub position: u32,
+    pub source: PathBuf,
+    pub rel_path: String,
+    pub file_name: String,
+    pub role: FileRole,
+    pub language: Option<String>,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Device and inode of `source` when it was grouped (`None` in rows
+    /// written before they were recorded).
+    pub dev: Option<u64>,
+    pub ino: Option<u64>,
+    pub staged: bool,
+    pub upload_id: Option<String>,
+    pub part_size: Option<u64>,
+    pub total_parts: Option<u32>,
+    /// `single_put` or `multipart`, as the server said.
+    pub strategy: Option<String>,
+    pub state: FileState,
+    /// Ascending by part number; empty until the session is recorded.
+    pub parts: Vec<PartRecord>,
+}
+
+/// One part of a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartRecord {
+    pub part_number: u32,
+    pub byte_start: u64,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub done: bool,
+}
+
+/// What the server said about one file when the group was created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionFile {
+    pub file_id: FileId,
+    pub upload_id: String,
+    pub part_size: u64,
+    pub total_parts: u32,
+    pub strategy: String,
+}
+
+/// What a control request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Cancel,
+    Retry,
+}
+
+impl RequestKind {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Cancel => "cancel",
+            RequestKind::Retry => "retry",
+        }
+    }
+}
+
+/// A request written by the CLI for the running engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: RequestId,
+    pub group_id: GroupId,
+    pub kind: RequestKind,
+    pub created_at_ms: i64,
+    pub handled_at_ms: Option<i64>,
+    /// What the engine did, in words (`canceled`, or why not).
+    pub result: Option<String>,
+}
+
+/// A group reaching `completed`, `failed` or `rejected`, from its history
+/// ([`Journal::ended_after`](super::Journal::ended_after)): what a notification needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    /// The history line's id: the cursor for the next [`Journal::ended_after`](super::Journal::ended_after).
+    pub event_id: i64,
+    pub group_id: GroupId,
+    /// `Completed`, `Failed` or `Rejected`.
+    pub state: GroupState,
+    pub name: String,
+    /// The export (folder, or stem path in flat mode).
+    pub path: PathBuf,
+    /// Set when `Completed`.
+    pub library_id: Option<u64>,
+    /// Why it failed or was rejected.
+    pub error: Option<String>,
+    /// When it happened (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// One line of a group's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub at_ms: i64,
+    pub from: Option<GroupState>,
+    pub to: Option<GroupState>,
+    pub detail: Option<String>,
+}
