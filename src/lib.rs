@@ -27,6 +27,7 @@ pub mod journal;
 pub mod logging;
 pub mod model;
 pub mod ops;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod upload;
 pub mod watch;

@@ -300,7 +300,10 @@ fn supervise<E, F>(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
 ) -> Result<T, AgentError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| AgentError::Stopped(format!("journal task: {e}")))?.map_err(Into::into)
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AgentError::Stopped(format!("journal task: {e}")))?
+        .map_err(Into::into)
 }
 
 /// The engine's throttle: every chunk of every PUT waits for the shared limiter.

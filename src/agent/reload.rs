@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 /// Reload the config on SIGHUP and when the file changes (looked at every 5 s).
-pub(super) async fn reload_loop(mut current: Arc<Config>, reloads: watch::Sender<Arc<Config>>, shutdown: CancellationToken) {
+pub(super) async fn reload_loop(
+    mut current: Arc<Config>,
+    reloads: watch::Sender<Arc<Config>>,
+    shutdown: CancellationToken,
+) {
     let path: PathBuf = current.source.clone();
     let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen: Option<SystemTime> = mtime(&path);
@@ -61,4 +65,3 @@ pub(super) async fn reload_loop(mut current: Arc<Config>, reloads: watch::Sender
         }
     }
 }
-

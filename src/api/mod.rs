@@ -26,7 +26,7 @@ pub mod model;
 mod bounds_tests;
 #[cfg(test)]
 mod decode_proptests;
-#[cfg(test)]
+#[cfg(all(test, feature = "sandbox"))]
 mod sandbox_tests;
 #[cfg(test)]
 pub(crate) mod test_server;

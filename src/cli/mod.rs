@@ -12,10 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, ConfigError};
 
 mod check;
+#[cfg(feature = "sandbox")]
 mod demo;
 mod plan;
 mod run;
 pub mod sample;
+#[cfg(feature = "sandbox")]
 mod sandbox;
 mod status;
 mod upload;
@@ -76,8 +78,10 @@ pub enum Command {
     /// Re-queue a failed, canceled or expired group as a fresh upload.
     Retry(GroupArgs),
     /// Run the local SpatialGen-compatible server.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// The whole flow on this machine, no account needed.
+    #[cfg(feature = "sandbox")]
     Demo(DemoArgs),
 }
 
@@ -193,7 +197,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status(a) => status::status(a),
         Command::Cancel(a) => status::cancel(a),
         Command::Retry(a) => status::retry(a),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => sandbox::run(a),
+        #[cfg(feature = "sandbox")]
         Command::Demo(a) => demo::run(a),
     }
 }

@@ -17,7 +17,7 @@ mod engine;
 pub mod language;
 pub mod layout;
 pub mod open;
-#[cfg(test)]
+#[cfg(all(test, feature = "sandbox"))]
 mod proptests;
 pub mod roles;
 pub mod rules;

@@ -98,8 +98,6 @@ fn open_private(path: &Path) -> std::io::Result<File> {
 
 /// Take an exclusive OS lock on `file` without waiting: `false` if another
 /// open file description holds it.
-// `File::try_lock` is stable since Rust 1.89, newer than the declared `rust-version`.
-#[allow(clippy::incompatible_msrv)]
 fn try_lock(file: &File) -> std::io::Result<bool> {
     match file.try_lock() {
         Ok(()) => Ok(true),

@@ -68,9 +68,7 @@ mod stall_tests;
 pub mod stream;
 mod worker;
 
-pub use engine::{
-    CancelEnd, Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine,
-};
+pub use engine::{CancelEnd, Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine};
 
 use crate::api::ApiError;
 use crate::journal::{GroupId, JournalError};
