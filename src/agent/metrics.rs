@@ -14,6 +14,7 @@ use super::{service, supervise};
 use crate::journal::{GroupState, Journal};
 use crate::ops::metrics::{Metrics, MetricsError, SnapshotError, StateSnapshot};
 use crate::upload::{GroupOutcome, Observer, PAUSED_WINDOW};
+use crate::journal::prelude::*;
 
 /// The engine's events as metrics. The window pause is left to
 /// `follow_schedule`, which feeds the same gauge from the clock itself.

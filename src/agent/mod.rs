@@ -55,6 +55,7 @@ use crate::ops::reload::diff_reload;
 use crate::ops::throttle::Throttle;
 use crate::ops::window::{Schedule, WindowError, WindowState};
 use crate::upload::EngineOptions;
+use crate::journal::prelude::*;
 
 /// Why the agent could not start, or stopped.
 #[derive(Debug, thiserror::Error)]

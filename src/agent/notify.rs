@@ -14,6 +14,7 @@ use crate::config::{Config, HooksConfig};
 use crate::journal::{Ended, GroupState, Journal};
 use crate::ops::hooks::{EventKind, GroupEvent, Notifier};
 use crate::ops::reload::diff_reload;
+use crate::journal::prelude::*;
 
 /// How often the notifier looks for groups that ended.
 const NOTIFY_POLL: Duration = Duration::from_millis(250);

@@ -21,6 +21,7 @@ use super::{DemoArgs, Outcome};
 use crate::config::{ApiKey, Config, Dur, WatchConfig};
 use crate::journal::{GroupState, Journal};
 use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::journal::prelude::*;
 
 /// Size of each eye file; the sandbox's part size is a quarter of it, so the
 /// eyes go up as multipart uploads and the small files as single PUTs.

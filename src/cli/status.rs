@@ -18,6 +18,7 @@ use crate::journal::{GroupId, GroupState, GroupSummary, Journal, Pause, PauseVie
 use crate::ops::window::{Schedule, WindowState};
 use crate::upload::finish::check_sources;
 use crate::upload::retry::RetryPolicy;
+use crate::journal::prelude::*;
 
 /// How long `cancel` waits for a running engine to carry out its request.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);

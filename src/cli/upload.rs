@@ -20,6 +20,7 @@ use crate::config::{Config, LayoutChoice, WatchConfig};
 use crate::group::{GroupOptions, UploadGroup, build_folder_group};
 use crate::journal::{Enqueued, GroupId, GroupState, Journal};
 use crate::upload::{Engine, EngineOptions, GroupOutcome};
+use crate::journal::prelude::*;
 
 pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;

@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{get_path, now_ms, parse_col};
 use super::{Ended, Event, GroupId, GroupState, Journal, JournalError};
+use super::store::History;
 
 pub(super) fn state_of(tx: &Connection, id: GroupId) -> Result<GroupState, JournalError> {
     let s: Option<String> = tx.query_row("SELECT state FROM groups WHERE id = ?1", [id], |r| r.get(0)).optional()?;
@@ -53,18 +54,12 @@ pub(super) fn transition(
     Ok(from)
 }
 
-impl Journal {
-    /// The id of the newest history line (0 when there is none): where a
-    /// reader of [`Journal::ended_after`] starts so as not to replay history.
-    pub fn last_event_id(&self) -> Result<i64, JournalError> {
+impl History for Journal {
+    fn last_event_id(&self) -> Result<i64, JournalError> {
         Ok(self.conn().query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
-    /// Groups that became `completed`, `failed` or `rejected` in history lines
-    /// after `cursor` (an event id), oldest first, at most `limit`. Event ids
-    /// are never reused, so passing the last [`Ended::event_id`] back misses
-    /// nothing and repeats nothing.
-    pub fn ended_after(&self, cursor: i64, limit: u32) -> Result<Vec<Ended>, JournalError> {
+    fn ended_after(&self, cursor: i64, limit: u32) -> Result<Vec<Ended>, JournalError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT e.id, e.group_id, e.at, e.to_state, e.detail, g.name, g.key, g.library_id, g.error
@@ -103,8 +98,7 @@ impl Journal {
         Ok(out)
     }
 
-    /// A group's history, oldest first.
-    pub fn events(&self, id: GroupId) -> Result<Vec<Event>, JournalError> {
+    fn events(&self, id: GroupId) -> Result<Vec<Event>, JournalError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT at, from_state, to_state, detail FROM events WHERE group_id = ?1 ORDER BY id")?;
@@ -119,9 +113,7 @@ impl Journal {
         Ok(out)
     }
 
-    /// Add a line to a group's history and make it the group's `error` text,
-    /// without changing its state (e.g. why a completed export was kept).
-    pub fn note_error(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
+    fn note_error(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
         self.write(|tx| {
             state_of(tx, id)?;
             tx.execute("UPDATE groups SET error = ?2 WHERE id = ?1", params![id, detail])?;
@@ -129,8 +121,7 @@ impl Journal {
         })
     }
 
-    /// Add a line to a group's history without changing its state.
-    pub fn note(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
+    fn note(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
         self.write(|tx| {
             state_of(tx, id)?;
             event(tx, id, None, None, Some(detail))

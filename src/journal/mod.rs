@@ -88,8 +88,8 @@ mod queue;
 mod records;
 mod requests;
 mod schema;
-mod sessions;
 mod state;
+mod store;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +105,12 @@ pub use records::{
     Ended, Enqueued, Event, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind, SessionFile,
 };
 pub use state::{FileState, GroupState};
+pub use store::{AsyncJournal, History, Pauses, Queue, Requests, Store, Transfers};
+
+/// The journal's traits, for `use crate::journal::prelude::*`.
+pub mod prelude {
+    pub use super::store::{History as _, Pauses as _, Queue as _, Requests as _, Store as _, Transfers as _};
+}
 
 /// Local id of a group: the `id` column, shown by `status`.
 pub type GroupId = i64;
@@ -147,6 +153,10 @@ pub enum JournalError {
     /// The request makes no sense for the group's state (e.g. retry a completed group).
     #[error("{0}")]
     Refused(String),
+    /// A call across [`AsyncJournal::call`] did not finish (its task panicked
+    /// or the runtime is shutting down).
+    #[error("journal call did not finish: {0}")]
+    Task(String),
 }
 
 impl JournalError {
@@ -163,11 +173,12 @@ impl JournalError {
     }
 }
 
-/// The journal. Cheap calls, each one short transaction; share it in an `Arc`.
+/// The SQLite journal: the embedded implementation of [`Store`]. Cheap
+/// calls, each one short transaction; share it in an `Arc`.
 ///
 /// Calls block the calling thread for the length of one SQLite transaction
 /// (tens of microseconds, or up to the busy timeout while another process
-/// writes); the engine calls it from async tasks knowing that.
+/// writes): async code reaches it through [`AsyncJournal`].
 pub struct Journal {
     conn: Mutex<Connection>,
     path: PathBuf,
@@ -197,19 +208,22 @@ impl Journal {
         tx.commit()?;
         Ok(out)
     }
+}
 
-    /// The schema version of the open journal.
-    pub fn schema_version(&self) -> Result<i64, JournalError> {
+impl Store for Journal {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn schema_version(&self) -> Result<i64, JournalError> {
         Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
-    /// Take the engine lock without waiting: `None` if another process has it.
-    pub fn try_lock_engine(&self) -> Result<Option<EngineLock>, JournalError> {
+    fn try_lock_engine(&self) -> Result<Option<EngineLock>, JournalError> {
         EngineLock::try_acquire(&self.path)
     }
 
-    /// Is an engine (the agent, or an `upload` command) working this journal now?
-    pub fn engine_running(&self) -> Result<bool, JournalError> {
+    fn engine_running(&self) -> Result<bool, JournalError> {
         EngineLock::is_held(&self.path)
     }
 }

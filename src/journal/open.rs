@@ -10,7 +10,7 @@ use rusqlite::{Connection, params};
 
 use super::codec::now_ms;
 use super::migrate::migrate;
-use super::{GroupId, Journal, JournalError, schema};
+use super::{Journal, JournalError, schema};
 
 /// How long a call waits for the other process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,16 +148,6 @@ impl Journal {
         migrate(&mut conn, path)?;
         Ok(Journal { conn: Mutex::new(conn), path: path.to_owned() })
     }
-
-    /// Ended groups whose housekeeping has not been done (a crash in between).
-    pub fn unfinished(&self) -> Result<Vec<GroupId>, JournalError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id FROM groups WHERE finished = 0 AND state IN ('completed','rejected','canceled','expired') ORDER BY id",
-        )?;
-        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        Ok(ids)
-    }
 }
 
 /// Create `path` empty with mode 0600 if it does not exist, so that SQLite
@@ -201,6 +191,7 @@ fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::prelude::*;
 
     /// A journal whose pages read fine but whose rows break the schema (a
     /// `groups.state` outside its CHECK list), as a bad disk or a hand edit leaves it.

@@ -14,6 +14,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Journal, JournalError, format_ms, now_ms};
+use super::store::Pauses;
 
 /// Prefix of a [`PauseReason::WatchMissing`] row's key.
 const WATCH_PREFIX: &str = "watch:";
@@ -109,9 +110,8 @@ impl From<&Pause> for PauseView {
     }
 }
 
-impl Journal {
-    /// Record that `reason` holds now (keeping `since` if it already did).
-    pub fn set_pause(
+impl Pauses for Journal {
+    fn set_pause(
         &self,
         reason: &PauseReason,
         detail: Option<&str>,
@@ -127,14 +127,11 @@ impl Journal {
         })
     }
 
-    /// `reason` no longer holds. Returns whether it was recorded.
-    pub fn clear_pause(&self, reason: &PauseReason) -> Result<bool, JournalError> {
+    fn clear_pause(&self, reason: &PauseReason) -> Result<bool, JournalError> {
         self.write(|tx| Ok(tx.execute("DELETE FROM pauses WHERE reason = ?1", [reason.key()])? > 0))
     }
 
-    /// Drop every recorded pause of one kind (`Auth` rows, or every
-    /// `WatchMissing` row), as an agent does when it starts.
-    pub fn clear_pauses_like(&self, kind: &PauseReason) -> Result<(), JournalError> {
+    fn clear_pauses_like(&self, kind: &PauseReason) -> Result<(), JournalError> {
         self.write(|tx| {
             match kind {
                 PauseReason::Auth => tx.execute("DELETE FROM pauses WHERE reason = 'auth'", [])?,
@@ -147,9 +144,7 @@ impl Journal {
         })
     }
 
-    /// Every pause recorded now, oldest first. Rows this binary cannot read
-    /// (written by a newer one) are skipped.
-    pub fn pauses(&self) -> Result<Vec<Pause>, JournalError> {
+    fn pauses(&self) -> Result<Vec<Pause>, JournalError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT reason, detail, since, next_check FROM pauses ORDER BY since, reason")?;
         let rows = stmt.query_map([], |r| {
@@ -165,8 +160,7 @@ impl Journal {
         Ok(out)
     }
 
-    /// The one pause recorded for `reason`, if any.
-    pub fn pause(&self, reason: &PauseReason) -> Result<Option<Pause>, JournalError> {
+    fn pause(&self, reason: &PauseReason) -> Result<Option<Pause>, JournalError> {
         let conn = self.conn();
         let row = conn
             .query_row("SELECT detail, since, next_check FROM pauses WHERE reason = ?1", [reason.key()], |r| {

@@ -10,6 +10,7 @@ use super::codec::{SUMMARY_SQL, now_ms, path_bytes, summary_from_row};
 use super::history::{event, state_of, transition};
 use super::{Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
 use crate::group::UploadGroup;
+use super::store::Queue;
 
 /// `id`'s 1-based place in `order`.
 fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {
@@ -62,10 +63,8 @@ fn violations_text(group: &UploadGroup) -> Option<String> {
     }
 }
 
-impl Journal {
-    /// An export seen but still settling; visible in status as `waiting`.
-    /// Idempotent per key: a key that already has a `waiting` or `queued` row gets that row's id.
-    pub fn note_waiting(&self, key: &Path, name: &str, watch_path: Option<&Path>) -> Result<GroupId, JournalError> {
+impl Queue for Journal {
+    fn note_waiting(&self, key: &Path, name: &str, watch_path: Option<&Path>) -> Result<GroupId, JournalError> {
         let k = path_bytes(key);
         self.write(|tx| {
             let existing: Option<GroupId> = tx
@@ -86,8 +85,7 @@ impl Journal {
         })
     }
 
-    /// The export disappeared while settling: forget its waiting row.
-    pub fn drop_waiting(&self, key: &Path) -> Result<(), JournalError> {
+    fn drop_waiting(&self, key: &Path) -> Result<(), JournalError> {
         let k = path_bytes(key);
         self.write(|tx| {
             tx.execute("DELETE FROM groups WHERE key = ?1 AND state = 'waiting'", [&k])?;
@@ -95,13 +93,7 @@ impl Journal {
         })
     }
 
-    /// A finished export: valid → `queued`; with violations → `rejected`
-    /// (reasons stored). Reuses the `waiting` (or not yet started `queued`)
-    /// row of the same key. Dedup by fingerprint: if the same fingerprint is
-    /// completed, queued, uploading, failed or canceled by the user, nothing
-    /// new is created (and the key's waiting row is dropped); a rejected
-    /// fingerprint with the same violations is not recorded twice either.
-    pub fn enqueue(&self, group: &UploadGroup) -> Result<Enqueued, JournalError> {
+    fn enqueue(&self, group: &UploadGroup) -> Result<Enqueued, JournalError> {
         let k = path_bytes(&group.key);
         let violations = violations_text(group);
         let violations_json = if group.violations.is_empty() {
@@ -187,10 +179,7 @@ impl Journal {
         })
     }
 
-    /// A queued (not yet uploading) group whose export changed: back to
-    /// `waiting`. Returns false if it already started (the engine notices
-    /// the change itself) or there is nothing pending for the key.
-    pub fn unqueue(&self, key: &Path) -> Result<bool, JournalError> {
+    fn unqueue(&self, key: &Path) -> Result<bool, JournalError> {
         let k = path_bytes(key);
         self.write(|tx| {
             let pending: Option<(GroupId, String)> = tx
@@ -211,8 +200,7 @@ impl Journal {
         })
     }
 
-    /// Rows for `status`, oldest first, queued ones with their queue position.
-    pub fn list(&self) -> Result<Vec<GroupSummary>, JournalError> {
+    fn list(&self) -> Result<Vec<GroupSummary>, JournalError> {
         let conn = self.conn();
         let order = queue_order(&conn)?;
         let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} ORDER BY g.id"))?;
@@ -227,8 +215,7 @@ impl Journal {
         Ok(out)
     }
 
-    /// One row for `status`.
-    pub fn summary(&self, id: GroupId) -> Result<GroupSummary, JournalError> {
+    fn summary(&self, id: GroupId) -> Result<GroupSummary, JournalError> {
         let conn = self.conn();
         let (mut s, state) = conn
             .query_row(&format!("{SUMMARY_SQL} WHERE g.id = ?1"), [id], summary_from_row)
@@ -241,14 +228,11 @@ impl Journal {
         Ok(s)
     }
 
-    /// Queued groups in the order the engine takes them (see [`Journal::next_group`]).
-    pub fn queue(&self) -> Result<Vec<GroupId>, JournalError> {
+    fn queue(&self) -> Result<Vec<GroupId>, JournalError> {
         queue_order(&self.conn())
     }
 
-    /// How many groups are in each state, every state listed (0 when none):
-    /// one aggregate query, for metrics scrapes and the service status line.
-    pub fn count_by_state(&self) -> Result<Vec<(GroupState, u64)>, JournalError> {
+    fn count_by_state(&self) -> Result<Vec<(GroupState, u64)>, JournalError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM groups GROUP BY state")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -263,9 +247,7 @@ impl Journal {
         Ok(out)
     }
 
-    /// The group `spec` names: a local id, a server session id, or the
-    /// export's path (its key or its folder). The newest match wins.
-    pub fn find(&self, spec: &str) -> Result<Option<GroupId>, JournalError> {
+    fn find(&self, spec: &str) -> Result<Option<GroupId>, JournalError> {
         let conn = self.conn();
         if let Ok(id) = spec.trim().parse::<GroupId>() {
             let hit: Option<GroupId> =
@@ -306,10 +288,7 @@ impl Journal {
         Ok(None)
     }
 
-    /// The next group to work on that is not in `busy`: groups already
-    /// `uploading` first (resume), then `queued` by priority (higher first),
-    /// then by when the export was found finished (oldest first).
-    pub fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError> {
+    fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id FROM groups WHERE state IN ('uploading','queued')
@@ -325,11 +304,7 @@ impl Journal {
         Ok(None)
     }
 
-    /// `retry`: a `failed` group goes back to `queued` on the same row (its
-    /// server session, if still alive, is resumed); a `canceled` or `expired`
-    /// group is re-queued as a new group with the same files. Returns the id
-    /// that will upload. The caller checks first that the files are unchanged.
-    pub fn retry_group(&self, id: GroupId) -> Result<GroupId, JournalError> {
+    fn retry_group(&self, id: GroupId) -> Result<GroupId, JournalError> {
         self.write(|tx| match state_of(tx, id)? {
             GroupState::Failed => {
                 transition(tx, id, GroupState::Queued, Some("retry requested"))?;
@@ -358,8 +333,7 @@ impl Journal {
         })
     }
 
-    /// Failed groups whose automatic retry is due go back to `queued`.
-    pub fn requeue_due(&self, now_ms: i64) -> Result<Vec<GroupId>, JournalError> {
+    fn requeue_due(&self, now_ms: i64) -> Result<Vec<GroupId>, JournalError> {
         self.write(|tx| {
             let ids: Vec<GroupId> = tx
                 .prepare_cached(
@@ -375,8 +349,7 @@ impl Journal {
         })
     }
 
-    /// The earliest automatic retry still ahead, if any.
-    pub fn next_retry_at(&self) -> Result<Option<i64>, JournalError> {
+    fn next_retry_at(&self) -> Result<Option<i64>, JournalError> {
         Ok(self.conn().query_row(
             "SELECT MIN(retry_at) FROM groups WHERE state = 'failed' AND retry_at IS NOT NULL",
             [],

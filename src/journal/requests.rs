@@ -6,10 +6,10 @@ use rusqlite::{Row, params};
 use super::codec::now_ms;
 use super::history::{event, state_of};
 use super::{GroupId, Journal, JournalError, Request, RequestId, RequestKind};
+use super::store::Requests;
 
-impl Journal {
-    /// Ask the running engine to do something to a group.
-    pub fn request(&self, id: GroupId, kind: RequestKind) -> Result<RequestId, JournalError> {
+impl Requests for Journal {
+    fn request(&self, id: GroupId, kind: RequestKind) -> Result<RequestId, JournalError> {
         self.write(|tx| {
             state_of(tx, id)?;
             tx.execute(
@@ -22,15 +22,26 @@ impl Journal {
         })
     }
 
-    /// Requests not handled yet, oldest first.
-    pub fn open_requests(&self) -> Result<Vec<Request>, JournalError> {
+    fn open_requests(&self) -> Result<Vec<Request>, JournalError> {
         self.requests_where("handled_at IS NULL", None)
     }
 
-    /// One request, as it stands now.
-    pub fn request_status(&self, rid: RequestId) -> Result<Option<Request>, JournalError> {
+    fn request_status(&self, rid: RequestId) -> Result<Option<Request>, JournalError> {
         Ok(self.requests_where("id = ?1", Some(rid))?.into_iter().next())
     }
+
+    fn finish_request(&self, rid: RequestId, result: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE requests SET handled_at = ?2, result = ?3 WHERE id = ?1",
+                params![rid, now_ms(), result],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl Journal {
 
     fn requests_where(&self, cond: &str, arg: Option<i64>) -> Result<Vec<Request>, JournalError> {
         let conn = self.conn();
@@ -61,16 +72,5 @@ impl Journal {
                 Ok(Request { id, group_id, kind, created_at_ms, handled_at_ms, result })
             })
             .collect()
-    }
-
-    /// The engine handled a request; `result` says what happened.
-    pub fn finish_request(&self, rid: RequestId, result: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE requests SET handled_at = ?2, result = ?3 WHERE id = ?1",
-                params![rid, now_ms(), result],
-            )?;
-            Ok(())
-        })
     }
 }

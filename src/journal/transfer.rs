@@ -12,10 +12,10 @@ use super::{
     FileId, FileRecord, FileState, GroupId, GroupRecord, GroupState, Journal, JournalError, PartRecord, SessionFile,
 };
 use crate::model::FileRole;
+use super::store::Transfers;
 
-impl Journal {
-    /// Everything recorded about one group, with its files and parts.
-    pub fn group(&self, id: GroupId) -> Result<GroupRecord, JournalError> {
+impl Transfers for Journal {
+    fn group(&self, id: GroupId) -> Result<GroupRecord, JournalError> {
         let conn = self.conn();
         let mut g = conn
             .query_row("SELECT * FROM groups WHERE id = ?1", [id], |r| {
@@ -104,10 +104,7 @@ impl Journal {
         Ok(g)
     }
 
-    /// The server group exists: record its session id and every file's
-    /// upload id, part size and parts (all pending), and move `queued →
-    /// uploading` — one transaction, before any other network step.
-    pub fn record_session(
+    fn record_session(
         &self,
         id: GroupId,
         session_id: &str,
@@ -159,9 +156,7 @@ impl Journal {
         })
     }
 
-    /// A `queued` group that still has its server session (a failed group
-    /// retried): back to `uploading` on that session, keeping its done parts.
-    pub fn resume(&self, id: GroupId) -> Result<(), JournalError> {
+    fn resume(&self, id: GroupId) -> Result<(), JournalError> {
         self.write(|tx| {
             let session: Option<String> =
                 tx.query_row("SELECT session_id FROM groups WHERE id = ?1", [id], |r| r.get(0))?;
@@ -174,8 +169,7 @@ impl Journal {
         })
     }
 
-    /// The parts of one file, ascending, as recorded now.
-    pub fn parts(&self, file_id: FileId) -> Result<Vec<PartRecord>, JournalError> {
+    fn parts(&self, file_id: FileId) -> Result<Vec<PartRecord>, JournalError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT part_number, byte_start, size, etag, state FROM parts WHERE file_id = ?1 ORDER BY part_number",
@@ -184,9 +178,7 @@ impl Journal {
         Ok(parts)
     }
 
-    /// A part's bytes are stored: record its ETag. Called once per part as it
-    /// succeeds, so this is the hot path (one short transaction).
-    pub fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError> {
+    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError> {
         self.write(|tx| {
             let n = tx
                 .prepare_cached("UPDATE parts SET etag = ?3, state = 'done' WHERE file_id = ?1 AND part_number = ?2")?
@@ -200,8 +192,7 @@ impl Journal {
         })
     }
 
-    /// `complete` answered for a file; `library_id` if that answer carried it.
-    pub fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError> {
+    fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError> {
         self.write(|tx| {
             let gid: GroupId = tx
                 .query_row("UPDATE files SET state = 'completed' WHERE id = ?1 RETURNING group_id", [file_id], |r| {
@@ -219,8 +210,7 @@ impl Journal {
         })
     }
 
-    /// The last file completed: the group is in the library.
-    pub fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError> {
+    fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError> {
         self.write(|tx| {
             transition(tx, id, GroupState::Completed, Some(&format!("library id {library_id}")))?;
             tx.execute(
@@ -231,9 +221,7 @@ impl Journal {
         })
     }
 
-    /// A fatal error, or the retry budget ran out. `retry_at_ms`: when the
-    /// engine re-queues it by itself.
-    pub fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError> {
+    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError> {
         self.write(|tx| {
             transition(tx, id, GroupState::Failed, Some(error))?;
             tx.execute("UPDATE groups SET error = ?2, retry_at = ?3 WHERE id = ?1", params![id, error, retry_at_ms])?;
@@ -241,9 +229,7 @@ impl Journal {
         })
     }
 
-    /// Canceled, by the user or because the source changed. A fingerprint
-    /// canceled by the user is not enqueued again by the watcher.
-    pub fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError> {
+    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError> {
         self.write(|tx| {
             transition(tx, id, GroupState::Canceled, Some(reason))?;
             tx.execute(
@@ -254,10 +240,7 @@ impl Journal {
         })
     }
 
-    /// The server forgot the group. With `requeue` (its files are unchanged),
-    /// a new queued group with the same files is created in the same
-    /// transaction and returned; the old row is then finished.
-    pub fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError> {
+    fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError> {
         self.write(|tx| {
             transition(tx, id, GroupState::Expired, Some(reason))?;
             tx.execute("UPDATE groups SET error = ?2, retry_at = NULL WHERE id = ?1", params![id, reason])?;
@@ -276,17 +259,14 @@ impl Journal {
         })
     }
 
-    /// The end-of-group housekeeping (after-upload action, receipt, staged
-    /// files) is done for `id`.
-    pub fn set_finished(&self, id: GroupId) -> Result<(), JournalError> {
+    fn set_finished(&self, id: GroupId) -> Result<(), JournalError> {
         self.write(|tx| {
             tx.execute("UPDATE groups SET finished = 1 WHERE id = ?1", [id])?;
             Ok(())
         })
     }
 
-    /// Does a live group other than `except` still upload the staged file `source`?
-    pub fn staged_in_use(&self, source: &Path, except: GroupId) -> Result<bool, JournalError> {
+    fn staged_in_use(&self, source: &Path, except: GroupId) -> Result<bool, JournalError> {
         let conn = self.conn();
         let hit: Option<i64> = conn
             .query_row(
@@ -298,5 +278,32 @@ impl Journal {
             )
             .optional()?;
         Ok(hit.is_some())
+    }
+
+    fn recent_sessions(&self, id: GroupId, now_ms: i64, window_ms: i64) -> Result<u32, JournalError> {
+        let conn = self.conn();
+        let n: i64 = conn.query_row(
+            "WITH RECURSIVE chain(id) AS (
+                 SELECT id FROM groups WHERE id = ?1
+                 UNION
+                 SELECT g.id FROM groups g JOIN chain c ON g.retry_of = c.id
+                     OR g.id = (SELECT retry_of FROM groups WHERE id = c.id)
+             )
+             SELECT COUNT(*) FROM groups
+              WHERE session_at IS NOT NULL AND session_at >= ?2
+                AND (id IN (SELECT id FROM chain) OR key = (SELECT key FROM groups WHERE id = ?1))",
+            params![id, now_ms.saturating_sub(window_ms)],
+            |r| r.get(0),
+        )?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    fn unfinished(&self) -> Result<Vec<GroupId>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM groups WHERE finished = 0 AND state IN ('completed','rejected','canceled','expired') ORDER BY id",
+        )?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(ids)
     }
 }

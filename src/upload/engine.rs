@@ -20,6 +20,7 @@ use crate::config::{ApiKey, Config};
 use crate::journal::{
     FileState, GroupId, GroupRecord, GroupState, Journal, JournalError, PauseReason, RequestKind, now_ms,
 };
+use crate::journal::prelude::*;
 
 /// The `reason` of [`Observer::paused`] while the API refuses the key.
 pub const PAUSED_AUTH: &str = "auth";

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::{AfterUpload, Config, WatchConfig};
 use crate::journal::{FileRecord, GroupRecord, Journal, format_ms, now_ms};
+use crate::journal::prelude::*;
 
 pub use crate::model::mtime_ns;
 

@@ -18,6 +18,7 @@ use crate::api::{
     redact_url,
 };
 use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
+use crate::journal::prelude::*;
 
 /// The API forgets a group this long after it was created.
 pub(crate) const SERVER_GROUP_LIFETIME: Duration = Duration::from_secs(5 * 24 * 3600);

@@ -14,6 +14,7 @@ use crate::journal::{Enqueued, Journal, PauseReason};
 use super::WatchError;
 use super::scan::WatchRules;
 use super::settle::Settle;
+use crate::journal::prelude::*;
 
 /// Receives every settle value, in order, on the watcher's thread.
 pub trait Handoff: Send {

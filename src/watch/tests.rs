@@ -419,6 +419,7 @@ async fn a_hand_off_stuck_in_a_read_does_not_keep_the_watchers_from_stopping() {
 // ---- through the real grouping engine and journal ----------------------------------
 
 use crate::journal::{Enqueued, GroupState, Journal, SessionFile};
+use crate::journal::prelude::*;
 
 struct JournalRun {
     run: Run,

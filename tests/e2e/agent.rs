@@ -14,6 +14,7 @@ use spatialgen_sync::sandbox::Faults;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::support::*;
+use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;

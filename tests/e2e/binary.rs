@@ -6,6 +6,7 @@ use spatialgen_sync::journal::{GroupState, Journal};
 use spatialgen_sync::sandbox::{Faults, SessionStatus};
 
 use crate::support::*;
+use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
+use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
 

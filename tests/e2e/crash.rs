@@ -13,6 +13,7 @@ use spatialgen_sync::journal::{GroupState, Journal};
 use spatialgen_sync::sandbox::Faults;
 
 use crate::support::*;
+use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
 const PART: u64 = 16 * 1024;

@@ -11,6 +11,7 @@ use spatialgen_sync::upload::GroupOutcome;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
+use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
 

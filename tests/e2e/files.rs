@@ -7,6 +7,7 @@ use spatialgen_sync::journal::{GroupState, Journal};
 use spatialgen_sync::sandbox::Faults;
 
 use crate::support::*;
+use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
 

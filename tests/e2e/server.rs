@@ -13,6 +13,7 @@ use spatialgen_sync::upload::{CancelEnd, GroupOutcome, cancel_now};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
+use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
 

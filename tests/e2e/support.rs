@@ -12,6 +12,7 @@ use spatialgen_sync::group::{GroupOptions, UploadGroup, build_folder_group};
 use spatialgen_sync::journal::{Enqueued, GroupId, Journal};
 use spatialgen_sync::sandbox::{Sandbox, SandboxOptions};
 use spatialgen_sync::upload::{Engine, EngineOptions};
+use spatialgen_sync::journal::prelude::*;
 
 /// The key the sandbox accepts in these tests.
 pub const KEY: &str = "test-key-0123";

@@ -1,0 +1,267 @@
+//! The journal's boundary: what the rest of the agent may ask of it, as
+//! traits with no SQLite type or SQL text in them, so that a second backend
+//! (PostgreSQL, for a fleet of agents sharing one queue) is another
+//! implementation of [`Store`], not a fork of its callers.
+//!
+//! The operations are grouped by concern ([`Queue`], [`Transfers`],
+//! [`Requests`], [`History`], [`Pauses`]); [`Store`] is all of them plus the
+//! engine lock. Calls are synchronous and short (one transaction each).
+//! Blocking code (the CLI, the watcher's hand-off thread, work already on
+//! the blocking pool) calls them directly; async code crosses one explicit
+//! boundary, [`AsyncJournal::call`], which runs the call on tokio's blocking
+//! pool so that no SQL runs on a runtime worker thread.
+//!
+//! `use crate::journal::prelude::*` brings the traits into scope.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{
+    Ended, EngineLock, Enqueued, Event, GroupId, GroupRecord, GroupState, GroupSummary, JournalError, Pause,
+    PauseReason, PartRecord, Request, RequestId, RequestKind, SessionFile, FileId,
+};
+use crate::group::UploadGroup;
+
+/// The watcher's side and the queue: exports seen settling (`waiting`),
+/// enqueued with fingerprint dedup, the rows of `status`, the queue order,
+/// lookups, and retries.
+pub trait Queue {
+    /// An export seen but still settling; visible in status as `waiting`.
+    /// Idempotent per key: a key that already has a `waiting` or `queued` row gets that row's id.
+    fn note_waiting(&self, key: &Path, name: &str, watch_path: Option<&Path>) -> Result<GroupId, JournalError>;
+
+    /// The export disappeared while settling: forget its waiting row.
+    fn drop_waiting(&self, key: &Path) -> Result<(), JournalError>;
+
+    /// A finished export: valid → `queued`; with violations → `rejected`
+    /// (reasons stored). Reuses the `waiting` (or not yet started `queued`)
+    /// row of the same key. Dedup by fingerprint: if the same fingerprint is
+    /// completed, queued, uploading, failed or canceled by the user, nothing
+    /// new is created (and the key's waiting row is dropped); a rejected
+    /// fingerprint with the same violations is not recorded twice either.
+    fn enqueue(&self, group: &UploadGroup) -> Result<Enqueued, JournalError>;
+
+    /// A queued (not yet uploading) group whose export changed: back to
+    /// `waiting`. Returns false if it already started (the engine notices
+    /// the change itself) or there is nothing pending for the key.
+    fn unqueue(&self, key: &Path) -> Result<bool, JournalError>;
+
+    /// Rows for `status`, oldest first, queued ones with their queue position.
+    fn list(&self) -> Result<Vec<GroupSummary>, JournalError>;
+
+    /// One row for `status`.
+    fn summary(&self, id: GroupId) -> Result<GroupSummary, JournalError>;
+
+    /// Queued groups in the order the engine takes them (see [`Journal::next_group`]).
+    fn queue(&self) -> Result<Vec<GroupId>, JournalError>;
+
+    /// How many groups are in each state, every state listed (0 when none):
+    /// one aggregate query, for metrics scrapes and the service status line.
+    fn count_by_state(&self) -> Result<Vec<(GroupState, u64)>, JournalError>;
+
+    /// The group `spec` names: a local id, a server session id, or the
+    /// export's path (its key or its folder). The newest match wins.
+    fn find(&self, spec: &str) -> Result<Option<GroupId>, JournalError>;
+
+    /// The next group to work on that is not in `busy`: groups already
+    /// `uploading` first (resume), then `queued` by priority (higher first),
+    /// then by when the export was found finished (oldest first).
+    fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError>;
+
+    /// `retry`: a `failed` group goes back to `queued` on the same row (its
+    /// server session, if still alive, is resumed); a `canceled` or `expired`
+    /// group is re-queued as a new group with the same files. Returns the id
+    /// that will upload. The caller checks first that the files are unchanged.
+    fn retry_group(&self, id: GroupId) -> Result<GroupId, JournalError>;
+
+    /// Failed groups whose automatic retry is due go back to `queued`.
+    fn requeue_due(&self, now_ms: i64) -> Result<Vec<GroupId>, JournalError>;
+
+    /// The earliest automatic retry still ahead, if any.
+    fn next_retry_at(&self) -> Result<Option<i64>, JournalError>;
+}
+
+/// The engine's side: a group's whole record, its server session and parts,
+/// and the moves that end an upload (completed, failed, canceled, expired),
+/// with the housekeeping that follows.
+pub trait Transfers {
+    /// Everything recorded about one group, with its files and parts.
+    fn group(&self, id: GroupId) -> Result<GroupRecord, JournalError>;
+
+    /// The server group exists: record its session id and every file's
+    /// upload id, part size and parts (all pending), and move `queued →
+    /// uploading` — one transaction, before any other network step.
+    fn record_session(
+        &self,
+        id: GroupId,
+        session_id: &str,
+        expires_at: Option<&str>,
+        files: &[SessionFile],
+    ) -> Result<(), JournalError>;
+
+    /// A `queued` group that still has its server session (a failed group
+    /// retried): back to `uploading` on that session, keeping its done parts.
+    fn resume(&self, id: GroupId) -> Result<(), JournalError>;
+
+    /// The parts of one file, ascending, as recorded now.
+    fn parts(&self, file_id: FileId) -> Result<Vec<PartRecord>, JournalError>;
+
+    /// A part's bytes are stored: record its ETag. Called once per part as it
+    /// succeeds, so this is the hot path (one short transaction).
+    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError>;
+
+    /// `complete` answered for a file; `library_id` if that answer carried it.
+    fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError>;
+
+    /// The last file completed: the group is in the library.
+    fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError>;
+
+    /// A fatal error, or the retry budget ran out. `retry_at_ms`: when the
+    /// engine re-queues it by itself.
+    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError>;
+
+    /// Canceled, by the user or because the source changed. A fingerprint
+    /// canceled by the user is not enqueued again by the watcher.
+    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError>;
+
+    /// The server forgot the group. With `requeue` (its files are unchanged),
+    /// a new queued group with the same files is created in the same
+    /// transaction and returned; the old row is then finished.
+    fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError>;
+
+    /// The end-of-group housekeeping (after-upload action, receipt, staged
+    /// files) is done for `id`.
+    fn set_finished(&self, id: GroupId) -> Result<(), JournalError>;
+
+    /// Does a live group other than `except` still upload the staged file `source`?
+    fn staged_in_use(&self, source: &Path, except: GroupId) -> Result<bool, JournalError>;
+
+    /// How many server groups were created within `window_ms` before `now_ms`
+    /// for the same export as group `id`: rows with the same key, or linked
+    /// to it through `retry_of` (either way), whose `session_at` is that
+    /// recent. Group `id` itself counts when its session is that recent.
+    fn recent_sessions(&self, id: GroupId, now_ms: i64, window_ms: i64) -> Result<u32, JournalError>;
+
+    /// Ended groups whose housekeeping has not been done (a crash in between).
+    fn unfinished(&self) -> Result<Vec<GroupId>, JournalError>;
+}
+
+/// Control requests (cancel, retry) written by one process (the CLI) and
+/// carried out by the engine that works the journal.
+pub trait Requests {
+    /// Ask the running engine to do something to a group.
+    fn request(&self, id: GroupId, kind: RequestKind) -> Result<RequestId, JournalError>;
+
+    /// Requests not handled yet, oldest first.
+    fn open_requests(&self) -> Result<Vec<Request>, JournalError>;
+
+    /// One request, as it stands now.
+    fn request_status(&self, rid: RequestId) -> Result<Option<Request>, JournalError>;
+
+    /// The engine handled a request; `result` says what happened.
+    fn finish_request(&self, rid: RequestId, result: &str) -> Result<(), JournalError>;
+}
+
+/// Each group's history lines: notes, errors, and the readers of the
+/// history (the notifier's cursor, `status`).
+pub trait History {
+    /// The id of the newest history line (0 when there is none): where a
+    /// reader of [`Journal::ended_after`] starts so as not to replay history.
+    fn last_event_id(&self) -> Result<i64, JournalError>;
+
+    /// Groups that became `completed`, `failed` or `rejected` in history lines
+    /// after `cursor` (an event id), oldest first, at most `limit`. Event ids
+    /// are never reused, so passing the last [`Ended::event_id`] back misses
+    /// nothing and repeats nothing.
+    fn ended_after(&self, cursor: i64, limit: u32) -> Result<Vec<Ended>, JournalError>;
+
+    /// A group's history, oldest first.
+    fn events(&self, id: GroupId) -> Result<Vec<Event>, JournalError>;
+
+    /// Add a line to a group's history and make it the group's `error` text,
+    /// without changing its state (e.g. why a completed export was kept).
+    fn note_error(&self, id: GroupId, detail: &str) -> Result<(), JournalError>;
+
+    /// Add a line to a group's history without changing its state.
+    fn note(&self, id: GroupId, detail: &str) -> Result<(), JournalError>;
+}
+
+/// Why the queue, or a watch folder's groups, are held: recorded so that a
+/// separate `status` process, metrics and `/healthz` see it.
+pub trait Pauses {
+    /// Record that `reason` holds now (keeping `since` if it already did).
+    fn set_pause(
+        &self,
+        reason: &PauseReason,
+        detail: Option<&str>,
+        next_check_ms: Option<i64>,
+    ) -> Result<(), JournalError>;
+
+    /// `reason` no longer holds. Returns whether it was recorded.
+    fn clear_pause(&self, reason: &PauseReason) -> Result<bool, JournalError>;
+
+    /// Drop every recorded pause of one kind (`Auth` rows, or every
+    /// `WatchMissing` row), as an agent does when it starts.
+    fn clear_pauses_like(&self, kind: &PauseReason) -> Result<(), JournalError>;
+
+    /// Every pause recorded now, oldest first. Rows this binary cannot read
+    /// (written by a newer one) are skipped.
+    fn pauses(&self) -> Result<Vec<Pause>, JournalError>;
+
+    /// The one pause recorded for `reason`, if any.
+    fn pause(&self, reason: &PauseReason) -> Result<Option<Pause>, JournalError>;
+}
+
+/// Every operation of the journal, whichever backend holds it.
+pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync + std::fmt::Debug {
+    /// Where the journal is, for logs and errors (a file path, or a
+    /// database address without its password).
+    fn describe(&self) -> String;
+
+    /// The schema version of the open journal.
+    fn schema_version(&self) -> Result<i64, JournalError>;
+
+    /// Take the engine lock without waiting: `None` if another process has it.
+    fn try_lock_engine(&self) -> Result<Option<EngineLock>, JournalError>;
+
+    /// Is an engine (the agent, or an `upload` command) working this journal now?
+    fn engine_running(&self) -> Result<bool, JournalError>;
+}
+
+/// The journal as async code reaches it: a cheap, clonable handle whose
+/// every call crosses [`AsyncJournal::call`], the one boundary between the
+/// runtime and the (blocking) backend.
+#[derive(Clone)]
+pub struct AsyncJournal {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for AsyncJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncJournal").field(&self.store.describe()).finish()
+    }
+}
+
+impl AsyncJournal {
+    pub fn new(store: Arc<dyn Store>) -> AsyncJournal {
+        AsyncJournal { store }
+    }
+
+    /// Run `f` against the journal on the blocking pool and await its result.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, JournalError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| JournalError::Task(e.to_string()))?
+    }
+
+    /// The journal itself, for code that is already off the runtime (on the
+    /// blocking pool, or a thread of its own).
+    pub fn blocking(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
