@@ -537,6 +537,7 @@ async fn slow_reader(step: usize, pause: Duration) -> std::net::SocketAddr {
         let len: usize =
             head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse().unwrap()).unwrap();
         if step == 0 {
+            // Holds the connection and never reads: the stall under test.
             tokio::time::sleep(Duration::from_secs(60)).await;
             return;
         }
@@ -550,6 +551,7 @@ async fn slow_reader(step: usize, pause: Duration) -> std::net::SocketAddr {
         }
         sock.write_all(b"HTTP/1.1 200 OK\r\nETag: \"slow\"\r\nContent-Length: 0\r\n\r\n").await.unwrap();
         sock.flush().await.unwrap();
+        // Keeps the connection open a while so the client reads the answer before the close.
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
     addr
@@ -596,6 +598,7 @@ async fn api_calls_time_out_and_may_be_retried() {
     let addr = listener.local_addr().unwrap();
     let hold = tokio::spawn(async move {
         let (_sock, _) = listener.accept().await.unwrap();
+        // Accepts and never answers: the timeout under test.
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
     let mut cfg = cfg(&format!("http://{addr}"));

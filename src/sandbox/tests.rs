@@ -31,6 +31,15 @@ async fn env(part_size: u64) -> Env {
     env_with(part_size, |_| {}).await
 }
 
+/// Poll `cond` every 10 ms until it holds; panics after 10 s.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
     rand::rngs::StdRng::seed_from_u64(seed).fill(&mut v[..]);
@@ -919,20 +928,12 @@ async fn complete_waits_for_puts_in_flight() {
     );
     s.write_all(head.as_bytes()).await.expect("head");
     s.write_all(&bytes[..2500]).await.expect("half");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while e.sb.sessions()[0].files[0].parts_in_flight.is_empty() {
-        assert!(Instant::now() < deadline, "the PUT never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the PUT to start", || !e.sb.sessions()[0].files[0].parts_in_flight.is_empty()).await;
     let (status, v) = e.complete(&sid, &uid, json!({})).await;
     assert_eq!(status, 409, "{v}");
     assert!(v["message"].as_str().expect("message").contains("still in progress"), "{v}");
     s.write_all(&bytes[2500..]).await.expect("rest");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !e.sb.sessions()[0].files[0].parts_in_flight.is_empty() {
-        assert!(Instant::now() < deadline, "the PUT never ended");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the PUT to end", || e.sb.sessions()[0].files[0].parts_in_flight.is_empty()).await;
     assert_eq!(e.complete(&sid, &uid, json!({})).await.0, 200);
     assert!(e.sb.violations().is_empty(), "{:?}", e.sb.violations());
     e.sb.shutdown().await;

@@ -43,6 +43,7 @@ async fn a_storage_that_stops_reading_is_still_a_stall_under_a_throttle() {
     let addr = listener.local_addr().unwrap();
     let hold = tokio::spawn(async move {
         let (_sock, _) = listener.accept().await.unwrap();
+        // Holds the connection and never reads: the stall under test.
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
     let c = client(&format!("http://{addr}"), Duration::from_millis(300));

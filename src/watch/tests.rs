@@ -101,6 +101,7 @@ fn slow_writer_is_not_picked_early() {
     write_file(&exp.join("audio.m4a"), 100);
     let mut f = fs::File::create(exp.join("shot1.mov")).expect("create");
     // 16 chunks, 250 ms apart: 4 s of writing, each gap shorter than settle.
+    // The fixed gaps are the scenario: a writer that keeps pausing under the settle period.
     for _ in 0..16 {
         f.write_all(&[1u8; 64 * 1024]).expect("write");
         f.flush().expect("flush");
@@ -145,7 +146,7 @@ fn folder_renamed_in_is_seen_at_once_and_still_settled() {
     write_file(&outside.join("v.mov"), 5000);
     write_file(&outside.join("sub/a.srt"), 50);
     let run = Run::start(&[watch(&root)]);
-    std::thread::sleep(Duration::from_millis(200)); // let the startup scan pass
+    startup_scan_begun(&run);
     let exp = root.join("shot");
     let t = Instant::now();
     fs::rename(&outside, &exp).expect("rename in");
@@ -199,7 +200,7 @@ fn poll_mode_works_without_native_events() {
     w.poll = Some(Dur(Duration::from_millis(200)));
     let run = Run::start(&[w]);
     assert_eq!(WatchStats::get(&run.stats().polling), 1, "the folder is polled, not watched natively");
-    std::thread::sleep(Duration::from_millis(300));
+    startup_scan_begun(&run);
     let exp = dir.path().join("nfs-shot");
     write_file(&exp.join("v.mov"), 10);
     let t = Instant::now();
@@ -215,7 +216,7 @@ fn forced_polling_is_the_fallback_path_and_still_settles() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = Run::start_with(&[watch(dir.path())], WatchOptions { force_poll: true, ..WatchOptions::default() });
     assert_eq!(WatchStats::get(&run.stats().polling), 1);
-    std::thread::sleep(Duration::from_millis(200));
+    startup_scan_begun(&run);
     let exp = dir.path().join("shot");
     write_file(&exp.join("v.mov"), 10);
     run.wait_for("settled", settled(&exp));
@@ -303,9 +304,12 @@ fn flat_mode_groups_files_by_stem() {
     run.stop();
 }
 
-/// A hand-off that stalls on its first value, so the channel fills up.
+/// A hand-off that stalls on its first value until released, so the
+/// channel fills up; it tells `stalling` when the stall begins.
 struct Stalling {
     inner: ChannelHandoff,
+    stalling: std::sync::mpsc::Sender<()>,
+    release: Receiver<()>,
     stalled: bool,
 }
 
@@ -313,7 +317,9 @@ impl Handoff for Stalling {
     fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
         if !self.stalled {
             self.stalled = true;
-            std::thread::sleep(Duration::from_secs(2));
+            let _ = self.stalling.send(());
+            // Bounded, so a test that never releases still ends.
+            let _ = self.release.recv_timeout(PATIENCE);
         }
         self.inner.hand_off(s, rules)
     }
@@ -325,19 +331,23 @@ fn dropped_events_trigger_a_rescan_and_nothing_is_missed() {
     let (tx, rx) = channel();
     let stats = Arc::new(WatchStats::default());
     let opts = WatchOptions { stats: stats.clone(), channel_capacity: 64, ..WatchOptions::default() };
-    let handle = start(&[watch(dir.path())], Box::new(Stalling { inner: ChannelHandoff(tx), stalled: false }), opts)
-        .expect("start");
+    let (stalling, stalled) = channel();
+    let (release, released) = channel();
+    let handoff = Stalling { inner: ChannelHandoff(tx), stalling, release: released, stalled: false };
+    let handle = start(&[watch(dir.path())], Box::new(handoff), opts).expect("start");
     let first = dir.path().join("first");
     write_file(&first.join("v.mov"), 1);
     // While the hand-off stalls, flood the channel with distinct events
     // (inotify merges identical ones), then add an export.
-    std::thread::sleep(Duration::from_millis(300));
+    stalled.recv_timeout(PATIENCE).expect("the hand-off stalls on the first value");
     let flood = dir.path().join("flood");
     for i in 0..500 {
         write_file(&flood.join(format!("f{i}.srt")), 1);
     }
     let late = dir.path().join("late");
     write_file(&late.join("v.mov"), 1);
+    eventually("the flood to overflow the channel", || stats.dropped.load(Ordering::Relaxed) > 0);
+    release.send(()).expect("the hand-off is still stalled");
     let run = Run { handle: Some(handle), rx };
     run.wait_all_settled(&[first, flood, late]);
     assert!(stats.dropped.load(Ordering::Relaxed) > 0, "the flood overflowed the channel");
@@ -658,7 +668,10 @@ fn limit_child(scenario: &str) {
         assert_eq!(WatchStats::get(&run.stats().polling), 1);
     } else {
         assert_eq!(WatchStats::get(&run.stats().polling), 0, "native at first");
-        std::thread::sleep(Duration::from_millis(200));
+        run.wait_for(
+            "the startup scan to see the old export",
+            |s| matches!(s, Settle::Waiting { key, .. } if *key == root.join("old0")),
+        );
     }
     for i in 0..15 {
         let exp = root.join(format!("new{i}"));
@@ -679,6 +692,12 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Wait until the watcher thread has started its startup scan, so what a
+/// test makes next reaches it as events, not through that scan.
+fn startup_scan_begun(run: &Run) {
+    eventually("the startup scan", || WatchStats::get(&run.stats().rescans) >= 1);
 }
 
 #[test]

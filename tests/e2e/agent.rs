@@ -49,6 +49,8 @@ fn free_port() -> u16 {
 struct Agent {
     child: tokio::process::Child,
     log: Arc<Mutex<String>>,
+    /// The tasks copying stdout and stderr into `log`.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -67,9 +69,11 @@ impl Agent {
             .spawn()
             .expect("the agent starts");
         let log = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().unwrap(), log.clone());
-        collect(child.stderr.take().unwrap(), log.clone());
-        Agent { child, log }
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), log.clone()),
+            collect(child.stderr.take().unwrap(), log.clone()),
+        ];
+        Agent { child, log, readers }
     }
 
     fn log(&self) -> String {
@@ -78,13 +82,12 @@ impl Agent {
 
     /// Wait until the output contains `text` `times` times.
     async fn wait_log(&self, text: &str, times: usize, limit: Duration) {
-        let log = self.log.clone();
-        let what = format!("{times}× {text:?} in the agent's output");
-        let start = Instant::now();
-        while log.lock().unwrap().matches(text).count() < times {
-            assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}; output:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_then(
+            limit,
+            || self.log.lock().unwrap().matches(text).count() >= times,
+            || format!("{times}× {text:?} in the agent's output; output:\n{}", self.log()),
+        )
+        .await;
     }
 
     #[cfg(unix)]
@@ -104,8 +107,8 @@ impl Agent {
             .unwrap();
         // Let the readers take the last lines.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while Arc::strong_count(&self.log) > 1 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            for r in self.readers.drain(..) {
+                let _ = r.await;
             }
         })
         .await;
@@ -115,7 +118,7 @@ impl Agent {
     }
 }
 
-fn collect(stream: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<String>>) {
+fn collect(stream: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<String>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -123,7 +126,7 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<Strin
             l.push_str(&line);
             l.push('\n');
         }
-    });
+    })
 }
 
 /// The group uploading `path`, as `status` would show it.
@@ -163,6 +166,7 @@ async fn run_holds_the_bandwidth_limit() {
                 break;
             }
         }
+        // The sampling period of the measurement, not a wait for an event.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let first = samples.iter().find(|(_, b)| *b > 0).copied().expect("progress was seen");

@@ -135,6 +135,7 @@ async fn closing_the_gate_mid_upload_lets_parts_in_flight_finish_and_starts_no_n
         u64::from(j.summary(id).unwrap().parts_done) == sb.stats().storage.get(&200).copied().unwrap_or(0)
     })
     .await;
+    // "Nothing moves" is a negative, so it is watched for several poll rounds (50 ms each).
     tokio::time::sleep(Duration::from_millis(400)).await;
     let stats = w.sandbox.stats();
     assert!(

@@ -206,6 +206,7 @@ async fn a_cancel_request_stops_in_flight_puts_within_two_seconds() {
     })
     .await;
     let puts_then = w.sandbox.stats().storage_puts;
+    // A negative: watched for longer than one PUT's 400 ms latency.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(w.sandbox.stats().storage_puts, puts_then, "no PUT after the cancel");
     shutdown.cancel();
@@ -279,6 +280,7 @@ async fn a_refused_key_pauses_the_queue_without_hammering() {
     opts.auth_recheck = Duration::from_millis(700);
     let engine = w.engine(journal.clone(), "wrong-key", opts);
     let (shutdown, task) = spawn_engine(engine);
+    // The fixed window is the measurement: refused calls are counted over 2.5 s.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let during = w.sandbox.stats().unauthorized;
     // 2 workers at first, then one probe per re-check (every 700 ms): a handful, not hundreds.

@@ -244,7 +244,8 @@ async fn an_api_slower_than_the_request_timeout_is_retried_with_backoff_until_it
     let engine = w.engine(journal.clone(), KEY, fast());
     let run = tokio::spawn(async move { engine.run_one(id, CancellationToken::new()).await });
     // While every answer comes too late, the start is tried again with
-    // backoff (20 ms doubling to 200 ms), not in a hot loop.
+    // backoff (20 ms doubling to 200 ms), not in a hot loop: the attempts
+    // are counted over a fixed 1.5 s window.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let tried = w.sandbox.stats().api_received("start");
     assert!((2..=12).contains(&tried), "start tried {tried} times in 1.5 s");

@@ -179,10 +179,18 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 }
 
 /// Poll `cond` every 20 ms until it holds or `limit` passes (then panic with `what`).
-pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub async fn wait_for(limit: Duration, what: &str, cond: impl FnMut() -> bool) {
+    wait_for_then(limit, cond, || what.to_string()).await;
+}
+
+/// [`wait_for`] whose panic message is built only on timeout (to show the
+/// state at that moment, e.g. a process's output).
+pub async fn wait_for_then(limit: Duration, mut cond: impl FnMut() -> bool, what: impl FnOnce() -> String) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        if start.elapsed() >= limit {
+            panic!("timed out after {limit:?} waiting for {}", what());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

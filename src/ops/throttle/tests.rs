@@ -1,5 +1,7 @@
-//! Real time, short waits with wide margins: each test contrasts "seconds"
-//! with "milliseconds", so a busy machine cannot turn a pass into a fail.
+//! Rates are measured in real time, with short waits and wide margins:
+//! each such test contrasts "seconds" with "milliseconds", so a busy machine
+//! cannot turn a pass into a fail. Tests that only need time to pass between
+//! two steps run on tokio's paused clock (the bucket reads tokio's clock).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,11 +61,11 @@ async fn a_limit_holds_from_the_first_byte() {
     assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn raising_the_rate_speeds_up_callers_already_waiting() {
     // 10 MiB at 1 MiB/s would take 10 s; after 200 ms the limit goes to 1 GiB/s.
     let throttle = Throttle::new(Some(Rate(MIB)));
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let waiter = tokio::spawn({
         let t = throttle.clone();
         async move { t.acquire(10 * MIB).await }
@@ -75,7 +77,7 @@ async fn raising_the_rate_speeds_up_callers_already_waiting() {
     assert_eq!(throttle.rate(), Some(Rate(1024 * MIB)));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn switching_to_unlimited_releases_waiters_and_back_starts_empty() {
     let throttle = Throttle::new(Some(Rate(KIB)));
     let waiter = tokio::spawn({
@@ -92,12 +94,12 @@ async fn switching_to_unlimited_releases_waiters_and_back_starts_empty() {
         throttle.acquire(MIB).await;
     }
     throttle.set_rate(Some(Rate(2 * MIB)));
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     throttle.acquire(MIB).await;
     assert!(start.elapsed() >= Duration::from_millis(400), "{:?}", start.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn callers_are_served_in_arrival_order() {
     // A big chunk first, then a small one: the small one does not overtake.
     let throttle = Throttle::new(Some(Rate(4 * MIB)));
