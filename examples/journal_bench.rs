@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use spatialgen_sync::config::{ApiKey, Config, WatchConfig};
 use spatialgen_sync::group::{GroupOptions, build_folder_group};
+use spatialgen_sync::journal::prelude::*;
 use spatialgen_sync::journal::{Enqueued, GroupState, Journal, SessionFile};
 use spatialgen_sync::sandbox::{Sandbox, SandboxOptions};
 use spatialgen_sync::upload::{Engine, EngineOptions};
 use tokio_util::sync::CancellationToken;
-use spatialgen_sync::journal::prelude::*;
 
 const FILES: [(&str, usize); 3] = [("clip.mov", 24 * 1024), ("clip.en.m4a", 6 * 1024), ("clip.en.srt", 2 * 1024)];
 

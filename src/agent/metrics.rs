@@ -11,10 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{service, supervise};
-use crate::journal::{GroupState, Journal};
+use crate::journal::{AsyncJournal, GroupState, JournalError, Store};
 use crate::ops::metrics::{Metrics, MetricsError, SnapshotError, StateSnapshot};
 use crate::upload::{GroupOutcome, Observer, PAUSED_WINDOW};
-use crate::journal::prelude::*;
 
 /// The engine's events as metrics. The window pause is left to
 /// `follow_schedule`, which feeds the same gauge from the clock itself.
@@ -53,11 +52,12 @@ impl MetricsServer {
         failure: &Arc<Mutex<Option<String>>>,
         shutdown: &CancellationToken,
         metrics: Arc<Metrics>,
-        journal: Arc<Journal>,
+        journal: AsyncJournal,
     ) -> Result<MetricsServer, MetricsError> {
         let listener = crate::ops::metrics::bind(addr).await?;
         let stop = shutdown.child_token();
-        let source = Arc::new(move || snapshot(&journal));
+        // Called on the blocking pool by the server, once per scrape.
+        let source = Arc::new(move || snapshot(journal.blocking().as_ref()).map_err(SnapshotError::from));
         let s = stop.clone();
         supervise(tracker, failure, shutdown, "metrics server", async move {
             crate::ops::metrics::serve_on(listener, metrics, source, s).await
@@ -74,7 +74,7 @@ impl MetricsServer {
         failure: &Arc<Mutex<Option<String>>>,
         shutdown: &CancellationToken,
         metrics: Arc<Metrics>,
-        journal: Arc<Journal>,
+        journal: AsyncJournal,
     ) -> Option<MetricsServer> {
         let Some(addr) = listen else {
             if let Some(o) = old {
@@ -105,7 +105,7 @@ impl MetricsServer {
 }
 
 /// Groups by state and queue length for a metrics scrape: one aggregate query.
-fn snapshot(journal: &Journal) -> Result<StateSnapshot, SnapshotError> {
+fn snapshot(journal: &dyn Store) -> Result<StateSnapshot, JournalError> {
     let counts = journal.count_by_state()?;
     let queue_length = counts.iter().find(|(s, _)| *s == GroupState::Queued).map_or(0, |(_, n)| *n);
     let held = journal.pauses()?.iter().map(|p| (p.reason.label().to_string(), p.describe())).collect();
@@ -117,14 +117,14 @@ fn snapshot(journal: &Journal) -> Result<StateSnapshot, SnapshotError> {
 }
 
 /// Under systemd: a one-line queue summary in `systemctl status`, every 30 s.
-pub(super) async fn status_loop(journal: Arc<Journal>, shutdown: CancellationToken) {
+pub(super) async fn status_loop(journal: AsyncJournal, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Ok(snap) = snapshot(&journal) {
+        if let Ok(snap) = journal.call(snapshot).await {
             let line: Vec<String> =
                 snap.groups_by_state.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{n} {s}")).collect();
             service::status(&if line.is_empty() { "idle".to_string() } else { line.join(", ") });

@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use self::metrics::{MetricsObserver, MetricsServer};
 use self::notify::{Notifications, notify_loop};
 use crate::config::{ApiKey, Config, ConfigError};
-use crate::journal::{AgentLock, Journal, JournalError};
+use crate::journal::{AgentLock, AsyncJournal, Journal, JournalError, Store};
 use crate::logging::LogError;
 use crate::ops::hooks::{HooksError, Notifier};
 use crate::ops::metrics::{Metrics, MetricsError};
@@ -55,7 +55,6 @@ use crate::ops::reload::diff_reload;
 use crate::ops::throttle::Throttle;
 use crate::ops::window::{Schedule, WindowError, WindowState};
 use crate::upload::EngineOptions;
-use crate::journal::prelude::*;
 
 /// Why the agent could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +126,7 @@ pub struct Agent {
     /// The first fatal error a worker ended with.
     failure: Arc<Mutex<Option<String>>>,
     /// The process's one journal handle.
-    journal: Arc<Journal>,
+    journal: AsyncJournal,
     /// Send a new (validated) config here to apply it (see [`reload`]).
     pub reloads: watch::Sender<Arc<Config>>,
 }
@@ -137,19 +136,17 @@ impl Agent {
     pub async fn start(cfg: Arc<Config>, key: ApiKey, shutdown: CancellationToken) -> Result<Agent, AgentError> {
         // Open (and migrate) once, up front: a broken journal stops startup
         // with its reason, and every worker shares this one handle.
-        let journal = {
+        let store: Arc<dyn Store> = {
             let p = cfg.journal.path.clone();
             Arc::new(blocking(move || Journal::open(&p)).await?)
         };
+        let journal = AsyncJournal::new(store.clone());
         // Everything that can refuse to start, before any task is spawned.
         let schedule = Schedule::from_config(&cfg.upload)?;
         let notifier = Notifier::new(&cfg.hooks)?.without_env(&cfg.api.api_key_env);
         // Notifications start from the newest line of history: what ended
         // before this start was notified by the run that saw it.
-        let cursor = {
-            let j = journal.clone();
-            blocking(move || j.last_event_id()).await?
-        };
+        let cursor = journal.call(|j| j.last_event_id()).await?;
         let tracker = TaskTracker::new();
         let failure = Arc::new(Mutex::new(None));
         let metrics = Arc::new(Metrics::new());
@@ -193,7 +190,7 @@ impl Agent {
             config: Some(reloads.subscribe()),
             ..EngineOptions::default()
         };
-        let (engine_cfg, engine_journal, s) = (cfg.clone(), journal.clone(), shutdown.clone());
+        let (engine_cfg, engine_journal, s) = (cfg.clone(), store.clone(), shutdown.clone());
         supervise(&tracker, &failure, &shutdown, "upload engine", async move {
             let r = crate::upload::run_engine(engine_cfg, engine_journal, key, opts, s).await;
             engine_done.cancel();
@@ -226,7 +223,7 @@ impl Agent {
                         g.cancel();
                     }
                     let g = s.child_token();
-                    let (g2, jw, c) = (g.clone(), j.clone(), current.clone());
+                    let (g2, jw, c) = (g.clone(), j.blocking().clone(), current.clone());
                     supervise(&t, &f, &s, "watchers", async move { crate::watch::run_watchers(c, jw, g2).await });
                     generation = Some(g);
                 }
@@ -258,7 +255,7 @@ impl Agent {
     }
 
     /// The journal every worker of this agent uses.
-    pub fn journal(&self) -> Arc<Journal> {
+    pub fn journal(&self) -> AsyncJournal {
         self.journal.clone()
     }
 

@@ -11,10 +11,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HooksConfig};
-use crate::journal::{Ended, GroupState, Journal};
+use crate::journal::{AsyncJournal, Ended, GroupState};
 use crate::ops::hooks::{EventKind, GroupEvent, Notifier};
 use crate::ops::reload::diff_reload;
-use crate::journal::prelude::*;
 
 /// How often the notifier looks for groups that ended.
 const NOTIFY_POLL: Duration = Duration::from_millis(250);
@@ -23,7 +22,7 @@ const NOTIFY_BATCH: u32 = 100;
 
 /// What the notifier task needs.
 pub(super) struct Notifications {
-    pub(super) journal: Arc<Journal>,
+    pub(super) journal: AsyncJournal,
     pub(super) notifier: Notifier,
     /// The last history line already handled.
     pub(super) cursor: i64,
@@ -66,10 +65,7 @@ pub(super) async fn notify_loop(mut n: Notifications) {
                             // Deliver what ended under the old hooks first.
                             if active {
                                 n.cursor = deliver(&n.journal, &n.notifier, n.cursor).await;
-                            } else if let Ok(Ok(c)) = {
-                                let j = n.journal.clone();
-                                tokio::task::spawn_blocking(move || j.last_event_id()).await
-                            } {
+                            } else if let Ok(c) = n.journal.call(|j| j.last_event_id()).await {
                                 // Hooks were off: start from now, not from history.
                                 n.cursor = c;
                             }
@@ -103,17 +99,12 @@ pub(super) async fn notify_loop(mut n: Notifications) {
 
 /// Notify every group that ended after `cursor`; returns the new cursor.
 /// A journal error is logged and retried at the next tick (nothing is skipped).
-async fn deliver(journal: &Arc<Journal>, notifier: &Notifier, mut cursor: i64) -> i64 {
+async fn deliver(journal: &AsyncJournal, notifier: &Notifier, mut cursor: i64) -> i64 {
     loop {
-        let j = journal.clone();
-        let batch = match tokio::task::spawn_blocking(move || j.ended_after(cursor, NOTIFY_BATCH)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                tracing::warn!("notifications: cannot read the journal: {e}");
-                return cursor;
-            }
+        let batch = match journal.call(move |j| j.ended_after(cursor, NOTIFY_BATCH)).await {
+            Ok(b) => b,
             Err(e) => {
-                tracing::warn!("notifications: journal read did not finish: {e}");
+                tracing::warn!("notifications: cannot read the journal: {e}");
                 return cursor;
             }
         };

@@ -19,9 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::sample::{SampleExport, write_sample_set};
 use super::{DemoArgs, Outcome};
 use crate::config::{ApiKey, Config, Dur, WatchConfig};
-use crate::journal::{GroupState, Journal};
+use crate::journal::GroupState;
 use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::journal::prelude::*;
 
 /// Size of each eye file; the sandbox's part size is a quarter of it, so the
 /// eyes go up as multipart uploads and the small files as single PUTs.
@@ -76,11 +75,11 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
     }
 
     println!("4. Waiting for the exports to settle and upload…");
-    let journal = Journal::open(&cfg.journal.path)?;
+    let journal = agent.journal();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut seen: BTreeMap<i64, GroupState> = BTreeMap::new();
     let rows = loop {
-        let rows = journal.list()?;
+        let rows = journal.call(|j| j.list()).await?;
         for r in &rows {
             if seen.insert(r.id, r.state) != Some(r.state) {
                 println!(

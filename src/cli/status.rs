@@ -1,24 +1,18 @@
-//! `spatialgen-sync status`, `cancel` and `retry`: read and write the journal.
-//!
-//! `cancel` with an engine running (the agent, or a foreground `upload`)
-//! writes a request into the journal and waits for that engine to carry it
-//! out (it drops the group's PUTs, sends DELETE, records `canceled`). With no
-//! engine running, the command takes the engine lock and does it itself.
+//! `spatialgen-sync status`, `cancel` and `retry`: read the journal, and
+//! print what [`crate::upload::control`] did (the cancel protocol lives there).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{GroupArgs, Outcome, StatusArgs, UsageError};
-use crate::api::Client;
 use crate::config::Config;
-use crate::journal::{GroupId, GroupState, GroupSummary, Journal, Pause, PauseView, RequestKind};
-use crate::ops::window::{Schedule, WindowState};
-use crate::upload::finish::check_sources;
-use crate::upload::retry::RetryPolicy;
 use crate::journal::prelude::*;
+use crate::journal::{AsyncJournal, GroupId, GroupState, GroupSummary, Journal, Pause, PauseView};
+use crate::ops::window::{Schedule, WindowState};
+use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
 /// How long `cancel` waits for a running engine to carry out its request.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
@@ -145,106 +139,60 @@ fn find(journal: &Journal, spec: &str) -> anyhow::Result<GroupId> {
 
 pub fn cancel(args: GroupArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
-    super::upload::init_logging(&cfg);
-    let journal = Journal::open(&cfg.journal.path)?;
+    super::init_logging(&cfg);
+    let journal = Arc::new(Journal::open(&cfg.journal.path)?);
     let id = find(&journal, &args.group)?;
-    let g = journal.group(id)?;
-    match g.state {
-        GroupState::Queued | GroupState::Uploading | GroupState::Failed => {}
-        GroupState::Canceled => {
-            println!("group {id} ({}) is already canceled", g.name);
-            return Ok(Outcome::Success);
+    let name = journal.group(id)?.name;
+    let answer = super::runtime()?.block_on(control::cancel(&cfg, &AsyncJournal::new(journal), id, CANCEL_WAIT))?;
+    Ok(match answer {
+        CancelAnswer::Canceled => {
+            println!("group {id} ({name}) canceled");
+            Outcome::Success
         }
-        GroupState::Waiting => {
+        CancelAnswer::AlreadyCanceled => {
+            println!("group {id} ({name}) is already canceled");
+            Outcome::Success
+        }
+        CancelAnswer::Requested => {
+            println!("the cancel of group {id} is recorded; the running agent carries it out");
+            Outcome::Success
+        }
+        CancelAnswer::StillSettling => {
             return Err(UsageError(format!(
-                "group {id} ({}) is still settling; nothing has been sent yet (cancel it once it is queued, or move the export away)",
-                g.name
+                "group {id} ({name}) is still settling; nothing has been sent yet (cancel it once it is queued, or move the export away)"
             ))
             .into());
         }
-        other => {
-            eprintln!("group {id} ({}) is {other}; there is nothing to cancel", g.name);
-            return Ok(Outcome::WorkFailed);
-        }
-    }
-
-    if let Some(_lock) = journal.try_lock_engine()? {
-        // No engine running: do it here, holding the lock so none starts meanwhile.
-        let client = match &g.session_id {
-            Some(_) => Some(Client::new(&cfg.api, cfg.api_key()?)?),
-            None => None,
-        };
-        let policy = RetryPolicy::from_config(&cfg.upload);
-        let rt = super::runtime()?;
-        let end = rt.block_on(crate::upload::cancel_now(
-            client.as_ref(),
-            &journal,
-            &policy,
-            id,
-            "canceled by the user",
-            true,
-        ))?;
-        if let crate::upload::CancelEnd::CompletedOnServer { library_id } = end {
+        CancelAnswer::CompletedOnServer { library_id } => {
             println!(
-                "group {id} ({}) was not canceled: it had completed on the server (library id {library_id}); \
-                 its after-upload step runs when the agent next starts",
-                g.name
+                "group {id} ({name}) was not canceled: it had completed on the server (library id {library_id}); \
+                 its after-upload step runs in the agent"
             );
-            return Ok(Outcome::WorkFailed);
+            Outcome::WorkFailed
         }
-        println!("group {id} ({}) canceled", g.name);
-        return Ok(Outcome::Success);
-    }
-
-    let rid = journal.request(id, RequestKind::Cancel)?;
-    let started = Instant::now();
-    loop {
-        let g = journal.group(id)?;
-        if g.state == GroupState::Canceled {
-            println!("group {id} ({}) canceled", g.name);
-            return Ok(Outcome::Success);
+        CancelAnswer::NothingToCancel(state) => {
+            eprintln!("group {id} ({name}) is {state}; there is nothing to cancel");
+            Outcome::WorkFailed
         }
-        if let Some(r) = journal.request_status(rid)?
-            && r.handled_at_ms.is_some()
-            && r.result.as_deref() != Some("canceling")
-        {
-            eprintln!("group {id} ({}): {}", g.name, r.result.unwrap_or_default());
-            return Ok(Outcome::WorkFailed);
+        CancelAnswer::NotCanceled(why) => {
+            eprintln!("group {id} ({name}): not canceled: {why}");
+            Outcome::WorkFailed
         }
-        if started.elapsed() > CANCEL_WAIT {
-            println!("the cancel of group {id} is recorded; the running agent carries it out");
-            return Ok(Outcome::Success);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 pub fn retry(args: GroupArgs) -> anyhow::Result<Outcome> {
     let cfg: Config = args.config.load()?;
-    let journal = Arc::new(Journal::open(&cfg.journal.path)?);
+    let journal = Journal::open(&cfg.journal.path)?;
     let id = find(&journal, &args.group)?;
-    let g = journal.group(id)?;
-    if matches!(g.state, GroupState::Canceled | GroupState::Expired)
-        && let Err(changed) = check_sources(&g)
-    {
-        eprintln!(
-            "group {id} ({}) cannot be re-queued as it was: {changed}; the watcher picks up the export as it is now",
-            g.name
-        );
-        return Ok(Outcome::WorkFailed);
-    }
-    let new = match journal.retry_group(id) {
-        Ok(new) => new,
-        Err(crate::journal::JournalError::Refused(why)) => {
+    let name = journal.group(id)?.name;
+    match control::retry(&journal, id).context("cannot re-queue")? {
+        RetryAnswer::Refused(why) => {
             eprintln!("{why}");
             return Ok(Outcome::WorkFailed);
         }
-        Err(e) => return Err(e).context("cannot re-queue"),
-    };
-    if new == id {
-        println!("group {id} ({}) re-queued", g.name);
-    } else {
-        println!("group {id} ({}) re-queued as group {new}", g.name);
+        RetryAnswer::Requeued { id: new } if new == id => println!("group {id} ({name}) re-queued"),
+        RetryAnswer::Requeued { id: new } => println!("group {id} ({name}) re-queued as group {new}"),
     }
     if !journal.engine_running()? {
         println!("no agent is running on this journal: start `spatialgen-sync run` to upload it");

@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 use super::{Outcome, UploadArgs, UsageError};
 use crate::config::{Config, LayoutChoice, WatchConfig};
 use crate::group::{GroupOptions, UploadGroup, build_folder_group};
+use crate::journal::prelude::*;
 use crate::journal::{Enqueued, GroupId, GroupState, Journal};
 use crate::upload::{Engine, EngineOptions, GroupOutcome};
-use crate::journal::prelude::*;
 
 pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
-    init_logging(&cfg);
+    super::init_logging(&cfg);
     let folder = std::path::absolute(&args.folder).unwrap_or_else(|_| args.folder.clone());
     if !folder.is_dir() {
         return Err(UsageError(format!("{} is not a folder", args.folder.display())).into());
@@ -100,8 +100,10 @@ fn build_group(cfg: &Config, folder: &Path, args: &UploadArgs) -> anyhow::Result
 fn drive(cfg: Config, journal: Arc<Journal>, id: GroupId, group: &UploadGroup) -> anyhow::Result<Outcome> {
     let key = cfg.api_key()?;
     let cfg = Arc::new(cfg);
+    let store: Arc<dyn crate::journal::Store> = journal.clone();
+    let already = journal.summary(id)?.bytes_uploaded;
     let rt = super::runtime()?;
-    rt.block_on(async move {
+    let (ended, outcome, interrupted) = rt.block_on(async move {
         // "Upload now" ignores upload windows (the operator asked for it), but
         // keeps to the configured bandwidth so a foreground upload cannot
         // flood the studio's uplink.
@@ -110,10 +112,9 @@ fn drive(cfg: Config, journal: Arc<Journal>, id: GroupId, group: &UploadGroup) -
             .bandwidth
             .map(|rate| crate::agent::engine_throttle(crate::ops::throttle::Throttle::new(Some(rate))));
         let opts = EngineOptions { throttle, ..EngineOptions::default() };
-        let engine = Engine::new(cfg, journal.clone(), key, opts)?;
+        let engine = Engine::new(cfg, store, key, opts)?;
         let shutdown = CancellationToken::new();
         let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let already = journal.summary(id)?.bytes_uploaded;
         let reporter = Reporter::new(&group.name, group.total_bytes(), already);
         let sent = engine.bytes_sent();
         let ticker = {
@@ -129,9 +130,10 @@ fn drive(cfg: Config, journal: Arc<Journal>, id: GroupId, group: &UploadGroup) -
         ticker.abort();
         signals.abort();
         reporter.finish();
-        let (id, outcome) = result?;
-        Ok(report(&journal, id, outcome, shutdown.is_cancelled()))
-    })
+        let (ended, outcome) = result?;
+        anyhow::Ok((ended, outcome, shutdown.is_cancelled()))
+    })?;
+    Ok(report(&journal, ended, outcome, interrupted))
 }
 
 fn report(journal: &Journal, id: GroupId, outcome: GroupOutcome, interrupted: bool) -> Outcome {
@@ -263,17 +265,4 @@ impl Reporter {
             bar.finish_and_clear();
         }
     }
-}
-
-/// Log lines to stderr at the config's level, unless logging is already set
-/// up (by `main`, or a test harness).
-pub(super) fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SPATIALGEN_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }

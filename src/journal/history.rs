@@ -4,8 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{get_path, now_ms, parse_col};
-use super::{Ended, Event, GroupId, GroupState, Journal, JournalError};
 use super::store::History;
+use super::{Ended, Event, GroupId, GroupState, Journal, JournalError};
 
 pub(super) fn state_of(tx: &Connection, id: GroupId) -> Result<GroupState, JournalError> {
     let s: Option<String> = tx.query_row("SELECT state FROM groups WHERE id = ?1", [id], |r| r.get(0)).optional()?;

@@ -102,7 +102,8 @@ pub(crate) use codec::now_ms;
 pub use lock::{AgentLock, EngineLock};
 pub use pauses::{Pause, PauseReason, PauseView};
 pub use records::{
-    Ended, Enqueued, Event, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind, SessionFile,
+    Ended, Enqueued, Event, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind, RequestResult,
+    SessionFile,
 };
 pub use state::{FileState, GroupState};
 pub use store::{AsyncJournal, History, Pauses, Queue, Requests, Store, Transfers};

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Journal, JournalError, format_ms, now_ms};
 use super::store::Pauses;
+use super::{Journal, JournalError, format_ms, now_ms};
 
 /// Prefix of a [`PauseReason::WatchMissing`] row's key.
 const WATCH_PREFIX: &str = "watch:";

@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{SUMMARY_SQL, now_ms, path_bytes, summary_from_row};
 use super::history::{event, state_of, transition};
+use super::store::Queue;
 use super::{Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
 use crate::group::UploadGroup;
-use super::store::Queue;
 
 /// `id`'s 1-based place in `order`.
 fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {

@@ -154,6 +154,64 @@ impl RequestKind {
     }
 }
 
+/// What the engine did with a control request.
+///
+/// Stored as words in the `requests.result` column (the same words earlier
+/// versions wrote, so old rows read back): `canceling`, `canceled`,
+/// `re-queued as group N`, `not canceled: …`, or the reason it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestResult {
+    /// A cancel was handed to the group's running worker; the request is
+    /// answered again when the worker has ended.
+    Taken,
+    Canceled,
+    /// Not canceled, and why (the group ended first, completed on the server, ...).
+    NotCanceled(String),
+    /// A retry re-queued the group, as this group (the same id, or a new one).
+    Requeued(GroupId),
+    /// Refused, and why (a retry of a completed group, ...).
+    Refused(String),
+}
+
+impl RequestResult {
+    const TAKEN: &'static str = "canceling";
+    const CANCELED: &'static str = "canceled";
+    const NOT_CANCELED: &'static str = "not canceled: ";
+    const REQUEUED: &'static str = "re-queued as group ";
+
+    /// The words stored for it.
+    pub fn to_text(&self) -> String {
+        match self {
+            RequestResult::Taken => Self::TAKEN.to_string(),
+            RequestResult::Canceled => Self::CANCELED.to_string(),
+            RequestResult::NotCanceled(why) => format!("{}{why}", Self::NOT_CANCELED),
+            RequestResult::Requeued(id) => format!("{}{id}", Self::REQUEUED),
+            RequestResult::Refused(why) => why.clone(),
+        }
+    }
+
+    /// Read stored words back (any text that is not one of the forms is a refusal's reason).
+    pub fn from_text(text: &str) -> RequestResult {
+        if text == Self::TAKEN {
+            RequestResult::Taken
+        } else if text == Self::CANCELED {
+            RequestResult::Canceled
+        } else if let Some(why) = text.strip_prefix(Self::NOT_CANCELED) {
+            RequestResult::NotCanceled(why.to_string())
+        } else if let Some(id) = text.strip_prefix(Self::REQUEUED).and_then(|n| n.parse().ok()) {
+            RequestResult::Requeued(id)
+        } else {
+            RequestResult::Refused(text.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for RequestResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
 /// A request written by the CLI for the running engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -162,8 +220,8 @@ pub struct Request {
     pub kind: RequestKind,
     pub created_at_ms: i64,
     pub handled_at_ms: Option<i64>,
-    /// What the engine did, in words (`canceled`, or why not).
-    pub result: Option<String>,
+    /// What the engine did; `None` until it handled the request.
+    pub result: Option<RequestResult>,
 }
 
 /// A group reaching `completed`, `failed` or `rejected`, from its history

@@ -5,8 +5,8 @@ use rusqlite::{Row, params};
 
 use super::codec::now_ms;
 use super::history::{event, state_of};
-use super::{GroupId, Journal, JournalError, Request, RequestId, RequestKind};
 use super::store::Requests;
+use super::{GroupId, Journal, JournalError, Request, RequestId, RequestKind, RequestResult};
 
 impl Requests for Journal {
     fn request(&self, id: GroupId, kind: RequestKind) -> Result<RequestId, JournalError> {
@@ -30,11 +30,11 @@ impl Requests for Journal {
         Ok(self.requests_where("id = ?1", Some(rid))?.into_iter().next())
     }
 
-    fn finish_request(&self, rid: RequestId, result: &str) -> Result<(), JournalError> {
+    fn finish_request(&self, rid: RequestId, result: &RequestResult) -> Result<(), JournalError> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE requests SET handled_at = ?2, result = ?3 WHERE id = ?1",
-                params![rid, now_ms(), result],
+                params![rid, now_ms(), result.to_text()],
             )?;
             Ok(())
         })
@@ -42,7 +42,6 @@ impl Requests for Journal {
 }
 
 impl Journal {
-
     fn requests_where(&self, cond: &str, arg: Option<i64>) -> Result<Vec<Request>, JournalError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
@@ -69,6 +68,7 @@ impl Journal {
                     "retry" => RequestKind::Retry,
                     other => return Err(JournalError::Invalid(format!("unknown request kind {other:?}"))),
                 };
+                let result = result.as_deref().map(RequestResult::from_text);
                 Ok(Request { id, group_id, kind, created_at_ms, handled_at_ms, result })
             })
             .collect()

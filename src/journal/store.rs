@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{
-    Ended, EngineLock, Enqueued, Event, GroupId, GroupRecord, GroupState, GroupSummary, JournalError, Pause,
-    PauseReason, PartRecord, Request, RequestId, RequestKind, SessionFile, FileId,
+    Ended, EngineLock, Enqueued, Event, FileId, GroupId, GroupRecord, GroupState, GroupSummary, JournalError,
+    PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult, SessionFile,
 };
 use crate::group::UploadGroup;
 
@@ -159,7 +159,7 @@ pub trait Requests {
     fn request_status(&self, rid: RequestId) -> Result<Option<Request>, JournalError>;
 
     /// The engine handled a request; `result` says what happened.
-    fn finish_request(&self, rid: RequestId, result: &str) -> Result<(), JournalError>;
+    fn finish_request(&self, rid: RequestId, result: &RequestResult) -> Result<(), JournalError>;
 }
 
 /// Each group's history lines: notes, errors, and the readers of the
@@ -254,9 +254,7 @@ impl AsyncJournal {
         F: FnOnce(&dyn Store) -> Result<T, JournalError> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| JournalError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(store.as_ref())).await.map_err(|e| JournalError::Task(e.to_string()))?
     }
 
     /// The journal itself, for code that is already off the runtime (on the

@@ -383,9 +383,9 @@ fn cancel_requests_round_trip() {
     let open = j.open_requests().unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!((open[0].id, open[0].group_id, open[0].kind), (rid, id, RequestKind::Cancel));
-    j.finish_request(rid, "canceled").unwrap();
+    j.finish_request(rid, &RequestResult::Canceled).unwrap();
     assert!(j.open_requests().unwrap().is_empty());
-    assert_eq!(j.request_status(rid).unwrap().unwrap().result.as_deref(), Some("canceled"));
+    assert_eq!(j.request_status(rid).unwrap().unwrap().result, Some(RequestResult::Canceled));
     assert!(matches!(j.request(999, RequestKind::Cancel), Err(JournalError::NoSuchGroup(999))));
 }
 
@@ -553,7 +553,10 @@ fn migrates_a_version_2_journal() {
     assert_eq!(j.last_event_id().unwrap(), 23);
     // requests: the handled one keeps its answer, the open one is still open
     let done = j.request_status(1).unwrap().unwrap();
-    assert_eq!((done.kind, done.group_id, done.result.as_deref()), (RequestKind::Cancel, 5, Some("canceled")));
+    assert_eq!(
+        (done.kind, done.group_id, done.result.clone()),
+        (RequestKind::Cancel, 5, Some(RequestResult::Canceled))
+    );
     assert_eq!(done.handled_at_ms, Some(1700000042000));
     let open = j.open_requests().unwrap();
     assert_eq!(open.iter().map(|r| (r.id, r.group_id, r.kind)).collect::<Vec<_>>(), vec![(2, 4, RequestKind::Retry)]);
@@ -895,4 +898,21 @@ fn completed_groups_are_salvaged_from_a_corrupt_journal() {
         assert!(matches!(again, Enqueued::Duplicate { state: GroupState::Completed, .. }), "{again:?}");
     }
     assert!(matches!(j.enqueue(&group("/x/pending", "pending", &[5])).unwrap(), Enqueued::Queued(_)));
+}
+
+#[test]
+fn request_results_are_stored_as_the_words_earlier_versions_wrote_and_read_back() {
+    for (result, text) in [
+        (RequestResult::Taken, "canceling"),
+        (RequestResult::Canceled, "canceled"),
+        (RequestResult::NotCanceled("the group is completed".into()), "not canceled: the group is completed"),
+        (RequestResult::Requeued(42), "re-queued as group 42"),
+        (
+            RequestResult::Refused("group 3 is completed; there is nothing to retry".into()),
+            "group 3 is completed; there is nothing to retry",
+        ),
+    ] {
+        assert_eq!(result.to_text(), text);
+        assert_eq!(RequestResult::from_text(text), result, "{text}");
+    }
 }

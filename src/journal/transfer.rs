@@ -8,11 +8,11 @@ use rusqlite::{OptionalExtension, params};
 use super::codec::{get_opt_path, get_path, now_ms, parse_col, part_from_row, path_bytes};
 use super::history::{event, transition};
 use super::queue::requeue_copy;
+use super::store::Transfers;
 use super::{
     FileId, FileRecord, FileState, GroupId, GroupRecord, GroupState, Journal, JournalError, PartRecord, SessionFile,
 };
 use crate::model::FileRole;
-use super::store::Transfers;
 
 impl Transfers for Journal {
     fn group(&self, id: GroupId) -> Result<GroupRecord, JournalError> {

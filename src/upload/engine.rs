@@ -14,13 +14,12 @@ use super::finish::{self, AfterOutcome};
 use super::retry::{RetryPolicy, with_retries};
 use super::stream::Throttle;
 use super::worker::{self, Ctx, SESSION_WINDOW};
-use super::{EngineError, GroupOutcome};
+use super::{EngineError, GroupOutcome, control};
 use crate::api::{Canceled, Client, CompletedPart};
 use crate::config::{ApiKey, Config};
 use crate::journal::{
-    FileState, GroupId, GroupRecord, GroupState, Journal, JournalError, PauseReason, RequestKind, now_ms,
+    AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Store, now_ms,
 };
-use crate::journal::prelude::*;
 
 /// The `reason` of [`Observer::paused`] while the API refuses the key.
 pub const PAUSED_AUTH: &str = "auth";
@@ -113,7 +112,7 @@ impl Default for EngineOptions {
 pub(crate) struct Shared {
     /// The config in force; replaced on reload (see [`Shared::reconfigure`]).
     cfg: RwLock<Arc<Config>>,
-    pub journal: Arc<Journal>,
+    pub journal: AsyncJournal,
     pub client: Client,
     policy: RwLock<RetryPolicy>,
     /// `max_parts_in_flight` permits, across all groups.
@@ -176,21 +175,24 @@ impl Shared {
     /// tries again after a growing delay ([`after_upload_delay`]), at most
     /// [`AFTER_UPLOAD_ATTEMPTS`] times, after which the files are kept and
     /// the group's note says so and why.
+    ///
+    /// Blocking (it may copy gigabytes): call it on the blocking pool.
     pub(crate) fn finish_completed(&self, id: GroupId) {
+        let j = self.journal.blocking();
         let Err(e) = self.try_finish_completed(id) else { return };
         let failures = self.after_upload_failures(id).map(|f| f.len()).unwrap_or(0) + 1;
         if failures >= AFTER_UPLOAD_ATTEMPTS {
             let note = format!("after-upload step gave up after {failures} attempts; the files were kept: {e}");
             tracing::warn!(group = id, error = %e, attempts = failures, "after-upload step gave up; the files were kept");
-            let _ = self.journal.note_error(id, &note);
-            if let Ok(g) = self.journal.group(id) {
-                finish::remove_staged(&self.journal, &g);
+            let _ = j.note_error(id, &note);
+            if let Ok(g) = j.group(id) {
+                finish::remove_staged(j.as_ref(), &g);
             }
-            let _ = self.journal.set_finished(id);
+            let _ = j.set_finished(id);
         } else {
             let next = after_upload_delay(failures);
             tracing::warn!(group = id, error = %e, attempt = failures, retry_in = %humantime::format_duration(next), "after-upload step failed");
-            let _ = self.journal.note(id, &format!("{AFTER_UPLOAD_FAILED}{e}"));
+            let _ = j.note(id, &format!("{AFTER_UPLOAD_FAILED}{e}"));
         }
     }
 
@@ -198,6 +200,7 @@ impl Shared {
     fn after_upload_failures(&self, id: GroupId) -> Result<Vec<i64>, JournalError> {
         Ok(self
             .journal
+            .blocking()
             .events(id)?
             .into_iter()
             .filter(|e| e.detail.as_deref().is_some_and(|d| d.starts_with(AFTER_UPLOAD_FAILED)))
@@ -217,7 +220,8 @@ impl Shared {
     }
 
     fn try_finish_completed(&self, id: GroupId) -> Result<(), String> {
-        let g = self.journal.group(id).map_err(|e| e.to_string())?;
+        let j = self.journal.blocking();
+        let g = j.group(id).map_err(|e| e.to_string())?;
         let cfg = self.cfg();
         let report = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
         let after = report.outcome;
@@ -233,32 +237,35 @@ impl Shared {
                 finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
             tracing::debug!(group = id, receipt = %path.display(), "receipt written");
         }
-        finish::remove_staged(&self.journal, &g);
+        finish::remove_staged(j.as_ref(), &g);
         let note = match &after {
             AfterOutcome::Kept => "export kept".to_string(),
             AfterOutcome::Deleted => "export deleted".to_string(),
             AfterOutcome::Moved { to } => format!("export moved to {}", to.display()),
         };
-        self.journal.note(id, &note).map_err(|e| e.to_string())?;
+        j.note(id, &note).map_err(|e| e.to_string())?;
         if !report.kept.is_empty() {
             let why = format!("after upload, left in place: {}", report.kept.join("; "));
             tracing::info!(group = id, path = %g.key.display(), "{why}");
-            self.journal.note_error(id, &why).map_err(|e| e.to_string())?;
+            j.note_error(id, &why).map_err(|e| e.to_string())?;
         }
-        self.journal.set_finished(id).map_err(|e| e.to_string())
+        j.set_finished(id).map_err(|e| e.to_string())
     }
 
-    /// Housekeeping for every ended group that has not had it.
+    /// Housekeeping for every ended group that has not had it. Blocking
+    /// (an after-upload move may copy gigabytes): the scheduler runs it on
+    /// the blocking pool, one round at a time, without waiting for it.
     fn housekeeping(&self) -> Result<(), EngineError> {
-        for id in self.journal.unfinished()? {
-            let g = self.journal.group(id)?;
+        let j = self.journal.blocking();
+        for id in j.unfinished()? {
+            let g = j.group(id)?;
             if g.state == GroupState::Completed {
                 if self.after_upload_due(id) {
                     self.finish_completed(id);
                 }
             } else {
-                finish::remove_staged(&self.journal, &g);
-                self.journal.set_finished(id)?;
+                finish::remove_staged(j.as_ref(), &g);
+                j.set_finished(id)?;
             }
         }
         Ok(())
@@ -311,13 +318,13 @@ pub enum CancelEnd {
 /// recorded `completed`, not canceled: the video is in the library.
 pub async fn cancel_now(
     client: Option<&Client>,
-    journal: &Journal,
+    journal: &AsyncJournal,
     policy: &RetryPolicy,
     id: GroupId,
     reason: &str,
     by_user: bool,
 ) -> Result<CancelEnd, EngineError> {
-    let g = journal.group(id)?;
+    let g = journal.call(move |j| j.group(id)).await?;
     if let (Some(session), true) =
         (&g.session_id, matches!(g.state, GroupState::Queued | GroupState::Uploading | GroupState::Failed))
     {
@@ -341,14 +348,19 @@ pub async fn cancel_now(
             (Ok(_), _) => {}
             (Err(e), _) => {
                 tracing::warn!(group = id, session = %session, error = %e, "the server group could not be canceled; it expires by itself");
-                journal
-                    .note(id, &format!("server group {session} could not be canceled ({e}); it expires by itself"))?;
+                let note = format!("server group {session} could not be canceled ({e}); it expires by itself");
+                journal.call(move |j| j.note(id, &note)).await?;
             }
         }
     }
-    journal.cancel_group(id, reason, by_user)?;
-    finish::remove_staged(journal, &g);
-    journal.set_finished(id)?;
+    let reason = reason.to_string();
+    journal
+        .call(move |j| {
+            j.cancel_group(id, &reason, by_user)?;
+            finish::remove_staged(j, &g);
+            j.set_finished(id)
+        })
+        .await?;
     Ok(CancelEnd::Canceled)
 }
 
@@ -360,7 +372,7 @@ pub async fn cancel_now(
 /// and is canceled by the caller).
 async fn completed_on_server(
     client: &Client,
-    journal: &Journal,
+    journal: &AsyncJournal,
     policy: &RetryPolicy,
     g: &GroupRecord,
     session: &str,
@@ -400,13 +412,18 @@ async fn completed_on_server(
         }
     }
     let Some(library_id) = library_id else { return Ok(None) };
-    if g.state == GroupState::Queued {
-        journal.resume(g.id)?;
-    }
-    for (file_id, lib) in answers {
-        journal.file_completed(file_id, lib)?;
-    }
-    journal.complete_group(g.id, library_id)?;
+    let (id, queued) = (g.id, g.state == GroupState::Queued);
+    journal
+        .call(move |j| {
+            if queued {
+                j.resume(id)?;
+            }
+            for (file_id, lib) in answers {
+                j.file_completed(file_id, lib)?;
+            }
+            j.complete_group(id, library_id)
+        })
+        .await?;
     Ok(Some(library_id))
 }
 
@@ -455,7 +472,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(
         cfg: Arc<Config>,
-        journal: Arc<Journal>,
+        journal: Arc<dyn Store>,
         key: ApiKey,
         opts: EngineOptions,
     ) -> Result<Engine, EngineError> {
@@ -465,7 +482,7 @@ impl Engine {
         let parts = Arc::new(Semaphore::new(size));
         let sh = Shared {
             cfg: RwLock::new(cfg),
-            journal,
+            journal: AsyncJournal::new(journal),
             client,
             policy: RwLock::new(policy),
             parts,
@@ -485,7 +502,7 @@ impl Engine {
         self.sh.sent.clone()
     }
 
-    pub fn journal(&self) -> &Arc<Journal> {
+    pub fn journal(&self) -> &AsyncJournal {
         &self.sh.journal
     }
 
@@ -513,10 +530,15 @@ impl Engine {
         mut only: Option<GroupId>,
     ) -> Result<Option<(GroupId, GroupOutcome)>, EngineError> {
         let sh = &self.sh;
-        sh.housekeeping()?;
+        {
+            let sh = sh.clone();
+            tokio::task::spawn_blocking(move || sh.housekeeping())
+                .await
+                .map_err(|e| EngineError::Journal(JournalError::Task(e.to_string())))??;
+        }
         if only.is_none() {
             // A pause recorded by an earlier agent describes a process that is gone.
-            sh.journal.clear_pauses_like(&PauseReason::Auth)?;
+            sh.journal.call(|j| j.clear_pauses_like(&PauseReason::Auth)).await?;
         }
         let mut config_rx = self.opts.config.clone();
         let mut gate_rx = self.opts.gate.clone();
@@ -530,6 +552,8 @@ impl Engine {
         // Auth pause: until when, and whether a probe group is allowed.
         let mut paused_until: Option<Instant> = None;
         let mut last_housekeeping = Instant::now();
+        // The round of housekeeping under way (on the blocking pool), if any.
+        let mut housekeeping: Option<tokio::task::JoinHandle<Result<(), EngineError>>> = None;
         let mut result = None;
         // Groups whose watch folder is missing: not started again until it is back.
         let mut held: HashMap<GroupId, GroupRecord> = HashMap::new();
@@ -552,22 +576,41 @@ impl Engine {
                 );
             }
             // Control requests first: a cancel must not wait for scheduling.
-            for req in sh.journal.open_requests()? {
-                self.handle_request(req, &mut active).await?;
+            for req in sh.journal.call(|j| j.open_requests()).await? {
+                let rid = req.id;
+                let hand_over = |gid| match active.get_mut(&gid) {
+                    // The worker drops its PUTs, sends DELETE and records the end.
+                    Some(a) => {
+                        *a.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(control::BY_USER.into());
+                        a.tok.cancel();
+                        a.requests.push(rid);
+                        true
+                    }
+                    None => false,
+                };
+                control::handle_request(&sh.client, &sh.journal, &sh.policy(), req, hand_over).await?;
             }
             if only.is_none() {
-                for id in sh.journal.requeue_due(now_ms())? {
+                for id in sh.journal.call(|j| j.requeue_due(now_ms())).await? {
                     tracing::info!(group = id, "failed group re-queued for an automatic retry");
                 }
-                if last_housekeeping.elapsed() >= self.opts.housekeeping {
-                    sh.housekeeping()?;
+                if let Some(done) = housekeeping.take_if(|h| h.is_finished()) {
+                    match done.await {
+                        Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed; tried again later"),
+                        Err(e) => tracing::error!(error = %e, "housekeeping ended abnormally"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+                if housekeeping.is_none() && last_housekeeping.elapsed() >= self.opts.housekeeping {
+                    let sh = sh.clone();
+                    housekeeping = Some(tokio::task::spawn_blocking(move || sh.housekeeping()));
                     last_housekeeping = Instant::now();
                 }
             }
             if paused_until.is_some() && sh.api_ok.load(Ordering::Relaxed) {
                 tracing::info!("the API accepts the key again; uploads resume");
                 paused_until = None;
-                if let Err(e) = sh.journal.clear_pause(&PauseReason::Auth) {
+                if let Err(e) = sh.journal.call(|j| j.clear_pause(&PauseReason::Auth)).await {
                     tracing::warn!(error = %e, "cannot record the end of the auth pause");
                 }
                 if let Some(o) = &self.opts.observer {
@@ -612,10 +655,10 @@ impl Engine {
                 let next = match only {
                     Some(id) if busy.contains(&id) => None,
                     Some(id) => {
-                        let state = sh.journal.group(id)?.state;
+                        let state = sh.journal.call(move |j| j.group(id)).await?.state;
                         matches!(state, GroupState::Queued | GroupState::Uploading).then_some(id)
                     }
-                    None => sh.journal.next_group(&busy)?,
+                    None => sh.journal.call(move |j| j.next_group(&busy)).await?,
                 };
                 let Some(id) = next else { break };
                 let tok = abort.child_token();
@@ -632,7 +675,7 @@ impl Engine {
                 && !backoff.contains_key(&id)
             {
                 // Nothing runnable: the group ended (perhaps canceled from the CLI).
-                let g = sh.journal.group(id)?;
+                let g = sh.journal.call(move |j| j.group(id)).await?;
                 let error = g.error.clone().unwrap_or_default();
                 let outcome = match g.state {
                     GroupState::Canceled => GroupOutcome::Canceled(error),
@@ -668,7 +711,7 @@ impl Engine {
                     let ended = active.remove(&id);
                     let outcome = outcome?;
                     if matches!(outcome, GroupOutcome::Stopped) && !stop.is_cancelled() {
-                        let g = sh.journal.group(id)?;
+                        let g = sh.journal.call(move |j| j.group(id)).await?;
                         if watch_folder_missing(&g).is_some() {
                             held.insert(id, g);
                         }
@@ -678,14 +721,8 @@ impl Engine {
                     {
                         o.group_ended(id, &outcome);
                     }
-                    if let Some(a) = ended {
-                        for rid in a.requests {
-                            let what = match &outcome {
-                                GroupOutcome::Canceled(_) => "canceled".to_string(),
-                                other => format!("not canceled: the group ended first ({other:?})"),
-                            };
-                            sh.journal.finish_request(rid, &what)?;
-                        }
+                    if let Some(a) = ended.filter(|a| !a.requests.is_empty()) {
+                        control::answer_after_worker(&sh.journal, a.requests, &outcome).await?;
                     }
                     match &outcome {
                         GroupOutcome::AuthRefused(msg) => {
@@ -710,12 +747,19 @@ impl Engine {
                             paused_until = Some(Instant::now() + self.opts.auth_recheck);
                             // In the journal, so that `status` in another process shows it.
                             let next = now_ms().saturating_add(self.opts.auth_recheck.as_millis() as i64);
-                            if let Err(e) = sh.journal.set_pause(&PauseReason::Auth, Some(msg), Some(next)) {
+                            let msg = msg.clone();
+                            if let Err(e) =
+                                sh.journal.call(move |j| j.set_pause(&PauseReason::Auth, Some(&msg), Some(next))).await
+                            {
                                 tracing::warn!(error = %e, "cannot record the auth pause");
                             }
                         }
                         GroupOutcome::Expired { requeued: Some(new) } => {
-                            let recent = sh.journal.recent_sessions(*new, now_ms(), SESSION_WINDOW.as_millis() as i64)?;
+                            let new_id = *new;
+                            let recent = sh
+                                .journal
+                                .call(move |j| j.recent_sessions(new_id, now_ms(), SESSION_WINDOW.as_millis() as i64))
+                                .await?;
                             let wait = new_session_delay(self.opts.session_backoff, recent);
                             if !wait.is_zero() {
                                 tracing::info!(
@@ -767,64 +811,6 @@ impl Engine {
             }
         }
     }
-
-    async fn handle_request(
-        &self,
-        req: crate::journal::Request,
-        active: &mut HashMap<GroupId, Active>,
-    ) -> Result<(), EngineError> {
-        let sh = &self.sh;
-        match req.kind {
-            RequestKind::Cancel => {
-                if let Some(a) = active.get_mut(&req.group_id) {
-                    // The worker drops its PUTs, sends DELETE and records the
-                    // cancel; the request is answered when it ends.
-                    *a.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some("canceled by the user".into());
-                    a.tok.cancel();
-                    a.requests.push(req.id);
-                    // Mark it taken so the next poll does not see it again.
-                    sh.journal.finish_request(req.id, "canceling")?;
-                    return Ok(());
-                }
-                let g = sh.journal.group(req.group_id)?;
-                let result = match g.state {
-                    GroupState::Queued | GroupState::Uploading | GroupState::Failed => {
-                        match cancel_now(
-                            Some(&sh.client),
-                            &sh.journal,
-                            &sh.policy(),
-                            g.id,
-                            "canceled by the user",
-                            true,
-                        )
-                        .await?
-                        {
-                            CancelEnd::Canceled => {
-                                tracing::info!(group = g.id, "group canceled");
-                                "canceled".to_string()
-                            }
-                            // Its after-upload step runs with the next housekeeping.
-                            CancelEnd::CompletedOnServer { library_id } => {
-                                format!("not canceled: the group had completed on the server (library id {library_id})")
-                            }
-                        }
-                    }
-                    GroupState::Canceled => "canceled".to_string(),
-                    other => format!("not canceled: the group is {other}"),
-                };
-                sh.journal.finish_request(req.id, &result)?;
-            }
-            RequestKind::Retry => {
-                let result = match sh.journal.retry_group(req.group_id) {
-                    Ok(id) => format!("re-queued as group {id}"),
-                    Err(JournalError::Refused(why)) => why,
-                    Err(e) => return Err(e.into()),
-                };
-                sh.journal.finish_request(req.id, &result)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Resolves when the gate changes; never when there is none (or its sender is gone).
@@ -848,18 +834,22 @@ fn log_stopped(r: Result<(GroupId, Result<GroupOutcome, EngineError>), tokio::ta
 /// queue until `shutdown`.
 pub async fn run_engine(
     cfg: Arc<Config>,
-    journal: Arc<Journal>,
+    journal: Arc<dyn Store>,
     key: ApiKey,
     opts: EngineOptions,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
     let mut told = false;
     let _lock = loop {
-        if let Some(lock) = journal.try_lock_engine()? {
+        let j = journal.clone();
+        let lock = tokio::task::spawn_blocking(move || j.try_lock_engine())
+            .await
+            .map_err(|e| EngineError::Journal(JournalError::Task(e.to_string())))??;
+        if let Some(lock) = lock {
             break lock;
         }
         if !told {
-            tracing::warn!(journal = %journal.path().display(), "another engine works this journal; waiting for it to finish");
+            tracing::warn!(journal = %journal.describe(), "another engine works this journal; waiting for it to finish");
             told = true;
         }
         tokio::select! {

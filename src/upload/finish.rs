@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{AfterUpload, Config, WatchConfig};
-use crate::journal::{FileRecord, GroupRecord, Journal, format_ms, now_ms};
-use crate::journal::prelude::*;
+use crate::journal::{FileRecord, GroupRecord, Store, format_ms, now_ms};
 
 pub use crate::model::mtime_ns;
 
@@ -64,7 +63,7 @@ pub fn watch_for<'a>(cfg: &'a Config, group: &GroupRecord) -> Option<&'a WatchCo
 /// Remove the files the agent made for this group (zipped bundles), except
 /// those another live group still uses (a staged zip is named after the
 /// export's fingerprint, so a rejected group and its fixed successor share it).
-pub fn remove_staged(journal: &Journal, group: &GroupRecord) {
+pub fn remove_staged(journal: &dyn Store, group: &GroupRecord) {
     for f in group.files.iter().filter(|f| f.staged) {
         match journal.staged_in_use(&f.source, group.id) {
             Ok(false) => {}

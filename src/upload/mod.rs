@@ -58,6 +58,7 @@
 //! A cancel request drops the group's in-flight PUTs at once, sends DELETE
 //! and marks the group `canceled`.
 
+pub mod control;
 mod engine;
 pub mod finish;
 #[cfg(all(test, target_os = "linux"))]
@@ -82,6 +83,9 @@ pub enum EngineError {
     /// The client could not be built (bad endpoint, unusable key).
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The config cannot give what the step needs (the API key).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// 401/403 from the API while driving one group in the foreground.
     #[error("the API key was refused ({0}); check api_key_env / api_key_file and the key's role (admin or upload)")]
     AuthRefused(String),

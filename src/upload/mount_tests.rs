@@ -9,8 +9,8 @@ use std::process::Command;
 use super::engine::watch_folder_missing;
 use crate::config::WatchConfig;
 use crate::group::{GroupOptions, build_folder_group};
-use crate::journal::{Enqueued, Journal};
 use crate::journal::prelude::*;
+use crate::journal::{Enqueued, Journal};
 
 const CHILD: &str = "SPATIALGEN_MOUNT_CHILD";
 const TEST: &str = "upload::mount_tests::an_unmounted_share_counts_as_a_missing_watch_folder_not_as_changed_files";

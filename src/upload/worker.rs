@@ -18,7 +18,6 @@ use crate::api::{
     redact_url,
 };
 use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
-use crate::journal::prelude::*;
 
 /// The API forgets a group this long after it was created.
 pub(crate) const SERVER_GROUP_LIFETIME: Duration = Duration::from_secs(5 * 24 * 3600);
@@ -169,7 +168,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             // Files that "vanished" with their whole watch folder were not
             // changed: the share is unmounted (or the folder moved away). The
             // group stays as recorded and waits for the folder to come back.
-            let g = sh.journal.group(id)?;
+            let g = sh.journal.call(move |j| j.group(id)).await?;
             if let Some(folder) = super::engine::watch_folder_missing(&g) {
                 tracing::warn!(
                     group = id, folder = %folder.display(), reason = %why,
@@ -187,24 +186,32 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             // re-queued as a new one at once, forever. Past the limit the
             // group fails with the server's answer; its hourly retry resumes
             // the same (row and) session, so no new server group is made.
-            let recent = sh.journal.recent_sessions(id, crate::journal::now_ms(), SESSION_WINDOW.as_millis() as i64)?;
+            let recent = sh
+                .journal
+                .call(move |j| j.recent_sessions(id, crate::journal::now_ms(), SESSION_WINDOW.as_millis() as i64))
+                .await?;
             if recent >= MAX_SESSIONS_PER_WINDOW {
                 let msg = format!(
                     "{why} ({recent} server groups created for this export within the last hour; not creating another)"
                 );
-                return fail(&sh, id, msg);
+                return fail(&sh, id, msg).await;
             }
-            let g = sh.journal.group(id)?;
+            let g = sh.journal.call(move |j| j.group(id)).await?;
             let unchanged = check_sources(&g);
-            let requeued = sh.journal.expire_group(id, &why, unchanged.is_ok())?;
+            let (reason, requeue) = (why.clone(), unchanged.is_ok());
+            let requeued = sh.journal.call(move |j| j.expire_group(id, &reason, requeue)).await?;
             match (requeued, unchanged) {
                 (Some(new), _) => {
                     tracing::warn!(group = id, new_group = new, reason = %why, "group expired; re-queued as a new group")
                 }
                 (None, Err(changed)) => {
                     tracing::warn!(group = id, reason = %why, %changed, "group expired; its files changed, not re-queued");
-                    finish::remove_staged(&sh.journal, &g);
-                    sh.journal.set_finished(id)?;
+                    sh.journal
+                        .call(move |j| {
+                            finish::remove_staged(j, &g);
+                            j.set_finished(id)
+                        })
+                        .await?;
                 }
                 (None, Ok(())) => tracing::warn!(group = id, reason = %why, "group expired"),
             }
@@ -218,7 +225,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             Ok(GroupOutcome::Canceled(reason))
         }
         Err(Stop::Auth(msg)) => Ok(GroupOutcome::AuthRefused(msg)),
-        Err(Stop::Failed(msg)) => fail(&sh, id, msg),
+        Err(Stop::Failed(msg)) => fail(&sh, id, msg).await,
         Err(Stop::Journal(e)) => Err(e.into()),
     }
 }
@@ -249,10 +256,11 @@ async fn finish_off_runtime(sh: &Arc<Shared>, id: GroupId) {
 }
 
 /// Record `failed` with `msg`; the automatic retry is due after `retry_failed_after`.
-fn fail(sh: &Shared, id: GroupId, msg: String) -> Result<GroupOutcome, EngineError> {
+async fn fail(sh: &Shared, id: GroupId, msg: String) -> Result<GroupOutcome, EngineError> {
     let after = sh.cfg().upload.retry_failed_after;
     let retry_at = crate::journal::now_ms() + after.0.as_millis() as i64;
-    match sh.journal.fail_group(id, &msg, Some(retry_at)) {
+    let error = msg.clone();
+    match sh.journal.call(move |j| j.fail_group(id, &error, Some(retry_at))).await {
         Ok(()) => {}
         // Canceled meanwhile by the CLI (no agent seen): nothing to fail.
         Err(JournalError::IllegalTransition { .. }) => return Ok(GroupOutcome::Stopped),
@@ -289,7 +297,7 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
     // Cancels the group's own tasks when one of them fails.
     let inner = ctx.tok.child_token();
     let _guard = inner.clone().drop_guard();
-    let g = sh.journal.group(id)?;
+    let g = sh.journal.call(move |j| j.group(id)).await?;
     match (g.state, &g.session_id) {
         (GroupState::Queued, None) => {
             // The server's 5-day clock starts with the group: not while the window is closed.
@@ -333,7 +341,9 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
                     },
                 });
             }
-            if let Err(e) = sh.journal.record_session(id, &created.session_id, created.expires_at.as_deref(), &files) {
+            let (session, expires, planned) = (created.session_id.clone(), created.expires_at.clone(), files.clone());
+            let recorded = sh.journal.call(move |j| j.record_session(id, &session, expires.as_deref(), &planned)).await;
+            if let Err(e) = recorded {
                 // Do not leave a live server group behind that nothing will upload.
                 let _ = sh.client.cancel_group(&created.session_id).await;
                 return Err(match e {
@@ -343,13 +353,13 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
             }
             tracing::info!(group = id, session = %created.session_id, files = files.len(), "server group created");
         }
-        (GroupState::Queued, Some(_)) => sh.journal.resume(id)?,
+        (GroupState::Queued, Some(_)) => sh.journal.call(move |j| j.resume(id)).await?,
         (GroupState::Uploading, _) => {}
         // Ended meanwhile (canceled from the CLI with no agent seen): nothing to do.
         _ => return Err(Stop::Shutdown),
     }
 
-    let g = sh.journal.group(id)?;
+    let g = sh.journal.call(move |j| j.group(id)).await?;
     let session = g.session_id.clone().ok_or_else(|| Stop::Failed("uploading without a session id".into()))?;
     if let Some(at) = g.session_at_ms {
         let age = crate::journal::now_ms().saturating_sub(at);
@@ -380,7 +390,7 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
         return Err(stop);
     }
 
-    let g = sh.journal.group(id)?;
+    let g = sh.journal.call(move |j| j.group(id)).await?;
     let library_id = match g.library_id {
         Some(l) => l,
         None => {
@@ -391,7 +401,7 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
             done.ok_or_else(|| Stop::Failed("every file is completed but the server gave no library id".to_string()))?
         }
     };
-    sh.journal.complete_group(id, library_id)?;
+    sh.journal.call(move |j| j.complete_group(id, library_id)).await?;
     Ok(library_id)
 }
 
@@ -400,7 +410,8 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
     let sh = &ctx.sh;
     let upload_id = f.upload_id.as_deref().ok_or_else(|| Stop::Failed(format!("{}: no upload id", f.rel_path)))?;
     check_source(f).map_err(Stop::SourceChanged)?;
-    let parts = sh.journal.parts(f.id)?;
+    let file_id = f.id;
+    let parts = sh.journal.call(move |j| j.parts(file_id)).await?;
     let mut list = Vec::with_capacity(parts.len());
     for p in &parts {
         match (&p.etag, p.done) {
@@ -424,7 +435,8 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
             f.rel_path, done.status
         )));
     }
-    sh.journal.file_completed(f.id, done.library_id)?;
+    let library_id = done.library_id;
+    sh.journal.call(move |j| j.file_completed(file_id, library_id)).await?;
     tracing::debug!(group = ctx.id, file = %f.rel_path, library_id = ?done.library_id, "file completed");
     Ok(done.library_id)
 }
@@ -622,7 +634,8 @@ async fn put_part(
         };
         match r {
             Ok(etag) => {
-                sh.journal.part_done(file.id, n, &etag)?;
+                let (file_id, stored) = (file.id, etag.clone());
+                sh.journal.call(move |j| j.part_done(file_id, n, &stored)).await?;
                 if let Some(o) = &sh.observer {
                     o.part_stored(part.size);
                 }

@@ -9,12 +9,11 @@ use std::time::Instant;
 
 use crate::config::WatchMode;
 use crate::group::{self, GroupOptions, UploadGroup, Violation};
-use crate::journal::{Enqueued, Journal, PauseReason};
+use crate::journal::{Enqueued, PauseReason, Store};
 
 use super::WatchError;
 use super::scan::WatchRules;
 use super::settle::Settle;
-use crate::journal::prelude::*;
 
 /// Receives every settle value, in order, on the watcher's thread.
 pub trait Handoff: Send {
@@ -47,14 +46,14 @@ impl Handoff for ChannelHandoff {
 /// journal's fingerprint dedup makes a finished export that was already
 /// uploaded (a restart, a rescan) a no-op.
 pub struct JournalHandoff {
-    journal: Arc<Journal>,
+    journal: Arc<dyn Store>,
     staging_dir: PathBuf,
     outcomes: Option<Sender<(Instant, PathBuf, Enqueued)>>,
 }
 
 impl JournalHandoff {
     /// `staging_dir` receives zipped `.fcpxmld` bundles.
-    pub fn new(journal: Arc<Journal>, staging_dir: PathBuf) -> JournalHandoff {
+    pub fn new(journal: Arc<dyn Store>, staging_dir: PathBuf) -> JournalHandoff {
         JournalHandoff { journal, staging_dir, outcomes: None }
     }
 

@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, WatchConfig};
-use crate::journal::Journal;
+use crate::journal::Store;
 
 mod backend;
 mod driver;
@@ -262,7 +262,7 @@ pub async fn run_with(
 /// (bundle zips staged beside it), until `shutdown` is cancelled.
 pub async fn run_watchers(
     cfg: Arc<Config>,
-    journal: Arc<Journal>,
+    journal: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> Result<(), WatchError> {
     let handoff = JournalHandoff::new(journal, cfg.journal.staging_dir());

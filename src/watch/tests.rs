@@ -428,8 +428,8 @@ async fn a_hand_off_stuck_in_a_read_does_not_keep_the_watchers_from_stopping() {
 
 // ---- through the real grouping engine and journal ----------------------------------
 
-use crate::journal::{Enqueued, GroupState, Journal, SessionFile};
 use crate::journal::prelude::*;
+use crate::journal::{Enqueued, GroupState, Journal, SessionFile};
 
 struct JournalRun {
     run: Run,

@@ -11,6 +11,7 @@ use spatialgen_sync::upload::GroupOutcome;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
+use spatialgen_sync::journal::RequestResult;
 use spatialgen_sync::journal::prelude::*;
 
 const KIB: usize = 1024;
@@ -202,7 +203,7 @@ async fn a_cancel_request_stops_in_flight_puts_within_two_seconds() {
     let server = w.sandbox.sessions().into_iter().find(|s| Some(&s.id) == g.session_id.as_ref()).unwrap();
     assert_eq!(server.status, SessionStatus::Canceled, "DELETE was sent");
     wait_for(Duration::from_secs(2), "the request to be answered", || {
-        cli.request_status(rid).unwrap().unwrap().result.as_deref() == Some("canceled")
+        cli.request_status(rid).unwrap().unwrap().result == Some(RequestResult::Canceled)
     })
     .await;
     let puts_then = w.sandbox.stats().storage_puts;

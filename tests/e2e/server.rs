@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use spatialgen_sync::api::{Client, CompletedPart, PartUrlsRequest, StartFile, StartGroup};
 use spatialgen_sync::config::ApiKey;
-use spatialgen_sync::journal::{GroupId, GroupState, Journal, SessionFile};
+use spatialgen_sync::journal::{AsyncJournal, GroupId, GroupState, Journal, SessionFile};
 use spatialgen_sync::sandbox::Faults;
 use spatialgen_sync::upload::retry::RetryPolicy;
 use spatialgen_sync::upload::{CancelEnd, GroupOutcome, cancel_now};
@@ -149,7 +149,9 @@ async fn a_cancel_answered_409_for_a_group_completed_on_the_server_is_recorded_a
     assert_eq!(journal.group(id).unwrap().state, GroupState::Uploading);
 
     let policy = RetryPolicy::from_config(&cfg.upload);
-    let end = cancel_now(Some(&client), &journal, &policy, id, "canceled by the user", true).await.unwrap();
+    let end = cancel_now(Some(&client), &AsyncJournal::new(journal.clone()), &policy, id, "canceled by the user", true)
+        .await
+        .unwrap();
     assert_eq!(end, CancelEnd::CompletedOnServer { library_id });
     let g = journal.group(id).unwrap();
     assert_eq!(g.state, GroupState::Completed, "{:?}", g.error);
@@ -195,7 +197,9 @@ async fn a_cancel_answered_409_for_a_group_canceled_on_the_server_is_recorded_as
     client.cancel_group(&created.session_id).await.unwrap();
 
     let policy = RetryPolicy::from_config(&cfg.upload);
-    let end = cancel_now(Some(&client), &journal, &policy, id, "canceled by the user", true).await.unwrap();
+    let end = cancel_now(Some(&client), &AsyncJournal::new(journal.clone()), &policy, id, "canceled by the user", true)
+        .await
+        .unwrap();
     assert_eq!(end, CancelEnd::Canceled);
     assert_eq!(journal.group(id).unwrap().state, GroupState::Canceled);
     assert_eq!(w.sandbox.stats().api_count("cancel", 409), 1);

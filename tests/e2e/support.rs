@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use spatialgen_sync::config::{ApiKey, Config};
 use spatialgen_sync::group::{GroupOptions, UploadGroup, build_folder_group};
+use spatialgen_sync::journal::prelude::*;
 use spatialgen_sync::journal::{Enqueued, GroupId, Journal};
 use spatialgen_sync::sandbox::{Sandbox, SandboxOptions};
 use spatialgen_sync::upload::{Engine, EngineOptions};
-use spatialgen_sync::journal::prelude::*;
 
 /// The key the sandbox accepts in these tests.
 pub const KEY: &str = "test-key-0123";

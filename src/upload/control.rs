@@ -1,0 +1,201 @@
+//! Control actions on one group, with one implementation each for every
+//! front end (the CLI today; an HTTP console can call the same functions).
+//!
+//! The cancel protocol: with an engine working the journal (the agent, or a
+//! foreground `upload`), the action is written as a request and that engine
+//! carries it out ([`handle_request`]): it drops the group's PUTs, sends
+//! DELETE and records the end. With no engine running, the caller takes the
+//! engine lock (so none starts meanwhile) and does it itself with
+//! [`cancel_now`]. Either way the group ends `canceled`, or `completed` if
+//! the server had completed it first.
+//!
+//! Retry re-queues a failed, canceled or expired group as it was (the same
+//! files): refused when its files changed since (the watcher then picks up
+//! the export as it is now).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::engine::{CancelEnd, cancel_now};
+use super::finish::check_sources;
+use super::retry::RetryPolicy;
+use super::{EngineError, GroupOutcome};
+use crate::api::Client;
+use crate::config::Config;
+use crate::journal::{AsyncJournal, GroupId, GroupState, JournalError, Request, RequestKind, RequestResult, Store};
+
+/// How a cancel ended, as the one who asked for it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelAnswer {
+    Canceled,
+    AlreadyCanceled,
+    /// The server had completed the group: it is in the library, recorded
+    /// `completed`.
+    CompletedOnServer {
+        library_id: u64,
+    },
+    /// Still settling: nothing has been sent, there is nothing to cancel yet.
+    StillSettling,
+    /// Ended otherwise (completed, rejected, expired): nothing to cancel.
+    NothingToCancel(GroupState),
+    /// The running engine refused or could not (the group ended first, ...).
+    NotCanceled(String),
+    /// The running engine has the request but had not finished it within
+    /// the wait; it carries it out.
+    Requested,
+}
+
+/// How a retry ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryAnswer {
+    /// Queued again, as group `id` (the same row or a new one).
+    Requeued { id: GroupId },
+    /// Refused, and why (nothing to retry, or its files changed).
+    Refused(String),
+}
+
+/// Cancel group `id`. With an engine running, wait up to `wait` for it to
+/// carry out the request (polling the journal); without one, cancel here,
+/// with an API client built from `cfg` if the group has a server group.
+pub async fn cancel(
+    cfg: &Config,
+    journal: &AsyncJournal,
+    id: GroupId,
+    wait: Duration,
+) -> Result<CancelAnswer, EngineError> {
+    let g = journal.call(move |j| j.group(id)).await?;
+    match g.state {
+        GroupState::Queued | GroupState::Uploading | GroupState::Failed => {}
+        GroupState::Canceled => return Ok(CancelAnswer::AlreadyCanceled),
+        GroupState::Waiting => return Ok(CancelAnswer::StillSettling),
+        other => return Ok(CancelAnswer::NothingToCancel(other)),
+    }
+    if let Some(_lock) = journal.call(|j| j.try_lock_engine()).await? {
+        // No engine running: do it here, holding the lock so none starts meanwhile.
+        let client = match &g.session_id {
+            Some(_) => Some(Client::new(&cfg.api, cfg.api_key()?)?),
+            None => None,
+        };
+        let policy = RetryPolicy::from_config(&cfg.upload);
+        return Ok(match cancel_now(client.as_ref(), journal, &policy, id, BY_USER, true).await? {
+            CancelEnd::Canceled => CancelAnswer::Canceled,
+            CancelEnd::CompletedOnServer { library_id } => CancelAnswer::CompletedOnServer { library_id },
+        });
+    }
+    let rid = journal.call(move |j| j.request(id, RequestKind::Cancel)).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (g, r) = journal.call(move |j| Ok((j.group(id)?, j.request_status(rid)?))).await?;
+        if g.state == GroupState::Canceled {
+            return Ok(CancelAnswer::Canceled);
+        }
+        match r.and_then(|r| r.result) {
+            None | Some(RequestResult::Taken) => {}
+            Some(RequestResult::Canceled) => return Ok(CancelAnswer::Canceled),
+            Some(other) => {
+                if let (GroupState::Completed, Some(library_id)) = (g.state, g.library_id) {
+                    return Ok(CancelAnswer::CompletedOnServer { library_id });
+                }
+                return Ok(CancelAnswer::NotCanceled(match other {
+                    RequestResult::NotCanceled(why) | RequestResult::Refused(why) => why,
+                    r => r.to_text(),
+                }));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(CancelAnswer::Requested);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Re-queue group `id` as it was. Blocking (it reads the group's files):
+/// call it off the runtime, or through [`AsyncJournal::call`].
+pub fn retry(journal: &dyn Store, id: GroupId) -> Result<RetryAnswer, JournalError> {
+    let g = journal.group(id)?;
+    if matches!(g.state, GroupState::Canceled | GroupState::Expired)
+        && let Err(changed) = check_sources(&g)
+    {
+        return Ok(RetryAnswer::Refused(format!(
+            "group {id} ({}) cannot be re-queued as it was: {changed}; the watcher picks up the export as it is now",
+            g.name
+        )));
+    }
+    match journal.retry_group(id) {
+        Ok(new) => Ok(RetryAnswer::Requeued { id: new }),
+        Err(JournalError::Refused(why)) => Ok(RetryAnswer::Refused(why)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The reason recorded for a cancel someone asked for.
+pub(crate) const BY_USER: &str = "canceled by the user";
+
+/// What the engine does with a request it finds in the journal. A cancel
+/// of a running group is handed to its worker (`hand_over` sets the
+/// reason and fires its token; `true` if the group is running): the
+/// request is answered [`RequestResult::Taken`] now and again when the
+/// worker ends ([`answer_after_worker`]).
+pub(crate) async fn handle_request(
+    client: &Client,
+    journal: &AsyncJournal,
+    policy: &RetryPolicy,
+    req: Request,
+    hand_over: impl FnOnce(GroupId) -> bool,
+) -> Result<(), EngineError> {
+    let rid = req.id;
+    let result = match req.kind {
+        RequestKind::Cancel if hand_over(req.group_id) => RequestResult::Taken,
+        RequestKind::Cancel => {
+            let gid = req.group_id;
+            let g = journal.call(move |j| j.group(gid)).await?;
+            match g.state {
+                GroupState::Queued | GroupState::Uploading | GroupState::Failed => {
+                    match cancel_now(Some(client), journal, policy, g.id, BY_USER, true).await? {
+                        CancelEnd::Canceled => {
+                            tracing::info!(group = g.id, "group canceled");
+                            RequestResult::Canceled
+                        }
+                        // Its after-upload step runs with the next housekeeping.
+                        CancelEnd::CompletedOnServer { library_id } => RequestResult::NotCanceled(format!(
+                            "the group had completed on the server (library id {library_id})"
+                        )),
+                    }
+                }
+                GroupState::Canceled => RequestResult::Canceled,
+                other => RequestResult::NotCanceled(format!("the group is {other}")),
+            }
+        }
+        RequestKind::Retry => {
+            let gid = req.group_id;
+            match journal.call(move |j| retry(j, gid)).await? {
+                RetryAnswer::Requeued { id } => RequestResult::Requeued(id),
+                RetryAnswer::Refused(why) => RequestResult::Refused(why),
+            }
+        }
+    };
+    journal.call(move |j| j.finish_request(rid, &result)).await?;
+    Ok(())
+}
+
+/// Answer the cancel requests handed to a worker, now that it ended.
+pub(crate) async fn answer_after_worker(
+    journal: &AsyncJournal,
+    requests: Vec<i64>,
+    outcome: &GroupOutcome,
+) -> Result<(), EngineError> {
+    let result = match outcome {
+        GroupOutcome::Canceled(_) => RequestResult::Canceled,
+        other => RequestResult::NotCanceled(format!("the group ended first ({other:?})")),
+    };
+    let requests = Arc::new(requests);
+    journal
+        .call(move |j| {
+            for rid in requests.iter() {
+                j.finish_request(*rid, &result)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
