@@ -16,8 +16,8 @@ use crate::api::Client;
 use crate::config::Config;
 use crate::journal::{GroupId, GroupState, GroupSummary, Journal, Pause, PauseView, RequestKind};
 use crate::ops::window::{Schedule, WindowState};
+use crate::retry::RetryPolicy;
 use crate::upload::finish::check_sources;
-use crate::upload::retry::RetryPolicy;
 
 /// How long `cancel` waits for a running engine to carry out its request.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
