@@ -16,7 +16,8 @@
 //! [`logging`] sets up tracing. [`agent`] is the running service that
 //! starts, supervises, reloads and stops all of these in one process, with
 //! one journal handle; [`cli`] is the command-line edge, one thin handler
-//! per command.
+//! per command. [`retry`] is the one retry policy (backoff, `Retry-After`,
+//! cancellation, repeat safety) of every outgoing request.
 
 pub mod agent;
 pub mod api;
@@ -27,6 +28,7 @@ pub mod journal;
 pub mod logging;
 pub mod model;
 pub mod ops;
+pub mod retry;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod upload;

@@ -143,7 +143,7 @@ impl Agent {
         let journal = AsyncJournal::new(store.clone());
         // Everything that can refuse to start, before any task is spawned.
         let schedule = Schedule::from_config(&cfg.upload)?;
-        let notifier = Notifier::new(&cfg.hooks)?.without_env(&cfg.api.api_key_env);
+        let notifier = Notifier::new(&cfg.hooks)?.without_env(&cfg.api.api_key_env).with_cancel(shutdown.clone());
         // Notifications start from the newest line of history: what ended
         // before this start was notified by the run that saw it.
         let cursor = journal.call(|j| j.last_event_id()).await?;

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, HooksConfig};
+use crate::config::{Config, Dur, HooksConfig};
 use crate::journal::{AsyncJournal, Ended, GroupState};
 use crate::ops::hooks::{EventKind, GroupEvent, Notifier};
 use crate::ops::reload::diff_reload;
@@ -70,7 +70,8 @@ pub(super) async fn notify_loop(mut n: Notifications) {
                                 n.cursor = c;
                             }
                             retired.retain(|r| !r.is_idle());
-                            retired.push(std::mem::replace(&mut n.notifier, fresh.without_env(&n.key_env)));
+                            let fresh = fresh.without_env(&n.key_env).with_cancel(n.shutdown.clone());
+                            retired.push(std::mem::replace(&mut n.notifier, fresh));
                             active = hooks_configured(&new.hooks);
                             tracing::info!("hooks reloaded");
                         }
@@ -93,7 +94,7 @@ pub(super) async fn notify_loop(mut n: Notifications) {
     all.append(&mut retired);
     let drained = futures_util::future::join_all(all.iter().map(|x| x.drain(grace))).await;
     if drained.iter().any(|done| !done) {
-        tracing::warn!(grace = %humantime::format_duration(grace), "hooks still running at shutdown were left behind");
+        tracing::warn!(grace = %Dur(grace), "hooks still running at shutdown were left behind");
     }
 }
 

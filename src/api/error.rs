@@ -7,7 +7,7 @@
 //! the server's own words are scrubbed of URL query strings and of the key.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// What the caller should do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub enum ApiError {
     #[error("{op}: {kind} ({target}): {detail}")]
     Transport { op: Op, kind: TransportKind, target: String, detail: String },
     /// A part PUT made no progress for the stall timeout and was aborted.
-    #[error("{op}: no progress for {} ({target})", humantime::format_duration(*.after))]
+    #[error("{op}: no progress for {} ({target})", crate::config::Dur(*.after))]
     Stalled { op: Op, target: String, after: Duration },
     /// A non-2xx answer. `message` is the server's body, condensed and scrubbed:
     /// shown to the user, never interpreted.
@@ -236,12 +236,5 @@ pub(crate) fn condense_body(body: &[u8], key: &str) -> String {
     text
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date (a date in the past means "now").
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
+/// Lives with the retry policy; re-exported so `api::parse_retry_after` keeps working.
+pub use crate::retry::parse_retry_after;

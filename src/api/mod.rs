@@ -17,7 +17,7 @@
 //!   ([`Client::put_part_held`]) does not count.
 //! - Error text carries no key and no URL query string (see [`error`]).
 //! - This module knows HTTP and JSON, not the journal: it never retries by
-//!   itself. Callers decide with [`ApiError::class`] (see `upload::retry`).
+//!   itself. Callers decide with [`ApiError::class`] (see [`crate::retry`]).
 
 pub mod error;
 pub mod model;
@@ -151,9 +151,13 @@ impl Client {
     /// Start Upload Group: registers every file; the answer carries the
     /// session id and, per file, its upload id, part size and strategy.
     ///
-    /// Not idempotent: retried after a transport error that struck once the
-    /// request was sent, it may leave a group on the server that nobody
-    /// uploads to; the server deletes it when it expires (5 days).
+    /// Not idempotent: call it with [`crate::retry::Repeat::IfNotSent`]. After
+    /// an ambiguous failure (a timeout, or the connection broken once the
+    /// request was sent) the server may have created a group that nobody
+    /// will upload to; it expires unused after 5 days. So the engine does not
+    /// repeat the request at once: the group fails for now with the error and
+    /// its automatic retry starts it again. A connect failure (nothing sent),
+    /// 429 and 5xx are retried as usual.
     ///
     /// An answer that cannot be used (bad JSON, an absurd plan) may still
     /// name the group it created: if a session id can be read from it, that

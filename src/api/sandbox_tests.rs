@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::config::Dur;
 use crate::model::{FileRole, Layout};
+use crate::retry::{Repeat, Retry, RetryError, RetryPolicy, with_retries};
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
-use crate::upload::retry::{RetryError, RetryPolicy, with_retries};
 use crate::upload::stream::{TransferError, put_file_range};
 
 const KEY: &str = "sandbox-test-key-7f3a";
@@ -75,22 +75,25 @@ async fn upload_file(
         Strategy::SinglePut => PartUrlsRequest::SinglePut,
         Strategy::Multipart => PartUrlsRequest::Range { start: 1, count: f.total_parts },
     };
-    let urls = with_retries(policy, &cancel, "part urls", |_| c.part_urls(session, &f.upload_id, &ask))
-        .await
-        .map_err(|e| e.to_string())?;
+    let urls = with_retries(policy, Retry::new("part urls", &cancel, Repeat::Always), |_| {
+        c.part_urls(session, &f.upload_id, &ask)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let mut done = Vec::new();
     for p in urls.parts {
         let mut url = p.url.clone();
         let etag = loop {
             let put = |_| put_file_range(c, &url, path, p.byte_start, p.size_bytes, true);
-            match with_retries(policy, &cancel, "part", put).await {
+            match with_retries(policy, Retry::new("part", &cancel, Repeat::Always), put).await {
                 Ok(etag) => break etag,
                 Err(RetryError::Stopped(e)) if e.class() == ErrorClass::RefreshUrls => {
                     let again = PartUrlsRequest::Numbers(vec![p.part_number]);
-                    let fresh =
-                        with_retries(policy, &cancel, "refresh", |_| c.part_urls(session, &f.upload_id, &again))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                    let fresh = with_retries(policy, Retry::new("refresh", &cancel, Repeat::Always), |_| {
+                        c.part_urls(session, &f.upload_id, &again)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
                     url = fresh.parts[0].url.clone();
                 }
                 Err(e) => return Err(e.to_string()),
@@ -101,9 +104,11 @@ async fn upload_file(
     if f.upload_strategy == Strategy::SinglePut {
         done.clear();
     }
-    with_retries(policy, &cancel, "complete", |_| c.complete_file(session, &f.upload_id, &done))
-        .await
-        .map_err(|e| e.to_string())
+    with_retries(policy, Retry::new("complete", &cancel, Repeat::Always), |_| {
+        c.complete_file(session, &f.upload_id, &done)
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 struct Source {
@@ -148,7 +153,9 @@ fn start_request(name: &str, files: &[Source]) -> StartGroup {
 async fn upload_group(e: &Env, policy: &RetryPolicy, name: &str, files: &[Source]) -> u64 {
     let cancel = CancellationToken::new();
     let req = start_request(name, files);
-    let g = with_retries(policy, &cancel, "start", |_| e.client.start_group(&req)).await.unwrap();
+    let g = with_retries(policy, Retry::new("start", &cancel, Repeat::IfNotSent), |_| e.client.start_group(&req))
+        .await
+        .unwrap();
     let mut library = None;
     for (i, s) in files.iter().enumerate() {
         let f = g.file_for(&req.files[i].file_name, s.role).expect("every file registered");

@@ -21,7 +21,9 @@ impl Dur {
 
 impl fmt::Debug for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        // jiff's friendly format: `30s`, `5m`, `1h 30m`, `1s 500ms`.
+        let d = jiff::SignedDuration::try_from(self.0).unwrap_or(jiff::SignedDuration::MAX);
+        write!(f, "{d:#}")
     }
 }
 
@@ -34,7 +36,16 @@ impl fmt::Display for Dur {
 impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Dur, String> {
-        humantime::parse_duration(s.trim())
+        // jiff's friendly format (`30s`, `5m`, `5min`, `2hours`, `1h 30m`,
+        // `200ms`); days, when written, are 24 hours.
+        let t = s.trim();
+        t.parse::<jiff::SignedDuration>()
+            .or_else(|e| {
+                let span = t.parse::<jiff::Span>().map_err(|_| e.clone())?;
+                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(|_| e)
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|d| Duration::try_from(d).map_err(|_| "a duration cannot be negative".to_string()))
             .map(Dur)
             .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"2h\""))
     }

@@ -12,21 +12,30 @@
 //! - A command that outlives `timeout` is killed with its whole process group
 //!   (a script's children die with it), and its output, captured up to
 //!   [`OUTPUT_LIMIT`] bytes per stream, is logged.
-//! - The webhook is retried on transport errors, 408, 429 and 5xx with
-//!   full-jitter exponential backoff, a bounded number of times. Its URL is
-//!   logged as scheme and host only: webhook URLs often carry a secret in
-//!   their path.
+//! - The webhook is retried on transport errors, 408, 429 and 5xx by
+//!   [`crate::retry`]: full-jitter exponential backoff, a bounded number of
+//!   attempts within a time budget, the receiver's `Retry-After` honoured in
+//!   both forms (seconds or HTTP date). Every wait between attempts ends at
+//!   once when the notifier's token fires (the agent passes its shutdown
+//!   token, [`Notifier::with_cancel`]); an event notified after that still
+//!   gets one attempt. The POST is repeated even when it may have arrived
+//!   ([`Repeat::Always`]): delivery is at-least-once and receivers
+//!   de-duplicate by group id. Its URL is logged as scheme and host only:
+//!   webhook URLs often carry a secret in their path.
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::ErrorClass;
 use crate::config::HooksConfig;
+use crate::retry::{Repeat, Retry, RetryError, RetryPolicy, Retryable, parse_retry_after, with_retries};
 
 /// Bytes of stdout (and of stderr) kept from one hook run for the log.
 pub const OUTPUT_LIMIT: usize = 8 * 1024;
@@ -70,6 +79,20 @@ impl HooksError {
             HooksError::Transport(_) => true,
             _ => false,
         }
+    }
+}
+
+impl Retryable for HooksError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            HooksError::Status { retry: true, retry_after, .. } => ErrorClass::Retry { after: *retry_after },
+            HooksError::Transport(_) => ErrorClass::Retry { after: None },
+            _ => ErrorClass::Fatal,
+        }
+    }
+
+    fn may_have_arrived(&self) -> bool {
+        matches!(self, HooksError::Transport(e) if !e.is_connect())
     }
 }
 
@@ -148,36 +171,17 @@ impl GroupEvent {
     }
 }
 
-/// Backoff for the webhook: attempt `n` (1-based) waits a random time in
-/// `[0, min(cap, base * 2^(n-1))]` ("full jitter").
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub cap: Duration,
-    /// Total attempts, the first included.
-    pub attempts: u32,
-    /// Per-attempt request timeout.
-    pub request_timeout: Duration,
-}
+/// The webhook's retry policy unless [`Notifier::with_retry`] replaces it:
+/// delays up to 1 s doubling to 60 s, 6 attempts, within 10 minutes.
+pub const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+    max_attempts: 6,
+    budget: Duration::from_secs(600),
+};
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(60),
-            attempts: 6,
-            request_timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.cap);
-        let nanos = u64::try_from(exp.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::rng().random_range(0..=nanos))
-    }
-}
+/// Timeout of one webhook POST.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 struct Webhook {
@@ -196,6 +200,10 @@ pub struct Notifier {
     timeout: Duration,
     webhook: Option<Webhook>,
     retry: RetryPolicy,
+    /// Per-attempt webhook timeout.
+    request_timeout: Duration,
+    /// Ends the webhook's waits between attempts (the agent's shutdown token).
+    cancel: CancellationToken,
     /// Environment variables removed before a hook starts (the API key's).
     scrub: Vec<String>,
     /// Every spawned notification, so shutdown can wait for them ([`Notifier::drain`]).
@@ -226,7 +234,9 @@ impl Notifier {
             on_rejected: cfg.on_rejected.clone(),
             timeout: cfg.timeout.0,
             webhook,
-            retry: RetryPolicy::default(),
+            retry: WEBHOOK_RETRY,
+            request_timeout: WEBHOOK_TIMEOUT,
+            cancel: CancellationToken::new(),
             scrub: ALWAYS_SCRUBBED.iter().map(|s| s.to_string()).collect(),
             tasks: TaskTracker::new(),
         })
@@ -238,9 +248,17 @@ impl Notifier {
         self
     }
 
-    /// Replace the webhook's retry policy (tests use millisecond delays).
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Notifier {
+    /// Replace the webhook's retry policy and per-attempt timeout (tests use millisecond delays).
+    pub fn with_retry(mut self, retry: RetryPolicy, request_timeout: Duration) -> Notifier {
         self.retry = retry;
+        self.request_timeout = request_timeout;
+        self
+    }
+
+    /// End the webhook's waits between attempts when `cancel` fires (pass the
+    /// agent's shutdown token).
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Notifier {
+        self.cancel = cancel;
         self
     }
 
@@ -270,9 +288,10 @@ impl Notifier {
         }
         if let Some(hook) = self.webhook.clone() {
             let (body, retry, id) = (ev.webhook_body(), self.retry, ev.group_id);
+            let (timeout, cancel) = (self.request_timeout, self.cancel.clone());
             self.tasks.spawn_on(
                 async move {
-                    send_webhook(&hook, &body, retry, id).await;
+                    send_webhook(&hook, &body, retry, timeout, cancel, id).await;
                 },
                 &handle,
             );
@@ -393,25 +412,39 @@ async fn read_bounded(mut r: impl AsyncRead + Unpin) -> String {
     text
 }
 
-async fn send_webhook(hook: &Webhook, body: &serde_json::Value, retry: RetryPolicy, group: i64) {
-    for attempt in 1..=retry.attempts.max(1) {
-        match post_once(hook, body, retry.request_timeout).await {
-            Ok(()) => {
-                tracing::info!(group, "webhook {} delivered (attempt {attempt})", hook.shown);
-                return;
-            }
-            Err(e) if e.is_retryable() && attempt < retry.attempts => {
-                let mut wait = retry.delay(attempt);
-                if let HooksError::Status { retry_after: Some(after), .. } = &e {
-                    wait = wait.max(*after).min(retry.cap);
-                }
-                tracing::debug!(group, "webhook {} attempt {attempt}: {e}; next try in {wait:?}", hook.shown);
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => {
-                tracing::warn!(group, "webhook {} given up after attempt {attempt}: {e}", hook.shown);
-                return;
-            }
+async fn send_webhook(
+    hook: &Webhook,
+    body: &serde_json::Value,
+    policy: RetryPolicy,
+    timeout: Duration,
+    cancel: CancellationToken,
+    group: i64,
+) {
+    // An event notified once shutdown began (what the engine recorded last)
+    // still gets one attempt, without waits: a fired token would start none.
+    let (policy, cancel) = if cancel.is_cancelled() {
+        (RetryPolicy { max_attempts: 1, ..policy }, CancellationToken::new())
+    } else {
+        (policy, cancel)
+    };
+    let what = format!("webhook {}", hook.shown);
+    let last = AtomicU32::new(0);
+    let op = |attempt: u32| {
+        last.store(attempt, Ordering::Relaxed);
+        post_once(hook, body, timeout)
+    };
+    match with_retries(&policy, Retry::new(&what, &cancel, Repeat::Always), op).await {
+        Ok(()) => tracing::info!(group, "webhook {} delivered (attempt {})", hook.shown, last.load(Ordering::Relaxed)),
+        Err(RetryError::Canceled) => {
+            tracing::warn!(
+                group,
+                "webhook {} not delivered: shutdown after attempt {}",
+                hook.shown,
+                last.load(Ordering::Relaxed)
+            )
+        }
+        Err(e) => {
+            tracing::warn!(group, "webhook {} given up after attempt {}: {e}", hook.shown, last.load(Ordering::Relaxed))
         }
     }
 }
@@ -433,8 +466,7 @@ async fn post_once(hook: &Webhook, body: &serde_json::Value, timeout: Duration) 
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let text: String = resp.text().await.unwrap_or_default().chars().take(512).collect();
     let code = status.as_u16();
     let retry = status.is_server_error() || code == 408 || code == 429;

@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use super::engine::{CancelEnd, cancel_now};
 use super::finish::check_sources;
-use super::retry::RetryPolicy;
 use super::{EngineError, GroupOutcome};
 use crate::api::Client;
 use crate::config::Config;
 use crate::journal::{AsyncJournal, GroupId, GroupState, JournalError, Request, RequestKind, RequestResult, Store};
+use crate::retry::RetryPolicy;
 
 /// How a cancel ended, as the one who asked for it sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,15 +11,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::finish::{self, AfterOutcome};
-use super::retry::{RetryPolicy, with_retries};
 use super::stream::Throttle;
 use super::worker::{self, Ctx, SESSION_WINDOW};
 use super::{EngineError, GroupOutcome, control};
 use crate::api::{Canceled, Client, CompletedPart};
-use crate::config::{ApiKey, Config};
+use crate::config::{ApiKey, Config, Dur};
 use crate::journal::{
     AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Store, now_ms,
 };
+use crate::retry::{Repeat, Retry, RetryPolicy, with_retries};
 
 /// The `reason` of [`Observer::paused`] while the API refuses the key.
 pub const PAUSED_AUTH: &str = "auth";
@@ -191,7 +191,7 @@ impl Shared {
             let _ = j.set_finished(id);
         } else {
             let next = after_upload_delay(failures);
-            tracing::warn!(group = id, error = %e, attempt = failures, retry_in = %humantime::format_duration(next), "after-upload step failed");
+            tracing::warn!(group = id, error = %e, attempt = failures, retry_in = %Dur(next), "after-upload step failed");
             let _ = j.note(id, &format!("{AFTER_UPLOAD_FAILED}{e}"));
         }
     }
@@ -331,11 +331,13 @@ pub async fn cancel_now(
         let short =
             RetryPolicy { max_attempts: policy.max_attempts.min(3), budget: Duration::from_secs(20), ..*policy };
         let result = match client {
-            Some(c) => {
-                with_retries(&short, &CancellationToken::new(), "cancel upload group", |_| c.cancel_group(session))
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            Some(c) => with_retries(
+                &short,
+                Retry::new("cancel upload group", &CancellationToken::new(), Repeat::Always),
+                |_| c.cancel_group(session),
+            )
+            .await
+            .map_err(|e| e.to_string()),
             None => Err("no API client".to_string()),
         };
         match (result, client) {
@@ -399,10 +401,11 @@ async fn completed_on_server(
         if f.strategy.as_deref() == Some("single_put") {
             parts.clear();
         }
-        let done = with_retries(policy, &CancellationToken::new(), "complete file upload", |_| {
-            client.complete_file(session, upload_id, &parts)
-        })
-        .await;
+        let done =
+            with_retries(policy, Retry::new("complete file upload", &CancellationToken::new(), Repeat::Always), |_| {
+                client.complete_file(session, upload_id, &parts)
+            })
+            .await;
         match done {
             Ok(done) if done.status.is_empty() || done.status.eq_ignore_ascii_case("completed") => {
                 library_id = done.library_id.or(library_id);
@@ -736,7 +739,7 @@ impl Engine {
                                 }
                                 tracing::error!(
                                     error = %msg,
-                                    recheck_in = %humantime::format_duration(self.opts.auth_recheck),
+                                    recheck_in = %Dur(self.opts.auth_recheck),
                                     "THE API REFUSED THE KEY: all uploads are paused; fix api_key_env / api_key_file \
                                      (the key needs role admin or upload); the agent re-checks by itself"
                                 );
@@ -763,7 +766,7 @@ impl Engine {
                             let wait = new_session_delay(self.opts.session_backoff, recent);
                             if !wait.is_zero() {
                                 tracing::info!(
-                                    group = new, server_groups_this_hour = recent, wait = %humantime::format_duration(wait),
+                                    group = new, server_groups_this_hour = recent, wait = %Dur(wait),
                                     "the export's server groups keep ending without completing; the next one waits"
                                 );
                                 backoff.insert(*new, Instant::now() + wait);
@@ -804,7 +807,7 @@ impl Engine {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace = %humantime::format_duration(grace), "parts still in flight after the shutdown grace; dropping them");
+            tracing::warn!(grace = %Dur(grace), "parts still in flight after the shutdown grace; dropping them");
             abort.cancel();
             while let Some(r) = workers.join_next().await {
                 log_stopped(r);

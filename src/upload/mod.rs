@@ -63,7 +63,6 @@ mod engine;
 pub mod finish;
 #[cfg(all(test, target_os = "linux"))]
 mod mount_tests;
-pub mod retry;
 #[cfg(test)]
 mod stall_tests;
 pub mod stream;

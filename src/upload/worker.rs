@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{CancelEnd, Shared};
 use super::finish::{self, check_source, check_sources};
-use super::retry::{RetryError, with_retries, with_retries_observed};
 use super::stream::{PutOptions, TransferError, put_file_range_with};
 use super::{EngineError, GroupOutcome};
 use crate::api::{
@@ -18,6 +17,7 @@ use crate::api::{
     redact_url,
 };
 use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
+use crate::retry::{Repeat, Retry, RetryError, with_retries};
 
 /// The API forgets a group this long after it was created.
 pub(crate) const SERVER_GROUP_LIFETIME: Duration = Duration::from_secs(5 * 24 * 3600);
@@ -106,8 +106,9 @@ impl Ctx {
         }
     }
 
-    /// One JSON API call with per-request retries, raced against `inner`.
-    async fn api<T, F, Fut>(&self, inner: &CancellationToken, what: &str, f: F) -> Result<T, Stop>
+    /// One JSON API call with per-request retries, raced against `inner`;
+    /// `repeat` says whether the request is safe to send twice.
+    async fn api<T, F, Fut>(&self, inner: &CancellationToken, what: &str, repeat: Repeat, f: F) -> Result<T, Stop>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -115,7 +116,7 @@ impl Ctx {
         self.check_stop(inner)?;
         let policy = self.sh.policy();
         let r = tokio::select! {
-            r = with_retries(&policy, &self.stop, what, f) => r,
+            r = with_retries(&policy, Retry::new(what, &self.stop, repeat), f) => r,
             _ = inner.cancelled() => return Err(Stop::Canceled),
         };
         match r {
@@ -304,8 +305,14 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
             ctx.wait_gate(&inner).await?;
             check_sources(&g).map_err(Stop::SourceChanged)?;
             let req = start_request(&g)?;
+            // Not idempotent (Repeat::IfNotSent): after an ambiguous failure
+            // (timeout, connection broken once sent) the server may have
+            // created a group that nobody will upload to; it expires unused
+            // after 5 days. The request is not repeated at once: the group
+            // fails for now with the error and its automatic retry starts it again.
+            let start = |_: u32| sh.client.start_group(&req);
             let created =
-                ctx.api(&inner, "start upload group", |_| sh.client.start_group(&req)).await.map_err(|s| match s {
+                ctx.api(&inner, "start upload group", Repeat::IfNotSent, start).await.map_err(|s| match s {
                     // No session yet, so nothing can have expired: a 404 here is a wrong endpoint.
                     Stop::Gone(m) => Stop::Failed(format!("{m} (is [api] endpoint right?)")),
                     other => other,
@@ -422,7 +429,9 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
     if f.strategy.as_deref() == Some("single_put") {
         list.clear();
     }
-    let done = ctx.api(inner, "complete file upload", |_| sh.client.complete_file(session, upload_id, &list)).await?;
+    let done = ctx
+        .api(inner, "complete file upload", Repeat::Always, |_| sh.client.complete_file(session, upload_id, &list))
+        .await?;
     if !done.status.is_empty() && !done.status.eq_ignore_ascii_case("completed") {
         // A 2xx whose status is another word is not counted: the file stays
         // `uploading` with its parts done and the group fails with the
@@ -487,7 +496,8 @@ async fn send_parts(
                 _ => PartUrlsRequest::Numbers(chunk.iter().map(|p| p.part_number).collect()),
             }
         };
-        let urls = ctx.api(inner, "get part URLs", |_| sh.client.part_urls(session, upload_id, &req)).await?;
+        let urls =
+            ctx.api(inner, "get part URLs", Repeat::Always, |_| sh.client.part_urls(session, upload_id, &req)).await?;
         let mut by_number: HashMap<u32, PartUrl> = urls.parts.into_iter().map(|p| (p.part_number, p)).collect();
         for part in chunk {
             let url = by_number
@@ -611,21 +621,23 @@ async fn put_part(
         if url_expiring(&url) || refreshes > 0 {
             let single = file.strategy.as_deref() == Some("single_put");
             let req = if single { PartUrlsRequest::SinglePut } else { PartUrlsRequest::Numbers(vec![n]) };
-            let fresh =
-                ctx.api(&inner, "refresh part URL", |_| sh.client.part_urls(&session, &upload_id, &req)).await?;
+            let fresh = ctx
+                .api(&inner, "refresh part URL", Repeat::Always, |_| sh.client.part_urls(&session, &upload_id, &req))
+                .await?;
             url =
                 fresh.parts.into_iter().find(|p| p.part_number == n).ok_or_else(|| {
                     Stop::Failed(format!("{}: the server sent no fresh URL for part {n}", file.rel_path))
                 })?;
             tracing::debug!(group = ctx.id, part = n, url = %redact_url(&url.url), "part URL refreshed");
         }
-        let on_retry = |e: &TransferError| {
+        let mut on_retry = |e: &TransferError| {
             if let Some(o) = &sh.observer {
                 o.part_retried(retry_reason(e));
             }
         };
         let policy = sh.policy();
-        let put = with_retries_observed(&policy, &ctx.stop, &what, on_retry, |_| {
+        let retry = Retry::new(&what, &ctx.stop, Repeat::Always).on_retry(&mut on_retry);
+        let put = with_retries(&policy, retry, |_| {
             put_file_range_with(&sh.client, &url.url, &file.source, part.byte_start, part.size, &opts)
         });
         let r = tokio::select! {

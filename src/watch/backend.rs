@@ -23,6 +23,7 @@ use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, W
 
 use super::WatchError;
 use super::scan::WatchRules;
+use crate::config::Dur;
 
 /// Events the channel holds before the callback starts dropping them.
 pub(crate) const CHANNEL_CAPACITY: usize = 16_384;
@@ -120,7 +121,7 @@ pub(crate) fn limit_warning(root: &Path, err: &notify::Error, poll: Duration) ->
         "{}: the OS refused more file watches ({err}); watching this folder by polling every {} instead. \
          Raise the limit with: sysctl -w {knob}={value} (and add {knob}={value} to /etc/sysctl.conf)",
         root.display(),
-        humantime::format_duration(poll)
+        Dur(poll)
     )
 }
 
@@ -209,7 +210,7 @@ fn start_poll(
     w.watch(&rules.root, RecursiveMode::Recursive)
         .map_err(|e| WatchError::Notify { path: rules.root.clone(), source: e })?;
     stats.polling.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(folder = %rules.root.display(), every = %humantime::format_duration(every), "watching by polling");
+    tracing::info!(folder = %rules.root.display(), every = %Dur(every), "watching by polling");
     Ok(Backend::Poll(w))
 }
 

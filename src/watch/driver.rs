@@ -17,6 +17,7 @@ use super::backend::{self, Backend, Msg, Signals, WatchStats};
 use super::handoff::Handoff;
 use super::scan::{self, ExportLook, WatchRules};
 use super::settle::{Clock, Settle, Settler};
+use crate::config::Dur;
 
 /// Messages handled per wake-up before timers and flags get a turn.
 const BATCH: usize = 4096;
@@ -183,7 +184,7 @@ impl Driver {
                 self.stats.missing.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     folder = %rules.root.display(),
-                    every = %humantime::format_duration(rules.rescan),
+                    every = %Dur(rules.rescan),
                     "the watch folder is missing (unmounted share? deleted?); its exports are kept as they are \
                      and the folder is looked for again at every rescan: {e}"
                 );

@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, WatchConfig};
+use crate::config::{Config, Dur, WatchConfig};
 use crate::journal::Store;
 
 mod backend;
@@ -249,7 +249,7 @@ pub async fn run_with(
             // process needs (journal writes are single transactions) and ends
             // with the process.
             tracing::error!(
-                grace = %humantime::format_duration(grace),
+                grace = %Dur(grace),
                 "the watcher did not stop within its grace (a file it reads does not answer); leaving it behind"
             );
             Ok(())

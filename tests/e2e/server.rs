@@ -7,8 +7,8 @@ use std::time::Duration;
 use spatialgen_sync::api::{Client, CompletedPart, PartUrlsRequest, StartFile, StartGroup};
 use spatialgen_sync::config::ApiKey;
 use spatialgen_sync::journal::{AsyncJournal, GroupId, GroupState, Journal, SessionFile};
+use spatialgen_sync::retry::RetryPolicy;
 use spatialgen_sync::sandbox::Faults;
-use spatialgen_sync::upload::retry::RetryPolicy;
 use spatialgen_sync::upload::{CancelEnd, GroupOutcome, cancel_now};
 use tokio_util::sync::CancellationToken;
 
@@ -236,26 +236,61 @@ async fn a_complete_answered_2xx_with_a_status_other_than_completed_is_not_count
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_slower_than_the_request_timeout_is_retried_with_backoff_until_it_answers() {
+async fn an_api_slower_than_the_request_timeout_is_retried_with_backoff_where_repeating_is_safe() {
     let w = World::new(64 * KIB as u64, "").await;
     // `World`'s config has request_timeout = 10s; this test needs a short one.
     let text = std::fs::read_to_string(&w.config_path).unwrap();
     std::fs::write(&w.config_path, text.replace("request_timeout = \"10s\"", "request_timeout = \"300ms\"")).unwrap();
-    w.sandbox.set_faults(Faults { latency: Duration::from_millis(600), ..Faults::default() });
+    // Start answers within the timeout; the latency is taken as a call arrives.
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(100), ..Faults::default() });
     let journal = w.journal();
     let f = w.export("slow", &[("v.mov", 100 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
     let run = tokio::spawn(async move { engine.run_one(id, CancellationToken::new()).await });
-    // While every answer comes too late, the start is tried again with
-    // backoff (20 ms doubling to 200 ms), not in a hot loop: the attempts
-    // are counted over a fixed 1.5 s window.
+    while w.sandbox.stats().api_received("start") == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // While start waits out its 100 ms, every later answer becomes too late.
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(600), ..Faults::default() });
+    // Part URLs are safe to ask again (idempotent): after each timeout they are
+    // asked again with backoff (20 ms doubling to 200 ms), not in a hot loop.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let tried = w.sandbox.stats().api_received("start");
-    assert!((2..=12).contains(&tried), "start tried {tried} times in 1.5 s");
+    let stats = w.sandbox.stats();
+    let tried = stats.api_received("part-urls");
+    assert!((2..=12).contains(&tried), "part URLs asked {tried} times in 1.5 s");
+    assert_eq!(stats.api_received("start"), 1, "start answered in time, sent once");
     w.sandbox.set_faults(Faults::default());
     let (ended, outcome) = tokio::time::timeout(Duration::from_secs(30), run).await.expect("bounded").unwrap().unwrap();
     assert!(matches!(outcome, GroupOutcome::Completed { .. }), "{outcome:?}");
     assert_eq!(journal.group(ended).unwrap().state, GroupState::Completed);
     assert_eq!(w.sandbox.library().len(), 1);
+}
+
+/// Start Upload Group is not idempotent: after a timeout the server may have
+/// created a group, so the request is not repeated at once. The group fails
+/// naming the timeout; its automatic retry starts it again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_times_out_is_not_repeated_and_the_group_fails_naming_the_timeout() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    std::fs::write(&w.config_path, text.replace("request_timeout = \"10s\"", "request_timeout = \"300ms\"")).unwrap();
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(600), ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("slow start", &[("v.mov", 100 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let engine = w.engine(journal.clone(), KEY, fast());
+    let (ended, outcome) = tokio::time::timeout(Duration::from_secs(10), engine.run_one(id, CancellationToken::new()))
+        .await
+        .expect("bounded")
+        .unwrap();
+    let GroupOutcome::Failed(why) = &outcome else { panic!("{outcome:?}") };
+    assert!(why.contains("start upload group") && why.contains("timed out"), "{why}");
+    let g = journal.group(ended).unwrap();
+    assert_eq!(g.state, GroupState::Failed);
+    assert!(g.error.as_deref().unwrap_or("").contains("timed out"), "{:?}", g.error);
+    // Nothing else is sent for it meanwhile.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(w.sandbox.stats().api_received("start"), 1, "one start only");
+    assert_eq!(w.sandbox.stats().api_received("part-urls"), 0);
 }

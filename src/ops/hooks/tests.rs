@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::extract::State;
@@ -11,6 +11,7 @@ use axum::routing::post;
 
 use super::*;
 use crate::config::Dur;
+use crate::retry::RetryPolicy;
 
 fn event(kind: EventKind) -> GroupEvent {
     GroupEvent {
@@ -164,26 +165,50 @@ async fn a_missing_program_is_logged_not_raised() {
     assert!(logs.text().contains("cannot start /nonexistent/hook"), "{}", logs.text());
 }
 
-/// A webhook receiver that answers `failures` errors with `status`, then 200, recording bodies.
+/// A webhook receiver that answers `failures` errors with `status` (and a
+/// `Retry-After` made by `retry_after`, if any), then 200, recording bodies
+/// and when each request came.
 struct Receiver {
     hits: AtomicUsize,
     failures: usize,
     status: StatusCode,
+    retry_after: Option<fn() -> String>,
     bodies: Mutex<Vec<serde_json::Value>>,
+    times: Mutex<Vec<Instant>>,
 }
 
-async fn receive(State(r): State<Arc<Receiver>>, Json(body): Json<serde_json::Value>) -> StatusCode {
+async fn receive(State(r): State<Arc<Receiver>>, Json(body): Json<serde_json::Value>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    r.times.lock().expect("not poisoned").push(Instant::now());
     let n = r.hits.fetch_add(1, Ordering::SeqCst);
     if n < r.failures {
-        return r.status;
+        return match r.retry_after {
+            Some(after) => (r.status, [(axum::http::header::RETRY_AFTER, after())]).into_response(),
+            None => r.status.into_response(),
+        };
     }
     r.bodies.lock().expect("not poisoned").push(body);
-    StatusCode::OK
+    StatusCode::OK.into_response()
 }
 
 /// Start a receiver on 127.0.0.1:0; returns it and the webhook URL (with a secret path).
 async fn receiver(failures: usize, status: StatusCode) -> (Arc<Receiver>, String) {
-    let r = Arc::new(Receiver { hits: AtomicUsize::new(0), failures, status, bodies: Mutex::new(Vec::new()) });
+    receiver_with(failures, status, None).await
+}
+
+async fn receiver_with(
+    failures: usize,
+    status: StatusCode,
+    retry_after: Option<fn() -> String>,
+) -> (Arc<Receiver>, String) {
+    let r = Arc::new(Receiver {
+        hits: AtomicUsize::new(0),
+        failures,
+        status,
+        retry_after,
+        bodies: Mutex::new(Vec::new()),
+        times: Mutex::new(Vec::new()),
+    });
     let app = axum::Router::new().route("/hooks/T0KEN-secret", post(receive)).with_state(r.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -195,10 +220,12 @@ fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy {
         base: Duration::from_millis(10),
         cap: Duration::from_millis(50),
-        attempts,
-        request_timeout: Duration::from_secs(5),
+        max_attempts: attempts,
+        budget: Duration::from_secs(30),
     }
 }
+
+const FAST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn webhook_is_retried_until_delivered_and_never_logs_its_secret() {
@@ -206,7 +233,7 @@ async fn webhook_is_retried_until_delivered_and_never_logs_its_secret() {
     let _guard = logs.capture();
     let (r, url) = receiver(2, StatusCode::SERVICE_UNAVAILABLE).await;
     let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
-    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5));
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5), FAST_TIMEOUT);
     notifier.notify(event(EventKind::Completed));
     assert!(notifier.drain(Duration::from_secs(10)).await);
 
@@ -234,7 +261,7 @@ async fn webhook_is_retried_until_delivered_and_never_logs_its_secret() {
 async fn webhook_gives_up_after_the_bounded_attempts() {
     let (r, url) = receiver(usize::MAX, StatusCode::BAD_GATEWAY).await;
     let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
-    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(3));
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(3), FAST_TIMEOUT);
     notifier.notify(event(EventKind::Failed));
     assert!(notifier.drain(Duration::from_secs(10)).await);
     assert_eq!(r.hits.load(Ordering::SeqCst), 3);
@@ -244,23 +271,84 @@ async fn webhook_gives_up_after_the_bounded_attempts() {
 async fn webhook_client_errors_are_not_retried() {
     let (r, url) = receiver(usize::MAX, StatusCode::BAD_REQUEST).await;
     let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
-    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5));
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5), FAST_TIMEOUT);
     notifier.notify(event(EventKind::Rejected));
     assert!(notifier.drain(Duration::from_secs(10)).await);
     assert_eq!(r.hits.load(Ordering::SeqCst), 1);
 }
 
 #[test]
-fn backoff_is_full_jitter_under_the_cap() {
-    let p = RetryPolicy { base: Duration::from_millis(100), cap: Duration::from_secs(1), ..RetryPolicy::default() };
-    for attempt in 1..=40 {
-        let limit = Duration::from_millis(100 * (1u64 << (attempt - 1).min(20))).min(Duration::from_secs(1));
+fn the_default_webhook_backoff_is_full_jitter_under_a_cap_and_a_budget() {
+    let p = WEBHOOK_RETRY;
+    for retry in 0..40 {
+        let limit = Duration::from_secs(1 << retry.min(20)).min(Duration::from_secs(60));
+        assert_eq!(p.ceiling(retry), limit, "retry {retry}");
         for _ in 0..20 {
-            assert!(p.delay(attempt) <= limit, "attempt {attempt}");
+            assert!(p.delay(retry, None) <= limit, "retry {retry}");
         }
     }
     // Jitter: not always the maximum.
-    assert!((0..50).any(|_| p.delay(5) < Duration::from_millis(900)));
+    assert!((0..50).any(|_| p.delay(5, None) < Duration::from_secs(50)));
+    assert_eq!((p.max_attempts, p.budget), (6, Duration::from_secs(600)));
+}
+
+/// The gap between the first two requests the receiver saw.
+fn first_gap(r: &Receiver) -> Duration {
+    let t = r.times.lock().expect("not poisoned");
+    t[1] - t[0]
+}
+
+#[tokio::test]
+async fn webhook_honours_retry_after_in_seconds() {
+    let (r, url) = receiver_with(1, StatusCode::SERVICE_UNAVAILABLE, Some(|| "1".to_string())).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5), FAST_TIMEOUT);
+    notifier.notify(event(EventKind::Completed));
+    assert!(notifier.drain(Duration::from_secs(10)).await);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 2);
+    // The backoff alone would wait at most 10 ms.
+    assert!(first_gap(&r) >= Duration::from_millis(950), "{:?}", first_gap(&r));
+}
+
+#[tokio::test]
+async fn webhook_honours_retry_after_as_an_http_date() {
+    // Two seconds from now in HTTP-date form (whole seconds, so 1 to 2 s away).
+    let in_two_seconds = || httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
+    let (r, url) = receiver_with(1, StatusCode::TOO_MANY_REQUESTS, Some(in_two_seconds)).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5), FAST_TIMEOUT);
+    notifier.notify(event(EventKind::Completed));
+    assert!(notifier.drain(Duration::from_secs(10)).await);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 2);
+    assert!(first_gap(&r) >= Duration::from_millis(950), "{:?}", first_gap(&r));
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_webhook_wait_at_once() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let (r, url) = receiver_with(usize::MAX, StatusCode::SERVICE_UNAVAILABLE, Some(|| "60".to_string())).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let shutdown = CancellationToken::new();
+    let retry = RetryPolicy { budget: Duration::from_secs(600), ..fast_retry(5) };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(retry, FAST_TIMEOUT).with_cancel(shutdown.clone());
+    notifier.notify(event(EventKind::Failed));
+    while r.hits.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Now waiting out the receiver's 60 s.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    shutdown.cancel();
+    assert!(notifier.drain(Duration::from_secs(5)).await);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(r.hits.load(Ordering::SeqCst), 1);
+    assert!(logs.text().contains("not delivered: shutdown"), "{}", logs.text());
+
+    // An event notified after shutdown still gets its one attempt.
+    notifier.notify(event(EventKind::Completed));
+    assert!(notifier.drain(Duration::from_secs(5)).await);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 2);
 }
 
 #[test]
