@@ -16,13 +16,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::{CancelEnd, cancel_now};
-use super::finish::check_sources;
+use tokio_util::sync::CancellationToken;
+
+use super::finish::{self, check_sources};
 use super::{EngineError, GroupOutcome};
-use crate::api::Client;
+use crate::api::{Canceled, Client, CompletedPart};
 use crate::config::Config;
-use crate::journal::{AsyncJournal, GroupId, GroupState, JournalError, Request, RequestKind, RequestResult, Store};
-use crate::retry::RetryPolicy;
+use crate::journal::{
+    AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, Request, RequestKind, RequestResult, Store,
+};
+use crate::retry::{Repeat, Retry, RetryPolicy, with_retries};
 
 /// How a cancel ended, as the one who asked for it sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,4 +201,139 @@ pub(crate) async fn answer_after_worker(
         })
         .await?;
     Ok(())
+}
+
+/// How [`cancel_now`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelEnd {
+    /// Recorded `canceled`.
+    Canceled,
+    /// The server had already completed the group (its cancel answered 409
+    /// and a repeated `complete` confirmed it): recorded `completed` with the
+    /// library id; its after-upload step is still to run.
+    CompletedOnServer { library_id: u64 },
+}
+
+/// Cancel group `id` now: DELETE its server group if it has one (a few
+/// attempts; if the server cannot be reached the group is canceled locally
+/// anyway and noted: nothing will upload to it again and it expires by
+/// itself), record `canceled` with `reason`, remove its staged files.
+///
+/// A cancel the server refuses with 409 because the group already ended may
+/// mean it *completed* (the last `complete` was answered, its answer not yet
+/// recorded): then `complete` is asked again for the files not recorded as
+/// completed (safe to repeat) and, if the server confirms, the group is
+/// recorded `completed`, not canceled: the video is in the library.
+pub async fn cancel_now(
+    client: Option<&Client>,
+    journal: &AsyncJournal,
+    policy: &RetryPolicy,
+    id: GroupId,
+    reason: &str,
+    by_user: bool,
+) -> Result<CancelEnd, EngineError> {
+    let g = journal.call(move |j| j.group(id)).await?;
+    if let (Some(session), true) =
+        (&g.session_id, matches!(g.state, GroupState::Queued | GroupState::Uploading | GroupState::Failed))
+    {
+        let short =
+            RetryPolicy { max_attempts: policy.max_attempts.min(3), budget: Duration::from_secs(20), ..*policy };
+        let result = match client {
+            Some(c) => with_retries(
+                &short,
+                Retry::new("cancel upload group", &CancellationToken::new(), Repeat::Always),
+                |_| c.cancel_group(session),
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            None => Err("no API client".to_string()),
+        };
+        match (result, client) {
+            (Ok(Canceled::AlreadyEnded), Some(c)) => {
+                if let Some(library_id) = completed_on_server(c, journal, &short, &g, session).await? {
+                    tracing::info!(group = id, library_id, "not canceled: the group had completed on the server");
+                    return Ok(CancelEnd::CompletedOnServer { library_id });
+                }
+            }
+            (Ok(_), _) => {}
+            (Err(e), _) => {
+                tracing::warn!(group = id, session = %session, error = %e, "the server group could not be canceled; it expires by itself");
+                let note = format!("server group {session} could not be canceled ({e}); it expires by itself");
+                journal.call(move |j| j.note(id, &note)).await?;
+            }
+        }
+    }
+    let reason = reason.to_string();
+    journal
+        .call(move |j| {
+            j.cancel_group(id, &reason, by_user)?;
+            finish::remove_staged(j, &g);
+            j.set_finished(id)
+        })
+        .await?;
+    Ok(CancelEnd::Canceled)
+}
+
+/// Ask `complete` again for every file of `g` that the journal does not
+/// record as completed; `Some(library id)` if the server says the group is
+/// complete (then recorded `completed`). `None` when a file has parts that
+/// are not recorded as done, the server does not confirm, or the group is
+/// not in a state that can become completed (a failed group stays as it is
+/// and is canceled by the caller).
+async fn completed_on_server(
+    client: &Client,
+    journal: &AsyncJournal,
+    policy: &RetryPolicy,
+    g: &GroupRecord,
+    session: &str,
+) -> Result<Option<u64>, EngineError> {
+    if !matches!(g.state, GroupState::Queued | GroupState::Uploading) {
+        return Ok(None);
+    }
+    let mut library_id = g.library_id;
+    let pending: Vec<_> = g.files.iter().filter(|f| f.state != FileState::Completed).collect();
+    // The last file's answer carries the library id: ask it last (again, if
+    // every file is recorded as completed but the id was not).
+    let ask: Vec<_> =
+        if pending.is_empty() && library_id.is_none() { g.files.last().into_iter().collect() } else { pending };
+    let mut answers = Vec::with_capacity(ask.len());
+    for f in ask {
+        let Some(upload_id) = f.upload_id.as_deref() else { return Ok(None) };
+        let mut parts = Vec::with_capacity(f.parts.len());
+        for p in &f.parts {
+            match (&p.etag, p.done) {
+                (Some(etag), true) => parts.push(CompletedPart { part_number: p.part_number, etag: etag.clone() }),
+                _ => return Ok(None),
+            }
+        }
+        if f.strategy.as_deref() == Some("single_put") {
+            parts.clear();
+        }
+        let done =
+            with_retries(policy, Retry::new("complete file upload", &CancellationToken::new(), Repeat::Always), |_| {
+                client.complete_file(session, upload_id, &parts)
+            })
+            .await;
+        match done {
+            Ok(done) if done.status.is_empty() || done.status.eq_ignore_ascii_case("completed") => {
+                library_id = done.library_id.or(library_id);
+                answers.push((f.id, done.library_id));
+            }
+            Ok(_) | Err(_) => return Ok(None),
+        }
+    }
+    let Some(library_id) = library_id else { return Ok(None) };
+    let (id, queued) = (g.id, g.state == GroupState::Queued);
+    journal
+        .call(move |j| {
+            if queued {
+                j.resume(id)?;
+            }
+            for (file_id, lib) in answers {
+                j.file_completed(file_id, lib)?;
+            }
+            j.complete_group(id, library_id)
+        })
+        .await?;
+    Ok(Some(library_id))
 }

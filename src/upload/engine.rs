@@ -1,4 +1,6 @@
 //! The scheduler: which groups run, control requests, auth pause, shutdown.
+//! What a worker does is in `worker.rs`; the cancel protocol in `control.rs`;
+//! the after-upload step and other housekeeping in `housekeeping.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,16 +12,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::finish::{self, AfterOutcome};
+use super::finish::watch_folder_missing;
 use super::stream::Throttle;
 use super::worker::{self, Ctx, SESSION_WINDOW};
 use super::{EngineError, GroupOutcome, control};
-use crate::api::{Canceled, Client, CompletedPart};
+use crate::api::Client;
 use crate::config::{ApiKey, Config, Dur};
-use crate::journal::{
-    AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Store, now_ms,
-};
-use crate::retry::{Repeat, Retry, RetryPolicy, with_retries};
+use crate::journal::{AsyncJournal, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Store, now_ms};
+use crate::retry::RetryPolicy;
 
 /// The `reason` of [`Observer::paused`] while the API refuses the key.
 pub const PAUSED_AUTH: &str = "auth";
@@ -169,111 +169,7 @@ impl Shared {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = RetryPolicy::from_config(&new.upload);
         *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = new;
     }
-
-    /// After-upload action, receipt and staged files of a completed group.
-    /// A failure is logged and noted in the group's history; housekeeping
-    /// tries again after a growing delay ([`after_upload_delay`]), at most
-    /// [`AFTER_UPLOAD_ATTEMPTS`] times, after which the files are kept and
-    /// the group's note says so and why.
-    ///
-    /// Blocking (it may copy gigabytes): call it on the blocking pool.
-    pub(crate) fn finish_completed(&self, id: GroupId) {
-        let j = self.journal.blocking();
-        let Err(e) = self.try_finish_completed(id) else { return };
-        let failures = self.after_upload_failures(id).map(|f| f.len()).unwrap_or(0) + 1;
-        if failures >= AFTER_UPLOAD_ATTEMPTS {
-            let note = format!("after-upload step gave up after {failures} attempts; the files were kept: {e}");
-            tracing::warn!(group = id, error = %e, attempts = failures, "after-upload step gave up; the files were kept");
-            let _ = j.note_error(id, &note);
-            if let Ok(g) = j.group(id) {
-                finish::remove_staged(j.as_ref(), &g);
-            }
-            let _ = j.set_finished(id);
-        } else {
-            let next = after_upload_delay(failures);
-            tracing::warn!(group = id, error = %e, attempt = failures, retry_in = %Dur(next), "after-upload step failed");
-            let _ = j.note(id, &format!("{AFTER_UPLOAD_FAILED}{e}"));
-        }
-    }
-
-    /// When (ms) the after-upload step of `id` failed before.
-    fn after_upload_failures(&self, id: GroupId) -> Result<Vec<i64>, JournalError> {
-        Ok(self
-            .journal
-            .blocking()
-            .events(id)?
-            .into_iter()
-            .filter(|e| e.detail.as_deref().is_some_and(|d| d.starts_with(AFTER_UPLOAD_FAILED)))
-            .map(|e| e.at_ms)
-            .collect())
-    }
-
-    /// Is the after-upload step of `id` due (never failed, or its delay has passed)?
-    fn after_upload_due(&self, id: GroupId) -> bool {
-        match self.after_upload_failures(id) {
-            Ok(f) => f.last().is_none_or(|last| {
-                let wait = i64::try_from(after_upload_delay(f.len()).as_millis()).unwrap_or(i64::MAX);
-                now_ms() >= last.saturating_add(wait)
-            }),
-            Err(_) => true,
-        }
-    }
-
-    fn try_finish_completed(&self, id: GroupId) -> Result<(), String> {
-        let j = self.journal.blocking();
-        let g = j.group(id).map_err(|e| e.to_string())?;
-        let cfg = self.cfg();
-        let report = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
-        let after = report.outcome;
-        match &after {
-            AfterOutcome::Kept => {}
-            AfterOutcome::Deleted => tracing::info!(group = id, path = %g.key.display(), "export deleted after upload"),
-            AfterOutcome::Moved { to } => {
-                tracing::info!(group = id, path = %g.key.display(), to = %to.display(), "export moved after upload")
-            }
-        }
-        if let Some(dir) = &cfg.upload.receipt_dir {
-            let path =
-                finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
-            tracing::debug!(group = id, receipt = %path.display(), "receipt written");
-        }
-        finish::remove_staged(j.as_ref(), &g);
-        let note = match &after {
-            AfterOutcome::Kept => "export kept".to_string(),
-            AfterOutcome::Deleted => "export deleted".to_string(),
-            AfterOutcome::Moved { to } => format!("export moved to {}", to.display()),
-        };
-        j.note(id, &note).map_err(|e| e.to_string())?;
-        if !report.kept.is_empty() {
-            let why = format!("after upload, left in place: {}", report.kept.join("; "));
-            tracing::info!(group = id, path = %g.key.display(), "{why}");
-            j.note_error(id, &why).map_err(|e| e.to_string())?;
-        }
-        j.set_finished(id).map_err(|e| e.to_string())
-    }
-
-    /// Housekeeping for every ended group that has not had it. Blocking
-    /// (an after-upload move may copy gigabytes): the scheduler runs it on
-    /// the blocking pool, one round at a time, without waiting for it.
-    fn housekeeping(&self) -> Result<(), EngineError> {
-        let j = self.journal.blocking();
-        for id in j.unfinished()? {
-            let g = j.group(id)?;
-            if g.state == GroupState::Completed {
-                if self.after_upload_due(id) {
-                    self.finish_completed(id);
-                }
-            } else {
-                finish::remove_staged(j.as_ref(), &g);
-                j.set_finished(id)?;
-            }
-        }
-        Ok(())
-    }
 }
-
-/// How many times a failing after-upload step is tried before the files are kept.
-pub(crate) const AFTER_UPLOAD_ATTEMPTS: usize = 6;
 
 /// The wait before a new server group for an export that already had
 /// `recent` of them within the hour: none for the first, then `base`, then
@@ -283,177 +179,6 @@ pub(crate) fn new_session_delay(base: Duration, recent: u32) -> Duration {
         0 => Duration::ZERO,
         n => base.saturating_mul(4u32.saturating_pow(n - 1).min(16)),
     }
-}
-
-/// The history note that marks a failed after-upload attempt.
-const AFTER_UPLOAD_FAILED: &str = "after-upload step failed: ";
-
-/// The wait after the `failures`-th failed after-upload attempt: 1 min,
-/// doubling, at most 1 h.
-pub(crate) fn after_upload_delay(failures: usize) -> Duration {
-    let exp = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX).min(6);
-    Duration::from_secs(60 * (1u64 << exp)).min(Duration::from_secs(3600))
-}
-
-/// How [`cancel_now`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelEnd {
-    /// Recorded `canceled`.
-    Canceled,
-    /// The server had already completed the group (its cancel answered 409
-    /// and a repeated `complete` confirmed it): recorded `completed` with the
-    /// library id; its after-upload step is still to run.
-    CompletedOnServer { library_id: u64 },
-}
-
-/// Cancel group `id` now: DELETE its server group if it has one (a few
-/// attempts; if the server cannot be reached the group is canceled locally
-/// anyway and noted: nothing will upload to it again and it expires by
-/// itself), record `canceled` with `reason`, remove its staged files.
-///
-/// A cancel the server refuses with 409 because the group already ended may
-/// mean it *completed* (the last `complete` was answered, its answer not yet
-/// recorded): then `complete` is asked again for the files not recorded as
-/// completed (safe to repeat) and, if the server confirms, the group is
-/// recorded `completed`, not canceled: the video is in the library.
-pub async fn cancel_now(
-    client: Option<&Client>,
-    journal: &AsyncJournal,
-    policy: &RetryPolicy,
-    id: GroupId,
-    reason: &str,
-    by_user: bool,
-) -> Result<CancelEnd, EngineError> {
-    let g = journal.call(move |j| j.group(id)).await?;
-    if let (Some(session), true) =
-        (&g.session_id, matches!(g.state, GroupState::Queued | GroupState::Uploading | GroupState::Failed))
-    {
-        let short =
-            RetryPolicy { max_attempts: policy.max_attempts.min(3), budget: Duration::from_secs(20), ..*policy };
-        let result = match client {
-            Some(c) => with_retries(
-                &short,
-                Retry::new("cancel upload group", &CancellationToken::new(), Repeat::Always),
-                |_| c.cancel_group(session),
-            )
-            .await
-            .map_err(|e| e.to_string()),
-            None => Err("no API client".to_string()),
-        };
-        match (result, client) {
-            (Ok(Canceled::AlreadyEnded), Some(c)) => {
-                if let Some(library_id) = completed_on_server(c, journal, &short, &g, session).await? {
-                    tracing::info!(group = id, library_id, "not canceled: the group had completed on the server");
-                    return Ok(CancelEnd::CompletedOnServer { library_id });
-                }
-            }
-            (Ok(_), _) => {}
-            (Err(e), _) => {
-                tracing::warn!(group = id, session = %session, error = %e, "the server group could not be canceled; it expires by itself");
-                let note = format!("server group {session} could not be canceled ({e}); it expires by itself");
-                journal.call(move |j| j.note(id, &note)).await?;
-            }
-        }
-    }
-    let reason = reason.to_string();
-    journal
-        .call(move |j| {
-            j.cancel_group(id, &reason, by_user)?;
-            finish::remove_staged(j, &g);
-            j.set_finished(id)
-        })
-        .await?;
-    Ok(CancelEnd::Canceled)
-}
-
-/// Ask `complete` again for every file of `g` that the journal does not
-/// record as completed; `Some(library id)` if the server says the group is
-/// complete (then recorded `completed`). `None` when a file has parts that
-/// are not recorded as done, the server does not confirm, or the group is
-/// not in a state that can become completed (a failed group stays as it is
-/// and is canceled by the caller).
-async fn completed_on_server(
-    client: &Client,
-    journal: &AsyncJournal,
-    policy: &RetryPolicy,
-    g: &GroupRecord,
-    session: &str,
-) -> Result<Option<u64>, EngineError> {
-    if !matches!(g.state, GroupState::Queued | GroupState::Uploading) {
-        return Ok(None);
-    }
-    let mut library_id = g.library_id;
-    let pending: Vec<_> = g.files.iter().filter(|f| f.state != FileState::Completed).collect();
-    // The last file's answer carries the library id: ask it last (again, if
-    // every file is recorded as completed but the id was not).
-    let ask: Vec<_> =
-        if pending.is_empty() && library_id.is_none() { g.files.last().into_iter().collect() } else { pending };
-    let mut answers = Vec::with_capacity(ask.len());
-    for f in ask {
-        let Some(upload_id) = f.upload_id.as_deref() else { return Ok(None) };
-        let mut parts = Vec::with_capacity(f.parts.len());
-        for p in &f.parts {
-            match (&p.etag, p.done) {
-                (Some(etag), true) => parts.push(CompletedPart { part_number: p.part_number, etag: etag.clone() }),
-                _ => return Ok(None),
-            }
-        }
-        if f.strategy.as_deref() == Some("single_put") {
-            parts.clear();
-        }
-        let done =
-            with_retries(policy, Retry::new("complete file upload", &CancellationToken::new(), Repeat::Always), |_| {
-                client.complete_file(session, upload_id, &parts)
-            })
-            .await;
-        match done {
-            Ok(done) if done.status.is_empty() || done.status.eq_ignore_ascii_case("completed") => {
-                library_id = done.library_id.or(library_id);
-                answers.push((f.id, done.library_id));
-            }
-            Ok(_) | Err(_) => return Ok(None),
-        }
-    }
-    let Some(library_id) = library_id else { return Ok(None) };
-    let (id, queued) = (g.id, g.state == GroupState::Queued);
-    journal
-        .call(move |j| {
-            if queued {
-                j.resume(id)?;
-            }
-            for (file_id, lib) in answers {
-                j.file_completed(file_id, lib)?;
-            }
-            j.complete_group(id, library_id)
-        })
-        .await?;
-    Ok(Some(library_id))
-}
-
-/// The watch folder of group `g`, if it is missing now: its files cannot
-/// be read, and were not changed either. Missing means the folder is gone
-/// (unmounted, moved away, deleted), or a file of the group is gone and was
-/// on another filesystem than the one now at the folder (a share unmounted
-/// from its mount point leaves the empty directory beneath).
-pub(crate) fn watch_folder_missing(g: &GroupRecord) -> Option<std::path::PathBuf> {
-    let root = g.watch_path.as_ref()?;
-    let meta = match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => m,
-        _ => return Some(root.clone()),
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let unmounted = g.files.iter().any(|f| {
-            !f.staged && f.dev.is_some_and(|d| d != meta.dev()) && std::fs::symlink_metadata(&f.source).is_err()
-        });
-        if unmounted {
-            return Some(root.clone());
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = meta;
-    None
 }
 
 /// A running group worker as the scheduler sees it.

@@ -61,14 +61,17 @@
 pub mod control;
 mod engine;
 pub mod finish;
+mod housekeeping;
 #[cfg(all(test, target_os = "linux"))]
 mod mount_tests;
+mod parts;
 #[cfg(test)]
 mod stall_tests;
 pub mod stream;
 mod worker;
 
-pub use engine::{CancelEnd, Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, cancel_now, run_engine};
+pub use control::{CancelEnd, cancel_now};
+pub use engine::{Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, run_engine};
 
 use crate::api::ApiError;
 use crate::journal::{GroupId, JournalError};

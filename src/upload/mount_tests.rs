@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::engine::watch_folder_missing;
+use super::finish::watch_folder_missing;
 use crate::config::WatchConfig;
 use crate::group::{GroupOptions, build_folder_group};
 use crate::journal::prelude::*;

@@ -1,32 +1,21 @@
 //! One group's upload, from `queued` (or a resumed `uploading`) to its end.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{CancelEnd, Shared};
+use super::control::CancelEnd;
+use super::engine::Shared;
 use super::finish::{self, check_source, check_sources};
-use super::stream::{PutOptions, TransferError, put_file_range_with};
 use super::{EngineError, GroupOutcome};
-use crate::api::{
-    ApiError, CompletedPart, ErrorClass, PartUrl, PartUrlsRequest, StartFile, StartGroup, Strategy, TransportKind,
-    redact_url,
-};
-use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
+use crate::api::{ApiError, CompletedPart, ErrorClass, StartFile, StartGroup, Strategy};
+use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, SessionFile};
 use crate::retry::{Repeat, Retry, RetryError, with_retries};
 
 /// The API forgets a group this long after it was created.
 pub(crate) const SERVER_GROUP_LIFETIME: Duration = Duration::from_secs(5 * 24 * 3600);
-
-/// A part URL this close to its expiry is refreshed before use.
-const URL_MARGIN: Duration = Duration::from_secs(30);
-
-/// Fresh URLs for one part in a row before the group fails.
-const MAX_REFRESHES: u32 = 5;
 
 /// At most this many server groups are created for one export (the same key,
 /// or linked by `retry_of`) within [`SESSION_WINDOW`]; a group whose session
@@ -77,7 +66,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn check_stop(&self, inner: &CancellationToken) -> Result<(), Stop> {
+    pub(super) fn check_stop(&self, inner: &CancellationToken) -> Result<(), Stop> {
         if inner.is_cancelled() {
             Err(Stop::Canceled)
         } else if self.stop.is_cancelled() {
@@ -90,7 +79,7 @@ impl Ctx {
     /// Wait while the gate is closed (outside every upload window). Called
     /// before a group creates its server group and before each part, so a
     /// closed window stops the queue after the parts already in flight.
-    async fn wait_gate(&self, inner: &CancellationToken) -> Result<(), Stop> {
+    pub(super) async fn wait_gate(&self, inner: &CancellationToken) -> Result<(), Stop> {
         let Some(gate) = &self.sh.gate else { return Ok(()) };
         if *gate.borrow() {
             return Ok(());
@@ -108,7 +97,13 @@ impl Ctx {
 
     /// One JSON API call with per-request retries, raced against `inner`;
     /// `repeat` says whether the request is safe to send twice.
-    async fn api<T, F, Fut>(&self, inner: &CancellationToken, what: &str, repeat: Repeat, f: F) -> Result<T, Stop>
+    pub(super) async fn api<T, F, Fut>(
+        &self,
+        inner: &CancellationToken,
+        what: &str,
+        repeat: Repeat,
+        f: F,
+    ) -> Result<T, Stop>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -170,7 +165,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             // changed: the share is unmounted (or the folder moved away). The
             // group stays as recorded and waits for the folder to come back.
             let g = sh.journal.call(move |j| j.group(id)).await?;
-            if let Some(folder) = super::engine::watch_folder_missing(&g) {
+            if let Some(folder) = super::finish::watch_folder_missing(&g) {
                 tracing::warn!(
                     group = id, folder = %folder.display(), reason = %why,
                     "the watch folder is missing; the group waits for it (nothing is canceled)"
@@ -377,7 +372,7 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
     let session: Arc<str> = session.into();
     let mut files = JoinSet::new();
     for f in g.files.iter().filter(|f| f.state != FileState::Completed).cloned() {
-        files.spawn(upload_file(ctx.clone(), inner.clone(), session.clone(), f));
+        files.spawn(super::parts::upload_file(ctx.clone(), inner.clone(), session.clone(), f));
     }
     let mut first: Option<Stop> = None;
     while let Some(r) = files.join_next().await {
@@ -413,7 +408,12 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
 }
 
 /// Send `complete` for a file whose parts are all done; records the answer.
-async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileRecord) -> Result<Option<u64>, Stop> {
+pub(super) async fn complete(
+    ctx: &Ctx,
+    inner: &CancellationToken,
+    session: &str,
+    f: &FileRecord,
+) -> Result<Option<u64>, Stop> {
     let sh = &ctx.sh;
     let upload_id = f.upload_id.as_deref().ok_or_else(|| Stop::Failed(format!("{}: no upload id", f.rel_path)))?;
     check_source(f).map_err(Stop::SourceChanged)?;
@@ -450,262 +450,6 @@ async fn complete(ctx: &Ctx, inner: &CancellationToken, session: &str, f: &FileR
     Ok(done.library_id)
 }
 
-async fn upload_file(ctx: Ctx, inner: CancellationToken, session: Arc<str>, f: FileRecord) -> Result<(), Stop> {
-    let upload_id: Arc<str> =
-        f.upload_id.clone().ok_or_else(|| Stop::Failed(format!("{}: no upload id", f.rel_path)))?.into();
-    let pending: Vec<PartRecord> = f.parts.iter().filter(|p| !p.done).cloned().collect();
-    let file = Arc::new(f);
-    let mut puts: JoinSet<Result<(), Stop>> = JoinSet::new();
-    let sent = send_parts(&ctx, &inner, &session, &upload_id, &file, &pending, &mut puts).await;
-    if let Err(Stop::Shutdown) = sent {
-        // Parts in flight may finish and be recorded (the shutdown grace);
-        // when the grace runs out the engine's abort token ends them.
-        drain(&mut puts).await.ok();
-        return Err(Stop::Shutdown);
-    }
-    sent?;
-    drain(&mut puts).await?;
-    ctx.check_stop(&inner)?;
-    complete(&ctx, &inner, &session, &file).await?;
-    Ok(())
-}
-
-/// Ask URLs batch by batch and start one PUT task per pending part, each
-/// holding a permit taken before the part's bytes are read.
-async fn send_parts(
-    ctx: &Ctx,
-    inner: &CancellationToken,
-    session: &Arc<str>,
-    upload_id: &Arc<str>,
-    file: &Arc<FileRecord>,
-    pending: &[PartRecord],
-    puts: &mut JoinSet<Result<(), Stop>>,
-) -> Result<(), Stop> {
-    let sh = &ctx.sh;
-    let single = file.strategy.as_deref() == Some("single_put");
-    let batch = (sh.cfg().upload.part_url_batch.max(1) as usize).min(10_000);
-    for chunk in pending.chunks(batch) {
-        ctx.check_stop(inner)?;
-        let req = if single {
-            PartUrlsRequest::SinglePut
-        } else {
-            match (chunk.first(), chunk.last()) {
-                (Some(a), Some(b)) if (b.part_number - a.part_number) as usize + 1 == chunk.len() => {
-                    PartUrlsRequest::Range { start: a.part_number, count: chunk.len() as u32 }
-                }
-                _ => PartUrlsRequest::Numbers(chunk.iter().map(|p| p.part_number).collect()),
-            }
-        };
-        let urls =
-            ctx.api(inner, "get part URLs", Repeat::Always, |_| sh.client.part_urls(session, upload_id, &req)).await?;
-        let mut by_number: HashMap<u32, PartUrl> = urls.parts.into_iter().map(|p| (p.part_number, p)).collect();
-        for part in chunk {
-            let url = by_number
-                .remove(&part.part_number)
-                .ok_or_else(|| Stop::Failed(format!("{}: no URL for part {}", file.rel_path, part.part_number)))?;
-            if url.byte_start != part.byte_start || url.size_bytes != part.size {
-                return Err(Stop::Failed(format!(
-                    "{}: the server's part {} covers bytes {}+{} but the journal says {}+{}",
-                    file.rel_path, part.part_number, url.byte_start, url.size_bytes, part.byte_start, part.size
-                )));
-            }
-            // The permit comes first: no part's bytes are touched without one.
-            // The window is looked at before and after waiting for it: a
-            // permit freed just after the window closed must not start a part.
-            let permit = loop {
-                ctx.wait_gate(inner).await?;
-                let permit = tokio::select! {
-                    p = sh.parts.clone().acquire_owned() => p.expect("the part semaphore is never closed"),
-                    _ = inner.cancelled() => return Err(Stop::Canceled),
-                    _ = ctx.stop.cancelled() => return Err(Stop::Shutdown),
-                };
-                if sh.gate_open() {
-                    break permit;
-                }
-            };
-            while let Some(done) = puts.try_join_next() {
-                flatten(done)?;
-            }
-            ctx.check_stop(inner)?;
-            check_source(file).map_err(Stop::SourceChanged)?;
-            puts.spawn(put_part(
-                ctx.clone(),
-                inner.clone(),
-                session.clone(),
-                upload_id.clone(),
-                file.clone(),
-                part.clone(),
-                url,
-                permit,
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Wait for every PUT task; the first real error wins (dropping the set
-/// aborts the rest), a shutdown lets the others finish.
-async fn drain(puts: &mut JoinSet<Result<(), Stop>>) -> Result<(), Stop> {
-    let mut shutdown = false;
-    while let Some(done) = puts.join_next().await {
-        match flatten(done) {
-            Ok(()) => {}
-            Err(Stop::Shutdown) => shutdown = true,
-            Err(e) => return Err(e),
-        }
-    }
-    if shutdown { Err(Stop::Shutdown) } else { Ok(()) }
-}
-
-fn flatten(r: Result<Result<(), Stop>, tokio::task::JoinError>) -> Result<(), Stop> {
-    r.unwrap_or_else(|e| Err(Stop::Failed(format!("part task ended abnormally: {e}"))))
-}
-
-/// The `reason` label of a part PUT that is retried (see [`super::Observer::part_retried`]).
-pub(crate) fn retry_reason(e: &TransferError) -> &'static str {
-    match e {
-        TransferError::Api(ApiError::Status { status, .. }) => match status {
-            429 => "429",
-            408 => "timeout",
-            500..=599 => "5xx",
-            403 => "url_expired",
-            _ => "http_other",
-        },
-        TransferError::Api(ApiError::Transport { kind, .. }) => match kind {
-            TransportKind::Timeout => "timeout",
-            TransportKind::Connect => "connect",
-            TransportKind::Interrupted => "reset",
-        },
-        TransferError::Api(ApiError::Stalled { .. }) => "stall",
-        TransferError::EtagMismatch { .. } => "etag_mismatch",
-        TransferError::Incomplete { .. } => "incomplete",
-        _ => "other",
-    }
-}
-
-fn url_expiring(url: &PartUrl) -> bool {
-    let Some(at) = url.expires_at.as_deref().and_then(|s| s.parse::<jiff::Timestamp>().ok()) else { return false };
-    let margin = jiff::SignedDuration::try_from(URL_MARGIN).unwrap_or(jiff::SignedDuration::ZERO);
-    at.checked_sub(margin).map(|t| t <= jiff::Timestamp::now()).unwrap_or(true)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn put_part(
-    ctx: Ctx,
-    inner: CancellationToken,
-    session: Arc<str>,
-    upload_id: Arc<str>,
-    file: Arc<FileRecord>,
-    part: PartRecord,
-    mut url: PartUrl,
-    permit: OwnedSemaphorePermit,
-) -> Result<(), Stop> {
-    let _permit = permit;
-    let sh = &ctx.sh;
-    let n = part.part_number;
-    let opts = PutOptions {
-        verify_md5: sh.cfg().upload.verify_etag,
-        progress: Some(sh.sent.clone()),
-        throttle: sh.throttle.clone(),
-        expect: Some(super::stream::FileIdentity {
-            size: file.size,
-            mtime_ns: file.mtime_ns,
-            dev: file.dev,
-            ino: file.ino,
-        }),
-        ..Default::default()
-    };
-    let what = format!("upload part {n} of {}", file.rel_path);
-    let mut refreshes = 0;
-    loop {
-        if url_expiring(&url) || refreshes > 0 {
-            let single = file.strategy.as_deref() == Some("single_put");
-            let req = if single { PartUrlsRequest::SinglePut } else { PartUrlsRequest::Numbers(vec![n]) };
-            let fresh = ctx
-                .api(&inner, "refresh part URL", Repeat::Always, |_| sh.client.part_urls(&session, &upload_id, &req))
-                .await?;
-            url =
-                fresh.parts.into_iter().find(|p| p.part_number == n).ok_or_else(|| {
-                    Stop::Failed(format!("{}: the server sent no fresh URL for part {n}", file.rel_path))
-                })?;
-            tracing::debug!(group = ctx.id, part = n, url = %redact_url(&url.url), "part URL refreshed");
-        }
-        let mut on_retry = |e: &TransferError| {
-            if let Some(o) = &sh.observer {
-                o.part_retried(retry_reason(e));
-            }
-        };
-        let policy = sh.policy();
-        let retry = Retry::new(&what, &ctx.stop, Repeat::Always).on_retry(&mut on_retry);
-        let put = with_retries(&policy, retry, |_| {
-            put_file_range_with(&sh.client, &url.url, &file.source, part.byte_start, part.size, &opts)
-        });
-        let r = tokio::select! {
-            r = put => r,
-            _ = inner.cancelled() => return Err(Stop::Canceled),
-        };
-        match r {
-            Ok(etag) => {
-                let (file_id, stored) = (file.id, etag.clone());
-                sh.journal.call(move |j| j.part_done(file_id, n, &stored)).await?;
-                if let Some(o) = &sh.observer {
-                    o.part_stored(part.size);
-                }
-                return Ok(());
-            }
-            Err(RetryError::Canceled) => return Err(Stop::Shutdown),
-            Err(e @ RetryError::Exhausted { .. }) => return Err(Stop::Failed(format!("{what}: {e}"))),
-            Err(RetryError::Stopped(e)) => match e.class() {
-                ErrorClass::RefreshUrls if refreshes < MAX_REFRESHES => {
-                    refreshes += 1;
-                    if let Some(o) = &sh.observer {
-                        o.part_retried("url_expired");
-                    }
-                    tracing::info!(group = ctx.id, part = n, file = %file.rel_path, "part URL expired; asking a fresh one");
-                    continue;
-                }
-                // Storage no longer knows the upload: expired (API 404), canceled on
-                // the server (API 409), or a storage hiccup (fresh URL). Asking the
-                // API for a fresh URL tells which.
-                ErrorClass::Gone if refreshes < MAX_REFRESHES => {
-                    refreshes += 1;
-                    tracing::info!(group = ctx.id, part = n, file = %file.rel_path, "storage does not know the upload; asking the API");
-                    continue;
-                }
-                ErrorClass::Gone => return Err(Stop::Gone(format!("{what}: {e}"))),
-                _ if e.is_source_changed() => {
-                    return Err(Stop::SourceChanged(check_source(&file).err().unwrap_or_else(|| e.to_string())));
-                }
-                _ => {
-                    return Err(match &e {
-                        TransferError::Api(a) if a.is_auth() => Stop::Auth(a.to_string()),
-                        _ => Stop::Failed(format!("{what}: {e}")),
-                    });
-                }
-            },
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::Op;
-
-    fn status(op: Op, status: u16) -> ApiError {
-        ApiError::Status { op, status, target: "http://x/api".into(), message: "conflict".into(), retry_after: None }
-    }
-
-    #[test]
-    fn a_409_on_the_groups_own_files_means_canceled_on_the_server() {
-        for op in [Op::PartUrls, Op::CompleteFile] {
-            assert!(matches!(classify_api("call", &status(op, 409)), Stop::CanceledOnServer(_)), "{op}");
-        }
-        // Elsewhere a 409 stays a failure with the server's words, and a 404 is still "gone".
-        assert!(
-            matches!(classify_api("call", &status(Op::StartGroup, 409)), Stop::Failed(m) if m.contains("conflict"))
-        );
-        assert!(matches!(classify_api("call", &status(Op::PartUrls, 404)), Stop::Gone(_)));
-        assert!(matches!(classify_api("call", &status(Op::PartUrls, 401)), Stop::Auth(_)));
-    }
-}
+#[path = "worker_tests.rs"]
+mod tests;

@@ -1,0 +1,111 @@
+//! Tests of `scan`.
+
+use super::*;
+
+fn rules(root: &Path, mode: WatchMode) -> WatchRules {
+    let mut w = WatchConfig::new(root);
+    w.mode = mode;
+    WatchRules::new(0, &w).expect("default rules compile")
+}
+
+#[test]
+fn routes_event_paths_to_export_keys() {
+    let r = rules(Path::new("/drop"), WatchMode::Folders);
+    assert_eq!(r.route(Path::new("/drop/shot1/a/b.mov")), Some(PathBuf::from("/drop/shot1")));
+    assert_eq!(r.route(Path::new("/drop/shot1")), Some(PathBuf::from("/drop/shot1")));
+    assert_eq!(r.route(Path::new("/drop/.hidden/x.mov")), None);
+    assert_eq!(r.route(Path::new("/drop/shot1.part")), None, "a folder under a temporary name is not an export");
+    assert_eq!(r.route(Path::new("/drop")), None);
+    assert_eq!(r.route(Path::new("/elsewhere/x")), None);
+    let f = rules(Path::new("/drop"), WatchMode::Flat);
+    assert_eq!(f.route(Path::new("/drop/clip_L.mov")), Some(PathBuf::from("/drop/clip")));
+    assert_eq!(f.route(Path::new("/drop/clip.en.srt")), Some(PathBuf::from("/drop/clip")));
+    assert_eq!(f.route(Path::new("/drop/sub/clip.mov")), None);
+}
+
+#[test]
+fn temporary_patterns_match_names_anywhere_and_can_be_replaced() {
+    let r = rules(Path::new("/drop"), WatchMode::Folders);
+    for t in ["a.mov.part", "sub/a.TMP", "~lock", "sub/~x", "x.mov~", ".~lock.a#", "b.crdownload"] {
+        assert!(r.is_temporary(t), "{t}");
+    }
+    for n in ["a.mov", "sub/a.srt", "part.mov"] {
+        assert!(!r.is_temporary(n), "{n}");
+    }
+    let mut w = WatchConfig::new("/drop");
+    w.roles.temporary = Some(vec!["*.writing".into()]);
+    let r = WatchRules::new(0, &w).expect("compiles");
+    assert!(r.is_temporary("a.writing") && !r.is_temporary("a.part"));
+}
+
+#[test]
+fn look_sees_sizes_temporaries_marker_and_skips_symlinks_unless_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exp = dir.path().join("shot");
+    fs::create_dir_all(exp.join("audio")).expect("mkdir");
+    fs::write(exp.join("a.mov"), b"1234").expect("write");
+    fs::write(exp.join("audio/a.m4a"), b"12").expect("write");
+    let mut r = rules(dir.path(), WatchMode::Folders);
+    let l1 = look_export(&r, &exp).expect("look").expect("exists");
+    assert_eq!(l1.look.files, 2);
+    assert!(l1.look.temporary.is_none());
+    fs::write(exp.join("b.mov.part"), b"x").expect("write");
+    let l2 = look_export(&r, &exp).expect("look").expect("exists");
+    assert_eq!(l2.look.temporary.as_deref(), Some("b.mov.part"));
+    assert_ne!(l1.look.digest, l2.look.digest);
+    fs::remove_file(exp.join("b.mov.part")).expect("rm");
+    assert_eq!(look_export(&r, &exp).expect("look").expect("exists").look.digest, l1.look.digest);
+
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/nonexistent/target", exp.join("link.mov")).expect("symlink");
+        let l = look_export(&r, &exp).expect("look").expect("exists");
+        assert_eq!(l.look.files, 2, "symlinks are not followed by default");
+        assert!(l.check_readable().is_ok());
+        r.follow_symlinks = true;
+        let l = look_export(&r, &exp).expect("look").expect("exists");
+        assert_eq!(l.look.files, 3);
+        let (path, err) = l.check_readable().expect_err("dangling link does not open");
+        assert_eq!(path, exp.join("link.mov"));
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    r.ready_marker = Some("READY".into());
+    r.policy.marker = true;
+    fs::write(exp.join("READY"), b"").expect("write");
+    let l = look_export(&r, &exp).expect("look").expect("exists");
+    assert!(l.look.marker);
+    assert!(!l.files.contains(&exp.join("READY")), "the marker is not part of the export");
+    fs::remove_dir_all(&exp).expect("rm");
+    assert!(look_export(&r, &exp).expect("look").is_none());
+}
+
+#[test]
+fn scan_digests_match_looks_in_both_modes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for s in ["a", "b"] {
+        fs::create_dir(dir.path().join(s)).expect("mkdir");
+        fs::write(dir.path().join(s).join("v.mov"), s).expect("write");
+    }
+    fs::write(dir.path().join("loose.mov"), b"x").expect("write");
+    let r = rules(dir.path(), WatchMode::Folders);
+    let s = scan(&r).expect("scan");
+    assert_eq!(s.exports.len(), 2, "a loose file is no export in folders mode");
+    assert_eq!(s.files, 2);
+    for (k, d) in &s.exports {
+        assert_eq!(look_export(&r, k).expect("look").expect("exists").look.digest, *d);
+    }
+
+    let flat = tempfile::tempdir().expect("tempdir");
+    for n in ["clip_L.mov", "clip_R.mov", "clip.en.srt", "other.mov"] {
+        fs::write(flat.path().join(n), n).expect("write");
+    }
+    let r = rules(flat.path(), WatchMode::Flat);
+    let s = scan(&r).expect("scan");
+    assert_eq!(s.exports.len(), 2);
+    let clip = flat.path().join("clip");
+    let l = look_export(&r, &clip).expect("look").expect("exists");
+    assert_eq!(l.look.files, 3);
+    assert_eq!(s.exports[&clip], l.look.digest);
+    assert!(r.exists(&clip) && !r.exists(&flat.path().join("nothing")));
+}
