@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use spatialgen_sync::api::{Client, CompletedPart, PartUrlsRequest, StartFile, StartGroup, Strategy};
 use spatialgen_sync::config::{ApiConfig, ApiKey, Dur};
 use spatialgen_sync::model::{FileRole, Layout};
-use spatialgen_sync::upload::stream::{DEFAULT_CHUNK, PutOptions, put_file_range_with};
+use spatialgen_sync::upload::stream::{DEFAULT_CHUNK, PutOptions, put_file_range};
 
 #[derive(Parser)]
 struct Args {
@@ -131,7 +131,7 @@ async fn upload(endpoint: &str, file: &Path, in_flight: usize, verify: bool, chu
         .map(|p| {
             let (c, opts) = (&c, &opts);
             async move {
-                let etag = put_file_range_with(c, &p.url, file, p.byte_start, p.size_bytes, opts).await?;
+                let etag = put_file_range(c, &p.url, file, p.byte_start, p.size_bytes, opts).await?;
                 anyhow::Ok(CompletedPart { part_number: p.part_number, etag })
             }
         })

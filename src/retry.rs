@@ -72,13 +72,9 @@ impl RetryPolicy {
     /// The delay before retry number `retry`: uniformly random in
     /// `[0, ceiling(retry)]` ("full jitter", so that many clients that failed
     /// together do not come back together), or the server's `Retry-After`
-    /// when that is longer.
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        self.delay_with(&mut rand::rng(), retry, retry_after)
-    }
-
-    /// [`RetryPolicy::delay`] with a given random source (for tests).
-    pub fn delay_with<R: Rng + ?Sized>(&self, rng: &mut R, retry: u32, retry_after: Option<Duration>) -> Duration {
+    /// when that is longer. `rng` is the random source (`&mut rand::rng()`;
+    /// a seeded one in tests).
+    pub fn delay<R: Rng + ?Sized>(&self, rng: &mut R, retry: u32, retry_after: Option<Duration>) -> Duration {
         let ceiling = u64::try_from(self.ceiling(retry).as_nanos()).unwrap_or(u64::MAX);
         let jittered = Duration::from_nanos(rng.random_range(0..=ceiling));
         match retry_after {
@@ -244,7 +240,7 @@ where
             return Err(RetryError::Stopped(err));
         }
         let elapsed = started.elapsed();
-        let delay = policy.delay(attempt - 1, after);
+        let delay = policy.delay(&mut rand::rng(), attempt - 1, after);
         if attempt >= max_attempts || elapsed.saturating_add(delay) > policy.budget {
             return Err(RetryError::Exhausted { last: err, attempts: attempt, elapsed });
         }

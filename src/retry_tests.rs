@@ -53,7 +53,7 @@ fn full_jitter_spreads_over_zero_to_ceiling() {
     let mut rng = StdRng::seed_from_u64(7);
     for retry in [0, 3, 9] {
         let ceiling = p.ceiling(retry);
-        let samples: Vec<Duration> = (0..2000).map(|_| p.delay_with(&mut rng, retry, None)).collect();
+        let samples: Vec<Duration> = (0..2000).map(|_| p.delay(&mut rng, retry, None)).collect();
         assert!(samples.iter().all(|d| *d <= ceiling));
         let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
         let ratio = mean.as_secs_f64() / ceiling.as_secs_f64();
@@ -66,10 +66,10 @@ fn full_jitter_spreads_over_zero_to_ceiling() {
 fn retry_after_wins_when_longer() {
     let p = policy();
     let mut rng = StdRng::seed_from_u64(1);
-    assert_eq!(p.delay_with(&mut rng, 0, Some(Duration::from_secs(10))), Duration::from_secs(10));
+    assert_eq!(p.delay(&mut rng, 0, Some(Duration::from_secs(10))), Duration::from_secs(10));
     // Shorter than the jitter drawn: the jitter stands (never below Retry-After).
     for _ in 0..100 {
-        assert!(p.delay_with(&mut rng, 8, Some(Duration::from_millis(1))) >= Duration::from_millis(1));
+        assert!(p.delay(&mut rng, 8, Some(Duration::from_millis(1))) >= Duration::from_millis(1));
     }
 }
 

@@ -305,7 +305,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The engine's throttle: every chunk of every PUT waits for the shared limiter.
-pub fn engine_throttle(throttle: Throttle) -> crate::upload::stream::Throttle {
+pub fn engine_throttle(throttle: Throttle) -> crate::upload::stream::ChunkGate {
     Arc::new(move |n| {
         let t = throttle.clone();
         Box::pin(async move { t.acquire(n).await })

@@ -14,7 +14,7 @@
 //!   aborts a PUT that makes no progress for `stall_timeout` (see
 //!   `watch_stall` for what counts as progress once the body is sent).
 //!   Time the body spends waiting for a bandwidth limit
-//!   ([`Client::put_part_held`]) does not count.
+//!   (`held` in [`Client::put_part`]) does not count.
 //! - Error text carries no key and no URL query string (see [`error`]).
 //! - This module knows HTTP and JSON, not the journal: it never retries by
 //!   itself. Callers decide with [`ApiError::class`] (see [`crate::retry`]).
@@ -229,21 +229,20 @@ impl Client {
     /// header verbatim (quotes included). Sent with no key, no redirects,
     /// an exact `Content-Length`, and aborted if no byte moves for the stall
     /// timeout. The body cannot be replayed: a retry needs a new one.
-    pub async fn put_part(&self, url: &str, body: reqwest::Body, len: u64) -> Result<String, ApiError> {
-        self.put_part_held(url, body, len, &AtomicBool::new(false)).await
-    }
-
-    /// [`Client::put_part`] for a body that is sometimes held back on
-    /// purpose (a bandwidth limit): while `held` reads true, the time does
-    /// not count towards the stall timeout, which measures time without
-    /// progress while sending is allowed.
-    pub async fn put_part_held(
+    ///
+    /// `held`, for a body that is sometimes held back on purpose (a
+    /// bandwidth limit): while it reads true, the time does not count
+    /// towards the stall timeout, which measures time without progress
+    /// while sending is allowed.
+    pub async fn put_part(
         &self,
         url: &str,
         body: reqwest::Body,
         len: u64,
-        held: &AtomicBool,
+        held: Option<&AtomicBool>,
     ) -> Result<String, ApiError> {
+        let never = AtomicBool::new(false);
+        let held = held.unwrap_or(&never);
         let op = Op::PutPart;
         let target = redact_url(url);
         let parsed = Url::parse(url)

@@ -12,7 +12,7 @@ use crate::config::Dur;
 use crate::model::{FileRole, Layout};
 use crate::retry::{Repeat, Retry, RetryError, RetryPolicy, with_retries};
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
-use crate::upload::stream::{TransferError, put_file_range};
+use crate::upload::stream::{PutOptions, TransferError, put_file_range};
 
 const KEY: &str = "sandbox-test-key-7f3a";
 const PART: u64 = 1 << 20;
@@ -84,7 +84,8 @@ async fn upload_file(
     for p in urls.parts {
         let mut url = p.url.clone();
         let etag = loop {
-            let put = |_| put_file_range(c, &url, path, p.byte_start, p.size_bytes, true);
+            let opts = PutOptions::default();
+            let put = |_| put_file_range(c, &url, path, p.byte_start, p.size_bytes, &opts);
             match with_retries(policy, Retry::new("part", &cancel, Repeat::Always), put).await {
                 Ok(etag) => break etag,
                 Err(RetryError::Stopped(e)) if e.class() == ErrorClass::RefreshUrls => {
@@ -243,7 +244,9 @@ async fn an_expired_url_asks_for_fresh_urls_and_then_goes_through() {
     let urls = urls.unwrap();
     e.sandbox.expire_all_urls();
     let p = &urls.parts[1];
-    let err = put_file_range(&e.client, &p.url, &src[0].path, p.byte_start, p.size_bytes, true).await.unwrap_err();
+    let err = put_file_range(&e.client, &p.url, &src[0].path, p.byte_start, p.size_bytes, &PutOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::RefreshUrls, "{err}");
     assert!(err.to_string().contains("Request has expired"), "{err}");
     assert!(!err.to_string().contains(p.url.split('?').nth(1).unwrap()), "no signature in the message: {err}");
@@ -262,13 +265,25 @@ async fn a_corrupted_etag_is_detected_and_a_retry_fixes_it() {
     let urls = e.client.part_urls(&g.session_id, &f.upload_id, &PartUrlsRequest::SinglePut).await.unwrap();
     let p = &urls.parts[0];
     e.sandbox.set_faults(Faults { corrupt_etag: 1.0, ..Faults::default() });
-    let err = put_file_range(&e.client, &p.url, &src[0].path, 0, p.size_bytes, true).await.unwrap_err();
+    let err =
+        put_file_range(&e.client, &p.url, &src[0].path, 0, p.size_bytes, &PutOptions::default()).await.unwrap_err();
     assert!(matches!(err, TransferError::EtagMismatch { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Retry { after: None });
     // Without verification the same answer is accepted as is.
-    assert!(put_file_range(&e.client, &p.url, &src[0].path, 0, p.size_bytes, false).await.is_ok());
+    assert!(
+        put_file_range(
+            &e.client,
+            &p.url,
+            &src[0].path,
+            0,
+            p.size_bytes,
+            &PutOptions { verify_md5: false, ..PutOptions::default() }
+        )
+        .await
+        .is_ok()
+    );
     e.sandbox.set_faults(Faults::default());
-    let etag = put_file_range(&e.client, &p.url, &src[0].path, 0, p.size_bytes, true).await.unwrap();
+    let etag = put_file_range(&e.client, &p.url, &src[0].path, 0, p.size_bytes, &PutOptions::default()).await.unwrap();
     assert!(crate::upload::stream::etag_md5(&etag).is_some());
     let done = e.client.complete_file(&g.session_id, &f.upload_id, &[]).await.unwrap();
     assert!(done.library_id.is_some());
@@ -305,7 +320,9 @@ async fn canceled_and_expired_groups() {
     e.client.cancel_group(&g.session_id).await.unwrap();
     e.client.cancel_group(&g.session_id).await.unwrap(); // again: still "canceled"
     let p = &urls.parts[0];
-    let err = put_file_range(&e.client, &p.url, &src[0].path, p.byte_start, p.size_bytes, true).await.unwrap_err();
+    let err = put_file_range(&e.client, &p.url, &src[0].path, p.byte_start, p.size_bytes, &PutOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Gone, "storage NoSuchUpload: {err}");
 
     let g = e.client.start_group(&start_request("x", &src)).await.unwrap();

@@ -364,7 +364,7 @@ async fn api_calls_carry_the_key_and_storage_puts_do_not() {
     let g = c.start_group(&req).await.unwrap();
     let f = g.file_for("a.mov", FileRole::Video).unwrap();
     let urls = c.part_urls(&g.session_id, &f.upload_id, &PartUrlsRequest::SinglePut).await.unwrap();
-    let etag = c.put_part(&urls.parts[0].url, reqwest::Body::from("hello world"), 11).await.unwrap();
+    let etag = c.put_part(&urls.parts[0].url, reqwest::Body::from("hello world"), 11, None).await.unwrap();
     assert_eq!(etag, "\"v-e-r-b-a-t-i-m\"", "the ETag is kept verbatim, quotes included");
     let done = c.complete_file(&g.session_id, &f.upload_id, &[]).await.unwrap();
     assert_eq!(done.library_id, Some(42));
@@ -433,7 +433,7 @@ async fn redirects_go_nowhere_else() {
 
     // Storage: not even a same-origin redirect.
     let storage = TestServer::start(|_| Reply::json(301, "").with("location", "/elsewhere?sig=2")).await;
-    let err = client(&storage).put_part(&storage.url("/b/k?sig=1"), "x".into(), 1).await.unwrap_err();
+    let err = client(&storage).put_part(&storage.url("/b/k?sig=1"), "x".into(), 1, None).await.unwrap_err();
     assert_eq!(err.status(), Some(301));
     assert_eq!(storage.seen().len(), 1);
     assert!(!err.to_string().contains("sig="), "{err}");
@@ -481,7 +481,8 @@ async fn server_answers_are_classified_and_never_leak_secrets() {
     let invalid = invalid.unwrap_err();
     assert_eq!(invalid.class(), ErrorClass::Fatal);
     assert!(invalid.to_string().contains("validation: you sent POST"), "{invalid}");
-    let expired = c.put_part(&server.url("/store/expired?X-Amz-Signature=s3cr3t"), "x".into(), 1).await.unwrap_err();
+    let expired =
+        c.put_part(&server.url("/store/expired?X-Amz-Signature=s3cr3t"), "x".into(), 1, None).await.unwrap_err();
     assert_eq!(expired.class(), ErrorClass::RefreshUrls);
     assert!(expired.to_string().contains("Request has expired"), "{expired}");
 
@@ -571,7 +572,7 @@ async fn a_put_that_stops_moving_is_aborted_as_stalled() {
     let c = Client::new(&cfg, ApiKey::new(KEY)).unwrap();
     let len = 64 << 20; // far more than the socket buffers hold
     let t0 = std::time::Instant::now();
-    let err = c.put_part(&format!("http://{addr}/b/k?sig=1"), zeros(len), len as u64).await.unwrap_err();
+    let err = c.put_part(&format!("http://{addr}/b/k?sig=1"), zeros(len), len as u64, None).await.unwrap_err();
     assert!(matches!(err, ApiError::Stalled { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Retry { after: None });
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
@@ -587,7 +588,7 @@ async fn a_slow_but_moving_put_is_not_a_stall() {
     let c = Client::new(&cfg, ApiKey::new(KEY)).unwrap();
     let len = 32 << 20;
     let t0 = std::time::Instant::now();
-    let etag = c.put_part(&format!("http://{addr}/b/k"), zeros(len), len as u64).await.unwrap();
+    let etag = c.put_part(&format!("http://{addr}/b/k"), zeros(len), len as u64, None).await.unwrap();
     assert_eq!(etag, "\"slow\"");
     assert!(t0.elapsed() > Duration::from_millis(300));
 }

@@ -57,7 +57,7 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
     watch.settle = Dur(Duration::from_secs(1));
     cfg.watch.push(watch);
     cfg.source = root.join("demo-config.toml");
-    cfg.validate()?;
+    cfg.validate(None)?;
     std::fs::write(&cfg.source, cfg.to_toml())?;
 
     let started = Instant::now();

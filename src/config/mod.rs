@@ -107,8 +107,8 @@ impl Config {
         cfg.source = source.to_owned();
         let base = source.parent().unwrap_or(Path::new(".")).to_owned();
         cfg.resolve_paths(&base);
-        let problems = cfg.validate_with_lines(text);
-        if problems.is_empty() { Ok(cfg) } else { Err(ConfigError::Invalid(problems)) }
+        cfg.validate(Some(text))?;
+        Ok(cfg)
     }
 
     /// A config with one watch folder and every default, for `upload`/`demo`.

@@ -328,8 +328,8 @@ fn check_environment_reports_missing_folders() {
 fn minimal_and_watch_new_validate() {
     let mut cfg = Config::minimal("http://127.0.0.1:9", Path::new("/tmp/j.db"));
     cfg.watch.push(WatchConfig::new("/tmp/drop"));
-    assert!(cfg.validate().is_ok());
+    assert!(cfg.validate(None).is_ok());
     cfg.api.endpoint = "http://example.com".into();
-    let err = cfg.validate().unwrap_err().to_string();
+    let err = cfg.validate(None).unwrap_err().to_string();
     assert!(err.contains("api.endpoint"), "{err}");
 }

@@ -33,31 +33,32 @@ impl Config {
         out
     }
 
-    /// Validate a config built in code (no file to point at).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let problems: Vec<String> =
-            self.problems().into_iter().map(|(path, msg)| format!("{}: {msg}", key_path(&path))).collect();
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
-    }
-
-    /// The problems as `file:line: key: message` (`file: key: message` when
-    /// the key is not in `text`), for a config parsed from `text`.
-    pub(super) fn validate_with_lines(&self, text: &str) -> Vec<String> {
+    /// Every problem, as `file:line: key: message` when the config was
+    /// parsed from `text` (`file: key: message` when the key is not in it),
+    /// or as `key: message` for a config built in code (`text` is `None`).
+    pub fn validate(&self, text: Option<&str>) -> Result<(), ConfigError> {
         let problems = self.problems();
         if problems.is_empty() {
-            return Vec::new();
+            return Ok(());
         }
+        let Some(text) = text else {
+            return Err(ConfigError::Invalid(
+                problems.into_iter().map(|(path, msg)| format!("{}: {msg}", key_path(&path))).collect(),
+            ));
+        };
         let doc = toml::de::DeTable::parse(text).ok();
-        problems
-            .into_iter()
-            .map(|(path, msg)| {
-                let line = doc.as_ref().and_then(|d| locate(d.get_ref(), &path)).map(|off| line_of(text, off));
-                match line {
-                    Some(l) => format!("{}:{l}: {}: {msg}", self.source.display(), key_path(&path)),
-                    None => format!("{}: {}: {msg}", self.source.display(), key_path(&path)),
-                }
-            })
-            .collect()
+        Err(ConfigError::Invalid(
+            problems
+                .into_iter()
+                .map(|(path, msg)| {
+                    let line = doc.as_ref().and_then(|d| locate(d.get_ref(), &path)).map(|off| line_of(text, off));
+                    match line {
+                        Some(l) => format!("{}:{l}: {}: {msg}", self.source.display(), key_path(&path)),
+                        None => format!("{}: {}: {msg}", self.source.display(), key_path(&path)),
+                    }
+                })
+                .collect(),
+        ))
     }
 }
 

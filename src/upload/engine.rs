@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::finish::watch_folder_missing;
-use super::stream::Throttle;
+use super::stream::ChunkGate;
 use super::worker::{self, Ctx, SESSION_WINDOW};
 use super::{EngineError, GroupOutcome, control};
 use crate::api::Client;
@@ -65,7 +65,7 @@ pub struct EngineOptions {
     /// see `worker::MAX_SESSIONS_PER_WINDOW`).
     pub session_backoff: Duration,
     /// Awaited before each chunk of every PUT (a shared bandwidth limiter).
-    pub throttle: Option<Throttle>,
+    pub throttle: Option<ChunkGate>,
     /// Told about groups ending, parts stored, pauses.
     pub observer: Option<Arc<dyn Observer>>,
     /// Upload windows, as a yes/no: while it reads `false` no group is
@@ -125,7 +125,7 @@ pub(crate) struct Shared {
     pub sent: Arc<AtomicU64>,
     /// Set by every successful API call: ends an auth pause.
     pub api_ok: AtomicBool,
-    pub throttle: Option<Throttle>,
+    pub throttle: Option<ChunkGate>,
     pub observer: Option<Arc<dyn Observer>>,
 }
 

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::finish::check_source;
-use super::stream::{PutOptions, TransferError, put_file_range_with};
+use super::stream::{PutOptions, TransferError, put_file_range};
 use super::worker::{Ctx, Stop, complete};
 use crate::api::{ApiError, ErrorClass, PartUrl, PartUrlsRequest, TransportKind, redact_url};
 use crate::journal::{FileRecord, PartRecord};
@@ -217,7 +217,7 @@ async fn put_part(
         let policy = sh.policy();
         let retry = Retry::new(&what, &ctx.stop, Repeat::Always).on_retry(&mut on_retry);
         let put = with_retries(&policy, retry, |_| {
-            put_file_range_with(&sh.client, &url.url, &file.source, part.byte_start, part.size, &opts)
+            put_file_range(&sh.client, &url.url, &file.source, part.byte_start, part.size, &opts)
         });
         let r = tokio::select! {
             r = put => r,

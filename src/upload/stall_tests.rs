@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::stream::{PutOptions, Throttle, TransferError, put_file_range_with};
+use super::stream::{ChunkGate, PutOptions, TransferError, put_file_range};
 use crate::api::test_server::{Reply, TestServer};
 use crate::api::{ApiError, Client};
 use crate::config::{ApiConfig, ApiKey, Dur};
@@ -28,10 +28,10 @@ async fn waiting_in_the_throttle_longer_than_the_stall_timeout_is_not_a_stall() 
     let dir = tempfile::tempdir().unwrap();
     let path = sample(dir.path(), 32 * 1024);
     // Each 8 KiB chunk waits 600 ms for the limit: 2.4 s held, 12 stall timeouts.
-    let throttle: Throttle = Arc::new(|_| Box::pin(tokio::time::sleep(Duration::from_millis(600))));
+    let throttle: ChunkGate = Arc::new(|_| Box::pin(tokio::time::sleep(Duration::from_millis(600))));
     let opts = PutOptions { throttle: Some(throttle), chunk_size: 8192, verify_md5: false, ..PutOptions::default() };
     let t0 = std::time::Instant::now();
-    let etag = put_file_range_with(&c, &server.url("/b/k?sig=1"), &path, 0, 32 * 1024, &opts).await.unwrap();
+    let etag = put_file_range(&c, &server.url("/b/k?sig=1"), &path, 0, 32 * 1024, &opts).await.unwrap();
     assert_eq!(etag, "\"held\"");
     assert!(t0.elapsed() >= Duration::from_millis(2400), "the throttle really held the part: {:?}", t0.elapsed());
     assert_eq!(server.seen().len(), 1, "one PUT, not aborted and sent again");
@@ -51,10 +51,10 @@ async fn a_storage_that_stops_reading_is_still_a_stall_under_a_throttle() {
     let len = 48 << 20; // more than the socket buffers hold
     let path = sample(dir.path(), len);
     // A throttle that always allows at once.
-    let throttle: Throttle = Arc::new(|_| Box::pin(async {}));
+    let throttle: ChunkGate = Arc::new(|_| Box::pin(async {}));
     let opts = PutOptions { throttle: Some(throttle), verify_md5: false, ..PutOptions::default() };
     let t0 = std::time::Instant::now();
-    let err = put_file_range_with(&c, &format!("http://{addr}/b/k"), &path, 0, len as u64, &opts).await.unwrap_err();
+    let err = put_file_range(&c, &format!("http://{addr}/b/k"), &path, 0, len as u64, &opts).await.unwrap_err();
     assert!(matches!(err, TransferError::Api(ApiError::Stalled { .. })), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     hold.abort();

@@ -41,12 +41,12 @@ pub const DEFAULT_CHUNK: usize = 1 << 20;
 /// Chunks read ahead of the network per part.
 pub const CHANNEL_DEPTH: usize = 2;
 
-/// Future a throttle returns: resolves when `n` more bytes may go out.
-pub type ThrottleFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Future a chunk gate returns: resolves when `n` more bytes may go out.
+pub type ChunkGateFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Called with each chunk's size before that chunk is handed to the network,
-/// e.g. a shared bandwidth limiter's `acquire(n)`.
-pub type Throttle = Arc<dyn Fn(u64) -> ThrottleFuture + Send + Sync>;
+/// e.g. a shared bandwidth limiter's (`ops::throttle::Throttle`) `acquire(n)`.
+pub type ChunkGate = Arc<dyn Fn(u64) -> ChunkGateFuture + Send + Sync>;
 
 /// How a part is streamed.
 #[derive(Clone)]
@@ -58,7 +58,7 @@ pub struct PutOptions {
     /// what was really stored.
     pub progress: Option<Arc<AtomicU64>>,
     /// Awaited before each chunk; `None`: no limit.
-    pub throttle: Option<Throttle>,
+    pub throttle: Option<ChunkGate>,
     /// Bytes per read. Clamped to at least 4 KiB.
     pub chunk_size: usize,
     /// What the file was when grouped: the open descriptor's `fstat` must
@@ -156,22 +156,12 @@ impl TransferError {
     }
 }
 
-/// PUT bytes `[offset, offset + len)` of `path` to `url`; returns the ETag
-/// verbatim. With `verify_md5`, a plain-MD5 ETag that differs from the bytes
-/// sent is [`TransferError::EtagMismatch`].
+/// PUT bytes `[offset, offset + len)` of `path` to `url`, streamed as
+/// `opts` says (MD5 check, progress counter, chunk gate, chunk size, the
+/// file's expected identity); returns the ETag verbatim. With
+/// `opts.verify_md5`, a plain-MD5 ETag that differs from the bytes sent is
+/// [`TransferError::EtagMismatch`].
 pub async fn put_file_range(
-    client: &Client,
-    url: &str,
-    path: &Path,
-    offset: u64,
-    len: u64,
-    verify_md5: bool,
-) -> Result<String, TransferError> {
-    put_file_range_with(client, url, path, offset, len, &PutOptions { verify_md5, ..PutOptions::default() }).await
-}
-
-/// [`put_file_range`] with a progress counter, a throttle and a chunk size.
-pub async fn put_file_range_with(
     client: &Client,
     url: &str,
     path: &Path,
@@ -182,7 +172,7 @@ pub async fn put_file_range_with(
     let attempt = Arc::new(AtomicU64::new(0));
     let held = Arc::new(AtomicBool::new(false));
     let (body, digest) = FileRangeBody::open(path, offset, len, opts, attempt.clone(), held.clone()).await?;
-    let result = client.put_part_held(url, body, len, &held).await;
+    let result = client.put_part(url, body, len, Some(&held)).await;
     let result = match result {
         Ok(etag) => match digest.finish().await {
             Ok(Some(md5)) => check_etag(url, etag, &md5),
@@ -313,7 +303,7 @@ impl FileRangeBody {
                 if let Ok(bytes) = &item {
                     let n = bytes.len() as u64;
                     if let Some(t) = &throttle {
-                        // Waiting for the limiter is not a stall (see `Client::put_part_held`).
+                        // Waiting for the limiter is not a stall (see `Client::put_part`).
                         held.store(true, Ordering::Relaxed);
                         t(n).await;
                         held.store(false, Ordering::Relaxed);

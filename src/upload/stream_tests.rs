@@ -170,7 +170,7 @@ async fn a_range_arrives_exactly_with_its_content_length_and_md5_etag() {
     let progress = Arc::new(AtomicU64::new(0));
     let opts = PutOptions { progress: Some(progress.clone()), chunk_size: 256 * 1024, ..PutOptions::default() };
     let url = server.url("/bucket/key?X-Amz-Signature=x");
-    let etag = put_file_range_with(&client, &url, &path, offset, len, &opts).await.unwrap();
+    let etag = put_file_range(&client, &url, &path, offset, len, &opts).await.unwrap();
     let seen = server.seen();
     let range = &data[offset as usize..(offset + len) as usize];
     assert_eq!(seen[0].body.as_ref(), range);
@@ -189,11 +189,15 @@ async fn a_corrupted_etag_is_caught_unless_verification_is_off() {
     let url = server.url("/bucket/key?X-Amz-Signature=x");
     let progress = Arc::new(AtomicU64::new(0));
     let opts = PutOptions { progress: Some(progress.clone()), ..PutOptions::default() };
-    let err = put_file_range_with(&client, &url, &path, 0, 300_000, &opts).await.unwrap_err();
+    let err = put_file_range(&client, &url, &path, 0, 300_000, &opts).await.unwrap_err();
     assert!(matches!(err, TransferError::EtagMismatch { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Retry { after: None });
     assert_eq!(progress.load(Ordering::Relaxed), 0, "a failed attempt takes its bytes back");
-    assert!(put_file_range(&client, &url, &path, 0, 300_000, false).await.is_ok());
+    assert!(
+        put_file_range(&client, &url, &path, 0, 300_000, &PutOptions { verify_md5: false, ..PutOptions::default() })
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -201,7 +205,9 @@ async fn a_missing_file_is_fatal_before_anything_is_sent() {
     let server = md5_storage(false).await;
     let client = client_for(&server);
     let err =
-        put_file_range(&client, &server.url("/b/k"), Path::new("/nonexistent/v.mov"), 0, 10, true).await.unwrap_err();
+        put_file_range(&client, &server.url("/b/k"), Path::new("/nonexistent/v.mov"), 0, 10, &PutOptions::default())
+            .await
+            .unwrap_err();
     assert!(err.is_source_changed() && err.class() == ErrorClass::Fatal, "{err}");
     assert!(server.seen().is_empty());
 }
@@ -214,12 +220,12 @@ async fn the_throttle_is_awaited_before_every_chunk() {
     let (path, _) = sample_file(dir.path(), 100_000);
     let asked = Arc::new(AtomicU64::new(0));
     let counter = asked.clone();
-    let throttle: Throttle = Arc::new(move |n| {
+    let throttle: ChunkGate = Arc::new(move |n| {
         counter.fetch_add(n, Ordering::Relaxed);
         Box::pin(tokio::time::sleep(std::time::Duration::from_millis(1)))
     });
     let opts = PutOptions { throttle: Some(throttle), chunk_size: 8192, ..PutOptions::default() };
-    put_file_range_with(&client, &server.url("/b/k"), &path, 0, 100_000, &opts).await.unwrap();
+    put_file_range(&client, &server.url("/b/k"), &path, 0, 100_000, &opts).await.unwrap();
     assert_eq!(asked.load(Ordering::Relaxed), 100_000);
 }
 
@@ -241,7 +247,9 @@ async fn a_storage_that_answers_before_taking_the_part_is_retried_not_fatal() {
     let client = Client::new(&cfg, crate::config::ApiKey::new("k")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sample_file(dir.path(), 32 << 20);
-    let err = put_file_range(&client, &format!("http://{addr}/b/k"), &path, 0, 32 << 20, true).await.unwrap_err();
+    let err = put_file_range(&client, &format!("http://{addr}/b/k"), &path, 0, 32 << 20, &PutOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, TransferError::Incomplete { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Retry { after: None }, "{err}");
 }

@@ -103,7 +103,7 @@ pub struct WatchOptions {
     /// Events buffered between notify and the watcher thread before the
     /// callback starts dropping them (and a rescan makes up for them).
     pub channel_capacity: usize,
-    /// How long [`run_with`] waits for the watcher thread after shutdown
+    /// How long [`run`] waits for the watcher thread after shutdown
     /// before it leaves it behind (a hand-off stuck in a read the OS does
     /// not let go of must not keep the agent from stopping).
     pub stop_grace: std::time::Duration,
@@ -219,7 +219,7 @@ pub fn start(
 
 /// Run the watchers until `shutdown` is cancelled (or the watcher thread
 /// dies, which is an error).
-pub async fn run_with(
+pub async fn run(
     watches: &[WatchConfig],
     handoff: Box<dyn Handoff>,
     opts: WatchOptions,
@@ -267,7 +267,7 @@ pub async fn run_watchers(
 ) -> Result<(), WatchError> {
     let handoff = JournalHandoff::new(journal, cfg.journal.staging_dir());
     let opts = WatchOptions { stop_grace: cfg.upload.shutdown_grace.0, ..WatchOptions::default() };
-    run_with(&cfg.watch, Box::new(handoff), opts, shutdown).await
+    run(&cfg.watch, Box::new(handoff), opts, shutdown).await
 }
 
 /// Scan one watch folder once, as the startup scan does (for `plan`,

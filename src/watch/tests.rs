@@ -356,16 +356,16 @@ fn dropped_events_trigger_a_rescan_and_nothing_is_missed() {
 }
 
 #[tokio::test]
-async fn run_with_stops_on_shutdown() {
+async fn the_watchers_stop_on_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tx, rx) = channel();
     let shutdown = CancellationToken::new();
     let watches = vec![watch(dir.path())];
     let task = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            run_with(&watches, Box::new(ChannelHandoff(tx)), WatchOptions::default(), shutdown).await
-        })
+        tokio::spawn(
+            async move { run(&watches, Box::new(ChannelHandoff(tx)), WatchOptions::default(), shutdown).await },
+        )
     };
     let exp = dir.path().join("shot");
     write_file(&exp.join("v.mov"), 1);
@@ -417,7 +417,7 @@ async fn a_hand_off_stuck_in_a_read_does_not_keep_the_watchers_from_stopping() {
     let opts = WatchOptions { stop_grace: Duration::from_millis(500), ..WatchOptions::default() };
     let task = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { run_with(&watches, Box::new(ReadsAFifo(fifo, tx)), opts, shutdown).await })
+        tokio::spawn(async move { run(&watches, Box::new(ReadsAFifo(fifo, tx)), opts, shutdown).await })
     };
     write_file(&root.join("shot/v.mov"), 1);
     tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE).expect("the hand-off began")).await.expect("join");

@@ -126,7 +126,7 @@ async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Cli
         let mut done = Vec::new();
         for u in &urls.parts {
             let chunk = bytes[u.byte_start as usize..=u.byte_end as usize].to_vec();
-            let etag = client.put_part(&u.url, chunk.clone().into(), chunk.len() as u64).await.unwrap();
+            let etag = client.put_part(&u.url, chunk.clone().into(), chunk.len() as u64, None).await.unwrap();
             journal.part_done(f.id, u.part_number, &etag).unwrap();
             done.push(CompletedPart { part_number: u.part_number, etag });
         }

@@ -284,11 +284,11 @@ fn the_default_webhook_backoff_is_full_jitter_under_a_cap_and_a_budget() {
         let limit = Duration::from_secs(1 << retry.min(20)).min(Duration::from_secs(60));
         assert_eq!(p.ceiling(retry), limit, "retry {retry}");
         for _ in 0..20 {
-            assert!(p.delay(retry, None) <= limit, "retry {retry}");
+            assert!(p.delay(&mut rand::rng(), retry, None) <= limit, "retry {retry}");
         }
     }
     // Jitter: not always the maximum.
-    assert!((0..50).any(|_| p.delay(5, None) < Duration::from_secs(50)));
+    assert!((0..50).any(|_| p.delay(&mut rand::rng(), 5, None) < Duration::from_secs(50)));
     assert_eq!((p.max_attempts, p.budget), (6, Duration::from_secs(600)));
 }
 
