@@ -80,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 upload_id: format!("u-{n}-{}", f.position),
                 part_size: 100 << 20,
                 total_parts: 1,
-                strategy: "single_put".into(),
+                strategy: spatialgen_sync::model::Strategy::SinglePut,
             })
             .collect();
         file_ids.extend(files.iter().map(|f| f.file_id));

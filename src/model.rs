@@ -124,6 +124,45 @@ impl FileRole {
     }
 }
 
+wire_enum! {
+    /// How the server wants a file's bytes (`uploadStrategy`).
+    Strategy, "upload strategy" {
+        /// One PUT of the whole file; `complete` takes no parts.
+        SinglePut = "single_put",
+        /// Parts of `partSizeBytes`; `complete` lists every part's ETag.
+        Multipart = "multipart",
+    }
+}
+
+wire_enum! {
+    /// Why the engine holds the queue (the `reason` label of
+    /// `spatialgen_paused_info`, and what [`crate::upload::Observer`] is told).
+    PauseKind, "pause reason" {
+        /// The API refused the key.
+        Auth = "auth",
+        /// Outside every upload window.
+        Window = "window",
+    }
+}
+
+wire_enum! {
+    /// Why a part was sent again (the `reason` label of
+    /// `spatialgen_parts_retried_total`).
+    RetryReason, "retry reason" {
+        RateLimited = "429",
+        Timeout = "timeout",
+        ServerError = "5xx",
+        UrlExpired = "url_expired",
+        HttpOther = "http_other",
+        Connect = "connect",
+        Reset = "reset",
+        Stall = "stall",
+        EtagMismatch = "etag_mismatch",
+        Incomplete = "incomplete",
+        Other = "other",
+    }
+}
+
 /// Language-only tags SpatialGen supports for audio and subtitles.
 pub const LANGUAGES: &[&str] = &[
     "en", "es", "fr", "de", "it", "ja", "ko", "pt", "ru", "zh", "af", "am", "ar", "az", "bg", "bn", "bs", "ca", "cs",

@@ -40,16 +40,7 @@ pub struct StartFile {
     pub language_tag: Option<String>,
 }
 
-/// How the server wants a file's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Strategy {
-    /// One PUT of the whole file; `complete` takes no parts.
-    #[serde(rename = "single_put")]
-    SinglePut,
-    /// Parts of `partSizeBytes`; `complete` lists every part's ETag.
-    #[serde(rename = "multipart")]
-    Multipart,
-}
+pub use crate::model::Strategy;
 
 /// Answer to Start Upload Group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

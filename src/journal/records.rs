@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{FileId, FileState, GroupId, GroupState, RequestId};
-use crate::model::{FileRole, Layout, Perspective};
+use crate::model::{FileRole, Layout, Perspective, Strategy};
 
 /// What [`Journal::enqueue`](super::Journal::enqueue) did with a finished export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub struct FileRecord {
     pub part_size: Option<u64>,
     pub total_parts: Option<u32>,
     /// `single_put` or `multipart`, as the server said.
-    pub strategy: Option<String>,
+    pub strategy: Option<Strategy>,
     pub state: FileState,
     /// Ascending by part number; empty until the session is recorded.
     pub parts: Vec<PartRecord>,
@@ -135,7 +135,7 @@ pub struct SessionFile {
     pub upload_id: String,
     pub part_size: u64,
     pub total_parts: u32,
-    pub strategy: String,
+    pub strategy: Strategy,
 }
 
 /// What a control request asks for.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::group::{GroupFile, UploadGroup, Violation};
-use crate::model::{FileRole, Layout, Perspective};
+use crate::model::{FileRole, Layout, Perspective, Strategy};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -68,7 +68,7 @@ fn start(j: &Journal, id: GroupId, session: &str, part_size: u64) {
             upload_id: format!("{session}-up-{}", f.position),
             part_size,
             total_parts: f.size.div_ceil(part_size).max(1) as u32,
-            strategy: if f.size <= part_size { "single_put".into() } else { "multipart".into() },
+            strategy: if f.size <= part_size { Strategy::SinglePut } else { Strategy::Multipart },
         })
         .collect();
     j.record_session(id, session, Some("2030-01-01T00:00:00Z"), &files).expect("record session");
@@ -156,7 +156,7 @@ fn the_full_happy_path_records_every_fact() {
         vec![(0, 100), (100, 100), (200, 50)]
     );
     assert_eq!(g.files[1].parts.len(), 1);
-    assert_eq!(g.files[1].strategy.as_deref(), Some("single_put"));
+    assert_eq!(g.files[1].strategy, Some(Strategy::SinglePut));
 
     j.part_done(g.files[0].id, 2, "\"etag-2\"").unwrap();
     let s = j.summary(id).unwrap();
@@ -320,8 +320,13 @@ fn session_with_inconsistent_parts_is_refused_whole() {
     let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
     let id = queued(&j, "/x/a", "a", &[250]);
     let f = j.group(id).unwrap().files[0].id;
-    let bad =
-        SessionFile { file_id: f, upload_id: "u".into(), part_size: 100, total_parts: 2, strategy: "multipart".into() };
+    let bad = SessionFile {
+        file_id: f,
+        upload_id: "u".into(),
+        part_size: 100,
+        total_parts: 2,
+        strategy: Strategy::Multipart,
+    };
     assert!(matches!(j.record_session(id, "s", None, &[bad]), Err(JournalError::Invalid(_))));
     let g = j.group(id).unwrap();
     assert_eq!((g.state, g.session_id, g.files[0].parts.len()), (GroupState::Queued, None, 0));

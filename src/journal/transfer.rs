@@ -78,17 +78,19 @@ impl Transfers for Journal {
                     upload_id: r.get("upload_id")?,
                     part_size: r.get::<_, Option<i64>>("part_size")?.map(|v| v as u64),
                     total_parts: r.get::<_, Option<i64>>("total_parts")?.map(|v| v as u32),
-                    strategy: r.get("strategy")?,
+                    strategy: None,
                     state: FileState::Pending,
                     parts: Vec::new(),
                 },
                 r.get::<_, String>("role")?,
                 r.get::<_, String>("state")?,
+                r.get::<_, Option<String>>("strategy")?,
             ))
         })?;
         for f in files {
-            let (mut f, role, state) = f?;
+            let (mut f, role, state, strategy) = f?;
             f.role = role.parse().map_err(JournalError::Invalid)?;
+            f.strategy = parse_col(strategy)?;
             f.state = state.parse().map_err(JournalError::Invalid)?;
             g.files.push(f);
         }
@@ -133,7 +135,14 @@ impl Transfers for Journal {
             for f in files {
                 let size: i64 = upd
                     .query_row(
-                        params![f.file_id, f.upload_id, f.part_size as i64, f.total_parts as i64, f.strategy, id],
+                        params![
+                            f.file_id,
+                            f.upload_id,
+                            f.part_size as i64,
+                            f.total_parts as i64,
+                            f.strategy.as_str(),
+                            id
+                        ],
                         |r| r.get(0),
                     )
                     .optional()?

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::journal::{
     AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, Request, RequestKind, RequestResult, Store,
 };
+use crate::model::Strategy;
 use crate::retry::{Repeat, Retry, RetryPolicy, with_retries};
 
 /// How a cancel ended, as the one who asked for it sees it.
@@ -306,7 +307,7 @@ async fn completed_on_server(
                 _ => return Ok(None),
             }
         }
-        if f.strategy.as_deref() == Some("single_put") {
+        if f.strategy == Some(Strategy::SinglePut) {
             parts.clear();
         }
         let done =

@@ -16,6 +16,7 @@ use super::stream::{PutOptions, TransferError, put_file_range};
 use super::worker::{Ctx, Stop, complete};
 use crate::api::{ApiError, ErrorClass, PartUrl, PartUrlsRequest, TransportKind, redact_url};
 use crate::journal::{FileRecord, PartRecord};
+use crate::model::Strategy;
 use crate::retry::{Repeat, Retry, RetryError, with_retries};
 
 /// A part URL this close to its expiry is refreshed before use.
@@ -61,7 +62,7 @@ async fn send_parts(
     puts: &mut JoinSet<Result<(), Stop>>,
 ) -> Result<(), Stop> {
     let sh = &ctx.sh;
-    let single = file.strategy.as_deref() == Some("single_put");
+    let single = file.strategy == Some(Strategy::SinglePut);
     let batch = (sh.cfg().upload.part_url_batch.max(1) as usize).min(10_000);
     for chunk in pending.chunks(batch) {
         ctx.check_stop(inner)?;
@@ -198,7 +199,7 @@ async fn put_part(
     let mut refreshes = 0;
     loop {
         if url_expiring(&url) || refreshes > 0 {
-            let single = file.strategy.as_deref() == Some("single_put");
+            let single = file.strategy == Some(Strategy::SinglePut);
             let req = if single { PartUrlsRequest::SinglePut } else { PartUrlsRequest::Numbers(vec![n]) };
             let fresh = ctx
                 .api(&inner, "refresh part URL", Repeat::Always, |_| sh.client.part_urls(&session, &upload_id, &req))

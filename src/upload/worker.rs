@@ -337,10 +337,7 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
                     upload_id: c.upload_id.clone(),
                     part_size: c.part_size_bytes,
                     total_parts: c.total_parts,
-                    strategy: match c.upload_strategy {
-                        Strategy::SinglePut => "single_put".into(),
-                        Strategy::Multipart => "multipart".into(),
-                    },
+                    strategy: c.upload_strategy,
                 });
             }
             let (session, expires, planned) = (created.session_id.clone(), created.expires_at.clone(), files.clone());
@@ -426,7 +423,7 @@ pub(super) async fn complete(
             _ => return Err(Stop::Failed(format!("{}: part {} is not done", f.rel_path, p.part_number))),
         }
     }
-    if f.strategy.as_deref() == Some("single_put") {
+    if f.strategy == Some(Strategy::SinglePut) {
         list.clear();
     }
     let done = ctx

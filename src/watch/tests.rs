@@ -510,7 +510,7 @@ fn settling_export_is_waiting_then_queued_and_a_second_run_queues_nothing() {
             upload_id: format!("up-{}", f.id),
             part_size: f.size,
             total_parts: 1,
-            strategy: "single_put".into(),
+            strategy: crate::model::Strategy::SinglePut,
         })
         .collect();
     jr.journal.record_session(id, "sess-1", None, &session).expect("uploading");

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::*;
 use spatialgen_sync::journal::RequestResult;
 use spatialgen_sync::journal::prelude::*;
+use spatialgen_sync::model::Strategy;
 
 const KIB: usize = 1024;
 
@@ -63,8 +64,8 @@ async fn two_d_separate_and_aiv_groups_arrive_byte_identical() {
         assert_eq!(s.bytes_uploaded, s.bytes_total);
     }
     let gb = journal.group(ids[1]).unwrap();
-    let strategies: Vec<_> = gb.files.iter().map(|f| f.strategy.clone().unwrap()).collect();
-    assert!(strategies.contains(&"multipart".into()) && strategies.contains(&"single_put".into()), "{strategies:?}");
+    let strategies: Vec<_> = gb.files.iter().map(|f| f.strategy.unwrap()).collect();
+    assert!(strategies.contains(&Strategy::Multipart) && strategies.contains(&Strategy::SinglePut), "{strategies:?}");
     assert!(w.sandbox.violations().is_empty(), "{:?}", w.sandbox.violations());
     let stats = w.sandbox.stats();
     let total: u64 = ids.iter().map(|id| journal.group(*id).unwrap().total_bytes()).sum();

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 use spatialgen_sync::journal::prelude::*;
+use spatialgen_sync::model::Strategy;
 
 const KIB: usize = 1024;
 
@@ -113,7 +114,7 @@ async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Cli
                 upload_id: c.upload_id.clone(),
                 part_size: c.part_size_bytes,
                 total_parts: c.total_parts,
-                strategy: "multipart".into(),
+                strategy: Strategy::Multipart,
             }
         })
         .collect();
@@ -190,7 +191,7 @@ async fn a_cancel_answered_409_for_a_group_canceled_on_the_server_is_recorded_as
         upload_id: c.upload_id.clone(),
         part_size: c.part_size_bytes,
         total_parts: c.total_parts,
-        strategy: "multipart".into(),
+        strategy: Strategy::Multipart,
     };
     journal.record_session(id, &created.session_id, None, &[sf]).unwrap();
     // Canceled elsewhere first: the agent's cancel is answered 409.
