@@ -1,8 +1,7 @@
-//! The Direct Upload API (`/api/videos/uploads/...`) and the key-less admin
-//! endpoints (`/_sandbox/...`).
+//! The Direct Upload API (`/api/videos/uploads/...`); the router also
+//! serves the key-less admin endpoints (`/_sandbox/...`, in [`super::admin`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
+use super::admin;
 use super::faults::Fault;
 use super::state::{
     LibraryFileRecord, LibraryRecord, ServerState, Session, State as Db, StoredFile, expire_if_due, iso, lock,
@@ -29,10 +29,10 @@ pub(crate) fn router(shared: Sh) -> Router {
         .route("/api/videos/uploads/{session}", delete(cancel))
         .route("/api/videos/uploads/{session}/files/{upload}/part-urls", post(part_urls))
         .route("/api/videos/uploads/{session}/files/{upload}/complete", post(complete))
-        .route("/_sandbox/state", get(admin_state))
-        .route("/_sandbox/faults", post(admin_faults).get(admin_get_faults))
-        .route("/_sandbox/expire-urls", post(admin_expire_urls))
-        .route("/_sandbox/advance-clock", post(admin_advance_clock))
+        .route("/_sandbox/state", get(admin::state))
+        .route("/_sandbox/faults", post(admin::set_faults).get(admin::faults))
+        .route("/_sandbox/expire-urls", post(admin::expire_urls))
+        .route("/_sandbox/advance-clock", post(admin::advance_clock))
         .fallback(fallback)
         .with_state(shared)
 }
@@ -541,57 +541,4 @@ async fn cancel(State(sh): State<Sh>, Path(session_id): Path<String>, headers: H
 
 async fn fallback(State(sh): State<Sh>) -> Response {
     finish(&sh, "other", Err(SandboxError::NotFound("no such endpoint".into())))
-}
-
-async fn admin_state(State(sh): State<Sh>) -> Response {
-    let s = sh.clone();
-    // library() may hash large files: off the async workers.
-    let r = tokio::task::spawn_blocking(move || {
-        json!({
-            "endpoint": s.api_url,
-            "storage": s.storage_url,
-            "partSize": s.opts.part_size,
-            "now": iso(s.now()),
-            "sessions": s.sessions(),
-            "library": s.library(),
-            "violations": *lock(&s.violations),
-            "stats": *lock(&s.stats),
-            "faults": lock(&s.faults).faults,
-        })
-    })
-    .await;
-    match r {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => SandboxError::Internal(format!("state task failed: {e}")).into_response(),
-    }
-}
-
-async fn admin_faults(State(sh): State<Sh>, body: Bytes) -> Response {
-    match serde_json::from_slice::<super::Faults>(&body) {
-        Ok(f) => {
-            *lock(&sh.faults) = super::FaultState::new(f.clone());
-            axum::Json(f).into_response()
-        }
-        Err(e) => SandboxError::BadRequest(format!("faults: {e}")).into_response(),
-    }
-}
-
-async fn admin_get_faults(State(sh): State<Sh>) -> Response {
-    axum::Json(lock(&sh.faults).faults.clone()).into_response()
-}
-
-async fn admin_expire_urls(State(sh): State<Sh>) -> Response {
-    sh.expire_all_urls();
-    axum::Json(json!({"expired": true})).into_response()
-}
-
-async fn admin_advance_clock(State(sh): State<Sh>, body: Bytes) -> Response {
-    let secs = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("seconds").and_then(Value::as_f64));
-    match secs {
-        Some(s) if s.is_finite() && s >= 0.0 => {
-            *lock(&sh.clock_offset) += Duration::from_secs_f64(s);
-            axum::Json(json!({"now": iso(sh.now())})).into_response()
-        }
-        _ => SandboxError::BadRequest("expected {\"seconds\": N} with N ≥ 0".into()).into_response(),
-    }
 }

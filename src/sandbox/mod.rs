@@ -16,7 +16,7 @@
 //!   shutdown) and the accept loop.
 //! - `state`: the state the handlers share (`ServerState`), sessions and
 //!   their stored files, expiry, the library views.
-//! - `api`, `storage`: the two routers; `validate`: Start Upload Group's
+//! - `api`, `storage`: the two routers, `admin` the `/_sandbox/` endpoints; `validate`: Start Upload Group's
 //!   rules; `faults`: fault injection.
 //! - `records`: the public views (statuses, sessions, library entries,
 //!   [`ContractViolation`]); `stats`: [`Stats`]; `error`: [`SandboxError`].
@@ -52,6 +52,7 @@
 //!   current `libraryId` (so a retried last `complete` still learns it).
 //! - ETags in `complete` are compared with or without their quotes, as S3 does.
 
+mod admin;
 mod api;
 mod error;
 mod faults;
