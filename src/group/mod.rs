@@ -19,7 +19,7 @@
 //!   (reading without following links), [`rules`] (the API's rules).
 //! - Tests: `tests.rs`, `special_tests.rs` (FIFOs, devices, oversized
 //!   sidecars, device and inode), `proptests.rs` (the rules against the
-//!   sandbox's).
+//!   sandbox's); `roles_tests.rs` and `rules_tests.rs` beside their modules.
 
 use std::path::PathBuf;
 
