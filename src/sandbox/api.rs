@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::admin;
 use super::faults::Fault;
 use super::state::{
-    LibraryFileRecord, LibraryRecord, ServerState, Session, State as Db, StoredFile, expire_if_due, iso, lock,
+    LibraryFileRecord, LibraryRecord, Registry, ServerState, Session, StoredFile, expire_if_due, iso, lock,
 };
 use super::{
     ContractViolationKind, FileStatus, GROUP_LIFETIME, KEY_HEADER, MAX_PARTS_PER_CALL, SandboxError, SessionStatus,
@@ -178,7 +178,7 @@ fn create_session(sh: &ServerState, req: &Value) -> Result<Response, SandboxErro
         "expiresAt": iso(session.expires),
         "files": session.files.iter().map(plan).collect::<Vec<_>>(),
     });
-    let mut st = lock(&sh.state);
+    let mut st = lock(&sh.registry);
     for (i, f) in session.files.iter().enumerate() {
         st.uploads.insert(f.upload_id.clone(), (session_id.clone(), i));
     }
@@ -209,7 +209,7 @@ fn file_json(f: &StoredFile) -> Value {
 /// Canceled groups are a conflict and a violation: the client was told.
 fn lookup<'a>(
     sh: &ServerState,
-    st: &'a mut Db,
+    st: &'a mut Registry,
     endpoint: &str,
     session_id: &str,
     upload_id: &str,
@@ -247,7 +247,7 @@ async fn part_urls(
     let r = async {
         gate(&sh, "part-urls", &headers).await?;
         let req = parse_json(&body, true)?;
-        let mut st = lock(&sh.state);
+        let mut st = lock(&sh.registry);
         let (s, i) = lookup(&sh, &mut st, "part-urls", &session_id, &upload_id)?;
         let f = &s.files[i];
         if f.status == FileStatus::Completed {
@@ -335,7 +335,7 @@ async fn complete(
         gate(&sh, "complete", &headers).await?;
         let req = parse_json(&body, true)?;
         let not_completed = lock(&sh.faults).faults.complete_not_completed;
-        let mut guard = lock(&sh.state);
+        let mut guard = lock(&sh.registry);
         let st = &mut *guard;
         let (s, i) = lookup(&sh, st, "complete", &session_id, &upload_id)?;
         if s.files[i].status != FileStatus::Completed && not_completed {
@@ -496,7 +496,7 @@ async fn cancel(State(sh): State<Sh>, Path(session_id): Path<String>, headers: H
     let r = async {
         gate(&sh, "cancel", &headers).await?;
         let now = sh.now();
-        let mut st = lock(&sh.state);
+        let mut st = lock(&sh.registry);
         let Some(s) = st.sessions.get_mut(&session_id) else {
             return Err(SandboxError::NotFound(format!("unknown upload session {session_id}")));
         };

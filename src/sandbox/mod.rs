@@ -14,10 +14,12 @@
 //! # Files
 //! - `mod.rs`: options, the [`Sandbox`] handle (start, admin calls,
 //!   shutdown) and the accept loop.
-//! - `state`: the state the handlers share (`ServerState`), sessions and
-//!   their stored files, expiry, the library views.
-//! - `api`, `storage`: the two routers, `admin` the `/_sandbox/` endpoints; `validate`: Start Upload Group's
-//!   rules; `faults`: fault injection.
+//! - `state`: what the handlers share (`ServerState`) and, behind its one
+//!   mutex, the `Registry` of sessions, their stored files and the library;
+//!   expiry; the views the handle returns.
+//! - `api`, `storage`: the two routers; `admin`: the `/_sandbox/`
+//!   endpoints; `validate`: Start Upload Group's rules; `faults`: fault
+//!   injection.
 //! - `records`: the public views (statuses, sessions, library entries,
 //!   [`ContractViolation`]); `stats`: [`Stats`]; `error`: [`SandboxError`].
 //! - `tests.rs`: the server under test over loopback.
@@ -94,7 +96,7 @@ pub use stats::Stats;
 pub use validate::validate_start_request;
 
 use faults::FaultState;
-use state::{ServerState, State, lock};
+use state::{Registry, ServerState, lock};
 
 /// The header that carries the API key.
 pub const KEY_HEADER: &str = "X-SPATIALGEN-APPKEY";
@@ -180,7 +182,7 @@ impl Sandbox {
             opts,
             secret,
             clock_offset: Mutex::new(Duration::ZERO),
-            state: Mutex::new(State { next_library_id: 1, ..State::default() }),
+            registry: Mutex::new(Registry { next_library_id: 1, ..Registry::default() }),
             faults: Mutex::new(FaultState::new(Faults::default())),
             url_serial: AtomicU64::new(1),
             min_serial: AtomicU64::new(0),

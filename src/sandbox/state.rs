@@ -1,7 +1,8 @@
 //! The server's state, shared by the API and storage handlers: options,
 //! URL signing secret and serials, the clock, faults, counters, recorded
-//! violations, and behind one mutex the sessions, their files and the
-//! library. Also the views of it the [`super::Sandbox`] handle returns.
+//! violations, and behind one mutex (the [`Registry`]) the sessions, their
+//! files and the library. Also the views of it the [`super::Sandbox`]
+//! handle returns.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,8 @@ pub(crate) struct ServerState {
     pub(super) secret: [u8; 32],
     /// Added to the wall clock; only grows.
     pub(super) clock_offset: Mutex<Duration>,
-    pub(super) state: Mutex<State>,
+    /// Sessions, uploads and the library, behind the one mutex.
+    pub(super) registry: Mutex<Registry>,
     pub(super) faults: Mutex<FaultState>,
     /// Next URL serial.
     pub(super) url_serial: AtomicU64,
@@ -46,7 +48,7 @@ pub(crate) struct ServerState {
 
 /// Sessions, uploads and the library.
 #[derive(Default)]
-pub(crate) struct State {
+pub(crate) struct Registry {
     pub(super) sessions: HashMap<String, Session>,
     /// Session ids in creation order, for stable listings.
     pub(super) order: Vec<String>,
@@ -168,7 +170,7 @@ impl ServerState {
 
     /// Expire pending sessions whose 5 days are up (deleting their partial
     /// objects), so that every listing and lookup sees the clock's truth.
-    pub(super) fn expire_sessions(&self, st: &mut State) {
+    pub(super) fn expire_sessions(&self, st: &mut Registry) {
         let now = self.now();
         for s in st.sessions.values_mut() {
             expire_if_due(s, now);
@@ -176,7 +178,7 @@ impl ServerState {
     }
 
     pub(super) fn sessions(&self) -> Vec<SessionInfo> {
-        let mut st = lock(&self.state);
+        let mut st = lock(&self.registry);
         self.expire_sessions(&mut st);
         st.order
             .iter()
@@ -212,7 +214,7 @@ impl ServerState {
 
     pub(super) fn library(&self) -> Vec<LibraryEntry> {
         // Hash outside the lock: a large file takes seconds.
-        let todo: Vec<PathBuf> = lock(&self.state)
+        let todo: Vec<PathBuf> = lock(&self.registry)
             .library
             .iter()
             .flat_map(|e| e.files.iter())
@@ -221,7 +223,7 @@ impl ServerState {
             .collect();
         let hashed: HashMap<PathBuf, String> =
             todo.into_iter().filter_map(|p| sha256_file(&p).ok().map(|h| (p, h))).collect();
-        let mut st = lock(&self.state);
+        let mut st = lock(&self.registry);
         st.library
             .iter_mut()
             .map(|e| LibraryEntry {

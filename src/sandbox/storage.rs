@@ -123,7 +123,7 @@ async fn handle(sh: Sh, upload: String, part: Option<String>, req: Request) -> R
     resp
 }
 
-/// What a PUT needs to know about its target, read under the state lock.
+/// What a PUT needs to know about its target, read under the registry lock.
 struct Target {
     part: u64,
     expected: u64,
@@ -134,7 +134,7 @@ struct Target {
 
 fn target(sh: &ServerState, upload: &str, part: Option<&str>) -> Result<Target, SandboxError> {
     let now = sh.now();
-    let mut guard = lock(&sh.state);
+    let mut guard = lock(&sh.registry);
     let st = &mut *guard;
     let (session_id, i) = st.uploads.get(upload).cloned().ok_or(SandboxError::NoSuchUpload)?;
     let s = st.sessions.get_mut(&session_id).ok_or(SandboxError::NoSuchUpload)?;
@@ -166,7 +166,7 @@ fn target(sh: &ServerState, upload: &str, part: Option<&str>) -> Result<Target, 
 
 /// Forget or record a part's MD5; `Err` if the upload went away meanwhile.
 fn set_part(sh: &ServerState, upload: &str, part: u64, md5: Option<[u8; 16]>) -> Result<(), SandboxError> {
-    let mut guard = lock(&sh.state);
+    let mut guard = lock(&sh.registry);
     let st = &mut *guard;
     let (session_id, i) = st.uploads.get(upload).cloned().ok_or(SandboxError::NoSuchUpload)?;
     let s = st.sessions.get_mut(&session_id).ok_or(SandboxError::NoSuchUpload)?;
