@@ -5,6 +5,21 @@
 //! listings and metadata, reading regular files (the sidecar, bundle
 //! contents) opened without following links ([`open`]), and writing bundle
 //! zips into the staging directory.
+//!
+//! # Files
+//! - `build`: the entry points — one export folder (folders mode) or a drop
+//!   folder's stems (flat mode) to groups, the exports under a watch folder,
+//!   removal of staged zips.
+//! - `walk`: walking a folder, each entry a found file or bundle with its
+//!   role, or a problem with it.
+//! - `assemble`: found items to a group — fingerprint, staged zips,
+//!   languages, layout, violations.
+//! - [`roles`] (which file plays which role), [`language`], [`layout`] (and
+//!   the sidecar), [`bundle`] (`.fcpxmld` listing and zipping), [`open`]
+//!   (reading without following links), [`rules`] (the API's rules).
+//! - Tests: `tests.rs`, `special_tests.rs` (FIFOs, devices, oversized
+//!   sidecars, device and inode), `proptests.rs` (the rules against the
+//!   sandbox's); `roles_tests.rs` and `rules_tests.rs` beside their modules.
 
 use std::path::PathBuf;
 
@@ -12,8 +27,9 @@ use serde::Serialize;
 
 use crate::model::{FileRole, Layout, Perspective};
 
+mod assemble;
+mod build;
 pub mod bundle;
-mod engine;
 pub mod language;
 pub mod layout;
 pub mod open;
@@ -25,11 +41,12 @@ pub mod rules;
 mod special_tests;
 #[cfg(test)]
 mod tests;
+mod walk;
 
-pub use engine::{
+pub use assemble::{fingerprint, staged_name};
+pub use build::{
     GroupError, GroupOptions, build_flat_group_with, build_flat_groups, build_flat_groups_with, build_folder_group,
-    build_folder_group_with, export_folders, fingerprint, holds_videos, plan_folders, plan_watch, remove_staged,
-    staged_name,
+    build_folder_group_with, export_folders, holds_videos, plan_folders, plan_watch, remove_staged,
 };
 pub use roles::{Class, DirClass, RoleMatcher};
 pub use rules::validate;

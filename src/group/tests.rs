@@ -1,4 +1,4 @@
-//! The engine on real folders: scanning, naming conventions end to end, flat
+//! The grouping step on real folders: scanning, naming conventions end to end, flat
 //! mode, sidecars, bundles in staging, fingerprints.
 
 use std::fs;

@@ -1,8 +1,7 @@
-//! The Direct Upload API (`/api/videos/uploads/...`) and the key-less admin
-//! endpoints (`/_sandbox/...`).
+//! The Direct Upload API (`/api/videos/uploads/...`); the router also
+//! serves the key-less admin endpoints (`/_sandbox/...`, in [`super::admin`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,14 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
+use super::admin;
 use super::faults::Fault;
+use super::state::{
+    LibraryFileRecord, LibraryRecord, Registry, ServerState, Session, StoredFile, expire_if_due, iso, lock,
+};
 use super::{
-    FileRecord, FileStatus, GROUP_LIFETIME, KEY_HEADER, LibraryFileRecord, LibraryRecord, MAX_PARTS_PER_CALL,
-    SandboxError, Session, SessionStatus, Shared, State as Db, ViolationKind, expire_if_due, iso, lock,
+    ContractViolationKind, FileStatus, GROUP_LIFETIME, KEY_HEADER, MAX_PARTS_PER_CALL, SandboxError, SessionStatus,
 };
 use crate::model::{FileRole, Layout, Perspective};
 
-type Sh = Arc<Shared>;
+type Sh = Arc<ServerState>;
 
 pub(crate) fn router(shared: Sh) -> Router {
     Router::new()
@@ -27,21 +29,21 @@ pub(crate) fn router(shared: Sh) -> Router {
         .route("/api/videos/uploads/{session}", delete(cancel))
         .route("/api/videos/uploads/{session}/files/{upload}/part-urls", post(part_urls))
         .route("/api/videos/uploads/{session}/files/{upload}/complete", post(complete))
-        .route("/_sandbox/state", get(admin_state))
-        .route("/_sandbox/faults", post(admin_faults).get(admin_get_faults))
-        .route("/_sandbox/expire-urls", post(admin_expire_urls))
-        .route("/_sandbox/advance-clock", post(admin_advance_clock))
+        .route("/_sandbox/state", get(admin::state))
+        .route("/_sandbox/faults", post(admin::set_faults).get(admin::faults))
+        .route("/_sandbox/expire-urls", post(admin::expire_urls))
+        .route("/_sandbox/advance-clock", post(admin::advance_clock))
         .fallback(fallback)
         .with_state(shared)
 }
 
 /// What every API call goes through before its own work: the violation
 /// record for a missing key, latency, injected faults, then the key check.
-async fn gate(sh: &Shared, endpoint: &str, headers: &HeaderMap) -> Result<(), SandboxError> {
+async fn gate(sh: &ServerState, endpoint: &str, headers: &HeaderMap) -> Result<(), SandboxError> {
     *lock(&sh.stats).api_received.entry(endpoint.to_string()).or_default() += 1;
     let key = headers.get(KEY_HEADER);
     if key.is_none() {
-        sh.violation(ViolationKind::MissingKey, format!("{endpoint} call without the {KEY_HEADER} header"));
+        sh.violation(ContractViolationKind::MissingKey, format!("{endpoint} call without the {KEY_HEADER} header"));
     }
     let (latency, fault, retry_after) = {
         let mut f = lock(&sh.faults);
@@ -67,7 +69,7 @@ async fn gate(sh: &Shared, endpoint: &str, headers: &HeaderMap) -> Result<(), Sa
 }
 
 /// Turn the outcome into a response and count it.
-fn finish(sh: &Shared, endpoint: &str, result: Result<Response, SandboxError>) -> Response {
+fn finish(sh: &ServerState, endpoint: &str, result: Result<Response, SandboxError>) -> Response {
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     let status = resp.status().as_u16();
     let mut stats = lock(&sh.stats);
@@ -97,7 +99,7 @@ async fn start(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -> Respons
     finish(&sh, "start", r)
 }
 
-fn create_session(sh: &Shared, req: &Value) -> Result<Response, SandboxError> {
+fn create_session(sh: &ServerState, req: &Value) -> Result<Response, SandboxError> {
     // Validation passed, so every field below is present and well-typed.
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let layout = text(req, "layout")
@@ -128,7 +130,7 @@ fn create_session(sh: &Shared, req: &Value) -> Result<Response, SandboxError> {
         std::fs::File::create(&object)
             .and_then(|file| file.set_len(total))
             .map_err(|e| SandboxError::Internal(format!("cannot create object {}: {e}", object.display())))?;
-        files.push(FileRecord {
+        files.push(StoredFile {
             upload_id,
             file_name: text(f, "fileName"),
             role,
@@ -155,7 +157,7 @@ fn create_session(sh: &Shared, req: &Value) -> Result<Response, SandboxError> {
         files,
     };
     let absurd = lock(&sh.faults).faults.absurd_plan;
-    let plan = |f: &FileRecord| {
+    let plan = |f: &StoredFile| {
         let mut v = file_json(f);
         if absurd {
             // One byte more than the file has, with a part count that adds up.
@@ -176,7 +178,7 @@ fn create_session(sh: &Shared, req: &Value) -> Result<Response, SandboxError> {
         "expiresAt": iso(session.expires),
         "files": session.files.iter().map(plan).collect::<Vec<_>>(),
     });
-    let mut st = lock(&sh.state);
+    let mut st = lock(&sh.registry);
     for (i, f) in session.files.iter().enumerate() {
         st.uploads.insert(f.upload_id.clone(), (session_id.clone(), i));
     }
@@ -186,7 +188,7 @@ fn create_session(sh: &Shared, req: &Value) -> Result<Response, SandboxError> {
 }
 
 /// The fields every per-file response shares.
-fn file_json(f: &FileRecord) -> Value {
+fn file_json(f: &StoredFile) -> Value {
     let mut v = json!({
         "uploadId": f.upload_id,
         "fileRole": f.role.as_str(),
@@ -206,8 +208,8 @@ fn file_json(f: &FileRecord) -> Value {
 /// Find a live session and one of its files, applying expiry first.
 /// Canceled groups are a conflict and a violation: the client was told.
 fn lookup<'a>(
-    sh: &Shared,
-    st: &'a mut Db,
+    sh: &ServerState,
+    st: &'a mut Registry,
     endpoint: &str,
     session_id: &str,
     upload_id: &str,
@@ -223,7 +225,7 @@ fn lookup<'a>(
         }
         SessionStatus::Canceled => {
             sh.violation(
-                ViolationKind::CallAfterCancel,
+                ContractViolationKind::CallAfterCancel,
                 format!("{endpoint} for file {upload_id} of canceled group {session_id}"),
             );
             return Err(SandboxError::Conflict(format!("upload group {session_id} was canceled")));
@@ -245,7 +247,7 @@ async fn part_urls(
     let r = async {
         gate(&sh, "part-urls", &headers).await?;
         let req = parse_json(&body, true)?;
-        let mut st = lock(&sh.state);
+        let mut st = lock(&sh.registry);
         let (s, i) = lookup(&sh, &mut st, "part-urls", &session_id, &upload_id)?;
         let f = &s.files[i];
         if f.status == FileStatus::Completed {
@@ -278,7 +280,7 @@ async fn part_urls(
 }
 
 /// The part numbers a part-urls body asks for, in the order asked.
-fn requested_parts(req: &Value, f: &FileRecord) -> Result<Vec<u64>, SandboxError> {
+fn requested_parts(req: &Value, f: &StoredFile) -> Result<Vec<u64>, SandboxError> {
     let bad = |m: String| Err(SandboxError::BadRequest(m));
     let Some(obj) = req.as_object() else { return bad("the request body must be a JSON object".into()) };
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
@@ -333,7 +335,7 @@ async fn complete(
         gate(&sh, "complete", &headers).await?;
         let req = parse_json(&body, true)?;
         let not_completed = lock(&sh.faults).faults.complete_not_completed;
-        let mut guard = lock(&sh.state);
+        let mut guard = lock(&sh.registry);
         let st = &mut *guard;
         let (s, i) = lookup(&sh, st, "complete", &session_id, &upload_id)?;
         if s.files[i].status != FileStatus::Completed && not_completed {
@@ -376,8 +378,8 @@ async fn complete(
 }
 
 /// The `parts` list of a complete call against what storage received.
-fn check_parts(sh: &Shared, req: &Value, f: &FileRecord) -> Result<(), SandboxError> {
-    let refuse = |kind: ViolationKind, msg: String| {
+fn check_parts(sh: &ServerState, req: &Value, f: &StoredFile) -> Result<(), SandboxError> {
+    let refuse = |kind: ContractViolationKind, msg: String| {
         sh.violation(kind, format!("complete of {} ({}): {msg}", f.upload_id, f.file_name));
         Err(SandboxError::BadRequest(msg))
     };
@@ -385,11 +387,11 @@ fn check_parts(sh: &Shared, req: &Value, f: &FileRecord) -> Result<(), SandboxEr
     let parts: Vec<(u64, String)> = match listed {
         None if f.single_put() => match f.parts.get(&1) {
             Some(_) => return Ok(()),
-            None => return refuse(ViolationKind::MissingParts, "the file's bytes were never uploaded".into()),
+            None => return refuse(ContractViolationKind::MissingParts, "the file's bytes were never uploaded".into()),
         },
         None => {
             return refuse(
-                ViolationKind::MissingParts,
+                ContractViolationKind::MissingParts,
                 format!("parts is required for a multipart file (parts 1 to {})", f.total_parts),
             );
         }
@@ -413,7 +415,7 @@ fn check_parts(sh: &Shared, req: &Value, f: &FileRecord) -> Result<(), SandboxEr
     };
     if let Some(w) = parts.windows(2).find(|w| w[1].0 <= w[0].0) {
         return refuse(
-            ViolationKind::UnsortedParts,
+            ContractViolationKind::UnsortedParts,
             format!(
                 "parts must be listed in ascending partNumber order, each once (part {} follows part {})",
                 w[1].0, w[0].0
@@ -431,18 +433,21 @@ fn check_parts(sh: &Shared, req: &Value, f: &FileRecord) -> Result<(), SandboxEr
         let missing: Vec<String> =
             (1..=f.total_parts).filter(|n| !listed.contains(n)).take(20).map(|n| n.to_string()).collect();
         return refuse(
-            ViolationKind::MissingParts,
+            ContractViolationKind::MissingParts,
             format!("every part from 1 to {} must be listed; missing: {}", f.total_parts, missing.join(", ")),
         );
     }
     for (n, etag) in &parts {
         let Some(md5) = f.parts.get(n) else {
-            return refuse(ViolationKind::MissingParts, format!("part {n} was never uploaded (or its upload failed)"));
+            return refuse(
+                ContractViolationKind::MissingParts,
+                format!("part {n} was never uploaded (or its upload failed)"),
+            );
         };
         let given = etag.trim().trim_matches('"');
         if !given.eq_ignore_ascii_case(&hex::encode(md5)) {
             return refuse(
-                ViolationKind::EtagMismatch,
+                ContractViolationKind::EtagMismatch,
                 format!("the ETag given for part {n} ({etag}) does not match the bytes stored"),
             );
         }
@@ -451,7 +456,7 @@ fn check_parts(sh: &Shared, req: &Value, f: &FileRecord) -> Result<(), SandboxEr
 }
 
 /// Move a completed group's objects into the library and describe them.
-fn shelve(sh: &Shared, s: &mut Session, library_id: u64) -> Result<LibraryRecord, SandboxError> {
+fn shelve(sh: &ServerState, s: &mut Session, library_id: u64) -> Result<LibraryRecord, SandboxError> {
     // The session id keeps folders of earlier runs on the same data dir apart.
     let dir = sh.data_dir().join("library").join(format!("{library_id}-{}", s.id));
     std::fs::create_dir_all(&dir)
@@ -491,7 +496,7 @@ async fn cancel(State(sh): State<Sh>, Path(session_id): Path<String>, headers: H
     let r = async {
         gate(&sh, "cancel", &headers).await?;
         let now = sh.now();
-        let mut st = lock(&sh.state);
+        let mut st = lock(&sh.registry);
         let Some(s) = st.sessions.get_mut(&session_id) else {
             return Err(SandboxError::NotFound(format!("unknown upload session {session_id}")));
         };
@@ -536,57 +541,4 @@ async fn cancel(State(sh): State<Sh>, Path(session_id): Path<String>, headers: H
 
 async fn fallback(State(sh): State<Sh>) -> Response {
     finish(&sh, "other", Err(SandboxError::NotFound("no such endpoint".into())))
-}
-
-async fn admin_state(State(sh): State<Sh>) -> Response {
-    let s = sh.clone();
-    // library() may hash large files: off the async workers.
-    let r = tokio::task::spawn_blocking(move || {
-        json!({
-            "endpoint": s.api_url,
-            "storage": s.storage_url,
-            "partSize": s.opts.part_size,
-            "now": iso(s.now()),
-            "sessions": s.sessions(),
-            "library": s.library(),
-            "violations": *lock(&s.violations),
-            "stats": *lock(&s.stats),
-            "faults": lock(&s.faults).faults,
-        })
-    })
-    .await;
-    match r {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => SandboxError::Internal(format!("state task failed: {e}")).into_response(),
-    }
-}
-
-async fn admin_faults(State(sh): State<Sh>, body: Bytes) -> Response {
-    match serde_json::from_slice::<super::Faults>(&body) {
-        Ok(f) => {
-            *lock(&sh.faults) = super::FaultState::new(f.clone());
-            axum::Json(f).into_response()
-        }
-        Err(e) => SandboxError::BadRequest(format!("faults: {e}")).into_response(),
-    }
-}
-
-async fn admin_get_faults(State(sh): State<Sh>) -> Response {
-    axum::Json(lock(&sh.faults).faults.clone()).into_response()
-}
-
-async fn admin_expire_urls(State(sh): State<Sh>) -> Response {
-    sh.expire_all_urls();
-    axum::Json(json!({"expired": true})).into_response()
-}
-
-async fn admin_advance_clock(State(sh): State<Sh>, body: Bytes) -> Response {
-    let secs = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("seconds").and_then(Value::as_f64));
-    match secs {
-        Some(s) if s.is_finite() && s >= 0.0 => {
-            *lock(&sh.clock_offset) += Duration::from_secs_f64(s);
-            axum::Json(json!({"now": iso(sh.now())})).into_response()
-        }
-        _ => SandboxError::BadRequest("expected {\"seconds\": N} with N ≥ 0".into()).into_response(),
-    }
 }

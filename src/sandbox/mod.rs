@@ -11,6 +11,19 @@
 //! own accept loop over hyper so that a connection can be dropped part-way
 //! through a request body (the `reset_mid_body` fault).
 //!
+//! # Files
+//! - `mod.rs`: options, the [`Sandbox`] handle (start, admin calls,
+//!   shutdown) and the accept loop.
+//! - `state`: what the handlers share (`ServerState`) and, behind its one
+//!   mutex, the `Registry` of sessions, their stored files and the library;
+//!   expiry; the views the handle returns.
+//! - `api`, `storage`: the two routers; `admin`: the `/_sandbox/`
+//!   endpoints; `validate`: Start Upload Group's rules; `faults`: fault
+//!   injection.
+//! - `records`: the public views (statuses, sessions, library entries,
+//!   [`ContractViolation`]); `stats`: [`Stats`]; `error`: [`SandboxError`].
+//! - `tests.rs`: the server under test over loopback.
+//!
 //! # Invariants
 //! - All session state lives in memory behind one mutex, never held across an
 //!   `.await`; only object bytes live on disk (`DATA/objects/<uploadId>`, one
@@ -41,42 +54,49 @@
 //!   current `libraryId` (so a retried last `complete` still learns it).
 //! - ETags in `complete` are compared with or without their quotes, as S3 does.
 
+mod admin;
 mod api;
+mod error;
 mod faults;
+mod records;
+mod state;
+mod stats;
 mod storage;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::Request;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use jiff::Timestamp;
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::model::{FileRole, Layout, Perspective};
-
+pub use error::SandboxError;
 pub use faults::Faults;
+pub use records::{
+    ContractViolation, ContractViolationKind, FileInfo, FileStatus, LibraryEntry, LibraryFile, SessionInfo,
+    SessionStatus,
+};
+pub use stats::Stats;
 pub use validate::validate_start_request;
 
-use faults::{Fault, FaultState};
+use faults::FaultState;
+use state::{Registry, ServerState, lock};
 
 /// The header that carries the API key.
 pub const KEY_HEADER: &str = "X-SPATIALGEN-APPKEY";
@@ -123,383 +143,10 @@ impl SandboxOptions {
     }
 }
 
-/// Why a request was refused. API variants answer JSON
-/// `{"error", "message"}`; storage variants answer S3-style XML.
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("missing or invalid {KEY_HEADER} header")]
-    Unauthorized,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{}", .0.join("; "))]
-    Validation(Vec<String>),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("too many requests; retry after {} s", retry_after_secs(*.0))]
-    RateLimited(Duration),
-    #[error("injected server error")]
-    Injected,
-    #[error("internal error: {0}")]
-    Internal(String),
-    #[error("Request has expired")]
-    UrlExpired,
-    #[error("The request signature we calculated does not match the signature you provided")]
-    BadSignature,
-    #[error("{0}")]
-    StorageBadRequest(String),
-    #[error("You must provide the Content-Length HTTP header.")]
-    MissingContentLength,
-    #[error(
-        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
-    )]
-    NoSuchUpload,
-    #[error("We encountered an internal error. Please try again.")]
-    StorageInternal,
-}
-
-fn retry_after_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-impl IntoResponse for SandboxError {
-    fn into_response(self) -> Response {
-        use SandboxError as E;
-        let message = self.to_string();
-        let (status, code, xml) = match &self {
-            E::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", false),
-            E::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", false),
-            E::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", false),
-            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", false),
-            E::Conflict(_) => (StatusCode::CONFLICT, "conflict", false),
-            E::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", false),
-            E::Injected => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
-            E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
-            E::UrlExpired => (StatusCode::FORBIDDEN, "AccessDenied", true),
-            E::BadSignature => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch", true),
-            E::StorageBadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest", true),
-            E::MissingContentLength => (StatusCode::LENGTH_REQUIRED, "MissingContentLength", true),
-            E::NoSuchUpload => (StatusCode::NOT_FOUND, "NoSuchUpload", true),
-            E::StorageInternal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError", true),
-        };
-        if xml {
-            let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message></Error>",
-                xml_escape(&message)
-            );
-            return (status, [("content-type", "application/xml")], body).into_response();
-        }
-        let mut json = serde_json::json!({ "error": code, "message": message });
-        if let E::Validation(list) = &self {
-            json["violations"] = serde_json::json!(list);
-        }
-        let mut resp = (status, axum::Json(json)).into_response();
-        if let E::RateLimited(d) = self {
-            resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from(retry_after_secs(d)));
-        }
-        resp
-    }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// A protocol violation the sandbox saw a client commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Violation {
-    pub kind: ViolationKind,
-    /// What happened, in plain words (never the key itself).
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ViolationKind {
-    /// An API call without `X-SPATIALGEN-APPKEY`.
-    MissingKey,
-    /// A storage PUT carried `X-SPATIALGEN-APPKEY`: the key leaked to storage.
-    KeyOnStoragePut,
-    /// `complete` listed parts out of ascending order (or repeated one).
-    UnsortedParts,
-    /// `complete` left out parts, or named parts that were never uploaded.
-    MissingParts,
-    /// `complete` named an ETag that does not match the bytes stored.
-    EtagMismatch,
-    /// An API call on a group after it was canceled.
-    CallAfterCancel,
-}
-
-/// Status of a group on the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionStatus {
-    Pending,
-    Completed,
-    Canceled,
-    Expired,
-}
-
-impl SessionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionStatus::Pending => "pending",
-            SessionStatus::Completed => "completed",
-            SessionStatus::Canceled => "canceled",
-            SessionStatus::Expired => "expired",
-        }
-    }
-}
-
-/// Status of one file on the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileStatus {
-    /// No part received yet.
-    Pending,
-    /// Some part received.
-    Uploading,
-    Completed,
-    Canceled,
-    Expired,
-}
-
-impl FileStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileStatus::Pending => "pending",
-            FileStatus::Uploading => "uploading",
-            FileStatus::Completed => "completed",
-            FileStatus::Canceled => "canceled",
-            FileStatus::Expired => "expired",
-        }
-    }
-}
-
-/// One upload group as the server sees it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionInfo {
-    pub id: String,
-    pub video_name: String,
-    pub layout: Layout,
-    pub perspective: Option<Perspective>,
-    pub status: SessionStatus,
-    pub created_at: String,
-    pub expires_at: String,
-    pub library_id: Option<u64>,
-    pub files: Vec<FileInfo>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileInfo {
-    pub upload_id: String,
-    pub file_name: String,
-    pub role: FileRole,
-    pub language: Option<String>,
-    pub status: FileStatus,
-    pub total_bytes: u64,
-    pub part_size: u64,
-    pub total_parts: u64,
-    /// Part numbers received in full, ascending.
-    pub parts_received: Vec<u64>,
-    /// Part numbers a PUT is writing right now, ascending.
-    pub parts_in_flight: Vec<u64>,
-}
-
-/// One completed group: what SpatialGen would put in the library.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LibraryEntry {
-    pub library_id: u64,
-    pub session_id: String,
-    pub video_name: String,
-    pub layout: Layout,
-    pub perspective: Option<Perspective>,
-    pub files: Vec<LibraryFile>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LibraryFile {
-    pub file_name: String,
-    pub role: FileRole,
-    pub language: Option<String>,
-    pub size: u64,
-    /// Hex SHA-256 of the stored bytes (empty if the file could not be read).
-    pub sha256: String,
-    /// Where the bytes are.
-    pub path: PathBuf,
-}
-
-/// Counts since start.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    /// API calls by endpoint (`start`, `part-urls`, `complete`, `cancel`, `other`) and status.
-    pub api: BTreeMap<String, BTreeMap<u16, u64>>,
-    /// API calls by endpoint as they arrive, before any latency: includes
-    /// calls whose client gave up before the answer (not in `api`).
-    pub api_received: BTreeMap<String, u64>,
-    /// Storage PUT requests, whatever their outcome.
-    pub storage_puts: u64,
-    /// Storage answers by status.
-    pub storage: BTreeMap<u16, u64>,
-    /// Body bytes received by storage (including failed and repeated PUTs).
-    pub put_bytes: u64,
-    /// 401 answers (API).
-    pub unauthorized: u64,
-    /// 403 answers (storage: expired URL or bad signature).
-    pub forbidden: u64,
-    /// Faults injected, by kind (`api_5xx`, `rate_limit`, `put_5xx`, `reset_mid_body`, `corrupt_etag`).
-    pub faults: BTreeMap<String, u64>,
-}
-
-impl Stats {
-    /// API calls to `endpoint` answered with `status`.
-    pub fn api_count(&self, endpoint: &str, status: u16) -> u64 {
-        self.api.get(endpoint).and_then(|m| m.get(&status)).copied().unwrap_or(0)
-    }
-
-    /// API calls to `endpoint`, whatever the answer.
-    pub fn api_total(&self, endpoint: &str) -> u64 {
-        self.api.get(endpoint).map(|m| m.values().sum()).unwrap_or(0)
-    }
-
-    /// API calls to `endpoint` received, answered or not.
-    pub fn api_received(&self, endpoint: &str) -> u64 {
-        self.api_received.get(endpoint).copied().unwrap_or(0)
-    }
-
-    pub fn fault_count(&self, kind: &str) -> u64 {
-        self.faults.get(kind).copied().unwrap_or(0)
-    }
-}
-
 /// A handle to a running server; clones share it.
 #[derive(Clone)]
 pub struct Sandbox {
-    shared: Arc<Shared>,
-}
-
-/// Everything the handlers share.
-pub(crate) struct Shared {
-    opts: SandboxOptions,
-    api_url: String,
-    storage_url: String,
-    /// Per-server HMAC key for presigned URLs.
-    secret: [u8; 32],
-    /// Added to the wall clock; only grows.
-    clock_offset: Mutex<Duration>,
-    state: Mutex<State>,
-    faults: Mutex<FaultState>,
-    /// Next URL serial.
-    url_serial: AtomicU64,
-    /// URLs with a smaller serial are expired (`expire_all_urls`).
-    min_serial: AtomicU64,
-    stats: Mutex<Stats>,
-    violations: Mutex<Vec<Violation>>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-}
-
-/// Sessions, uploads and the library.
-#[derive(Default)]
-pub(crate) struct State {
-    sessions: HashMap<String, Session>,
-    /// Session ids in creation order, for stable listings.
-    order: Vec<String>,
-    /// uploadId → (session id, index into its files).
-    uploads: HashMap<String, (String, usize)>,
-    next_library_id: u64,
-    library: Vec<LibraryRecord>,
-}
-
-pub(crate) struct Session {
-    id: String,
-    video_name: String,
-    layout: Layout,
-    perspective: Option<Perspective>,
-    created: Timestamp,
-    expires: Timestamp,
-    status: SessionStatus,
-    canceled_at: Option<Timestamp>,
-    library_id: Option<u64>,
-    files: Vec<FileRecord>,
-}
-
-pub(crate) struct FileRecord {
-    upload_id: String,
-    file_name: String,
-    role: FileRole,
-    language: Option<String>,
-    total: u64,
-    part_size: u64,
-    total_parts: u64,
-    status: FileStatus,
-    /// MD5 of each part received in full.
-    parts: BTreeMap<u64, [u8; 16]>,
-    object: PathBuf,
-    /// Serializes PUTs to the same part.
-    part_locks: HashMap<u64, Arc<tokio::sync::Mutex<()>>>,
-}
-
-impl FileRecord {
-    fn single_put(&self) -> bool {
-        self.total_parts == 1
-    }
-
-    fn strategy(&self) -> &'static str {
-        if self.single_put() { "single_put" } else { "multipart" }
-    }
-
-    /// Parts with a PUT under way: each PUT holds a clone of its part's lock
-    /// from the moment it picked its target until its last write ended.
-    fn parts_in_flight(&self) -> Vec<u64> {
-        let mut v: Vec<u64> =
-            self.part_locks.iter().filter(|(_, l)| Arc::strong_count(l) > 1).map(|(n, _)| *n).collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// `(byteStart, byteEnd inclusive)` of part `n` (1-based).
-    fn part_range(&self, n: u64) -> (u64, u64) {
-        let start = (n - 1) * self.part_size;
-        let end = (n * self.part_size).min(self.total) - 1;
-        (start, end)
-    }
-}
-
-struct LibraryRecord {
-    library_id: u64,
-    session_id: String,
-    video_name: String,
-    layout: Layout,
-    perspective: Option<Perspective>,
-    files: Vec<LibraryFileRecord>,
-}
-
-struct LibraryFileRecord {
-    file_name: String,
-    role: FileRole,
-    language: Option<String>,
-    size: u64,
-    path: PathBuf,
-    /// Filled on first `library()` call.
-    sha256: Option<String>,
-}
-
-/// Lock, ignoring poisoning: every critical section leaves the state
-/// consistent before anything that could panic.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// ISO-8601 with milliseconds, as in the API document's examples.
-pub(crate) fn iso(ts: Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    shared: Arc<ServerState>,
 }
 
 /// Dropping this connection is how a handler resets it mid-body.
@@ -529,13 +176,13 @@ impl Sandbox {
         };
         let mut secret = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut secret);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerState {
             api_url: url_of(api.local_addr()?),
             storage_url: url_of(storage.local_addr()?),
             opts,
             secret,
             clock_offset: Mutex::new(Duration::ZERO),
-            state: Mutex::new(State { next_library_id: 1, ..State::default() }),
+            registry: Mutex::new(Registry { next_library_id: 1, ..Registry::default() }),
             faults: Mutex::new(FaultState::new(Faults::default())),
             url_serial: AtomicU64::new(1),
             min_serial: AtomicU64::new(0),
@@ -583,7 +230,7 @@ impl Sandbox {
         self.shared.expire_all_urls();
     }
 
-    pub fn violations(&self) -> Vec<Violation> {
+    pub fn violations(&self) -> Vec<ContractViolation> {
         lock(&self.shared.violations).clone()
     }
 
@@ -609,148 +256,9 @@ impl Sandbox {
     }
 }
 
-impl Shared {
-    /// The server's clock.
-    pub(crate) fn now(&self) -> Timestamp {
-        let t = SystemTime::now() + *lock(&self.clock_offset);
-        Timestamp::try_from(t).unwrap_or(Timestamp::MAX)
-    }
-
-    pub(crate) fn expire_all_urls(&self) {
-        let next = self.url_serial.load(Ordering::SeqCst);
-        self.min_serial.fetch_max(next, Ordering::SeqCst);
-    }
-
-    pub(crate) fn violation(&self, kind: ViolationKind, detail: String) {
-        tracing::warn!(?kind, %detail, "protocol violation");
-        lock(&self.violations).push(Violation { kind, detail });
-    }
-
-    pub(crate) fn count_fault(&self, fault: Fault) {
-        *lock(&self.stats).faults.entry(fault.name().to_string()).or_default() += 1;
-    }
-
-    fn data_dir(&self) -> &Path {
-        &self.opts.data_dir
-    }
-
-    /// Expire pending sessions whose 5 days are up (deleting their partial
-    /// objects), so that every listing and lookup sees the clock's truth.
-    fn expire_sessions(&self, st: &mut State) {
-        let now = self.now();
-        for s in st.sessions.values_mut() {
-            expire_if_due(s, now);
-        }
-    }
-
-    fn sessions(&self) -> Vec<SessionInfo> {
-        let mut st = lock(&self.state);
-        self.expire_sessions(&mut st);
-        st.order
-            .iter()
-            .filter_map(|id| st.sessions.get(id))
-            .map(|s| SessionInfo {
-                id: s.id.clone(),
-                video_name: s.video_name.clone(),
-                layout: s.layout,
-                perspective: s.perspective,
-                status: s.status,
-                created_at: iso(s.created),
-                expires_at: iso(s.expires),
-                library_id: s.library_id,
-                files: s
-                    .files
-                    .iter()
-                    .map(|f| FileInfo {
-                        upload_id: f.upload_id.clone(),
-                        file_name: f.file_name.clone(),
-                        role: f.role,
-                        language: f.language.clone(),
-                        status: f.status,
-                        total_bytes: f.total,
-                        part_size: f.part_size,
-                        total_parts: f.total_parts,
-                        parts_received: f.parts.keys().copied().collect(),
-                        parts_in_flight: f.parts_in_flight(),
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
-
-    fn library(&self) -> Vec<LibraryEntry> {
-        // Hash outside the lock: a large file takes seconds.
-        let todo: Vec<PathBuf> = lock(&self.state)
-            .library
-            .iter()
-            .flat_map(|e| e.files.iter())
-            .filter(|f| f.sha256.is_none())
-            .map(|f| f.path.clone())
-            .collect();
-        let hashed: HashMap<PathBuf, String> =
-            todo.into_iter().filter_map(|p| sha256_file(&p).ok().map(|h| (p, h))).collect();
-        let mut st = lock(&self.state);
-        st.library
-            .iter_mut()
-            .map(|e| LibraryEntry {
-                library_id: e.library_id,
-                session_id: e.session_id.clone(),
-                video_name: e.video_name.clone(),
-                layout: e.layout,
-                perspective: e.perspective,
-                files: e
-                    .files
-                    .iter_mut()
-                    .map(|f| {
-                        if f.sha256.is_none() {
-                            f.sha256 = hashed.get(&f.path).cloned();
-                        }
-                        LibraryFile {
-                            file_name: f.file_name.clone(),
-                            role: f.role,
-                            language: f.language.clone(),
-                            size: f.size,
-                            sha256: f.sha256.clone().unwrap_or_default(),
-                            path: f.path.clone(),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect()
-    }
-}
-
-/// Flip a pending session to expired once its time is up, deleting its objects.
-fn expire_if_due(s: &mut Session, now: Timestamp) {
-    if s.status == SessionStatus::Pending && now >= s.expires {
-        s.status = SessionStatus::Expired;
-        for f in &mut s.files {
-            f.status = FileStatus::Expired;
-            f.parts.clear();
-            let _ = std::fs::remove_file(&f.object);
-        }
-    }
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// Accept loop for one listener: each connection is served by hyper (HTTP/1.1,
 /// keep-alive) until it ends, its handler asks for a reset, or shutdown.
-async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>) {
+async fn serve(listener: TcpListener, router: Router, shared: Arc<ServerState>) {
     loop {
         let stream = tokio::select! {
             _ = shared.shutdown.cancelled() => break,

@@ -28,11 +28,10 @@ use sha2::Sha256;
 use tokio::task::JoinHandle;
 
 use super::faults::Fault;
-use super::{
-    ConnAbort, FileStatus, KEY_HEADER, SandboxError, SessionStatus, Shared, ViolationKind, expire_if_due, lock,
-};
+use super::state::{ServerState, expire_if_due, lock};
+use super::{ConnAbort, ContractViolationKind, FileStatus, KEY_HEADER, SandboxError, SessionStatus};
 
-type Sh = Arc<Shared>;
+type Sh = Arc<ServerState>;
 
 /// Bytes per disk write (and per MD5 update).
 const CHUNK: usize = 1 << 20;
@@ -53,21 +52,21 @@ pub(crate) fn object_path(upload_id: &str, part: Option<u64>) -> String {
     }
 }
 
-fn mac(sh: &Shared, path: &str, expires: i64, serial: u64) -> Hmac<Sha256> {
+fn mac(sh: &ServerState, path: &str, expires: i64, serial: u64) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(&sh.secret).expect("HMAC accepts a key of any length");
     mac.update(format!("PUT\n{path}\n{expires}\n{serial}").as_bytes());
     mac
 }
 
 /// A presigned PUT URL for `path`, valid until `expires` (Unix seconds).
-pub(crate) fn presign(sh: &Shared, path: &str, expires: i64) -> String {
+pub(crate) fn presign(sh: &ServerState, path: &str, expires: i64) -> String {
     let serial = sh.url_serial.fetch_add(1, Ordering::SeqCst);
     let sig = hex::encode(mac(sh, path, expires, serial).finalize().into_bytes());
     format!("{}{path}?X-Expires={expires}&X-Serial={serial}&X-Signature={sig}", sh.storage_url)
 }
 
 /// Signature first (a forged URL learns nothing about expiry), then expiry.
-fn verify(sh: &Shared, path: &str, query: Option<&str>) -> Result<(), SandboxError> {
+fn verify(sh: &ServerState, path: &str, query: Option<&str>) -> Result<(), SandboxError> {
     let (mut expires, mut serial, mut sig) = (None, None, None);
     for kv in query.unwrap_or_default().split('&') {
         match kv.split_once('=') {
@@ -103,7 +102,7 @@ async fn fallback(State(sh): State<Sh>, req: Request) -> Response {
     resp
 }
 
-fn count(sh: &Shared, status: StatusCode, bytes: u64) {
+fn count(sh: &ServerState, status: StatusCode, bytes: u64) {
     let mut stats = lock(&sh.stats);
     *stats.storage.entry(status.as_u16()).or_default() += 1;
     stats.put_bytes += bytes;
@@ -124,7 +123,7 @@ async fn handle(sh: Sh, upload: String, part: Option<String>, req: Request) -> R
     resp
 }
 
-/// What a PUT needs to know about its target, read under the state lock.
+/// What a PUT needs to know about its target, read under the registry lock.
 struct Target {
     part: u64,
     expected: u64,
@@ -133,9 +132,9 @@ struct Target {
     part_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-fn target(sh: &Shared, upload: &str, part: Option<&str>) -> Result<Target, SandboxError> {
+fn target(sh: &ServerState, upload: &str, part: Option<&str>) -> Result<Target, SandboxError> {
     let now = sh.now();
-    let mut guard = lock(&sh.state);
+    let mut guard = lock(&sh.registry);
     let st = &mut *guard;
     let (session_id, i) = st.uploads.get(upload).cloned().ok_or(SandboxError::NoSuchUpload)?;
     let s = st.sessions.get_mut(&session_id).ok_or(SandboxError::NoSuchUpload)?;
@@ -166,8 +165,8 @@ fn target(sh: &Shared, upload: &str, part: Option<&str>) -> Result<Target, Sandb
 }
 
 /// Forget or record a part's MD5; `Err` if the upload went away meanwhile.
-fn set_part(sh: &Shared, upload: &str, part: u64, md5: Option<[u8; 16]>) -> Result<(), SandboxError> {
-    let mut guard = lock(&sh.state);
+fn set_part(sh: &ServerState, upload: &str, part: u64, md5: Option<[u8; 16]>) -> Result<(), SandboxError> {
+    let mut guard = lock(&sh.registry);
     let st = &mut *guard;
     let (session_id, i) = st.uploads.get(upload).cloned().ok_or(SandboxError::NoSuchUpload)?;
     let s = st.sessions.get_mut(&session_id).ok_or(SandboxError::NoSuchUpload)?;
@@ -188,7 +187,7 @@ fn set_part(sh: &Shared, upload: &str, part: u64, md5: Option<[u8; 16]>) -> Resu
 }
 
 async fn put_object(
-    sh: &Shared,
+    sh: &ServerState,
     upload: &str,
     part: Option<&str>,
     req: Request,
@@ -197,7 +196,7 @@ async fn put_object(
     let (parts, body) = req.into_parts();
     if parts.headers.contains_key(KEY_HEADER) {
         sh.violation(
-            ViolationKind::KeyOnStoragePut,
+            ContractViolationKind::KeyOnStoragePut,
             format!("storage PUT {} carried the {KEY_HEADER} header", parts.uri.path()),
         );
     }

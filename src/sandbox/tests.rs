@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::*;
+use crate::model::{FileRole, Layout};
 
 const KEY: &str = "test-key";
 
@@ -128,7 +129,7 @@ impl Env {
         json!({"parts": etags.iter().map(|(n, e)| json!({"partNumber": n, "etag": e})).collect::<Vec<_>>()})
     }
 
-    fn violations_of(&self, kind: ViolationKind) -> Vec<Violation> {
+    fn violations_of(&self, kind: ContractViolationKind) -> Vec<ContractViolation> {
         self.sb.violations().into_iter().filter(|v| v.kind == kind).collect()
     }
 }
@@ -734,7 +735,7 @@ async fn key_on_storage_put_is_recorded() {
     assert!(e.sb.violations().is_empty());
     let resp = e.http.put(&url).header(KEY_HEADER, "super-secret-value").body(bytes).send().await.expect("put");
     assert_eq!(resp.status(), 200, "storage ignores the header, as S3 would");
-    let v = e.violations_of(ViolationKind::KeyOnStoragePut);
+    let v = e.violations_of(ContractViolationKind::KeyOnStoragePut);
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(!v[0].detail.contains("super-secret-value"), "the key itself is never recorded");
     assert!(!v[0].detail.contains("X-Signature"), "nor the URL's signature");
@@ -748,13 +749,13 @@ async fn api_key_is_required_and_missing_key_recorded() {
     assert_eq!(resp.status(), 401);
     let v: Value = resp.json().await.expect("json");
     assert_eq!(v["error"], "unauthorized");
-    assert_eq!(e.violations_of(ViolationKind::MissingKey).len(), 1);
+    assert_eq!(e.violations_of(ContractViolationKind::MissingKey).len(), 1);
 
     let resp = e.http.post(e.url("")).header(KEY_HEADER, "wrong").json(&base()).send().await.expect("send");
     assert_eq!(resp.status(), 401);
     let resp = e.http.post(e.url("")).header(KEY_HEADER, "").json(&base()).send().await.expect("send");
     assert_eq!(resp.status(), 401);
-    assert_eq!(e.violations_of(ViolationKind::MissingKey).len(), 1, "a wrong key is refused, not a violation");
+    assert_eq!(e.violations_of(ContractViolationKind::MissingKey).len(), 1, "a wrong key is refused, not a violation");
     let (status, _) = e.start(base()).await;
     assert_eq!(status, 201);
     let stats = e.sb.stats();
@@ -767,7 +768,7 @@ async fn api_key_is_required_and_missing_key_recorded() {
     assert_eq!(resp.status(), 201);
     let resp = e.http.delete(e.url("/whatever")).send().await.expect("send");
     assert_eq!(resp.status(), 401);
-    assert_eq!(e.violations_of(ViolationKind::MissingKey).len(), 1);
+    assert_eq!(e.violations_of(ContractViolationKind::MissingKey).len(), 1);
     e.sb.shutdown().await;
 }
 
@@ -821,13 +822,17 @@ async fn complete_refuses_missing_unsorted_and_wrong_parts() {
     let p = full["parts"].as_array().expect("parts").clone();
 
     let cases = [
-        (json!({}), ViolationKind::MissingParts, "parts is required for a multipart file"),
-        (json!({"parts": [p[0], p[1], p[2]]}), ViolationKind::MissingParts, "missing: 4"),
-        (json!({"parts": [p[0], p[2], p[1], p[3]]}), ViolationKind::UnsortedParts, "ascending partNumber order"),
-        (json!({"parts": [p[0], p[1], p[1], p[2], p[3]]}), ViolationKind::UnsortedParts, "each once"),
+        (json!({}), ContractViolationKind::MissingParts, "parts is required for a multipart file"),
+        (json!({"parts": [p[0], p[1], p[2]]}), ContractViolationKind::MissingParts, "missing: 4"),
+        (
+            json!({"parts": [p[0], p[2], p[1], p[3]]}),
+            ContractViolationKind::UnsortedParts,
+            "ascending partNumber order",
+        ),
+        (json!({"parts": [p[0], p[1], p[1], p[2], p[3]]}), ContractViolationKind::UnsortedParts, "each once"),
         (
             json!({"parts": [p[0], p[1], {"partNumber": 3, "etag": p[0]["etag"]}, p[3]]}),
-            ViolationKind::EtagMismatch,
+            ContractViolationKind::EtagMismatch,
             "the ETag given for part 3",
         ),
     ];
@@ -974,7 +979,7 @@ async fn cancel_and_calls_after_cancel() {
     assert_eq!(status, 409, "{v}");
     let (status, v) = e.complete(sid, uid, list).await;
     assert_eq!(status, 409, "{v}");
-    let after = e.violations_of(ViolationKind::CallAfterCancel);
+    let after = e.violations_of(ContractViolationKind::CallAfterCancel);
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after[0].detail.contains("part-urls") && after[1].detail.contains("complete"));
 
