@@ -12,8 +12,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{service, supervise};
 use crate::journal::{AsyncJournal, GroupState, JournalError, Store};
+use crate::model::{PauseKind, RetryReason};
 use crate::ops::metrics::{Metrics, MetricsError, SnapshotError, StateSnapshot};
-use crate::upload::{GroupOutcome, Observer, PAUSED_WINDOW};
+use crate::upload::{GroupOutcome, Observer};
 
 /// The engine's events as metrics. The window pause is left to
 /// `follow_schedule`, which feeds the same gauge from the clock itself.
@@ -28,12 +29,12 @@ impl Observer for MetricsObserver {
     fn part_stored(&self, bytes: u64) {
         self.0.bytes_uploaded(bytes);
     }
-    fn part_retried(&self, reason: &str) {
-        self.0.part_retried(reason);
+    fn part_retried(&self, reason: RetryReason) {
+        self.0.part_retried(reason.as_str());
     }
-    fn paused(&self, reason: &str, paused: bool) {
-        if reason != PAUSED_WINDOW {
-            self.0.set_paused(paused, reason);
+    fn paused(&self, reason: PauseKind, paused: bool) {
+        if reason != PauseKind::Window {
+            self.0.set_paused(paused, reason.as_str());
         }
     }
 }
@@ -142,13 +143,13 @@ mod tests {
         let o = MetricsObserver(metrics.clone());
         o.part_stored(1000);
         o.part_stored(24);
-        o.part_retried("5xx");
-        o.part_retried("url_expired");
+        o.part_retried(RetryReason::ServerError);
+        o.part_retried(RetryReason::UrlExpired);
         o.group_ended(1, &GroupOutcome::Completed { library_id: 9 });
         o.group_ended(2, &GroupOutcome::Failed("boom".into()));
-        o.paused(crate::upload::PAUSED_AUTH, true);
+        o.paused(PauseKind::Auth, true);
         // The window pause is follow_schedule's to report.
-        o.paused(PAUSED_WINDOW, true);
+        o.paused(PauseKind::Window, true);
         let text = metrics.render(&Ok(StateSnapshot::default()));
         for line in [
             "spatialgen_bytes_uploaded_total 1024\n",
@@ -161,7 +162,7 @@ mod tests {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }
         assert!(!text.contains("reason=\"window\""), "{text}");
-        o.paused(crate::upload::PAUSED_AUTH, false);
+        o.paused(PauseKind::Auth, false);
         assert!(metrics.render(&Ok(StateSnapshot::default())).contains("spatialgen_paused 0\n"));
     }
 }

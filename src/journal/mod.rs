@@ -129,8 +129,11 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
+    /// The database said no (I/O, busy past the timeout, a constraint): in
+    /// its own words. Boxed so that no backend's error type is part of the
+    /// journal's interface.
     #[error("journal: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(
         "journal {path} has schema version {found}, but this binary knows versions up to {supported}; \
          use a newer spatialgen-sync (nothing was changed)"
@@ -160,14 +163,22 @@ pub enum JournalError {
     Task(String),
 }
 
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> JournalError {
+        JournalError::Database(Box::new(e))
+    }
+}
+
 impl JournalError {
     /// SQLite calls the file damaged (not a database, malformed) or it fails
     /// `quick_check` ([`JournalError::Corrupt`]): [`Journal::open`] sets it aside.
     fn is_corruption(&self) -> bool {
         match self {
-            JournalError::Sql(rusqlite::Error::SqliteFailure(e, _)) => {
-                matches!(e.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-            }
+            JournalError::Database(e) => matches!(
+                e.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ),
             JournalError::Corrupt(_) => true,
             _ => false,
         }

@@ -47,7 +47,7 @@ impl PauseReason {
     /// The short word metrics use as a label (`auth`, `watch_missing`).
     pub fn label(&self) -> &'static str {
         match self {
-            PauseReason::Auth => "auth",
+            PauseReason::Auth => crate::model::PauseKind::Auth.as_str(),
             PauseReason::WatchMissing(_) => "watch_missing",
         }
     }

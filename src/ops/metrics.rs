@@ -26,8 +26,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Rate;
+use crate::model::PauseKind;
 
-/// Journal states, always exported (0 when empty) so dashboards see every series.
+/// Journal states, always exported (0 when empty) so dashboards see every
+/// series; the same list as `journal::GroupState::ALL` (a test holds them together).
 pub const GROUP_STATES: [&str; 8] =
     ["waiting", "queued", "uploading", "completed", "rejected", "failed", "canceled", "expired"];
 
@@ -248,7 +250,7 @@ impl Metrics {
             "Watch folders that are missing now (an unmounted share, a deleted folder).",
             &[format!("spatialgen_watch_folders_missing {missing}")],
         );
-        let refused = snapshot.as_ref().is_ok_and(|s| s.held.iter().any(|(l, _)| l == "auth"));
+        let refused = snapshot.as_ref().is_ok_and(|s| s.held.iter().any(|(l, _)| l == PauseKind::Auth.as_str()));
         emit(
             "spatialgen_key_refused",
             "gauge",

@@ -33,13 +33,11 @@ use tokio_util::sync::CancellationToken;
 use self::metrics::Metrics;
 use self::throttle::Throttle;
 use self::window::{Schedule, WindowState};
+use crate::model::PauseKind;
 
 /// The longest sleep between two looks at the clock: the wall clock can jump
 /// (NTP, suspend, a time-zone change) while a monotonic sleep does not notice.
 const RECHECK: Duration = Duration::from_secs(30);
-
-/// The `reason` label [`follow_schedule`] gives the paused gauge.
-pub const PAUSED_BY_WINDOW: &str = "window";
 
 /// Apply the schedule until `shutdown`: at each change of window (and on
 /// every new schedule sent through `schedule`, e.g. after a reload) set the
@@ -58,7 +56,7 @@ pub async fn follow_schedule(
         let now = schedule.borrow_and_update().state_now();
         throttle.set_rate(now.bandwidth);
         metrics.set_bandwidth_limit(now.bandwidth);
-        metrics.set_paused(!now.open, PAUSED_BY_WINDOW);
+        metrics.set_paused(!now.open, PauseKind::Window.as_str());
         if last_open != Some(now.open) {
             if !schedule.borrow().is_always_open() || last_open.is_some() {
                 tracing::info!("uploads {now}");

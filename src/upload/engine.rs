@@ -19,12 +19,8 @@ use super::{EngineError, GroupOutcome, control};
 use crate::api::Client;
 use crate::config::{ApiKey, Config, Dur};
 use crate::journal::{AsyncJournal, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Store, now_ms};
+use crate::model::{PauseKind, RetryReason};
 use crate::retry::RetryPolicy;
-
-/// The `reason` of [`Observer::paused`] while the API refuses the key.
-pub const PAUSED_AUTH: &str = "auth";
-/// The `reason` of [`Observer::paused`] while the gate ([`EngineOptions::gate`]) is closed.
-pub const PAUSED_WINDOW: &str = "window";
 
 /// What the engine tells the rest of the agent (hooks, webhooks, metrics)
 /// as it works. Every method has a no-op default; none may block.
@@ -35,14 +31,12 @@ pub trait Observer: Send + Sync {
     /// A part's bytes were stored and recorded.
     fn part_stored(&self, _bytes: u64) {}
     /// A part PUT failed and is tried again, or its URL expired and a fresh
-    /// one is asked for. `reason` is one of a small fixed set: `5xx`, `429`,
-    /// `timeout`, `stall`, `connect`, `reset`, `url_expired`, `etag_mismatch`,
-    /// `incomplete`, `http_other`, `other`.
-    fn part_retried(&self, _reason: &str) {}
+    /// one is asked for.
+    fn part_retried(&self, _reason: RetryReason) {}
     /// The queue stopped (`paused = true`) or started again for `reason`
-    /// ([`PAUSED_AUTH`], [`PAUSED_WINDOW`]). Reasons are independent: the
-    /// queue runs only when none holds.
-    fn paused(&self, _reason: &str, _paused: bool) {}
+    /// (the key refused, or the gate, [`EngineOptions::gate`], closed).
+    /// Reasons are independent: the queue runs only when none holds.
+    fn paused(&self, _reason: PauseKind, _paused: bool) {}
 }
 
 /// Knobs that are not in the config file (tests, the one-shot command and
@@ -342,7 +336,7 @@ impl Engine {
                     tracing::warn!(error = %e, "cannot record the end of the auth pause");
                 }
                 if let Some(o) = &self.opts.observer {
-                    o.paused(PAUSED_AUTH, false);
+                    o.paused(PauseKind::Auth, false);
                 }
             }
             let open = sh.gate_open();
@@ -357,7 +351,7 @@ impl Engine {
                     tracing::info!("an upload window is open: the queue runs");
                 }
                 if let Some(o) = &self.opts.observer {
-                    o.paused(PAUSED_WINDOW, window_paused);
+                    o.paused(PauseKind::Window, window_paused);
                 }
             }
             let probing = paused_until.is_some_and(|u| Instant::now() >= u);
@@ -460,7 +454,7 @@ impl Engine {
                             }
                             if paused_until.is_none() {
                                 if let Some(o) = &self.opts.observer {
-                                    o.paused(PAUSED_AUTH, true);
+                                    o.paused(PauseKind::Auth, true);
                                 }
                                 tracing::error!(
                                     error = %msg,

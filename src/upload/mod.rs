@@ -71,7 +71,7 @@ pub mod stream;
 mod worker;
 
 pub use control::{CancelEnd, cancel_now};
-pub use engine::{Engine, EngineOptions, Observer, PAUSED_AUTH, PAUSED_WINDOW, run_engine};
+pub use engine::{Engine, EngineOptions, Observer, run_engine};
 
 use crate::api::ApiError;
 use crate::journal::{GroupId, JournalError};

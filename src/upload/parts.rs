@@ -16,7 +16,7 @@ use super::stream::{PutOptions, TransferError, put_file_range};
 use super::worker::{Ctx, Stop, complete};
 use crate::api::{ApiError, ErrorClass, PartUrl, PartUrlsRequest, TransportKind, redact_url};
 use crate::journal::{FileRecord, PartRecord};
-use crate::model::Strategy;
+use crate::model::{RetryReason, Strategy};
 use crate::retry::{Repeat, Retry, RetryError, with_retries};
 
 /// A part URL this close to its expiry is refreshed before use.
@@ -142,24 +142,24 @@ fn flatten(r: Result<Result<(), Stop>, tokio::task::JoinError>) -> Result<(), St
 }
 
 /// The `reason` label of a part PUT that is retried (see [`super::Observer::part_retried`]).
-pub(crate) fn retry_reason(e: &TransferError) -> &'static str {
+pub(crate) fn retry_reason(e: &TransferError) -> RetryReason {
     match e {
         TransferError::Api(ApiError::Status { status, .. }) => match status {
-            429 => "429",
-            408 => "timeout",
-            500..=599 => "5xx",
-            403 => "url_expired",
-            _ => "http_other",
+            429 => RetryReason::RateLimited,
+            408 => RetryReason::Timeout,
+            500..=599 => RetryReason::ServerError,
+            403 => RetryReason::UrlExpired,
+            _ => RetryReason::HttpOther,
         },
         TransferError::Api(ApiError::Transport { kind, .. }) => match kind {
-            TransportKind::Timeout => "timeout",
-            TransportKind::Connect => "connect",
-            TransportKind::Interrupted => "reset",
+            TransportKind::Timeout => RetryReason::Timeout,
+            TransportKind::Connect => RetryReason::Connect,
+            TransportKind::Interrupted => RetryReason::Reset,
         },
-        TransferError::Api(ApiError::Stalled { .. }) => "stall",
-        TransferError::EtagMismatch { .. } => "etag_mismatch",
-        TransferError::Incomplete { .. } => "incomplete",
-        _ => "other",
+        TransferError::Api(ApiError::Stalled { .. }) => RetryReason::Stall,
+        TransferError::EtagMismatch { .. } => RetryReason::EtagMismatch,
+        TransferError::Incomplete { .. } => RetryReason::Incomplete,
+        _ => RetryReason::Other,
     }
 }
 
@@ -239,7 +239,7 @@ async fn put_part(
                 ErrorClass::RefreshUrls if refreshes < MAX_REFRESHES => {
                     refreshes += 1;
                     if let Some(o) = &sh.observer {
-                        o.part_retried("url_expired");
+                        o.part_retried(RetryReason::UrlExpired);
                     }
                     tracing::info!(group = ctx.id, part = n, file = %file.rel_path, "part URL expired; asking a fresh one");
                     continue;

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use spatialgen_sync::config::Config;
 use spatialgen_sync::journal::{GroupId, GroupState, Journal};
+use spatialgen_sync::model::{PauseKind, RetryReason};
 use spatialgen_sync::sandbox::Faults;
-use spatialgen_sync::upload::{EngineOptions, GroupOutcome, Observer, PAUSED_WINDOW};
+use spatialgen_sync::upload::{EngineOptions, GroupOutcome, Observer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -24,8 +25,8 @@ const KIB: usize = 1024;
 struct Seen {
     ended: Mutex<Vec<(GroupId, GroupOutcome)>>,
     stored: AtomicU64,
-    retried: Mutex<Vec<String>>,
-    paused: Mutex<Vec<(String, bool)>>,
+    retried: Mutex<Vec<RetryReason>>,
+    paused: Mutex<Vec<(PauseKind, bool)>>,
 }
 
 impl Observer for Seen {
@@ -35,11 +36,11 @@ impl Observer for Seen {
     fn part_stored(&self, bytes: u64) {
         self.stored.fetch_add(bytes, Ordering::Relaxed);
     }
-    fn part_retried(&self, reason: &str) {
-        self.retried.lock().unwrap().push(reason.to_string());
+    fn part_retried(&self, reason: RetryReason) {
+        self.retried.lock().unwrap().push(reason);
     }
-    fn paused(&self, reason: &str, paused: bool) {
-        self.paused.lock().unwrap().push((reason.to_string(), paused));
+    fn paused(&self, reason: PauseKind, paused: bool) {
+        self.paused.lock().unwrap().push((reason, paused));
     }
 }
 
@@ -47,8 +48,8 @@ impl Seen {
     fn ended_ids(&self) -> Vec<GroupId> {
         self.ended.lock().unwrap().iter().map(|(id, _)| *id).collect()
     }
-    fn last_pause(&self, reason: &str) -> Option<bool> {
-        self.paused.lock().unwrap().iter().rev().find(|(r, _)| r == reason).map(|(_, p)| *p)
+    fn last_pause(&self, reason: PauseKind) -> Option<bool> {
+        self.paused.lock().unwrap().iter().rev().find(|(r, _)| *r == reason).map(|(_, p)| *p)
     }
 }
 
@@ -94,7 +95,7 @@ async fn a_closed_gate_holds_the_queue_and_opening_it_drains_it() {
 
     let seen = run.seen.clone();
     wait_for(Duration::from_secs(10), "the engine to report the window pause", || {
-        seen.last_pause(PAUSED_WINDOW) == Some(true)
+        seen.last_pause(PauseKind::Window) == Some(true)
     })
     .await;
     // A negative can only be watched for a while: several poll rounds (50 ms each).
@@ -110,7 +111,7 @@ async fn a_closed_gate_holds_the_queue_and_opening_it_drains_it() {
     })
     .await;
     let seen = run.stop().await;
-    assert_eq!(seen.last_pause(PAUSED_WINDOW), Some(false), "the resume was reported");
+    assert_eq!(seen.last_pause(PauseKind::Window), Some(false), "the resume was reported");
     assert_eq!(w.sandbox.library().len(), 3);
 }
 
@@ -215,8 +216,8 @@ async fn retried_parts_are_reported_with_their_reason() {
     wait_for(Duration::from_secs(30), "the group", || j.group(id).unwrap().state == GroupState::Completed).await;
     let seen = run.stop().await;
     let retried = seen.retried.lock().unwrap().clone();
-    for reason in ["5xx", "etag_mismatch", "reset"] {
-        assert!(retried.iter().any(|r| r == reason), "no {reason:?} in {retried:?}");
+    for reason in [RetryReason::ServerError, RetryReason::EtagMismatch, RetryReason::Reset] {
+        assert!(retried.contains(&reason), "no {reason:?} in {retried:?}");
     }
     let stats = w.sandbox.stats();
     let injected =
@@ -240,7 +241,7 @@ async fn an_expired_url_is_reported_as_url_expired() {
     wait_for(Duration::from_secs(20), "the group", || j.group(id).unwrap().state == GroupState::Completed).await;
     let seen = run.stop().await;
     let retried = seen.retried.lock().unwrap().clone();
-    assert!(retried.iter().any(|r| r == "url_expired"), "{retried:?}");
+    assert!(retried.contains(&RetryReason::UrlExpired), "{retried:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

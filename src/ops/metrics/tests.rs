@@ -212,3 +212,9 @@ fn retry_reasons_are_bounded() {
         Some(100.0 - MAX_REASONS as f64 + 1.0)
     );
 }
+
+#[test]
+fn the_exported_state_list_is_every_journal_state_in_order() {
+    let journal: Vec<&str> = crate::journal::GroupState::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(GROUP_STATES.to_vec(), journal);
+}
