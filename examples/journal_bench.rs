@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Sizes differ per group: the fingerprint (names, sizes, mtimes) must too.
             fill(&folder.join(name), *size + i, (i * 3 + j) as u64 + 1);
         }
-        built.push(build_folder_group(&folder, &GroupOptions { watch: &watch, staging_dir: None })?);
+        built.push(build_folder_group(&folder, &GroupOptions { watch: &watch, staging_dir: None, matcher: None })?);
     }
     let total_bytes: u64 = built.iter().map(|g| g.total_bytes()).sum();
     println!("{groups} groups x {} files, {} bytes in all", FILES.len(), total_bytes);
@@ -118,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let one = exports.join("one-big");
         std::fs::create_dir_all(&one)?;
         fill(&one.join("clip.mov"), total_bytes as usize, 99);
-        let big = build_folder_group(&one, &GroupOptions { watch: &watch, staging_dir: None })?;
+        let big = build_folder_group(&one, &GroupOptions { watch: &watch, staging_dir: None, matcher: None })?;
         let single = upload_all(&sandbox, dir.path(), "one", std::slice::from_ref(&big), max_groups).await?;
         println!(
             "engine (max_groups {max_groups}, max_parts_in_flight 4): {groups} small groups in {:.2} s ({:.1} ms per group); one group of the same {} bytes in {:.2} s; ratio {:.1}x",

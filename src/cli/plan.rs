@@ -141,14 +141,14 @@ fn plan_path(cfg: &Config, path: &Path) -> anyhow::Result<Vec<UploadGroup>> {
         }
     };
     let matcher = RoleMatcher::new(watch).map_err(|e| config_problem(i, e))?;
-    let opts = GroupOptions { watch, staging_dir: None };
+    let opts = GroupOptions { watch, staging_dir: None, matcher: Some(&matcher) };
     let groups = if watch.mode == WatchMode::Flat {
-        group::build_flat_groups_with(&matcher, &path, &opts)
+        group::build_flat_groups(&path, &opts)
     } else if group::holds_videos(&matcher, &path)? {
-        group::build_folder_group_with(&matcher, &path, &opts).map(|g| vec![g])
+        group::build_folder_group(&path, &opts).map(|g| vec![g])
     } else {
         let dirs = group::export_folders(&matcher, &path, watch.follow_symlinks)?;
-        group::plan_folders(&matcher, &dirs, &opts)
+        group::plan_folders(&dirs, &opts)
     };
     groups.with_context(|| format!("cannot plan {}", path.display()))
 }

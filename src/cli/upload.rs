@@ -88,7 +88,7 @@ fn build_group(cfg: &Config, folder: &Path, args: &UploadArgs) -> anyhow::Result
         watch.perspective = p.parse().map_err(UsageError)?;
     }
     let staging = cfg.journal.staging_dir();
-    let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging) };
+    let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging), matcher: None };
     let mut group = build_folder_group(folder, &opts).with_context(|| format!("cannot read {}", folder.display()))?;
     if let Some(name) = &args.name {
         group.name = name.clone();

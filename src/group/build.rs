@@ -68,6 +68,19 @@ pub struct GroupOptions<'a> {
     /// the bundle directory itself — such a group is for showing, not for
     /// uploading.
     pub staging_dir: Option<&'a Path>,
+    /// The watch folder's role patterns, compiled once (the watcher keeps
+    /// one per folder); `None`: compiled from `watch` for this call.
+    pub matcher: Option<&'a RoleMatcher>,
+}
+
+impl GroupOptions<'_> {
+    /// The matcher to use: the given one, or one compiled now into `own`.
+    fn matcher<'m>(&'m self, own: &'m mut Option<RoleMatcher>) -> Result<&'m RoleMatcher, GroupError> {
+        match self.matcher {
+            Some(m) => Ok(m),
+            None => Ok(own.insert(RoleMatcher::new(self.watch)?)),
+        }
+    }
 }
 /// The watch folder `path` belongs to, if it lies strictly inside `watch`.
 fn inside_watch(path: &Path, watch: &WatchConfig) -> Option<PathBuf> {
@@ -81,16 +94,8 @@ fn folder_name(folder: &Path) -> String {
 /// Folders mode: one export folder → one group (valid or with violations).
 /// Errors only for I/O on the folder itself and for the staging directory.
 pub fn build_folder_group(folder: &Path, opts: &GroupOptions<'_>) -> Result<UploadGroup, GroupError> {
-    let matcher = RoleMatcher::new(opts.watch)?;
-    build_folder_group_with(&matcher, folder, opts)
-}
-
-/// [`build_folder_group`] with an already compiled matcher (one per watch folder).
-pub fn build_folder_group_with(
-    matcher: &RoleMatcher,
-    folder: &Path,
-    opts: &GroupOptions<'_>,
-) -> Result<UploadGroup, GroupError> {
+    let mut own = None;
+    let matcher = opts.matcher(&mut own)?;
     let scanner = Scanner {
         matcher,
         follow_symlinks: opts.watch.follow_symlinks,
@@ -122,38 +127,20 @@ pub fn build_folder_group_with(
 /// still being written is left out (it is not an export yet). Subfolders
 /// other than `.fcpxmld` bundles are not looked into.
 pub fn build_flat_groups(drop: &Path, opts: &GroupOptions<'_>) -> Result<Vec<UploadGroup>, GroupError> {
-    let matcher = RoleMatcher::new(opts.watch)?;
-    build_flat_groups_with(&matcher, drop, opts)
-}
-
-/// [`build_flat_groups`] with an already compiled matcher.
-pub fn build_flat_groups_with(
-    matcher: &RoleMatcher,
-    drop: &Path,
-    opts: &GroupOptions<'_>,
-) -> Result<Vec<UploadGroup>, GroupError> {
-    flat(matcher, drop, None, opts)
+    flat(drop, None, opts)
 }
 
 /// Flat mode, one stem: the group `<drop>/<stem>` alone (`None` when nothing
 /// but files still being written, or nothing at all, has that stem). Only
 /// this group's bundles are zipped into staging; the watcher calls this
 /// when one stem has settled.
-pub fn build_flat_group_with(
-    matcher: &RoleMatcher,
-    drop: &Path,
-    stem: &str,
-    opts: &GroupOptions<'_>,
-) -> Result<Option<UploadGroup>, GroupError> {
-    Ok(flat(matcher, drop, Some(stem), opts)?.pop())
+pub fn build_flat_group(drop: &Path, stem: &str, opts: &GroupOptions<'_>) -> Result<Option<UploadGroup>, GroupError> {
+    Ok(flat(drop, Some(stem), opts)?.pop())
 }
 
-fn flat(
-    matcher: &RoleMatcher,
-    drop: &Path,
-    only: Option<&str>,
-    opts: &GroupOptions<'_>,
-) -> Result<Vec<UploadGroup>, GroupError> {
+fn flat(drop: &Path, only: Option<&str>, opts: &GroupOptions<'_>) -> Result<Vec<UploadGroup>, GroupError> {
+    let mut own = None;
+    let matcher = opts.matcher(&mut own)?;
     let scanner = Scanner {
         matcher,
         follow_symlinks: opts.watch.follow_symlinks,
@@ -223,13 +210,13 @@ fn unreadable_group(folder: &Path, watch: &WatchConfig, err: &GroupError) -> Upl
 /// folders mode, one group per direct subfolder (hidden and ignored folders
 /// skipped); flat mode, one group per stem. Sorted by key.
 pub fn plan_watch(watch: &WatchConfig, staging_dir: Option<&Path>) -> Result<Vec<UploadGroup>, GroupError> {
-    let opts = GroupOptions { watch, staging_dir };
     let matcher = RoleMatcher::new(watch)?;
+    let opts = GroupOptions { watch, staging_dir, matcher: Some(&matcher) };
     if watch.mode == WatchMode::Flat {
-        return build_flat_groups_with(&matcher, &watch.path, &opts);
+        return build_flat_groups(&watch.path, &opts);
     }
     let dirs = export_folders(&matcher, &watch.path, watch.follow_symlinks)?;
-    plan_folders(&matcher, &dirs, &opts)
+    plan_folders(&dirs, &opts)
 }
 
 /// Folders mode: the direct subfolders of `dir` that are exports (hidden,
@@ -270,14 +257,13 @@ pub fn holds_videos(matcher: &RoleMatcher, dir: &Path) -> Result<bool, GroupErro
 
 /// Groups for the given export folders (folders mode). A folder that vanished
 /// meanwhile is skipped; one that cannot be read becomes a rejected group.
-pub fn plan_folders(
-    matcher: &RoleMatcher,
-    folders: &[PathBuf],
-    opts: &GroupOptions<'_>,
-) -> Result<Vec<UploadGroup>, GroupError> {
+pub fn plan_folders(folders: &[PathBuf], opts: &GroupOptions<'_>) -> Result<Vec<UploadGroup>, GroupError> {
+    let mut own = None;
+    let matcher = opts.matcher(&mut own)?;
+    let opts = GroupOptions { matcher: Some(matcher), ..*opts };
     let mut groups = Vec::with_capacity(folders.len());
     for dir in folders {
-        match build_folder_group_with(matcher, dir, opts) {
+        match build_folder_group(dir, &opts) {
             Ok(g) => groups.push(g),
             Err(GroupError::Folder { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e @ GroupError::Folder { .. }) => groups.push(unreadable_group(dir, opts.watch, &e)),

@@ -45,8 +45,8 @@ mod walk;
 
 pub use assemble::{fingerprint, staged_name};
 pub use build::{
-    GroupError, GroupOptions, build_flat_group_with, build_flat_groups, build_flat_groups_with, build_folder_group,
-    build_folder_group_with, export_folders, holds_videos, plan_folders, plan_watch, remove_staged,
+    GroupError, GroupOptions, build_flat_group, build_flat_groups, build_folder_group, export_folders, holds_videos,
+    plan_folders, plan_watch, remove_staged,
 };
 pub use roles::{Class, DirClass, RoleMatcher};
 pub use rules::validate;

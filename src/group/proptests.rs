@@ -258,7 +258,7 @@ proptest! {
         watch.audio_language = audio_language.map(str::to_string);
         watch.subtitle_language = subtitle_language.map(str::to_string);
         watch.layout = layout.map_or(LayoutChoice::Auto, LayoutChoice::Fixed);
-        let g = build_folder_group(&folder, &GroupOptions { watch: &watch, staging_dir: None }).expect("group");
+        let g = build_folder_group(&folder, &GroupOptions { watch: &watch, staging_dir: None, matcher: None }).expect("group");
         assert_agree(&g)?;
         if g.is_valid() {
             prop_assert!(validate_start_request(&body(&g)).is_ok());
@@ -292,7 +292,8 @@ fn generators_cover_both_outcomes() {
         watch.audio_language = Some("en".into());
         watch.subtitle_language = Some("en".into());
         watch.layout = layout.map_or(LayoutChoice::Auto, LayoutChoice::Fixed);
-        let g = build_folder_group(&folder, &GroupOptions { watch: &watch, staging_dir: None }).expect("group");
+        let g = build_folder_group(&folder, &GroupOptions { watch: &watch, staging_dir: None, matcher: None })
+            .expect("group");
         if api_violations(&g).is_empty() { ok += 1 } else { bad += 1 }
     }
     eprintln!("engine: accepted {ok}, rejected {bad}");

@@ -23,7 +23,7 @@ fn export(root: &Path) -> std::path::PathBuf {
 fn group_of(e: &Path, staging: Option<&Path>) -> UploadGroup {
     let watch = WatchConfig::new(e.parent().expect("parent"));
     let started = Instant::now();
-    let g = build_folder_group(e, &GroupOptions { watch: &watch, staging_dir: staging }).expect("group");
+    let g = build_folder_group(e, &GroupOptions { watch: &watch, staging_dir: staging, matcher: None }).expect("group");
     assert!(started.elapsed() < Duration::from_secs(5), "grouping blocked");
     g
 }
@@ -135,7 +135,7 @@ fn followed_links_must_stay_inside_the_watch_folder_and_loops_are_named() {
     symlink(&e, e.join("again")).expect("symlink");
     let mut watch = WatchConfig::new(&watch_dir);
     watch.follow_symlinks = true;
-    let g = build_folder_group(&e, &GroupOptions { watch: &watch, staging_dir: None }).expect("group");
+    let g = build_folder_group(&e, &GroupOptions { watch: &watch, staging_dir: None, matcher: None }).expect("group");
     let named = |file: &str| {
         g.violations
             .iter()

@@ -23,7 +23,7 @@ fn make(root: &Path, files: &[&str]) {
 }
 
 fn dry(watch: &WatchConfig) -> GroupOptions<'_> {
-    GroupOptions { watch, staging_dir: None }
+    GroupOptions { watch, staging_dir: None, matcher: None }
 }
 
 fn roles(g: &UploadGroup) -> Vec<(String, FileRole, Option<String>)> {
@@ -286,7 +286,7 @@ fn bundle_directory_is_zipped_into_staging_and_removed_with_the_group() {
 
     let planned = build_folder_group(&folder, &dry(&watch)).expect("dry run");
     assert!(!staging.exists(), "a dry run writes nothing");
-    let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging) };
+    let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging), matcher: None };
     let g = build_folder_group(&folder, &opts).expect("group");
     assert!(g.is_valid(), "{:?}", g.violations);
     assert_eq!((g.layout, g.perspective), (Layout::Aiv, Some(Perspective::D180)));
@@ -372,17 +372,17 @@ fn flat_mode_groups_by_stem() {
 
     // One stem alone: the same group, and only its bundle is staged.
     let staging = tmp.path().join(".staging");
-    let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging) };
     let m = RoleMatcher::new(&watch).expect("patterns");
-    let shot = build_flat_group_with(&m, drop, "Shot_010_v002", &opts).expect("group").expect("exists");
+    let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging), matcher: Some(&m) };
+    let shot = build_flat_group(drop, "Shot_010_v002", &opts).expect("group").expect("exists");
     assert_eq!(shot, groups[1]);
     assert!(!staging.exists(), "no bundle in Shot_010_v002, nothing staged");
-    let a = build_flat_group_with(&m, drop, "A", &opts).expect("group").expect("exists");
+    let a = build_flat_group(drop, "A", &opts).expect("group").expect("exists");
     let zip = a.files.iter().find(|f| f.role == FileRole::Fcpxmld).expect("bundle");
     assert!(zip.staged && zip.source.starts_with(&staging) && zip.source.is_file());
     assert_eq!(a.fingerprint, groups[0].fingerprint);
-    assert_eq!(build_flat_group_with(&m, drop, "C", &opts).expect("group"), None, "only a .part file");
-    assert_eq!(build_flat_group_with(&m, drop, "nothing", &opts).expect("group"), None);
+    assert_eq!(build_flat_group(drop, "C", &opts).expect("group"), None, "only a .part file");
+    assert_eq!(build_flat_group(drop, "nothing", &opts).expect("group"), None);
     // Fingerprints differ between groups of one drop folder.
     assert_ne!(groups[0].fingerprint, groups[1].fingerprint);
 }

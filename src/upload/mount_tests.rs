@@ -61,7 +61,7 @@ fn child() {
     std::fs::write(export.join("v.mov"), vec![7u8; 4096]).unwrap();
 
     let watch = WatchConfig::new(&root);
-    let group = build_folder_group(&export, &GroupOptions { watch: &watch, staging_dir: None }).unwrap();
+    let group = build_folder_group(&export, &GroupOptions { watch: &watch, staging_dir: None, matcher: None }).unwrap();
     let journal = Journal::open(&dir.path().join("j.sqlite3")).unwrap();
     let Enqueued::Queued(id) = journal.enqueue(&group).unwrap() else { panic!("not queued") };
     let g = journal.group(id).unwrap();

@@ -66,13 +66,14 @@ impl JournalHandoff {
     /// Build the group of a finished export. `None`: nothing left to upload
     /// under that key (in flat mode, only files still being written).
     fn build(&self, key: &Path, rules: &WatchRules) -> Result<Option<UploadGroup>, WatchError> {
-        let staged = GroupOptions { watch: &rules.group_config, staging_dir: Some(&self.staging_dir) };
+        let staged = GroupOptions {
+            watch: &rules.group_config,
+            staging_dir: Some(&self.staging_dir),
+            matcher: Some(&rules.matcher_for_groups),
+        };
         match rules.mode {
-            WatchMode::Folders => Ok(Some(group::build_folder_group_with(&rules.matcher_for_groups, key, &staged)?)),
-            WatchMode::Flat => {
-                let stem = export_name(key);
-                Ok(group::build_flat_group_with(&rules.matcher_for_groups, &rules.root, &stem, &staged)?)
-            }
+            WatchMode::Folders => Ok(Some(group::build_folder_group(key, &staged)?)),
+            WatchMode::Flat => Ok(group::build_flat_group(&rules.root, &export_name(key), &staged)?),
         }
     }
 

@@ -423,7 +423,7 @@ async fn a_bundle_directory_is_zipped_uploaded_and_its_staged_zip_removed() {
     let other = w.dir.path().join("other-staging");
     let again = spatialgen_sync::group::build_folder_group(
         &f,
-        &spatialgen_sync::group::GroupOptions { watch: &watch, staging_dir: Some(&other) },
+        &spatialgen_sync::group::GroupOptions { watch: &watch, staging_dir: Some(&other), matcher: None },
     )
     .unwrap();
     let copy = again.files.iter().find(|f| f.staged).unwrap().source.clone();

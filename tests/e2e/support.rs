@@ -88,7 +88,8 @@ impl World {
         watch.layout = layout.parse().unwrap();
         watch.perspective = perspective.parse().unwrap();
         let staging = self.dir.path().join("state/staging");
-        let g = build_folder_group(folder, &GroupOptions { watch: &watch, staging_dir: Some(&staging) }).unwrap();
+        let g = build_folder_group(folder, &GroupOptions { watch: &watch, staging_dir: Some(&staging), matcher: None })
+            .unwrap();
         assert!(g.violations.is_empty(), "{:?}", g.violations);
         g
     }
