@@ -5,11 +5,14 @@
 //! [`watch`] notices changes and decides when an export is *finished*
 //! (settled); [`group`] turns a finished export into an [`group::UploadGroup`]
 //! (roles, languages, layout, the API's rules) or a rejection; [`journal`]
-//! records the group in SQLite, the only shared state; [`upload`] claims
+//! records the group, the only shared state, behind one boundary (the traits
+//! of [`journal::Store`], implemented on SQLite; async code crosses
+//! [`journal::AsyncJournal::call`]); [`upload`] claims
 //! queued groups from the journal and moves their bytes through [`api`], the
 //! typed SpatialGen client, recording every fact before the network step that
-//! depends on it. [`sandbox`] is a local server with the same contract (and
-//! fault injection) for the demo, the tests and offline trials. [`config`]
+//! depends on it. `sandbox` (the default-on `sandbox` feature) is a local
+//! server with the same contract (and fault injection) for the demo, the
+//! tests and offline trials. [`config`]
 //! reads the one TOML file; [`model`] holds the vocabulary all stages share;
 //! [`ops`] holds the operator controls the engine and the agent plug in
 //! (upload windows, the bandwidth limit, hooks, metrics, reload);

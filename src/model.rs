@@ -136,7 +136,7 @@ wire_enum! {
 
 wire_enum! {
     /// Why the engine holds the queue (the `reason` label of
-    /// `spatialgen_paused_info`, and what [`crate::upload::Observer`] is told).
+    /// `spatialgen_paused_info`, and what the upload engine's observer is told).
     PauseKind, "pause reason" {
         /// The API refused the key.
         Auth = "auth",

@@ -1,5 +1,5 @@
 //! One retry policy for every outgoing request: the API calls and part PUTs
-//! of the upload engine, and the webhook of [`crate::ops::hooks`].
+//! of the upload engine, and the webhook of `ops::hooks`.
 //!
 //! - **Full jitter, cap, budget.** The delay before retry `n` (0-based) is
 //!   uniformly random in `[0, min(cap, base * 2^n)]`, so that clients that
@@ -35,9 +35,7 @@ use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, ErrorClass, TransportKind};
 use crate::config::{Dur, UploadConfig};
-use crate::upload::stream::TransferError;
 
 /// When and how often one request is tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +106,23 @@ pub enum Repeat {
     IfNotSent,
 }
 
+/// What the caller should do about a failure: the one question every
+/// error of an outgoing request answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: try the same request again after a backoff. `after` is the
+    /// server's `Retry-After`, when it sent one.
+    Retry { after: Option<Duration> },
+    /// The presigned URL is no longer accepted (expired): ask the API for
+    /// fresh URLs for the same part numbers, then retry.
+    RefreshUrls,
+    /// The session or file no longer exists on the server (expired, canceled):
+    /// nothing sent to it can succeed; start a new group or stop.
+    Gone,
+    /// Retrying the same request cannot help: tell the user.
+    Fatal,
+}
+
 /// An error that knows whether retrying can help, and whether the failed
 /// request may have reached the server anyway.
 pub trait Retryable: fmt::Display {
@@ -117,39 +132,6 @@ pub trait Retryable: fmt::Display {
     /// came back (a timeout, a connection broken after sending). Such a
     /// failure is repeated only with [`Repeat::Always`].
     fn may_have_arrived(&self) -> bool;
-}
-
-impl Retryable for ApiError {
-    fn class(&self) -> ErrorClass {
-        ApiError::class(self)
-    }
-
-    fn may_have_arrived(&self) -> bool {
-        match self {
-            ApiError::Transport { kind, .. } => matches!(kind, TransportKind::Timeout | TransportKind::Interrupted),
-            // A PUT that stalled had started sending its body.
-            ApiError::Stalled { .. } => true,
-            ApiError::Endpoint { .. }
-            | ApiError::Setup(_)
-            | ApiError::Status { .. }
-            | ApiError::InvalidResponse { .. } => false,
-        }
-    }
-}
-
-impl Retryable for TransferError {
-    fn class(&self) -> ErrorClass {
-        TransferError::class(self)
-    }
-
-    fn may_have_arrived(&self) -> bool {
-        match self {
-            TransferError::Api(e) => e.may_have_arrived(),
-            TransferError::Io { .. } => false,
-            // The storage answered: the bytes arrived (wrong or short).
-            TransferError::EtagMismatch { .. } | TransferError::Incomplete { .. } => true,
-        }
-    }
 }
 
 /// How [`with_retries`] ended without a result.

@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::*;
+use crate::api::{ApiError, TransportKind};
 
 #[derive(Debug, thiserror::Error)]
 #[error("test error {0:?}")]

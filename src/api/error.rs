@@ -9,21 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// What the caller should do about a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Transient: try the same request again after a backoff. `after` is the
-    /// server's `Retry-After`, when it sent one.
-    Retry { after: Option<Duration> },
-    /// The presigned URL is no longer accepted (expired): ask the API for
-    /// fresh URLs for the same part numbers, then retry.
-    RefreshUrls,
-    /// The session or file no longer exists on the server (expired, canceled):
-    /// nothing sent to it can succeed; start a new group or stop.
-    Gone,
-    /// Retrying the same request cannot help: tell the user.
-    Fatal,
-}
+pub use crate::retry::ErrorClass;
 
 /// Which request failed; part of every message and of the classification
 /// (a 403 from storage means an expired URL, from the API a bad key).
@@ -238,3 +224,21 @@ pub(crate) fn condense_body(body: &[u8], key: &str) -> String {
 
 /// Lives with the retry policy; re-exported so `api::parse_retry_after` keeps working.
 pub use crate::retry::parse_retry_after;
+
+impl crate::retry::Retryable for ApiError {
+    fn class(&self) -> ErrorClass {
+        ApiError::class(self)
+    }
+
+    fn may_have_arrived(&self) -> bool {
+        match self {
+            ApiError::Transport { kind, .. } => matches!(kind, TransportKind::Timeout | TransportKind::Interrupted),
+            // A PUT that stalled had started sending its body.
+            ApiError::Stalled { .. } => true,
+            ApiError::Endpoint { .. }
+            | ApiError::Setup(_)
+            | ApiError::Status { .. }
+            | ApiError::InvalidResponse { .. } => false,
+        }
+    }
+}

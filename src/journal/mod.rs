@@ -56,25 +56,37 @@
 //!   only one agent (`run`): see [`AgentLock`]. Read-only commands use
 //!   [`Journal::open_read_only`], which never creates, migrates or renames.
 //!
+//! # The boundary
+//! What the rest of the agent may ask is the traits of `store.rs`
+//! ([`Queue`], [`Transfers`], [`Requests`], [`History`], [`Pauses`], all
+//! together [`Store`]): no SQLite type or SQL text is in them, so a second
+//! backend (PostgreSQL for a fleet of agents sharing one queue) is another
+//! implementation, not a fork of the callers. [`Journal`] is the SQLite one.
+//! Async code reaches a store only through [`AsyncJournal::call`], which runs
+//! the call on the blocking pool: no SQL runs on a runtime worker thread.
+//!
 //! # Files
-//! A file that adds calls has its own `impl Journal` block; this one holds
-//! the error type, the [`Journal`] handle and its connection.
+//! Each concern's file holds the SQLite implementation of its trait; this
+//! one holds the error type, the [`Journal`] handle and its connection.
+//! - `store.rs`: the traits and [`AsyncJournal`].
 //! - `records.rs`: the public record types ([`GroupRecord`], [`GroupSummary`],
-//!   [`Request`], [`Ended`], ...); `state.rs`: [`GroupState`], [`FileState`]
-//!   and the legal moves.
+//!   [`Request`], [`RequestResult`], [`Ended`], ...); `state.rs`:
+//!   [`GroupState`], [`FileState`] and the legal moves.
 //! - `open.rs`: open (create, check, migrate), the read-only open, a corrupt
-//!   file renamed aside and its completed groups salvaged, and the ended
-//!   groups a crash left without housekeeping.
+//!   file renamed aside and its completed groups salvaged.
 //! - `schema.rs`: the list of migrations; `migrate.rs`: the runner.
-//! - `queue.rs`: the watcher's side (waiting, enqueue with dedup, unqueue),
-//!   the rows of `status`, the queue order, lookups, retries and re-queued copies.
-//! - `transfer.rs`: the engine's side: a group's record, its server session
-//!   and parts, and the moves that end an upload; `sessions.rs`: server
-//!   sessions across a group's re-queued copies.
-//! - `requests.rs`: cancel and retry requests from the CLI to the engine.
-//! - `history.rs`: state moves with their history lines, notes, and the
-//!   readers of the history.
-//! - `pauses.rs`: why the queue or a watch folder is held.
+//! - `queue.rs` ([`Queue`]): the watcher's side (waiting, enqueue with
+//!   dedup, unqueue), the rows of `status`, the queue order, lookups,
+//!   retries and re-queued copies.
+//! - `transfer.rs` ([`Transfers`]): the engine's side: a group's record, its
+//!   server session and parts, the moves that end an upload, server sessions
+//!   across a group's re-queued copies, and the ended groups a crash left
+//!   without housekeeping.
+//! - `requests.rs` ([`Requests`]): cancel and retry requests from the CLI to
+//!   the engine.
+//! - `history.rs` ([`History`]): state moves with their history lines,
+//!   notes, and the readers of the history.
+//! - `pauses.rs` ([`Pauses`]): why the queue or a watch folder is held.
 //! - `lock.rs`: the engine and agent locks.
 //! - `codec.rs`: times, path bytes and row decoding.
 

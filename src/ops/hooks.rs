@@ -33,8 +33,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::ErrorClass;
 use crate::config::HooksConfig;
+use crate::retry::ErrorClass;
 use crate::retry::{Repeat, Retry, RetryError, RetryPolicy, Retryable, parse_retry_after, with_retries};
 
 /// Bytes of stdout (and of stderr) kept from one hook run for the log.

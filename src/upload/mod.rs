@@ -57,6 +57,18 @@
 //! connections (the storage discards a partial part; the part stays pending).
 //! A cancel request drops the group's in-flight PUTs at once, sends DELETE
 //! and marks the group `canceled`.
+//!
+//! # Files
+//! - `engine.rs`: the scheduler ([`Engine`]), its options and [`Observer`].
+//! - `worker.rs`: one group's upload, from its server group to its end.
+//! - `parts.rs`: one file's parts: URLs in batches, permits, PUTs, ETags.
+//! - [`stream`]: one part streamed from disk, with MD5 and the chunk gate.
+//! - [`control`]: cancel and retry, for every front end, and the engine's
+//!   handling of the requests they write.
+//! - `housekeeping.rs`: the after-upload step and the staged files of ended
+//!   groups, on the blocking pool.
+//! - [`finish`]: the after-upload actions and the checks that a group's
+//!   files are what was grouped.
 
 pub mod control;
 mod engine;

@@ -156,6 +156,21 @@ impl TransferError {
     }
 }
 
+impl crate::retry::Retryable for TransferError {
+    fn class(&self) -> ErrorClass {
+        TransferError::class(self)
+    }
+
+    fn may_have_arrived(&self) -> bool {
+        match self {
+            TransferError::Api(e) => e.may_have_arrived(),
+            TransferError::Io { .. } => false,
+            // The storage answered: the bytes arrived (wrong or short).
+            TransferError::EtagMismatch { .. } | TransferError::Incomplete { .. } => true,
+        }
+    }
+}
+
 /// PUT bytes `[offset, offset + len)` of `path` to `url`, streamed as
 /// `opts` says (MD5 check, progress counter, chunk gate, chunk size, the
 /// file's expected identity); returns the ETag verbatim. With
