@@ -96,15 +96,7 @@ fn folder_name(folder: &Path) -> String {
 pub fn build_folder_group(folder: &Path, opts: &GroupOptions<'_>) -> Result<UploadGroup, GroupError> {
     let mut own = None;
     let matcher = opts.matcher(&mut own)?;
-    let scanner = Scanner {
-        matcher,
-        follow_symlinks: opts.watch.follow_symlinks,
-        watch_root: std::fs::canonicalize(&opts.watch.path).ok(),
-    };
-    let mut items = Vec::new();
-    scanner
-        .visit(folder, "", true, 0, &mut items)
-        .map_err(|source| GroupError::Folder { path: folder.to_owned(), source })?;
+    let items = walk(matcher, folder, true, opts)?;
     let (sidecar, sidecar_problems) = layout::read_sidecar(folder);
     let sidecar_line = std::fs::symlink_metadata(folder.join(SIDECAR_NAME))
         .ok()
@@ -120,6 +112,21 @@ pub fn build_folder_group(folder: &Path, opts: &GroupOptions<'_>) -> Result<Uplo
         watch_path: inside_watch(folder, opts.watch),
     };
     assemble(items, frame, opts)
+}
+
+/// Everything under `root` as the walk finds it (`recurse`: into ordinary
+/// subfolders, as in an export folder; a flat drop folder is not).
+fn walk(matcher: &RoleMatcher, root: &Path, recurse: bool, opts: &GroupOptions<'_>) -> Result<Vec<Item>, GroupError> {
+    let scanner = Scanner {
+        matcher,
+        follow_symlinks: opts.watch.follow_symlinks,
+        watch_root: std::fs::canonicalize(&opts.watch.path).ok(),
+    };
+    let mut items = Vec::new();
+    scanner
+        .visit(root, "", recurse, 0, &mut items)
+        .map_err(|source| GroupError::Folder { path: root.to_owned(), source })?;
+    Ok(items)
 }
 
 /// Flat mode: a drop folder → one group per stem (`A_L.mov`, `A_R.mov`,
@@ -141,15 +148,7 @@ pub fn build_flat_group(drop: &Path, stem: &str, opts: &GroupOptions<'_>) -> Res
 fn flat(drop: &Path, only: Option<&str>, opts: &GroupOptions<'_>) -> Result<Vec<UploadGroup>, GroupError> {
     let mut own = None;
     let matcher = opts.matcher(&mut own)?;
-    let scanner = Scanner {
-        matcher,
-        follow_symlinks: opts.watch.follow_symlinks,
-        watch_root: std::fs::canonicalize(&opts.watch.path).ok(),
-    };
-    let mut items = Vec::new();
-    scanner
-        .visit(drop, "", false, 0, &mut items)
-        .map_err(|source| GroupError::Folder { path: drop.to_owned(), source })?;
+    let items = walk(matcher, drop, false, opts)?;
     let mut by_stem: BTreeMap<String, Vec<Item>> = BTreeMap::new();
     for item in items {
         let stem = match &item {
