@@ -53,7 +53,9 @@ if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -ne "$BYTES" ]; then
 fi
 cat "$FILE" > /dev/null # both runs read from the page cache
 
-# start_sandbox NAME PART_SIZE: start a sandbox on a free port, echo its endpoint.
+# start_sandbox NAME PART_SIZE: start a sandbox on a free port; its endpoint
+# goes to SANDBOX_URL. Not called in $(...): the pid must reach PIDS in this
+# shell, or the sandboxes outlive the script.
 start_sandbox() {
     local name=$1 part=$2 log="$WORK/sandbox-$1.log"
     "$BIN" sandbox --listen 127.0.0.1:0 --data "$DATA/$name" --part-size "$part" > "$log" 2>&1 &
@@ -61,7 +63,7 @@ start_sandbox() {
     for _ in $(seq 100); do
         local url
         url=$(sed -n 's/^ *endpoint: *//p' "$log")
-        if [ -n "$url" ]; then echo "$url"; return; fi
+        if [ -n "$url" ]; then SANDBOX_URL=$url; return; fi
         sleep 0.1
     done
     echo "sandbox $name did not start:" >&2
@@ -69,8 +71,10 @@ start_sandbox() {
     exit 1
 }
 
-AGENT_API=$(start_sandbox agent "$PART_SIZE")
-CURL_API=$(start_sandbox curl $((BYTES + 1))) # one part: a single presigned URL for the whole file
+start_sandbox agent "$PART_SIZE"
+AGENT_API=$SANDBOX_URL
+start_sandbox curl $((BYTES + 1)) # one part: a single presigned URL for the whole file
+CURL_API=$SANDBOX_URL
 
 now() { date +%s.%N; }
 

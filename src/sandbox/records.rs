@@ -9,7 +9,7 @@ use crate::model::{FileRole, Layout, Perspective};
 
 /// A protocol violation the sandbox saw a client commit: a breach of the
 /// API contract (not a rule an upload group breaks, which is
-/// [`crate::group::Violation`]).
+/// `group::Violation`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContractViolation {
     pub kind: ContractViolationKind,
