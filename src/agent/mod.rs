@@ -10,15 +10,15 @@
 //! - [`follow_schedule`](crate::ops::follow_schedule), which keeps the
 //!   throttle's rate, the paused gauge and the window state in step with the
 //!   clock; a small task turns that state into the engine's open/closed gate;
-//! - the notifier ([`notify`]), which tails the journal's history and runs
+//! - the notifier (`notify`), which tails the journal's history and runs
 //!   the hooks and the webhook;
-//! - the metrics server ([`metrics`]), fed by the engine's observer and by
+//! - the metrics server (`metrics`), fed by the engine's observer and by
 //!   one aggregate journal query per scrape.
 //!
 //! A worker that ends with an error ends them all (the service manager
 //! restarts the agent; the journal makes that harmless). [`serve`] adds the
 //! process around it: the one-agent-per-journal lock, signals, `sd_notify`
-//! ([`service`]) and reloading ([`reload`]). SIGINT/SIGTERM cancel the
+//! ([`service`]) and reloading (`reload`). SIGINT/SIGTERM cancel the
 //! token: the engine stops taking work and lets parts in flight finish for
 //! `shutdown_grace`, the notifier delivers what the engine recorded last and
 //! waits (as long again) for running hooks, then the process exits 0.
@@ -127,7 +127,7 @@ pub struct Agent {
     failure: Arc<Mutex<Option<String>>>,
     /// The process's one journal handle.
     journal: AsyncJournal,
-    /// Send a new (validated) config here to apply it (see [`reload`]).
+    /// Send a new (validated) config here to apply it (see `reload`).
     pub reloads: watch::Sender<Arc<Config>>,
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{FileId, FileState, GroupId, GroupState, RequestId};
 use crate::model::{FileRole, Layout, Perspective, Strategy};
 
-/// What [`Journal::enqueue`](super::Journal::enqueue) did with a finished export.
+/// What [`Journal::enqueue`](super::Queue::enqueue) did with a finished export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// Valid: it waits for the engine.
@@ -37,7 +37,7 @@ pub struct GroupSummary {
     /// The watch folder's `priority` (higher goes first).
     pub priority: i32,
     /// 1 for the queued group the engine takes next, 2 after it, …; `None`
-    /// unless `queued`. The order is [`Journal::next_group`](super::Journal::next_group)'s.
+    /// unless `queued`. The order is [`Journal::next_group`](super::Queue::next_group)'s.
     pub queue_position: Option<u32>,
     pub layout: Option<String>,
     pub files: u32,
@@ -225,10 +225,10 @@ pub struct Request {
 }
 
 /// A group reaching `completed`, `failed` or `rejected`, from its history
-/// ([`Journal::ended_after`](super::Journal::ended_after)): what a notification needs.
+/// ([`Journal::ended_after`](super::History::ended_after)): what a notification needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
-    /// The history line's id: the cursor for the next [`Journal::ended_after`](super::Journal::ended_after).
+    /// The history line's id: the cursor for the next [`Journal::ended_after`](super::History::ended_after).
     pub event_id: i64,
     pub group_id: GroupId,
     /// `Completed`, `Failed` or `Rejected`.

@@ -52,7 +52,7 @@ pub trait Queue {
     /// One row for `status`.
     fn summary(&self, id: GroupId) -> Result<GroupSummary, JournalError>;
 
-    /// Queued groups in the order the engine takes them (see [`Journal::next_group`]).
+    /// Queued groups in the order the engine takes them (see [`Queue::next_group`]).
     fn queue(&self) -> Result<Vec<GroupId>, JournalError>;
 
     /// How many groups are in each state, every state listed (0 when none):
@@ -166,7 +166,7 @@ pub trait Requests {
 /// history (the notifier's cursor, `status`).
 pub trait History {
     /// The id of the newest history line (0 when there is none): where a
-    /// reader of [`Journal::ended_after`] starts so as not to replay history.
+    /// reader of [`History::ended_after`] starts so as not to replay history.
     fn last_event_id(&self) -> Result<i64, JournalError>;
 
     /// Groups that became `completed`, `failed` or `rejected` in history lines

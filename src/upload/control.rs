@@ -3,7 +3,7 @@
 //!
 //! The cancel protocol: with an engine working the journal (the agent, or a
 //! foreground `upload`), the action is written as a request and that engine
-//! carries it out ([`handle_request`]): it drops the group's PUTs, sends
+//! carries it out (`handle_request`): it drops the group's PUTs, sends
 //! DELETE and records the end. With no engine running, the caller takes the
 //! engine lock (so none starts meanwhile) and does it itself with
 //! [`cancel_now`]. Either way the group ends `canceled`, or `completed` if
