@@ -19,6 +19,7 @@ mod run;
 pub mod sample;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod show;
 mod status;
 mod upload;
 
@@ -50,14 +51,24 @@ pub struct Cli {
 /// `--config FILE`, shared by every command that reads the config.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArg {
-    /// The agent's TOML config file.
+    /// The agent's TOML config file [default: /etc/spatialgen-sync/config.toml,
+    /// else $XDG_CONFIG_HOME/spatialgen-sync/config.toml, whichever exists].
     #[arg(long, short = 'c', value_name = "FILE", env = "SPATIALGEN_SYNC_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 }
 
 impl ConfigArg {
+    /// The config named by `--config`, or found at the usual places.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(&self.config)
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None => crate::config::find_config(
+                std::path::Path::new(crate::config::SYSTEM_CONFIG),
+                std::env::var_os("XDG_CONFIG_HOME").as_deref().map(std::path::Path::new),
+                std::env::var_os("HOME").as_deref().map(std::path::Path::new),
+            )?,
+        };
+        Config::load(&path)
     }
 }
 
@@ -73,6 +84,8 @@ pub enum Command {
     Upload(UploadArgs),
     /// What the journal holds: one row per group.
     Status(StatusArgs),
+    /// One group with its files, parts and history.
+    Show(ShowArgs),
     /// Cancel a group (local id, server session id, or folder path).
     Cancel(GroupArgs),
     /// Re-queue a failed, canceled or expired group as a fresh upload.
@@ -132,6 +145,24 @@ pub struct StatusArgs {
     /// Print one JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Only groups in this state (repeat or separate with commas:
+    /// `--state queued,uploading`).
+    #[arg(long, value_name = "S", value_delimiter = ',')]
+    pub state: Vec<crate::journal::GroupState>,
+    /// Only the newest N groups (after `--state`).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Local id, server session id, or folder path.
+    pub group: String,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +226,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Plan(a) => plan::run(a),
         Command::Upload(a) => upload::run(a),
         Command::Status(a) => status::status(a),
+        Command::Show(a) => show::run(a),
         Command::Cancel(a) => status::cancel(a),
         Command::Retry(a) => status::retry(a),
         #[cfg(feature = "sandbox")]

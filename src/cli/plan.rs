@@ -337,7 +337,7 @@ mod tests {
     }
 
     fn plan(config: &Path, json: bool, path: Option<PathBuf>) -> (anyhow::Result<Outcome>, String) {
-        let args = PlanArgs { config: ConfigArg { config: config.to_owned() }, json, path };
+        let args = PlanArgs { config: ConfigArg { config: Some(config.to_owned()) }, json, path };
         let mut out = Vec::new();
         let r = run_to(args, &mut out);
         (r, String::from_utf8(out).expect("utf-8"))

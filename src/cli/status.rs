@@ -27,6 +27,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     } else {
         (Vec::new(), Vec::new(), None)
     };
+    let rows = select(rows, &args.state, args.limit);
     if args.json {
         // One array, as interface.md fixes it; the window state is in the table view.
         println!("{}", serde_json::to_string_pretty(&json_rows(&rows, &pauses)?)?);
@@ -41,6 +42,17 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         print!("{}", table(&rows));
     }
     Ok(Outcome::Success)
+}
+
+/// The rows `--state` and `--limit` keep: those in one of `states` (all
+/// when empty), then the newest `limit` of them, still oldest first.
+pub fn select(rows: Vec<GroupSummary>, states: &[GroupState], limit: Option<usize>) -> Vec<GroupSummary> {
+    let mut rows: Vec<GroupSummary> =
+        rows.into_iter().filter(|r| states.is_empty() || states.contains(&r.state)).collect();
+    if let Some(n) = limit {
+        rows.drain(..rows.len().saturating_sub(n));
+    }
+    rows
 }
 
 /// The rows of `status --json`: each group as the journal summarises it,
@@ -229,6 +241,25 @@ mod tests {
             created_at: String::new(),
             updated_at: String::new(),
         }
+    }
+
+    #[test]
+    fn state_and_limit_keep_the_newest_rows_of_the_states_asked_for() {
+        let rows = || {
+            vec![
+                row(1, GroupState::Completed, None),
+                row(2, GroupState::Failed, None),
+                row(3, GroupState::Completed, None),
+                row(4, GroupState::Queued, Some(1)),
+            ]
+        };
+        let ids = |r: Vec<GroupSummary>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(select(rows(), &[], None)), vec![1, 2, 3, 4]);
+        assert_eq!(ids(select(rows(), &[GroupState::Completed], None)), vec![1, 3]);
+        assert_eq!(ids(select(rows(), &[GroupState::Completed, GroupState::Queued], Some(2))), vec![3, 4]);
+        assert_eq!(ids(select(rows(), &[], Some(1))), vec![4]);
+        assert_eq!(ids(select(rows(), &[], Some(10))), vec![1, 2, 3, 4]);
+        assert!(select(rows(), &[GroupState::Expired], None).is_empty());
     }
 
     #[test]

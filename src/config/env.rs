@@ -5,7 +5,7 @@
 //! and the API client share. Nothing here does network I/O.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::units::ApiKey;
 use super::{Config, ConfigError};
@@ -116,4 +116,24 @@ fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
 #[cfg(not(unix))]
 fn check_secret_permissions(_file: &Path) -> Result<(), ConfigError> {
     Ok(())
+}
+
+/// Where the packaged service's config lives.
+pub const SYSTEM_CONFIG: &str = "/etc/spatialgen-sync/config.toml";
+
+/// The config file to use when `--config` is left out: `system` (normally
+/// [`SYSTEM_CONFIG`]) if it exists, else `spatialgen-sync/config.toml` in the
+/// XDG config folder (`$XDG_CONFIG_HOME`, or `~/.config` from `home`).
+/// An error names every place looked at.
+pub fn find_config(system: &Path, xdg_config_home: Option<&Path>, home: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    let user = xdg_config_home
+        .filter(|p| p.is_absolute())
+        .map(Path::to_path_buf)
+        .or_else(|| home.map(|h| h.join(".config")))
+        .map(|d| d.join("spatialgen-sync").join("config.toml"));
+    let looked: Vec<PathBuf> = std::iter::once(system.to_path_buf()).chain(user).collect();
+    match looked.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => Err(ConfigError::NotFound { looked }),
+    }
 }

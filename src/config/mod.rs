@@ -37,7 +37,7 @@ mod units;
 mod validate;
 mod watch;
 
-pub use env::{is_loopback_host, vet_endpoint};
+pub use env::{SYSTEM_CONFIG, find_config, is_loopback_host, vet_endpoint};
 pub use sections::{
     ApiConfig, HooksConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig, UploadConfig, WindowConfig,
 };
@@ -55,6 +55,12 @@ pub enum ConfigError {
     /// The file is not valid TOML or does not fit the schema.
     #[error("{location}: {message}")]
     Parse { location: String, message: String },
+    /// No `--config` given and no config file at the usual places.
+    #[error(
+        "no config file: give --config FILE (or set SPATIALGEN_SYNC_CONFIG); looked for {}",
+        .looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ")
+    )]
+    NotFound { looked: Vec<PathBuf> },
     /// The file parsed but some values are wrong; all of them are listed.
     #[error("{} problem(s) in the config:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),

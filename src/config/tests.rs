@@ -333,3 +333,34 @@ fn minimal_and_watch_new_validate() {
     let err = cfg.validate(None).unwrap_err().to_string();
     assert!(err.contains("api.endpoint"), "{err}");
 }
+
+#[test]
+fn without_config_the_system_file_then_the_xdg_one_is_used_and_an_error_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = dir.path().join("etc/config.toml");
+    let xdg = dir.path().join("xdg");
+    let home = dir.path().join("home");
+    let user_xdg = xdg.join("spatialgen-sync/config.toml");
+    let user_home = home.join(".config/spatialgen-sync/config.toml");
+
+    let err = find_config(&system, Some(&xdg), Some(&home)).unwrap_err().to_string();
+    assert!(err.contains("--config") && err.contains(&system.display().to_string()), "{err}");
+    assert!(err.contains(&user_xdg.display().to_string()), "{err}");
+
+    std::fs::create_dir_all(user_home.parent().unwrap()).unwrap();
+    std::fs::write(&user_home, "").unwrap();
+    assert_eq!(find_config(&system, None, Some(&home)).unwrap(), user_home, "~/.config without XDG_CONFIG_HOME");
+    assert_eq!(
+        find_config(&system, Some(Path::new("relative")), Some(&home)).unwrap(),
+        user_home,
+        "a relative XDG_CONFIG_HOME is ignored"
+    );
+
+    std::fs::create_dir_all(user_xdg.parent().unwrap()).unwrap();
+    std::fs::write(&user_xdg, "").unwrap();
+    assert_eq!(find_config(&system, Some(&xdg), Some(&home)).unwrap(), user_xdg);
+
+    std::fs::create_dir_all(system.parent().unwrap()).unwrap();
+    std::fs::write(&system, "").unwrap();
+    assert_eq!(find_config(&system, Some(&xdg), Some(&home)).unwrap(), system, "the system config first");
+}

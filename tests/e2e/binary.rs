@@ -276,3 +276,76 @@ async fn status_reads_the_journal_read_only_never_creating_migrating_or_renaming
     assert_eq!(std::fs::read(&w.journal_path).unwrap(), garbage, "the file was changed");
     assert_eq!(listing(), before, "nothing renamed aside or created beside it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_one_group_with_files_parts_and_history_and_status_filters_by_state_and_limit() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let cfg = w.config_path.to_str().unwrap();
+    let a = w.export("Shot A", &[("a.mov", 150 * KIB)]);
+    let b = w.export("Shot B", &[("b.mov", 10 * KIB)]);
+    for f in [&a, &b] {
+        let r = w.run(KEY, &["upload", "--config", cfg, f.to_str().unwrap()]).await;
+        assert_eq!(r.code, Some(0), "{r:?}");
+    }
+    let journal = w.journal();
+    let id = journal.find(a.to_str().unwrap()).unwrap().expect("group of Shot A");
+
+    let s = w.run(KEY, &["show", "--config", cfg, "--json", &id.to_string()]).await;
+    assert_eq!(s.code, Some(0), "{s:?}");
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert_eq!(v["id"], id);
+    assert_eq!(v["state"], "completed");
+    assert_eq!(v["files"][0]["fileName"], "a.mov");
+    assert_eq!(v["files"][0]["partsTotal"], 3, "150 KiB in 64 KiB parts");
+    assert_eq!(v["files"][0]["partsDone"], 3);
+    assert!(v["files"][0]["parts"][0]["etag"].is_string());
+    let history: Vec<&str> = v["history"].as_array().unwrap().iter().filter_map(|e| e["to"].as_str()).collect();
+    assert_eq!(history.last(), Some(&"completed"), "{history:?}");
+    assert!(history.contains(&"uploading"), "{history:?}");
+
+    let t = w.run(KEY, &["show", "--config", cfg, a.to_str().unwrap()]).await;
+    assert_eq!(t.code, Some(0), "{t:?}");
+    assert!(t.stdout.contains("a.mov") && t.stdout.contains("parts 3/3") && t.stdout.contains("-> completed"), "{t:?}");
+    let missing = w.run(KEY, &["show", "--config", cfg, "9999"]).await;
+    assert_eq!(missing.code, Some(2), "{missing:?}");
+    assert!(missing.stderr.contains("9999"), "{missing:?}");
+
+    let rows = |out: &str| serde_json::from_str::<serde_json::Value>(out).unwrap().as_array().unwrap().len();
+    let all = w.run(KEY, &["status", "--config", cfg, "--json"]).await;
+    assert_eq!(rows(&all.stdout), 2);
+    let none = w.run(KEY, &["status", "--config", cfg, "--json", "--state", "failed,queued"]).await;
+    assert_eq!(rows(&none.stdout), 0, "{none:?}");
+    let newest = w.run(KEY, &["status", "--config", cfg, "--json", "--state", "completed", "--limit", "1"]).await;
+    let v: serde_json::Value = serde_json::from_str(&newest.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["name"], "Shot B", "the newest group");
+    let bad = w.run(KEY, &["status", "--config", cfg, "--state", "finished"]).await;
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    assert!(bad.stderr.contains("finished"), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_config_the_xdg_config_is_found_and_a_missing_one_is_named() {
+    if std::path::Path::new("/etc/spatialgen-sync/config.toml").exists() {
+        // The system config comes first there; this machine cannot show the XDG rule.
+        eprintln!("skipped: /etc/spatialgen-sync/config.toml exists on this machine");
+        return;
+    }
+    let w = World::new(64 * KIB as u64, "").await;
+    let xdg = w.dir.path().join("xdg");
+    let run = |xdg: &std::path::Path| {
+        let mut c = w.command(KEY);
+        c.env("XDG_CONFIG_HOME", xdg).args(["status", "--json"]);
+        c.output().expect("binary runs")
+    };
+    let out = run(&xdg);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--config") && err.contains("xdg/spatialgen-sync/config.toml"), "{err}");
+
+    std::fs::create_dir_all(xdg.join("spatialgen-sync")).unwrap();
+    std::fs::copy(&w.config_path, xdg.join("spatialgen-sync/config.toml")).unwrap();
+    let out = run(&xdg);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
