@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use spatialgen_sync::api::{Client, CompletedPart, PartUrlsRequest, StartFile, StartGroup};
 use spatialgen_sync::config::ApiKey;
-use spatialgen_sync::journal::{AsyncJournal, GroupId, GroupState, Journal, SessionFile};
+use spatialgen_sync::journal::{AsyncJournal, GroupId, GroupRecord, GroupState, Journal, SessionFile};
 use spatialgen_sync::retry::RetryPolicy;
 use spatialgen_sync::sandbox::Faults;
-use spatialgen_sync::upload::{CancelEnd, GroupOutcome, cancel_now};
+use spatialgen_sync::upload::{CancelEnd, Engine, GroupOutcome, cancel_now};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -27,10 +27,7 @@ async fn storage_answering_404_to_every_put_makes_at_most_3_server_groups_then_f
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
     let started = std::time::Instant::now();
-    let (ended, outcome) = tokio::time::timeout(Duration::from_secs(60), engine.run_one(id, CancellationToken::new()))
-        .await
-        .expect("the export ends within a bounded time")
-        .unwrap();
+    let (ended, outcome) = run_to_end(&engine, id, 60).await;
     // The second server group waits the backoff (200 ms), the third four times it.
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(1000), "new server groups back off: all three within {took:?}");
@@ -48,11 +45,7 @@ async fn storage_answering_404_to_every_put_makes_at_most_3_server_groups_then_f
     // not create a fourth server group.
     let puts_before = stats.storage_puts;
     assert_eq!(journal.retry_group(ended).unwrap(), ended);
-    let (again, outcome) =
-        tokio::time::timeout(Duration::from_secs(60), engine.run_one(ended, CancellationToken::new()))
-            .await
-            .expect("the retry ends within a bounded time")
-            .unwrap();
+    let (again, outcome) = run_to_end(&engine, ended, 60).await;
     assert_eq!(again, ended);
     assert!(matches!(&outcome, GroupOutcome::Failed(m) if m.contains("NoSuchUpload")), "{outcome:?}");
     let stats = w.sandbox.stats();
@@ -68,10 +61,7 @@ async fn a_plan_that_does_not_fit_the_file_fails_naming_it_and_cancels_the_serve
     let f = w.export("absurd", &[("v.mov", 100 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let (_, outcome) = tokio::time::timeout(Duration::from_secs(30), engine.run_one(id, CancellationToken::new()))
-        .await
-        .expect("bounded")
-        .unwrap();
+    let (_, outcome) = run_to_end(&engine, id, 30).await;
     let GroupOutcome::Failed(msg) = &outcome else { panic!("expected failed, got {outcome:?}") };
     assert!(msg.contains("v.mov") && msg.contains("totalBytes"), "{msg}");
     assert!(msg.contains("canceled"), "{msg}");
@@ -80,13 +70,17 @@ async fn a_plan_that_does_not_fit_the_file_fails_naming_it_and_cancels_the_serve
     assert_eq!(stats.storage_puts, 0, "no byte is sent on an absurd plan");
 }
 
-/// Group `id` uploaded and completed on the server by hand, the way the
-/// engine does it, with every part recorded in the journal but the final
-/// `complete` answer not recorded: the state a crash or a cancel right
-/// after the last `complete` leaves behind. Returns the server's library id.
-async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Client, id: GroupId) -> u64 {
-    let g = journal.group(id).unwrap();
-    let start = StartGroup {
+/// Run the engine on group `id` alone until it ends, within `secs`.
+async fn run_to_end(engine: &Engine, id: GroupId, secs: u64) -> (GroupId, GroupOutcome) {
+    tokio::time::timeout(Duration::from_secs(secs), engine.run_one(id, CancellationToken::new()))
+        .await
+        .expect("the group ends within a bounded time")
+        .unwrap()
+}
+
+/// Start Upload Group for the journal's record of a group, as the engine sends it.
+fn start_request(g: &GroupRecord) -> StartGroup {
+    StartGroup {
         video_name: g.name.clone(),
         description: None,
         layout: g.layout.unwrap(),
@@ -102,8 +96,16 @@ async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Cli
                 language_tag: None,
             })
             .collect(),
-    };
-    let created = client.start_group(&start).await.unwrap();
+    }
+}
+
+/// Group `id` uploaded and completed on the server by hand, the way the
+/// engine does it, with every part recorded in the journal but the final
+/// `complete` answer not recorded: the state a crash or a cancel right
+/// after the last `complete` leaves behind. Returns the server's library id.
+async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Client, id: GroupId) -> u64 {
+    let g = journal.group(id).unwrap();
+    let created = client.start_group(&start_request(&g)).await.unwrap();
     let files: Vec<SessionFile> = g
         .files
         .iter()
@@ -171,20 +173,7 @@ async fn a_cancel_answered_409_for_a_group_canceled_on_the_server_is_recorded_as
     let cfg = w.config();
     let client = Client::new(&cfg.api, ApiKey::new(KEY)).unwrap();
     let g = journal.group(id).unwrap();
-    let start = StartGroup {
-        video_name: g.name.clone(),
-        description: None,
-        layout: g.layout.unwrap(),
-        perspective: g.perspective,
-        folder_name: None,
-        files: vec![StartFile {
-            file_name: g.files[0].file_name.clone(),
-            file_role: g.files[0].role,
-            size_bytes: g.files[0].size,
-            language_tag: None,
-        }],
-    };
-    let created = client.start_group(&start).await.unwrap();
+    let created = client.start_group(&start_request(&g)).await.unwrap();
     let c = &created.files[0];
     let sf = SessionFile {
         file_id: g.files[0].id,
@@ -215,10 +204,7 @@ async fn a_complete_answered_2xx_with_a_status_other_than_completed_is_not_count
     let f = w.export("processing", &[("v.mov", 100 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let (_, outcome) = tokio::time::timeout(Duration::from_secs(30), engine.run_one(id, CancellationToken::new()))
-        .await
-        .expect("bounded")
-        .unwrap();
+    let (_, outcome) = run_to_end(&engine, id, 30).await;
     let GroupOutcome::Failed(msg) = &outcome else { panic!("expected failed, got {outcome:?}") };
     assert!(msg.contains("v.mov") && msg.contains("\"processing\""), "{msg}");
     assert!(w.sandbox.library().is_empty());
@@ -227,10 +213,7 @@ async fn a_complete_answered_2xx_with_a_status_other_than_completed_is_not_count
     // The server is right again: the retry sends `complete` again, no part.
     w.sandbox.set_faults(Faults::default());
     assert_eq!(journal.retry_group(id).unwrap(), id);
-    let (_, outcome) = tokio::time::timeout(Duration::from_secs(30), engine.run_one(id, CancellationToken::new()))
-        .await
-        .expect("bounded")
-        .unwrap();
+    let (_, outcome) = run_to_end(&engine, id, 30).await;
     assert!(matches!(outcome, GroupOutcome::Completed { .. }), "{outcome:?}");
     assert_eq!(w.sandbox.library().len(), 1);
     assert_eq!(w.sandbox.stats().storage_puts, puts, "no part is sent again");
@@ -281,10 +264,7 @@ async fn a_start_that_times_out_is_not_repeated_and_the_group_fails_naming_the_t
     let f = w.export("slow start", &[("v.mov", 100 * KIB)]);
     let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
     let engine = w.engine(journal.clone(), KEY, fast());
-    let (ended, outcome) = tokio::time::timeout(Duration::from_secs(10), engine.run_one(id, CancellationToken::new()))
-        .await
-        .expect("bounded")
-        .unwrap();
+    let (ended, outcome) = run_to_end(&engine, id, 10).await;
     let GroupOutcome::Failed(why) = &outcome else { panic!("{outcome:?}") };
     assert!(why.contains("start upload group") && why.contains("timed out"), "{why}");
     let g = journal.group(ended).unwrap();
