@@ -138,7 +138,7 @@ impl Agent {
         // with its reason, and every worker shares this one handle.
         let store: Arc<dyn Store> = {
             let p = cfg.journal.path.clone();
-            Arc::new(blocking(move || Journal::open(&p)).await?)
+            Arc::new(tokio::task::spawn_blocking(move || Journal::open(&p)).await.map_err(JournalError::from)??)
         };
         let journal = AsyncJournal::new(store.clone());
         // Everything that can refuse to start, before any task is spawned.
@@ -292,16 +292,6 @@ fn supervise<E, F>(
             shutdown.cancel();
         }
     });
-}
-
-/// Run blocking journal work (opening, migrating) off the runtime's workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
-) -> Result<T, AgentError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AgentError::Stopped(format!("journal task: {e}")))?
-        .map_err(Into::into)
 }
 
 /// The engine's throttle: every chunk of every PUT waits for the shared limiter.

@@ -353,6 +353,15 @@ pub struct FileCompleted {
     pub library_id: Option<u64>,
 }
 
+impl FileCompleted {
+    /// Does the answer say the file is completed? A 2xx whose `status` is
+    /// another word is not; one with no `status` at all is taken at its 2xx
+    /// (the client stays lenient where the contract is only assumed).
+    pub fn is_completed(&self) -> bool {
+        self.status.is_empty() || self.status.eq_ignore_ascii_case("completed")
+    }
+}
+
 /// A library id sent as a number, or (leniently) as a string of digits.
 fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]

@@ -263,3 +263,12 @@ fn init_logging(cfg: &Config) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// The group `spec` names (a local id, a server session id or the export's
+/// path); an unknown one is a usage error naming it.
+fn find_group(journal: &dyn crate::journal::Store, spec: &str) -> anyhow::Result<crate::journal::GroupId> {
+    journal.find(spec)?.ok_or_else(|| {
+        UsageError(format!("no group {spec:?} in the journal (give a local id, a session id or the export's path)"))
+            .into()
+    })
+}

@@ -14,10 +14,7 @@ pub fn run(args: ShowArgs) -> anyhow::Result<Outcome> {
         return Err(UsageError(format!("no journal at {} yet: nothing to show", cfg.journal.path.display())).into());
     }
     let journal = Journal::open_read_only(&cfg.journal.path)?;
-    let spec = args.group.as_str();
-    let id = journal.find(spec)?.ok_or_else(|| {
-        UsageError(format!("no group {spec:?} in the journal (give a local id, a session id or the export's path)"))
-    })?;
+    let id = super::find_group(&journal, &args.group)?;
     let g = journal.group(id)?;
     let events = journal.events(id)?;
     if args.json {

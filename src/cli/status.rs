@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::{GroupArgs, Outcome, StatusArgs, UsageError};
 use crate::config::Config;
 use crate::journal::prelude::*;
-use crate::journal::{AsyncJournal, GroupId, GroupState, GroupSummary, Journal, Pause, PauseView};
+use crate::journal::{AsyncJournal, GroupState, GroupSummary, Journal, Pause, PauseView};
 use crate::ops::window::{Schedule, WindowState};
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
@@ -142,18 +142,11 @@ pub fn table(rows: &[GroupSummary]) -> String {
     out
 }
 
-fn find(journal: &Journal, spec: &str) -> anyhow::Result<GroupId> {
-    journal.find(spec)?.ok_or_else(|| {
-        UsageError(format!("no group {spec:?} in the journal (give a local id, a session id or the export's path)"))
-            .into()
-    })
-}
-
 pub fn cancel(args: GroupArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
     super::init_logging(&cfg);
     let journal = Arc::new(Journal::open(&cfg.journal.path)?);
-    let id = find(&journal, &args.group)?;
+    let id = super::find_group(journal.as_ref(), &args.group)?;
     let name = journal.group(id)?.name;
     let answer = super::runtime()?.block_on(control::cancel(&cfg, &AsyncJournal::new(journal), id, CANCEL_WAIT))?;
     Ok(match answer {
@@ -196,7 +189,7 @@ pub fn cancel(args: GroupArgs) -> anyhow::Result<Outcome> {
 pub fn retry(args: GroupArgs) -> anyhow::Result<Outcome> {
     let cfg: Config = args.config.load()?;
     let journal = Journal::open(&cfg.journal.path)?;
-    let id = find(&journal, &args.group)?;
+    let id = super::find_group(&journal, &args.group)?;
     let name = journal.group(id)?.name;
     match control::retry(&journal, id).context("cannot re-queue")? {
         RetryAnswer::Refused(why) => {

@@ -175,6 +175,12 @@ pub enum JournalError {
     Task(String),
 }
 
+impl From<tokio::task::JoinError> for JournalError {
+    fn from(e: tokio::task::JoinError) -> JournalError {
+        JournalError::Task(e.to_string())
+    }
+}
+
 impl From<rusqlite::Error> for JournalError {
     fn from(e: rusqlite::Error) -> JournalError {
         JournalError::Database(Box::new(e))

@@ -254,7 +254,7 @@ impl AsyncJournal {
         F: FnOnce(&dyn Store) -> Result<T, JournalError> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref())).await.map_err(|e| JournalError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(store.as_ref())).await?
     }
 
     /// The journal itself, for code that is already off the runtime (on the

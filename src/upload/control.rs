@@ -13,19 +13,18 @@
 //! files): refused when its files changed since (the watcher then picks up
 //! the export as it is now).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::finish::{self, check_sources};
+use super::worker::complete_list;
 use super::{EngineError, GroupOutcome};
-use crate::api::{Canceled, Client, CompletedPart};
+use crate::api::{Canceled, Client};
 use crate::config::Config;
 use crate::journal::{
     AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, Request, RequestKind, RequestResult, Store,
 };
-use crate::model::Strategy;
 use crate::retry::{Repeat, Retry, RetryPolicy, with_retries};
 
 /// How a cancel ended, as the one who asked for it sees it.
@@ -192,11 +191,10 @@ pub(crate) async fn answer_after_worker(
         GroupOutcome::Canceled(_) => RequestResult::Canceled,
         other => RequestResult::NotCanceled(format!("the group ended first ({other:?})")),
     };
-    let requests = Arc::new(requests);
     journal
         .call(move |j| {
-            for rid in requests.iter() {
-                j.finish_request(*rid, &result)?;
+            for rid in requests {
+                j.finish_request(rid, &result)?;
             }
             Ok(())
         })
@@ -300,23 +298,14 @@ async fn completed_on_server(
     let mut answers = Vec::with_capacity(ask.len());
     for f in ask {
         let Some(upload_id) = f.upload_id.as_deref() else { return Ok(None) };
-        let mut parts = Vec::with_capacity(f.parts.len());
-        for p in &f.parts {
-            match (&p.etag, p.done) {
-                (Some(etag), true) => parts.push(CompletedPart { part_number: p.part_number, etag: etag.clone() }),
-                _ => return Ok(None),
-            }
-        }
-        if f.strategy == Some(Strategy::SinglePut) {
-            parts.clear();
-        }
+        let Ok(parts) = complete_list(&f.parts, f.strategy) else { return Ok(None) };
         let done =
             with_retries(policy, Retry::new("complete file upload", &CancellationToken::new(), Repeat::Always), |_| {
                 client.complete_file(session, upload_id, &parts)
             })
             .await;
         match done {
-            Ok(done) if done.status.is_empty() || done.status.eq_ignore_ascii_case("completed") => {
+            Ok(done) if done.is_completed() => {
                 library_id = done.library_id.or(library_id);
                 answers.push((f.id, done.library_id));
             }

@@ -254,9 +254,7 @@ impl Engine {
         let sh = &self.sh;
         {
             let sh = sh.clone();
-            tokio::task::spawn_blocking(move || sh.housekeeping())
-                .await
-                .map_err(|e| EngineError::Journal(JournalError::Task(e.to_string())))??;
+            tokio::task::spawn_blocking(move || sh.housekeeping()).await.map_err(JournalError::from)??;
         }
         if only.is_none() {
             // A pause recorded by an earlier agent describes a process that is gone.
@@ -562,12 +560,9 @@ pub async fn run_engine(
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
     let mut told = false;
+    let calls = AsyncJournal::new(journal.clone());
     let _lock = loop {
-        let j = journal.clone();
-        let lock = tokio::task::spawn_blocking(move || j.try_lock_engine())
-            .await
-            .map_err(|e| EngineError::Journal(JournalError::Task(e.to_string())))??;
-        if let Some(lock) = lock {
+        if let Some(lock) = calls.call(|j| j.try_lock_engine()).await? {
             break lock;
         }
         if !told {

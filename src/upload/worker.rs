@@ -11,7 +11,7 @@ use super::engine::Shared;
 use super::finish::{self, check_source, check_sources};
 use super::{EngineError, GroupOutcome};
 use crate::api::{ApiError, CompletedPart, ErrorClass, StartFile, StartGroup, Strategy};
-use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, SessionFile};
+use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
 use crate::retry::{Repeat, Retry, RetryError, with_retries};
 
 /// The API forgets a group this long after it was created.
@@ -405,6 +405,19 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
 }
 
 /// Send `complete` for a file whose parts are all done; records the answer.
+/// The `parts` of a Complete File Upload body: every part with its ETag
+/// (none for a single PUT). `Err(n)`: part `n` is not recorded done.
+pub(super) fn complete_list(parts: &[PartRecord], strategy: Option<Strategy>) -> Result<Vec<CompletedPart>, u32> {
+    let list = parts
+        .iter()
+        .map(|p| match (&p.etag, p.done) {
+            (Some(etag), true) => Ok(CompletedPart { part_number: p.part_number, etag: etag.clone() }),
+            _ => Err(p.part_number),
+        })
+        .collect::<Result<Vec<_>, u32>>()?;
+    Ok(if strategy == Some(Strategy::SinglePut) { Vec::new() } else { list })
+}
+
 pub(super) async fn complete(
     ctx: &Ctx,
     inner: &CancellationToken,
@@ -416,26 +429,15 @@ pub(super) async fn complete(
     check_source(f).map_err(Stop::SourceChanged)?;
     let file_id = f.id;
     let parts = sh.journal.call(move |j| j.parts(file_id)).await?;
-    let mut list = Vec::with_capacity(parts.len());
-    for p in &parts {
-        match (&p.etag, p.done) {
-            (Some(etag), true) => list.push(CompletedPart { part_number: p.part_number, etag: etag.clone() }),
-            _ => return Err(Stop::Failed(format!("{}: part {} is not done", f.rel_path, p.part_number))),
-        }
-    }
-    if f.strategy == Some(Strategy::SinglePut) {
-        list.clear();
-    }
+    let list =
+        complete_list(&parts, f.strategy).map_err(|n| Stop::Failed(format!("{}: part {n} is not done", f.rel_path)))?;
     let done = ctx
         .api(inner, "complete file upload", Repeat::Always, |_| sh.client.complete_file(session, upload_id, &list))
         .await?;
-    if !done.status.is_empty() && !done.status.eq_ignore_ascii_case("completed") {
-        // A 2xx whose status is another word is not counted: the file stays
-        // `uploading` with its parts done and the group fails with the
-        // server's status; its automatic retry sends `complete` again
-        // (idempotent) without re-sending any part. An answer with no
-        // `status` at all is taken at its 2xx (the client stays lenient
-        // where the contract is only assumed).
+    if !done.is_completed() {
+        // Not counted: the file stays `uploading` with its parts done and
+        // the group fails with the server's status; its automatic retry
+        // sends `complete` again (idempotent) without re-sending any part.
         return Err(Stop::Failed(format!(
             "{}: complete answered status {:?}, not \"completed\"",
             f.rel_path, done.status
