@@ -37,7 +37,6 @@ mod notify;
 mod reload;
 pub mod service;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -47,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use self::metrics::{MetricsObserver, MetricsServer};
 use self::notify::{Notifications, notify_loop};
 use crate::config::{ApiKey, Config, ConfigError};
-use crate::journal::{AgentLock, AsyncJournal, Journal, JournalError, Store};
+use crate::journal::{AgentLock, AsyncJournal, JournalError, Store};
 use crate::logging::LogError;
 use crate::ops::hooks::{HooksError, Notifier};
 use crate::ops::metrics::{Metrics, MetricsError};
@@ -61,11 +60,12 @@ use crate::upload::EngineOptions;
 pub enum AgentError {
     /// Another `run` holds the journal (exit code 2: a usage error).
     #[error(
-        "another agent{} already runs on the journal {}; stop it first, or give this agent its own [journal] path",
+        "another agent{} already runs on the journal {}; stop it first, or give this agent its own [journal] path \
+         (in a fleet: its own [journal] node)",
         .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-        .journal.display()
+        .journal
     )]
-    AlreadyRunning { pid: Option<u32>, journal: PathBuf },
+    AlreadyRunning { pid: Option<u32>, journal: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -89,9 +89,15 @@ pub enum AgentError {
 /// per journal: a second one stops at once, before anything starts.
 pub fn serve(cfg: Config) -> Result<(), AgentError> {
     cfg.check_environment()?;
-    let _agent_lock = match AgentLock::try_acquire(&cfg.journal.path)? {
-        Ok(lock) => lock,
-        Err(pid) => return Err(AgentError::AlreadyRunning { pid, journal: cfg.journal.path.clone() }),
+    // A fleet's agent lock is taken when the database is open (in `Agent::start`).
+    let _agent_lock = match cfg.journal.url {
+        Some(_) => None,
+        None => match AgentLock::try_acquire(&cfg.journal.path)? {
+            Ok(lock) => Some(lock),
+            Err(pid) => {
+                return Err(AgentError::AlreadyRunning { pid, journal: cfg.journal.path.display().to_string() });
+            }
+        },
     };
     let key = cfg.api_key()?;
     let _log = crate::logging::init(&cfg.log)?;
@@ -101,7 +107,7 @@ pub fn serve(cfg: Config) -> Result<(), AgentError> {
         let cfg = Arc::new(cfg);
         let agent = Agent::start(cfg.clone(), key, shutdown.clone()).await?;
         let folders = cfg.watch.len();
-        tracing::info!(folders, journal = %cfg.journal.path.display(), "agent started");
+        tracing::info!(folders, journal = %agent.journal().blocking().describe(), "agent started");
         service::ready(&format!("watching {folders} folder(s)"));
         service::spawn_watchdog(shutdown.clone());
         tokio::spawn(reload::reload_loop(cfg.clone(), agent.reloads.clone(), shutdown.clone()));
@@ -129,6 +135,8 @@ pub struct Agent {
     journal: AsyncJournal,
     /// Send a new (validated) config here to apply it (see `reload`).
     pub reloads: watch::Sender<Arc<Config>>,
+    /// A fleet node's agent lock, held while the agent runs.
+    _agent_lock: Option<AgentLock>,
 }
 
 impl Agent {
@@ -137,8 +145,16 @@ impl Agent {
         // Open (and migrate) once, up front: a broken journal stops startup
         // with its reason, and every worker shares this one handle.
         let store: Arc<dyn Store> = {
-            let p = cfg.journal.path.clone();
-            Arc::new(tokio::task::spawn_blocking(move || Journal::open(&p)).await.map_err(JournalError::from)??)
+            let c = cfg.clone();
+            tokio::task::spawn_blocking(move || crate::journal::open_configured(&c)).await.map_err(JournalError::from)??
+        };
+        // One agent per node of a fleet (a single machine's is taken in `serve`).
+        let agent_lock = match cfg.journal.url {
+            Some(_) => match AsyncJournal::new(store.clone()).call(|j| j.try_lock_agent()).await? {
+                Some(lock) => Some(lock),
+                None => return Err(AgentError::AlreadyRunning { pid: None, journal: store.describe() }),
+            },
+            None => None,
         };
         let journal = AsyncJournal::new(store.clone());
         // Everything that can refuse to start, before any task is spawned.
@@ -251,7 +267,7 @@ impl Agent {
             }
         });
         tracker.close();
-        Ok(Agent { tracker, failure, journal, reloads })
+        Ok(Agent { tracker, failure, journal, reloads, _agent_lock: agent_lock })
     }
 
     /// The journal every worker of this agent uses.

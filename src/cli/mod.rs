@@ -272,3 +272,9 @@ fn find_group(journal: &dyn crate::journal::Store, spec: &str) -> anyhow::Result
             .into()
     })
 }
+
+/// Is there a journal to read? A fleet's database always is; a SQLite file
+/// only once an agent or an upload has made it.
+fn journal_exists(cfg: &crate::config::Config) -> bool {
+    cfg.journal.url.is_some() || cfg.journal.path.exists()
+}

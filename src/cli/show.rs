@@ -1,20 +1,19 @@
 //! `spatialgen-sync show GROUP`: one group as the journal knows it: its
 //! record, its files with their parts, and its history. Read-only: the
-//! journal is opened with `Journal::open_read_only`.
+//! journal is opened with `journal::open_configured_read_only`.
 
 use serde_json::{Value, json};
 
 use super::{Outcome, ShowArgs, UsageError};
-use crate::journal::prelude::*;
-use crate::journal::{Event, FileRecord, GroupRecord, Journal, format_ms};
+use crate::journal::{Event, FileRecord, GroupRecord, format_ms};
 
 pub fn run(args: ShowArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
-    if !cfg.journal.path.exists() {
+    if !super::journal_exists(&cfg) {
         return Err(UsageError(format!("no journal at {} yet: nothing to show", cfg.journal.path.display())).into());
     }
-    let journal = Journal::open_read_only(&cfg.journal.path)?;
-    let id = super::find_group(&journal, &args.group)?;
+    let journal = crate::journal::open_configured_read_only(&cfg)?;
+    let id = super::find_group(journal.as_ref(), &args.group)?;
     let g = journal.group(id)?;
     let events = journal.events(id)?;
     if args.json {

@@ -2,15 +2,13 @@
 //! print what [`crate::upload::control`] did (the cancel protocol lives there).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{GroupArgs, Outcome, StatusArgs, UsageError};
 use crate::config::Config;
-use crate::journal::prelude::*;
-use crate::journal::{AsyncJournal, GroupState, GroupSummary, Journal, Pause, PauseView};
+use crate::journal::{self, AsyncJournal, GroupState, GroupSummary, Pause, PauseView};
 use crate::ops::window::{Schedule, WindowState};
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
@@ -21,8 +19,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
     // No journal yet: nothing has happened; do not create one just to say so.
     // Otherwise read-only: `status` never creates, migrates or renames a journal.
-    let (rows, pauses, agent_running) = if cfg.journal.path.exists() {
-        let journal = Journal::open_read_only(&cfg.journal.path)?;
+    let (rows, pauses, agent_running) = if super::journal_exists(&cfg) {
+        let journal = journal::open_configured_read_only(&cfg)?;
         (journal.list()?, journal.pauses()?, journal.engine_running().ok())
     } else {
         (Vec::new(), Vec::new(), None)
@@ -145,7 +143,7 @@ pub fn table(rows: &[GroupSummary]) -> String {
 pub fn cancel(args: GroupArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
     super::init_logging(&cfg);
-    let journal = Arc::new(Journal::open(&cfg.journal.path)?);
+    let journal = journal::open_configured(&cfg)?;
     let id = super::find_group(journal.as_ref(), &args.group)?;
     let name = journal.group(id)?.name;
     let answer = super::runtime()?.block_on(control::cancel(&cfg, &AsyncJournal::new(journal), id, CANCEL_WAIT))?;
@@ -188,10 +186,10 @@ pub fn cancel(args: GroupArgs) -> anyhow::Result<Outcome> {
 
 pub fn retry(args: GroupArgs) -> anyhow::Result<Outcome> {
     let cfg: Config = args.config.load()?;
-    let journal = Journal::open(&cfg.journal.path)?;
-    let id = super::find_group(&journal, &args.group)?;
+    let journal = journal::open_configured(&cfg)?;
+    let id = super::find_group(journal.as_ref(), &args.group)?;
     let name = journal.group(id)?.name;
-    match control::retry(&journal, id).context("cannot re-queue")? {
+    match control::retry(journal.as_ref(), id).context("cannot re-queue")? {
         RetryAnswer::Refused(why) => {
             eprintln!("{why}");
             return Ok(Outcome::WorkFailed);

@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Outcome, UploadArgs, UsageError};
 use crate::config::{Config, LayoutChoice, WatchConfig};
 use crate::group::{GroupOptions, UploadGroup, build_folder_group};
-use crate::journal::prelude::*;
-use crate::journal::{Enqueued, GroupId, GroupState, Journal};
+use crate::journal::{Enqueued, GroupId, GroupState, Store};
 use crate::upload::{Engine, EngineOptions, GroupOutcome};
 
 pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
@@ -30,7 +29,7 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
         return Err(UsageError(format!("{} is not a folder", args.folder.display())).into());
     }
     let group = build_group(&cfg, &folder, &args)?;
-    let journal = Arc::new(Journal::open(&cfg.journal.path)?);
+    let journal = crate::journal::open_configured(&cfg)?;
 
     let id = match journal.enqueue(&group)? {
         Enqueued::Queued(id) => id,
@@ -68,7 +67,7 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
 
     match journal.try_lock_engine()? {
         Some(_lock) => drive(cfg, journal, id, &group),
-        None => follow(&journal, id),
+        None => follow(journal.as_ref(), id),
     }
 }
 
@@ -97,7 +96,7 @@ fn build_group(cfg: &Config, folder: &Path, args: &UploadArgs) -> anyhow::Result
 }
 
 /// This process is the engine: upload the group in the foreground.
-fn drive(cfg: Config, journal: Arc<Journal>, id: GroupId, group: &UploadGroup) -> anyhow::Result<Outcome> {
+fn drive(cfg: Config, journal: Arc<dyn Store>, id: GroupId, group: &UploadGroup) -> anyhow::Result<Outcome> {
     let key = cfg.api_key()?;
     let cfg = Arc::new(cfg);
     let store: Arc<dyn crate::journal::Store> = journal.clone();
@@ -133,10 +132,10 @@ fn drive(cfg: Config, journal: Arc<Journal>, id: GroupId, group: &UploadGroup) -
         let (ended, outcome) = result?;
         anyhow::Ok((ended, outcome, shutdown.is_cancelled()))
     })?;
-    Ok(report(&journal, ended, outcome, interrupted))
+    Ok(report(journal.as_ref(), ended, outcome, interrupted))
 }
 
-fn report(journal: &Journal, id: GroupId, outcome: GroupOutcome, interrupted: bool) -> Outcome {
+fn report(journal: &dyn Store, id: GroupId, outcome: GroupOutcome, interrupted: bool) -> Outcome {
     let name = journal.summary(id).map(|s| s.name).unwrap_or_default();
     match outcome {
         GroupOutcome::Completed { library_id } => {
@@ -171,7 +170,7 @@ fn report(journal: &Journal, id: GroupId, outcome: GroupOutcome, interrupted: bo
 }
 
 /// Another engine works the journal: follow the group there until it ends.
-fn follow(journal: &Journal, id: GroupId) -> anyhow::Result<Outcome> {
+fn follow(journal: &dyn Store, id: GroupId) -> anyhow::Result<Outcome> {
     eprintln!("the agent is running on this journal; it uploads group {id} (following its progress)");
     let first = journal.summary(id)?;
     let reporter = Reporter::new(&first.name, first.bytes_total, first.bytes_uploaded);

@@ -26,7 +26,9 @@ impl Config {
             }
         }
         let dir = self.journal.path.parent().unwrap_or(Path::new("."));
-        if let Err(e) = writable_dir(dir) {
+        if self.journal.url.is_none()
+            && let Err(e) = writable_dir(dir)
+        {
             problems.push(format!("journal.path: cannot write in {}: {e}", dir.display()));
         }
         if let Some(r) = &self.upload.receipt_dir
@@ -40,7 +42,7 @@ impl Config {
     /// The API key, from `api_key_file` if set, else from the env var `api_key_env`.
     pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
         if let Some(file) = &self.api.api_key_file {
-            check_secret_permissions(file)?;
+            check_secret_permissions("api.api_key_file", file)?;
             let raw = std::fs::read_to_string(file)
                 .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
             let key = raw.trim();
@@ -97,15 +99,16 @@ fn writable_dir(dir: &Path) -> std::io::Result<()> {
     probe.close()
 }
 
+/// A secret file (`key` names its setting) must not be readable by group or others.
 #[cfg(unix)]
-fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
+pub(super) fn check_secret_permissions(key: &str, file: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(file)
-        .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
+        .map_err(|e| ConfigError::Secret(format!("{key}: cannot read {}: {e}", file.display())))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(ConfigError::Secret(format!(
-            "api.api_key_file: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
+            "{key}: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
             file.display(),
             file.display()
         )));
@@ -114,7 +117,7 @@ fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(not(unix))]
-fn check_secret_permissions(_file: &Path) -> Result<(), ConfigError> {
+pub(super) fn check_secret_permissions(_key: &str, _file: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 

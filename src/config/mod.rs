@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod fleet;
 mod locate;
 mod sections;
 mod units;
@@ -38,6 +39,7 @@ mod validate;
 mod watch;
 
 pub use env::{SYSTEM_CONFIG, find_config, is_loopback_host, vet_endpoint};
+pub use fleet::{DatabaseTarget, DatabaseUrl, SSL_MODES, database_password, host_name};
 pub use sections::{
     ApiConfig, HooksConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig, UploadConfig, WindowConfig,
 };
@@ -111,6 +113,11 @@ impl Config {
             ConfigError::Parse { location, message }
         })?;
         cfg.source = source.to_owned();
+        cfg.journal.path_given = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("journal").and_then(|j| j.get("path")).map(|_| ()))
+            .is_some();
         let base = source.parent().unwrap_or(Path::new(".")).to_owned();
         cfg.resolve_paths(&base);
         cfg.validate(Some(text))?;
@@ -133,6 +140,9 @@ impl Config {
         };
         fix(&mut self.journal.path);
         if let Some(p) = self.api.api_key_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.journal.password_file.as_mut() {
             fix(p);
         }
         if let Some(p) = self.upload.receipt_dir.as_mut() {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::fleet::DatabaseUrl;
 use super::units::{Dur, Rate};
 
 fn default_endpoint() -> String {
@@ -73,13 +74,37 @@ impl Default for ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct JournalConfig {
     /// The SQLite file. Default: `journal.sqlite3` beside the config file.
+    /// With `url`, only its folder is used (for staged files).
     #[serde(default = "JournalConfig::default_path")]
     pub path: PathBuf,
+    /// A PostgreSQL database that a fleet of agents shares, instead of the
+    /// SQLite file (`path` and `url` are exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<DatabaseUrl>,
+    /// This agent's name in the fleet. Default: the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// How long a claim outlives a silent node before another takes it over.
+    #[serde(default = "JournalConfig::default_lease")]
+    pub lease: Dur,
+    /// The database password, if not in the URL or `PGPASSWORD` (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// `path` was written in the file (not the default).
+    #[serde(skip)]
+    pub path_given: bool,
 }
 
 impl JournalConfig {
     fn default_path() -> PathBuf {
         PathBuf::from("journal.sqlite3")
+    }
+    fn default_lease() -> Dur {
+        Dur::secs(30)
+    }
+    /// The node name in force: `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(super::fleet::host_name)
     }
     /// Where zipped `.fcpxmld` bundles and other transient files are kept.
     pub fn staging_dir(&self) -> PathBuf {
@@ -90,7 +115,14 @@ impl JournalConfig {
 
 impl Default for JournalConfig {
     fn default() -> Self {
-        JournalConfig { path: Self::default_path() }
+        JournalConfig {
+            path: Self::default_path(),
+            url: None,
+            node: None,
+            lease: Self::default_lease(),
+            password_file: None,
+            path_given: false,
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use super::env::check_endpoint;
 use super::locate::{Seg, key_path, line_of, locate};
-use super::sections::{ApiConfig, HooksConfig, LogConfig, UploadConfig, WindowConfig};
+use super::fleet::fleet_name_problem;
+use super::sections::{ApiConfig, HooksConfig, JournalConfig, LogConfig, UploadConfig, WindowConfig};
 use super::units::{parse_hhmm, parse_weekday};
 use super::watch::{AfterUpload, WatchConfig};
 use super::{Config, ConfigError};
@@ -19,11 +20,12 @@ type Problem = (Vec<Seg<'static>>, String);
 
 impl Config {
     /// Every problem types cannot catch, as `(key path, message)`: each
-    /// section's own check, in file order. `[journal]` and `[metrics]` have
-    /// nothing to check beyond their types.
+    /// section's own check, in file order. `[metrics]` has nothing to check
+    /// beyond its types.
     fn problems(&self) -> Vec<Problem> {
         let mut out: Vec<Problem> = Vec::new();
         self.api.problems(&mut out);
+        self.journal.problems(&self.watch, &mut out);
         self.upload.problems(&mut out);
         self.log.problems(&mut out);
         self.hooks.problems(&mut out);
@@ -72,6 +74,57 @@ impl ApiConfig {
         }
         if self.api_key_env.trim().is_empty() && self.api_key_file.is_none() {
             err(at("api_key_env"), "must name an environment variable (or set api_key_file)".into());
+        }
+    }
+}
+
+impl JournalConfig {
+    /// `[journal]`: `path` or `url`, a vetted URL, the node's name, the
+    /// lease; with `url`, every `[[watch]]` has a `name`, each its own.
+    fn problems(&self, watches: &[WatchConfig], out: &mut Vec<Problem>) {
+        let at = |k: &'static str| vec![Seg::Key("journal"), Seg::Key(k)];
+        let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        let Some(url) = &self.url else {
+            for k in ["node", "password_file"] {
+                let set = if k == "node" { self.node.is_some() } else { self.password_file.is_some() };
+                if set {
+                    err(at(k), "needs url (a PostgreSQL database shared by a fleet)".into());
+                }
+            }
+            return;
+        };
+        if self.path_given {
+            err(at("url"), "path and url are exclusive: a journal is a SQLite file or a PostgreSQL database".into());
+        }
+        if let Err(e) = url.vet() {
+            err(at("url"), e);
+        }
+        if let Some(n) = &self.node
+            && let Some(e) = fleet_name_problem(n)
+        {
+            err(at("node"), e);
+        }
+        if self.lease.0 < Duration::from_secs(3) {
+            err(at("lease"), format!("{} is too short; use at least 3s (it is renewed every third of it)", self.lease));
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, w) in watches.iter().enumerate() {
+            let name_at = vec![Seg::Key("watch"), Seg::Index(i), Seg::Key("name")];
+            match w.name.as_deref() {
+                None => err(
+                    vec![Seg::Key("watch"), Seg::Index(i), Seg::Key("path")],
+                    "needs a name (the folder's fleet-wide name) because [journal] has url".into(),
+                ),
+                Some(n) => {
+                    if let Some(e) = fleet_name_problem(n) {
+                        err(name_at, e);
+                    } else if seen.contains(&n) {
+                        err(name_at, format!("{n:?} names another watch folder too; each needs its own"));
+                    } else {
+                        seen.push(n);
+                    }
+                }
+            }
         }
     }
 }

@@ -126,6 +126,10 @@ impl RolePatterns {
 #[serde(deny_unknown_fields)]
 pub struct WatchConfig {
     pub path: PathBuf,
+    /// The folder's fleet-wide name: each node may mount it at its own
+    /// `path`. Required when `[journal]` has `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default)]
     pub mode: WatchMode,
     #[serde(default)]

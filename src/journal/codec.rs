@@ -93,6 +93,7 @@ pub(super) fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<(GroupSummary, S
         parts_done: r.get::<_, i64>("ndone")? as u32,
         retry_of: r.get("retry_of")?,
         watch_path: get_opt_path(r, "watch_path")?.map(|p| p.display().to_string()),
+        node: None,
         created_at: format_ms(r.get("created_at")?),
         updated_at: format_ms(r.get("updated_at")?),
     };

@@ -13,11 +13,18 @@ use std::path::{Path, PathBuf};
 
 use super::JournalError;
 
+/// What keeps a lock held: an open locked file, or a database session
+/// holding an advisory lock (a fleet's journal). Dropping it releases the lock.
+#[derive(Debug)]
+enum Holder {
+    File(#[allow(dead_code)] File),
+    Session(#[allow(dead_code)] Box<dyn std::fmt::Debug + Send + Sync>),
+}
+
 /// Held while an engine works the journal; released on drop (or process exit).
 #[derive(Debug)]
 pub struct EngineLock {
-    _file: File,
-    path: PathBuf,
+    _holder: Holder,
 }
 
 fn lock_path(journal: &Path) -> PathBuf {
@@ -38,7 +45,12 @@ impl EngineLock {
         // The pid is for people reading the file; the lock is what counts.
         file.set_len(0).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Some(EngineLock { _file: file, path }))
+        Ok(Some(EngineLock { _holder: Holder::File(file) }))
+    }
+
+    /// A lock held by a database session (`session` keeps it until dropped).
+    pub(crate) fn held(session: Box<dyn std::fmt::Debug + Send + Sync>) -> EngineLock {
+        EngineLock { _holder: Holder::Session(session) }
     }
 
     /// Does another process (or this one) hold the lock right now?
@@ -51,10 +63,6 @@ impl EngineLock {
         // so this also answers true inside the engine's process.
         Ok(EngineLock::try_acquire(journal)?.is_none())
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Held by the agent (`run`) for as long as it runs, on `<journal>.agent.lock`:
@@ -63,7 +71,7 @@ impl EngineLock {
 /// a foreground `upload` may hold for a while, and rightly waits for).
 #[derive(Debug)]
 pub struct AgentLock {
-    _file: File,
+    _holder: Holder,
 }
 
 impl AgentLock {
@@ -81,7 +89,12 @@ impl AgentLock {
         }
         file.set_len(0).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Ok(AgentLock { _file: file }))
+        Ok(Ok(AgentLock { _holder: Holder::File(file) }))
+    }
+
+    /// A lock held by a database session (`session` keeps it until dropped).
+    pub(crate) fn held(session: Box<dyn std::fmt::Debug + Send + Sync>) -> AgentLock {
+        AgentLock { _holder: Holder::Session(session) }
     }
 }
 

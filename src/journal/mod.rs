@@ -90,12 +90,14 @@
 //! - `lock.rs`: the engine and agent locks.
 //! - `codec.rs`: times, path bytes and row decoding.
 
+mod backend;
 mod codec;
 mod history;
 mod lock;
 mod migrate;
 mod open;
 mod pauses;
+pub mod pg;
 mod queue;
 mod records;
 mod requests;
@@ -109,6 +111,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+pub use backend::{open_configured, open_configured_read_only, pg_options};
 pub use codec::format_ms;
 pub(crate) use codec::now_ms;
 pub use lock::{AgentLock, EngineLock};
@@ -169,6 +172,15 @@ pub enum JournalError {
     /// The request makes no sense for the group's state (e.g. retry a completed group).
     #[error("{0}")]
     Refused(String),
+    /// The database cannot be reached (connection refused or lost, the
+    /// server restarting): nothing was recorded; the call may be repeated
+    /// once it is back. Only a database over the network (PostgreSQL) says this.
+    #[error("journal database unreachable: {0}")]
+    Unavailable(String),
+    /// Another writer's transaction conflicted with this one and it kept
+    /// doing so after being repeated: nothing was recorded.
+    #[error("journal busy: {0}")]
+    Busy(String),
     /// A call across [`AsyncJournal::call`] did not finish (its task panicked
     /// or the runtime is shutting down).
     #[error("journal call did not finish: {0}")]
@@ -188,6 +200,12 @@ impl From<rusqlite::Error> for JournalError {
 }
 
 impl JournalError {
+    /// The database is out of reach for now ([`JournalError::Unavailable`]):
+    /// wait and try again; nothing is wrong with the journal itself.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, JournalError::Unavailable(_))
+    }
+
     /// SQLite calls the file damaged (not a database, malformed) or it fails
     /// `quick_check` ([`JournalError::Corrupt`]): [`Journal::open`] sets it aside.
     fn is_corruption(&self) -> bool {
@@ -255,6 +273,10 @@ impl Store for Journal {
 
     fn engine_running(&self) -> Result<bool, JournalError> {
         EngineLock::is_held(&self.path)
+    }
+
+    fn try_lock_agent(&self) -> Result<Option<AgentLock>, JournalError> {
+        Ok(AgentLock::try_acquire(&self.path)?.ok())
     }
 }
 

@@ -30,17 +30,26 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
-    fn key(&self) -> String {
+    pub(super) fn key(&self) -> String {
         match self {
             PauseReason::Auth => "auth".to_string(),
             PauseReason::WatchMissing(p) => format!("{WATCH_PREFIX}{}", p.display()),
         }
     }
 
-    fn parse(key: &str) -> Option<PauseReason> {
+    pub(super) fn parse(key: &str) -> Option<PauseReason> {
         match key {
             "auth" => Some(PauseReason::Auth),
             k => k.strip_prefix(WATCH_PREFIX).map(|p| PauseReason::WatchMissing(PathBuf::from(p))),
+        }
+    }
+
+    /// A SQL `LIKE` pattern matching every key of this kind (see
+    /// [`Pauses::clear_pauses_like`]).
+    pub(super) fn key_pattern(&self) -> String {
+        match self {
+            PauseReason::Auth => "auth".to_string(),
+            PauseReason::WatchMissing(_) => format!("{WATCH_PREFIX}%"),
         }
     }
 
@@ -133,13 +142,7 @@ impl Pauses for Journal {
 
     fn clear_pauses_like(&self, kind: &PauseReason) -> Result<(), JournalError> {
         self.write(|tx| {
-            match kind {
-                PauseReason::Auth => tx.execute("DELETE FROM pauses WHERE reason = 'auth'", [])?,
-                PauseReason::WatchMissing(_) => tx.execute(
-                    "DELETE FROM pauses WHERE substr(reason, 1, ?1) = ?2",
-                    params![WATCH_PREFIX.len() as i64, WATCH_PREFIX],
-                )?,
-            };
+            tx.execute("DELETE FROM pauses WHERE reason LIKE ?1", [kind.key_pattern()])?;
             Ok(())
         })
     }

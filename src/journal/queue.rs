@@ -13,14 +13,14 @@ use super::{Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
 use crate::group::UploadGroup;
 
 /// `id`'s 1-based place in `order`.
-fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {
+pub(super) fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {
     order.iter().position(|g| *g == id).map(|i| i as u32 + 1)
 }
 
 /// The order in which the engine takes queued groups: priority (higher
 /// first), then the time the export was found finished (oldest first), then
 /// id. [`Journal::next_group`] and the queue positions of `status` share it.
-const QUEUE_ORDER: &str = "priority DESC, COALESCE(queued_at, created_at) ASC, id ASC";
+pub(super) const QUEUE_ORDER: &str = "priority DESC, COALESCE(queued_at, created_at) ASC, id ASC";
 
 /// Queued groups, the next one to be taken first.
 fn queue_order(conn: &Connection) -> Result<Vec<GroupId>, JournalError> {
@@ -55,7 +55,7 @@ fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(),
     Ok(())
 }
 
-fn violations_text(group: &UploadGroup) -> Option<String> {
+pub(super) fn violations_text(group: &UploadGroup) -> Option<String> {
     if group.violations.is_empty() {
         None
     } else {

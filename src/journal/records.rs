@@ -46,6 +46,9 @@ pub struct GroupSummary {
     /// The group this one re-uploads (after `retry` or an expiry).
     pub retry_of: Option<GroupId>,
     pub watch_path: Option<String>,
+    /// In a fleet, the node that holds or ended the group (`None` on a
+    /// single machine's journal, and for a group no node has taken yet).
+    pub node: Option<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{
-    Ended, EngineLock, Enqueued, Event, FileId, GroupId, GroupRecord, GroupState, GroupSummary, JournalError,
+    AgentLock, Ended, EngineLock, Enqueued, Event, FileId, GroupId, GroupRecord, GroupState, GroupSummary, JournalError,
     PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult, SessionFile,
 };
 use crate::group::UploadGroup;
@@ -226,6 +226,36 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
 
     /// Is an engine (the agent, or an `upload` command) working this journal now?
     fn engine_running(&self) -> Result<bool, JournalError>;
+
+    /// Take the agent lock (one agent per journal, or per node of a fleet)
+    /// without waiting: `None` if another agent has it.
+    fn try_lock_agent(&self) -> Result<Option<AgentLock>, JournalError>;
+
+    /// This agent's name in a fleet; `None` for a single machine's journal.
+    fn node(&self) -> Option<&str> {
+        None
+    }
+
+    /// How long a claim on a group lasts unrenewed (`None`: claims need no
+    /// renewal, as on a single machine). The engine renews its claims with
+    /// [`Store::renew_claims`] every third of it.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Keep this engine's claims on `ids` alive and say it is alive; returns
+    /// the ids among them it no longer holds (another node took them over
+    /// after this one was silent past its lease): their workers must stop
+    /// without touching them.
+    fn renew_claims(&self, _ids: &[GroupId]) -> Result<Vec<GroupId>, JournalError> {
+        Ok(Vec::new())
+    }
+
+    /// A clean stop: give up the claims on `ids` at once (another node may
+    /// take them over without waiting out the lease).
+    fn release_claims(&self, _ids: &[GroupId]) -> Result<(), JournalError> {
+        Ok(())
+    }
 }
 
 /// The journal as async code reaches it: a cheap, clonable handle whose

@@ -1,0 +1,144 @@
+//! History lines and state moves (PostgreSQL): the same rules as SQLite's
+//! `history.rs`, with the history lock taken before the first line of a
+//! transaction, and a group's holder kept in `node`.
+
+use postgres::Transaction;
+
+use super::{PgJournal, col, db_err, lock_history};
+use crate::journal::codec::now_ms;
+use crate::journal::store::History;
+use crate::journal::{Ended, Event, GroupId, GroupState, JournalError, codec::parse_col};
+
+pub(super) fn state_of(tx: &mut Transaction<'_>, id: GroupId) -> Result<GroupState, JournalError> {
+    let row = tx.query_opt("SELECT state FROM groups WHERE id = $1", &[&id]).map_err(db_err)?;
+    let s: String = match row {
+        Some(r) => col(&r, "state")?,
+        None => return Err(JournalError::NoSuchGroup(id)),
+    };
+    s.parse().map_err(JournalError::Invalid)
+}
+
+pub(super) fn event(
+    tx: &mut Transaction<'_>,
+    id: GroupId,
+    from: Option<GroupState>,
+    to: Option<GroupState>,
+    detail: Option<&str>,
+) -> Result<(), JournalError> {
+    lock_history(tx)?;
+    tx.execute(
+        "INSERT INTO events (group_id, at, from_state, to_state, detail) VALUES ($1, $2, $3, $4, $5)",
+        &[&id, &now_ms(), &from.map(|s| s.as_str()), &to.map(|s| s.as_str()), &detail],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Move `id` to `to` if that is legal, with a history line (see SQLite's
+/// `transition` for `queued_at`). A group that ends is released (its lease
+/// cleared) and keeps the node that ended it.
+pub(super) fn transition(
+    j: &PgJournal,
+    tx: &mut Transaction<'_>,
+    id: GroupId,
+    to: GroupState,
+    detail: Option<&str>,
+) -> Result<GroupState, JournalError> {
+    let from = state_of(tx, id)?;
+    if !from.can_become(to) {
+        return Err(JournalError::IllegalTransition { id, from, to });
+    }
+    let now = now_ms();
+    let ends = to.is_terminal() || to == GroupState::Failed;
+    tx.execute(
+        "UPDATE groups SET state = $1, updated_at = $2,
+                queued_at = CASE $1 WHEN 'queued' THEN COALESCE(queued_at, $2) WHEN 'waiting' THEN NULL
+                                    ELSE queued_at END,
+                node = CASE WHEN $4 THEN $5 ELSE node END,
+                lease_until = CASE WHEN $4 THEN NULL ELSE lease_until END
+         WHERE id = $3",
+        &[&to.as_str(), &now, &id, &ends, &j.node_name()],
+    )
+    .map_err(db_err)?;
+    event(tx, id, Some(from), Some(to), detail)?;
+    Ok(from)
+}
+
+impl History for PgJournal {
+    fn last_event_id(&self) -> Result<i64, JournalError> {
+        self.with(|c| {
+            c.query_one("SELECT COALESCE(MAX(id), 0) AS id FROM events", &[]).map_err(db_err).and_then(|r| col(&r, "id"))
+        })
+    }
+
+    fn ended_after(&self, cursor: i64, limit: u32) -> Result<Vec<Ended>, JournalError> {
+        // Each node notifies for the groups it ended (or found, for a
+        // rejection no node claimed): once across the fleet.
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT e.id, e.group_id, e.at, e.to_state, e.detail, g.name, g.key, g.library_id, g.error
+                 FROM events e JOIN groups g ON g.id = e.group_id
+                 WHERE e.id > $1 AND e.to_state IN ('completed','failed','rejected')
+                   AND COALESCE(g.node, g.origin) = $3
+                 ORDER BY e.id LIMIT $2",
+                &[&cursor, &i64::from(limit), &self.node_name()],
+            )
+            .map_err(db_err)
+        })?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let state: GroupState = col::<String>(r, "to_state")?.parse().map_err(JournalError::Invalid)?;
+            let detail: Option<String> = col(r, "detail")?;
+            let error: Option<String> = col(r, "error")?;
+            let error = match state {
+                GroupState::Failed => detail.or(error),
+                GroupState::Rejected => error.or(detail),
+                _ => None,
+            };
+            let library_id: Option<i64> = col(r, "library_id")?;
+            out.push(Ended {
+                event_id: col(r, "id")?,
+                group_id: col(r, "group_id")?,
+                state,
+                name: col(r, "name")?,
+                path: self.mounts().decode(&col::<Vec<u8>>(r, "key")?),
+                library_id: if state == GroupState::Completed { library_id.map(|v| v as u64) } else { None },
+                error,
+                at_ms: col(r, "at")?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn events(&self, id: GroupId) -> Result<Vec<Event>, JournalError> {
+        let rows = self.with(|c| {
+            c.query("SELECT at, from_state, to_state, detail FROM events WHERE group_id = $1 ORDER BY id", &[&id])
+                .map_err(db_err)
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    at_ms: col(r, "at")?,
+                    from: parse_col(col(r, "from_state")?)?,
+                    to: parse_col(col(r, "to_state")?)?,
+                    detail: col(r, "detail")?,
+                })
+            })
+            .collect()
+    }
+
+    fn note_error(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            state_of(tx, id)?;
+            tx.execute("UPDATE groups SET error = $2 WHERE id = $1", &[&id, &detail]).map_err(db_err)?;
+            event(tx, id, None, None, Some(detail))
+        })
+    }
+
+    fn note(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
+        self.write(|tx| {
+            state_of(tx, id)?;
+            event(tx, id, None, None, Some(detail))
+        })
+    }
+}

@@ -1,0 +1,406 @@
+//! The PostgreSQL journal: one database shared by a fleet of agents, with
+//! the same schema versions, transitions and invariants as the SQLite file
+//! (see the journal's module doc), and what a fleet adds:
+//!
+//! - **One group per export across nodes.** A path under a watch folder is
+//!   stored by the folder's fleet-wide name (`paths.rs`), so the key of an
+//!   export is the same on every node that sees it, and its pending row is
+//!   unique; writes run `SERIALIZABLE` and are repeated when the database
+//!   answers with a serialization failure, so two nodes enqueueing the same
+//!   export at once make one group.
+//! - **Claims with leases.** [`Queue::next_group`] claims a group with
+//!   `FOR UPDATE SKIP LOCKED`, setting `node` and `lease_until` (by the
+//!   database's clock); the engine renews its claims every third of the
+//!   lease ([`Store::renew_claims`]). A node silent past its lease loses
+//!   them, and the next node to ask takes the group over, resuming the same
+//!   server session from the recorded parts. Only a node that has the
+//!   group's watch folder (or that found the export, for staged files and
+//!   one-off uploads) claims it.
+//! - **History in commit order.** Every transaction that writes a history
+//!   line takes one advisory lock first, so event ids commit in increasing
+//!   order and a reader tailing by id misses none.
+//! - **Per node:** pauses (a refused key, an unmounted share), the engine
+//!   and agent locks (session advisory locks on a connection of their own),
+//!   the notifications and after-upload steps (for groups the node completed).
+//! - **Losing the database.** A call that cannot reach the database fails
+//!   with [`JournalError::Unavailable`]; the connection is dropped and the
+//!   next call connects again.
+//!
+//! Calls block (the `postgres` client runs its own small runtime): async
+//! code reaches them through [`crate::journal::AsyncJournal`], as with SQLite.
+
+mod history;
+mod paths;
+mod queue;
+mod requests;
+mod schema;
+mod tls;
+mod transfer;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, IsolationLevel, Row, Transaction};
+use postgres::types::FromSql;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub use paths::Mounts;
+
+use super::store::Store;
+use super::{AgentLock, EngineLock, GroupId, JournalError};
+use crate::config::DatabaseUrl;
+
+/// What a PostgreSQL journal needs to open.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub url: DatabaseUrl,
+    /// From `PGPASSWORD` or `password_file`, when the URL has none.
+    pub password: Option<String>,
+    /// This agent's name in the fleet.
+    pub node: String,
+    pub lease: Duration,
+    pub mounts: Mounts,
+}
+
+/// The milliseconds-since-the-epoch of the database's clock, in SQL: leases
+/// are measured by one clock, whatever the nodes' clocks say.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// The advisory lock every history-writing transaction takes (see the module doc).
+const EVENT_LOCK: i64 = 0x5347_5359_4e43_0002;
+
+/// How many times a write is tried when the database answers with a
+/// serialization failure (another node wrote the same rows at once).
+const WRITE_ATTEMPTS: u32 = 30;
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PgJournal {
+    conn: Mutex<Option<Client>>,
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    node: String,
+    lease: Duration,
+    mounts: Mounts,
+    /// The URL without its password, for logs and errors.
+    shown: String,
+}
+
+impl std::fmt::Debug for PgJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgJournal").field("url", &self.shown).field("node", &self.node).finish()
+    }
+}
+
+/// Map a driver error: the database out of reach (connection refused or
+/// lost, the server shutting down) is [`JournalError::Unavailable`]; a
+/// serialization failure is [`JournalError::Busy`] (the write is repeated);
+/// anything else is the database's own answer.
+pub(super) fn db_err(e: postgres::Error) -> JournalError {
+    if let Some(code) = e.code() {
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::UNIQUE_VIOLATION
+        {
+            return JournalError::Busy(e.to_string());
+        }
+        let class = code.code().get(..2).unwrap_or("");
+        if class == "08"
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+        {
+            return JournalError::Unavailable(e.to_string());
+        }
+        return JournalError::Database(Box::new(e));
+    }
+    let io = std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+    if e.is_closed() || io || e.to_string().starts_with("error connecting") || e.to_string().contains("timed out") {
+        return JournalError::Unavailable(e.to_string());
+    }
+    JournalError::Database(Box::new(e))
+}
+
+/// A column of a row, by name, as `T` (a mismatch is an error, not a panic).
+pub(super) fn col<'a, T: FromSql<'a>>(r: &'a Row, name: &str) -> Result<T, JournalError> {
+    r.try_get(name).map_err(db_err)
+}
+
+/// Run `f` in one transaction at `level` on `c`.
+pub(super) fn with_tx<T>(
+    c: &mut Client,
+    level: IsolationLevel,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<T, JournalError>,
+) -> Result<T, JournalError> {
+    let mut tx = c.build_transaction().isolation_level(level).start().map_err(db_err)?;
+    let out = f(&mut tx)?;
+    tx.commit().map_err(db_err)?;
+    Ok(out)
+}
+
+/// Take the history lock for the rest of the transaction (see the module doc).
+pub(super) fn lock_history(tx: &mut Transaction<'_>) -> Result<(), JournalError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOCK]).map_err(db_err)?;
+    Ok(())
+}
+
+impl PgJournal {
+    /// Connect, migrate (under the migration lock) and register this node.
+    pub fn open(opts: PgOptions) -> Result<PgJournal, JournalError> {
+        let j = PgJournal::connect_only(opts)?;
+        j.with(|c| schema::migrate(c, &j.shown))?;
+        Ok(j)
+    }
+
+    /// Connect and check the schema without changing anything (`status`,
+    /// `show`, `check`): a database at another version is refused with what to do.
+    pub fn open_read_only(opts: PgOptions) -> Result<PgJournal, JournalError> {
+        let j = PgJournal::connect_only(opts)?;
+        let found = j.with(schema::version)?;
+        if found > schema::LATEST {
+            return Err(JournalError::TooNew { path: j.shown.clone().into(), found, supported: schema::LATEST });
+        }
+        if found < schema::LATEST {
+            return Err(JournalError::Refused(format!(
+                "journal {} has schema version {found} and this binary reads version {}; it is created or \
+                 upgraded when an agent (`spatialgen-sync run`) next starts",
+                j.shown,
+                schema::LATEST
+            )));
+        }
+        Ok(j)
+    }
+
+    fn connect_only(opts: PgOptions) -> Result<PgJournal, JournalError> {
+        let shown = opts.url.redacted();
+        let target = opts.url.vet().map_err(|e| JournalError::Invalid(format!("journal.url: {e}")))?;
+        let (tls, mode) = tls::connector(&target.sslmode, target.sslrootcert.as_deref())
+            .map_err(|e| JournalError::Invalid(format!("journal.url: {e}")))?;
+        let mut config: postgres::Config = strip_ssl_params(opts.url.expose())
+            .parse()
+            .map_err(|e: postgres::Error| JournalError::Invalid(format!("journal.url: {e}")))?;
+        config.ssl_mode(mode);
+        if let Some(p) = &opts.password {
+            config.password(p);
+        }
+        config
+            .application_name(&format!("spatialgen-sync {}", opts.node))
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_user_timeout(Duration::from_secs(20))
+            .keepalives_idle(Duration::from_secs(30));
+        let j = PgJournal {
+            conn: Mutex::new(None),
+            config,
+            tls,
+            node: opts.node,
+            lease: opts.lease,
+            mounts: opts.mounts,
+            shown,
+        };
+        j.with(|_| Ok(()))?;
+        Ok(j)
+    }
+
+    fn new_client(&self) -> Result<Client, JournalError> {
+        let mut c = self.config.connect(self.tls.clone()).map_err(db_err)?;
+        // A hung statement (a lock held by a stuck node) ends instead of
+        // stalling the engine; a claim never waits (SKIP LOCKED).
+        c.batch_execute("SET statement_timeout = '30s'; SET lock_timeout = '20s'").map_err(db_err)?;
+        Ok(c)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Option<Client>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on the connection, connecting first if there is none; a
+    /// connection that turns out lost is dropped, so the next call reconnects.
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, JournalError>) -> Result<T, JournalError> {
+        let mut guard = self.conn();
+        let client = match guard.as_mut() {
+            Some(c) if !c.is_closed() => c,
+            _ => guard.insert(self.new_client()?),
+        };
+        let out = f(client);
+        if matches!(out, Err(JournalError::Unavailable(_))) {
+            *guard = None;
+        }
+        out
+    }
+
+    /// One write transaction, `SERIALIZABLE`, repeated (with a short random
+    /// wait) while another node's write conflicts with it.
+    pub(super) fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let mut attempt = 0;
+        loop {
+            match self.with(|c| with_tx(c, IsolationLevel::Serializable, &mut f)) {
+                Err(JournalError::Busy(why)) if attempt + 1 < WRITE_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::trace!(attempt, %why, "journal write conflicted with another node's; repeating it");
+                    let ms = rand::random_range(1..=(5u64 << attempt.min(6)));
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One statement or a few that need no isolation beyond READ COMMITTED
+    /// (a claim with SKIP LOCKED, a part recorded, reads).
+    pub(super) fn write_rc<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        self.with(|c| with_tx(c, IsolationLevel::ReadCommitted, f))
+    }
+
+    pub(super) fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    pub(super) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub(super) fn mounts(&self) -> &Mounts {
+        &self.mounts
+    }
+
+    /// A session advisory lock on a connection of its own, held as long as
+    /// the returned guard lives (and released by the server if this
+    /// process dies): `None` if another session holds it.
+    fn session_lock(&self, what: &str) -> Result<Option<SessionLock>, JournalError> {
+        let key = lock_key(&format!("{what}:{}", self.node));
+        let mut c = self.new_client()?;
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err)?;
+        Ok(got.then(|| SessionLock { _client: Mutex::new(c), what: format!("{what} lock of node {} on {}", self.node, self.shown) }))
+    }
+
+    /// Record this node as alive (its engine's heartbeat).
+    fn heartbeat(&self, c: &mut Client) -> Result<(), JournalError> {
+        c.execute(
+            &format!(
+                "INSERT INTO nodes (node, seen_at, lease_ms, version) VALUES ($1, {DB_NOW}, $2, $3)
+                 ON CONFLICT (node) DO UPDATE SET seen_at = excluded.seen_at, lease_ms = excluded.lease_ms,
+                                                  version = excluded.version"
+            ),
+            &[&self.node, &self.lease_ms(), &env!("CARGO_PKG_VERSION")],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+/// The URL without `sslmode` and `sslrootcert`, which this module applies
+/// itself (the driver knows fewer modes than libpq).
+fn strip_ssl_params(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else { return url.to_string() };
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| k != "sslmode" && k != "sslrootcert")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    u.to_string()
+}
+
+/// A stable 64-bit advisory lock key for `name`.
+fn lock_key(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("spatialgen-sync {name}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// A held session advisory lock: its connection.
+struct SessionLock {
+    _client: Mutex<Client>,
+    what: String,
+}
+
+impl std::fmt::Debug for SessionLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl Store for PgJournal {
+    fn describe(&self) -> String {
+        format!("{} (node {})", self.shown, self.node)
+    }
+
+    fn schema_version(&self) -> Result<i64, JournalError> {
+        self.with(schema::version)
+    }
+
+    fn try_lock_engine(&self) -> Result<Option<EngineLock>, JournalError> {
+        let lock = self.session_lock("engine")?;
+        if lock.is_some() {
+            self.with(|c| self.heartbeat(c))?;
+        }
+        Ok(lock.map(|l| EngineLock::held(Box::new(l))))
+    }
+
+    fn engine_running(&self) -> Result<bool, JournalError> {
+        self.with(|c| {
+            c.query_one(&format!("SELECT EXISTS (SELECT 1 FROM nodes WHERE seen_at + lease_ms > {DB_NOW})"), &[])
+                .and_then(|r| r.try_get(0))
+                .map_err(db_err)
+        })
+    }
+
+    fn try_lock_agent(&self) -> Result<Option<AgentLock>, JournalError> {
+        Ok(self.session_lock("agent")?.map(|l| AgentLock::held(Box::new(l))))
+    }
+
+    fn node(&self) -> Option<&str> {
+        Some(&self.node)
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+
+    fn renew_claims(&self, ids: &[GroupId]) -> Result<Vec<GroupId>, JournalError> {
+        let ids = ids.to_vec();
+        self.with(|c| {
+            self.heartbeat(c)?;
+            let held: Vec<GroupId> = c
+                .query(
+                    &format!(
+                        "UPDATE groups SET lease_until = CASE WHEN state IN ('queued','uploading')
+                                                              THEN {DB_NOW} + $3 ELSE NULL END
+                         WHERE id = ANY($1) AND node = $2 RETURNING id"
+                    ),
+                    &[&ids, &self.node, &self.lease_ms()],
+                )
+                .map_err(db_err)?
+                .iter()
+                .map(|r| col(r, "id"))
+                .collect::<Result<_, _>>()?;
+            Ok(ids.into_iter().filter(|id| !held.contains(id)).collect())
+        })
+    }
+
+    fn release_claims(&self, ids: &[GroupId]) -> Result<(), JournalError> {
+        let ids = ids.to_vec();
+        self.with(|c| {
+            c.execute("UPDATE groups SET lease_until = NULL WHERE id = ANY($1) AND node = $2", &[&ids, &self.node])
+                .map_err(db_err)?;
+            c.execute("DELETE FROM nodes WHERE node = $1", &[&self.node]).map_err(db_err)?;
+            Ok(())
+        })
+    }
+}
