@@ -229,6 +229,7 @@ mod tests {
             parts_done: 0,
             retry_of: None,
             watch_path: None,
+            node: None,
             created_at: String::new(),
             updated_at: String::new(),
         }

@@ -278,6 +278,17 @@ impl Store for Journal {
     fn try_lock_agent(&self) -> Result<Option<AgentLock>, JournalError> {
         Ok(AgentLock::try_acquire(&self.path)?.ok())
     }
+
+    #[cfg(test)]
+    fn test_sql(&self, sql: &str) -> Result<Option<i64>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        Ok(match rows.next()? {
+            Some(r) => r.get(0)?,
+            None => None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -251,6 +251,12 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
         Ok(Vec::new())
     }
 
+    /// Tests only: run one SQL statement as it is written (both backends
+    /// read the same plain SQL) and return the first column of its first
+    /// row, if it has one, as an integer.
+    #[cfg(test)]
+    fn test_sql(&self, sql: &str) -> Result<Option<i64>, JournalError>;
+
     /// A clean stop: give up the claims on `ids` at once (another node may
     /// take them over without waiting out the lease).
     fn release_claims(&self, _ids: &[GroupId]) -> Result<(), JournalError> {

@@ -10,6 +10,53 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
+/// A fresh SQLite journal in a temporary folder (kept while the folder is).
+fn sqlite_journal() -> (tempfile::TempDir, Journal) {
+    let d = tmp();
+    let j = Journal::open(&d.path().join("j.sqlite3")).expect("journal opens");
+    (d, j)
+}
+
+/// The options of a fleet node on database `url`: no watch folders, so
+/// paths are stored as they are (as on SQLite).
+fn pg_node(url: &str, node: &str, lease: std::time::Duration) -> pg::PgOptions {
+    pg::PgOptions {
+        url: crate::config::DatabaseUrl::new(url),
+        password: None,
+        node: node.into(),
+        lease,
+        mounts: pg::Mounts::default(),
+    }
+}
+
+/// A fresh PostgreSQL journal: a database of its own on the test server.
+fn postgres_journal() -> pg::PgJournal {
+    let url = crate::sandbox::postgres::shared().database();
+    pg::PgJournal::open(pg_node(&url, "node-a", std::time::Duration::from_secs(30))).expect("journal opens")
+}
+
+/// A journal test, run once on a SQLite file and once on a PostgreSQL
+/// database: `name::sqlite` and `name::postgres`.
+macro_rules! both {
+    ($(#[$m:meta])* fn $name:ident($j:ident) $body:block) => {
+        mod $name {
+            use super::*;
+            fn run($j: &dyn Store) $body
+            $(#[$m])*
+            #[test]
+            fn sqlite() {
+                let (_d, j) = sqlite_journal();
+                run(&j)
+            }
+            $(#[$m])*
+            #[test]
+            fn postgres() {
+                run(&postgres_journal())
+            }
+        }
+    };
+}
+
 fn group(key: &str, fingerprint: &str, sizes: &[u64]) -> UploadGroup {
     let root = PathBuf::from(key);
     UploadGroup {
@@ -50,7 +97,7 @@ fn group(key: &str, fingerprint: &str, sizes: &[u64]) -> UploadGroup {
     }
 }
 
-fn queued(j: &Journal, key: &str, fp: &str, sizes: &[u64]) -> GroupId {
+fn queued(j: &dyn Store, key: &str, fp: &str, sizes: &[u64]) -> GroupId {
     match j.enqueue(&group(key, fp, sizes)).expect("enqueue") {
         Enqueued::Queued(id) => id,
         other => panic!("expected queued, got {other:?}"),
@@ -58,7 +105,7 @@ fn queued(j: &Journal, key: &str, fp: &str, sizes: &[u64]) -> GroupId {
 }
 
 /// Record a session the way the engine does: one part per `part_size` bytes.
-fn start(j: &Journal, id: GroupId, session: &str, part_size: u64) {
+fn start(j: &dyn Store, id: GroupId, session: &str, part_size: u64) {
     let g = j.group(id).unwrap();
     let files: Vec<SessionFile> = g
         .files
@@ -74,7 +121,7 @@ fn start(j: &Journal, id: GroupId, session: &str, part_size: u64) {
     j.record_session(id, session, Some("2030-01-01T00:00:00Z"), &files).expect("record session");
 }
 
-fn state(j: &Journal, id: GroupId) -> GroupState {
+fn state(j: &dyn Store, id: GroupId) -> GroupState {
     j.group(id).unwrap().state
 }
 
@@ -116,313 +163,299 @@ fn only_documented_transitions_are_legal() {
     }
 }
 
-#[test]
-fn illegal_transition_is_an_error_and_writes_nothing() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let id = queued(&j, "/x/a", "fp", &[10]);
-    let events_before = j.events(id).unwrap().len();
-    let err = j.complete_group(id, 7).unwrap_err();
-    assert!(
-        matches!(err, JournalError::IllegalTransition { from: GroupState::Queued, to: GroupState::Completed, .. }),
-        "{err}"
-    );
-    let g = j.group(id).unwrap();
-    assert_eq!(g.state, GroupState::Queued);
-    assert_eq!(g.library_id, None);
-    assert_eq!(j.events(id).unwrap().len(), events_before);
-    // expired is only reachable from uploading/failed
-    assert!(matches!(j.expire_group(id, "x", true), Err(JournalError::IllegalTransition { .. })));
-    assert_eq!(j.list().unwrap().len(), 1);
-}
-
-#[test]
-fn the_full_happy_path_records_every_fact() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let w = j.note_waiting(Path::new("/x/a"), "a", Some(Path::new("/x"))).unwrap();
-    assert_eq!(j.note_waiting(Path::new("/x/a"), "a", Some(Path::new("/x"))).unwrap(), w, "idempotent per key");
-    assert_eq!(j.list().unwrap()[0].state, GroupState::Waiting);
-
-    let id = queued(&j, "/x/a", "fp", &[250, 10]);
-    assert_eq!(id, w, "the waiting row is reused");
-    start(&j, id, "sess-1", 100);
-    let g = j.group(id).unwrap();
-    assert_eq!(g.state, GroupState::Uploading);
-    assert_eq!(g.session_id.as_deref(), Some("sess-1"));
-    assert_eq!(g.files[0].parts.len(), 3);
-    assert_eq!(
-        g.files[0].parts.iter().map(|p| (p.byte_start, p.size)).collect::<Vec<_>>(),
-        vec![(0, 100), (100, 100), (200, 50)]
-    );
-    assert_eq!(g.files[1].parts.len(), 1);
-    assert_eq!(g.files[1].strategy, Some(Strategy::SinglePut));
-
-    j.part_done(g.files[0].id, 2, "\"etag-2\"").unwrap();
-    let s = j.summary(id).unwrap();
-    assert_eq!((s.bytes_total, s.bytes_uploaded, s.parts_done, s.parts_total), (260, 100, 1, 4));
-    assert!(matches!(j.part_done(g.files[0].id, 9, "x"), Err(JournalError::NoSuchPart { part: 9, .. })));
-
-    j.part_done(g.files[0].id, 1, "\"etag-1\"").unwrap();
-    j.part_done(g.files[0].id, 3, "\"etag-3\"").unwrap();
-    j.file_completed(g.files[0].id, None).unwrap();
-    j.part_done(g.files[1].id, 1, "\"etag-s\"").unwrap();
-    j.file_completed(g.files[1].id, Some(42)).unwrap();
-    let g = j.group(id).unwrap();
-    assert_eq!(g.library_id, Some(42));
-    assert!(g.files.iter().all(|f| f.state == FileState::Completed));
-    assert_eq!(g.files[0].parts[1].etag.as_deref(), Some("\"etag-2\""));
-    j.complete_group(id, 42).unwrap();
-
-    let s = j.summary(id).unwrap();
-    assert_eq!(s.state, GroupState::Completed);
-    assert_eq!((s.bytes_uploaded, s.library_id), (260, Some(42)));
-    let history: Vec<_> = j.events(id).unwrap().into_iter().filter_map(|e| e.to).collect();
-    assert_eq!(history, vec![GroupState::Waiting, GroupState::Queued, GroupState::Uploading, GroupState::Completed]);
-    assert_eq!(j.unfinished().unwrap(), vec![id]);
-    j.set_finished(id).unwrap();
-    assert!(j.unfinished().unwrap().is_empty());
-}
-
-#[test]
-fn status_json_has_the_fixed_field_names() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    queued(&j, "/x/a", "fp", &[5]);
-    let v = serde_json::to_value(j.list().unwrap()).unwrap();
-    let row = &v[0];
-    for k in ["id", "name", "path", "state", "sessionId", "libraryId", "bytesTotal", "bytesUploaded", "error"] {
-        assert!(row.get(k).is_some(), "missing {k} in {row}");
+both! {
+    fn illegal_transition_is_an_error_and_writes_nothing(j) {
+        let id = queued(j, "/x/a", "fp", &[10]);
+        let events_before = j.events(id).unwrap().len();
+        let err = j.complete_group(id, 7).unwrap_err();
+        assert!(
+            matches!(err, JournalError::IllegalTransition { from: GroupState::Queued, to: GroupState::Completed, .. }),
+            "{err}"
+        );
+        let g = j.group(id).unwrap();
+        assert_eq!(g.state, GroupState::Queued);
+        assert_eq!(g.library_id, None);
+        assert_eq!(j.events(id).unwrap().len(), events_before);
+        // expired is only reachable from uploading/failed
+        assert!(matches!(j.expire_group(id, "x", true), Err(JournalError::IllegalTransition { .. })));
+        assert_eq!(j.list().unwrap().len(), 1);
     }
-    assert_eq!(row["state"], "queued");
-    assert_eq!(row["path"], "/x/a");
-    assert!(row["sessionId"].is_null() && row["libraryId"].is_null());
 }
 
-#[test]
-fn dedup_by_fingerprint() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let a = queued(&j, "/x/a", "fp-a", &[5]);
-    // queued: same fingerprint again (a rescan) creates nothing
-    j.note_waiting(Path::new("/x/a2"), "a2", None).unwrap();
-    assert_eq!(
-        j.enqueue(&group("/x/a2", "fp-a", &[5])).unwrap(),
-        Enqueued::Duplicate { id: a, state: GroupState::Queued }
-    );
-    assert_eq!(j.list().unwrap().len(), 1, "the duplicate's waiting row is dropped");
-    // uploading
-    start(&j, a, "s-a", 100);
-    assert_eq!(
-        j.enqueue(&group("/x/a", "fp-a", &[5])).unwrap(),
-        Enqueued::Duplicate { id: a, state: GroupState::Uploading }
-    );
-    // completed
-    let f = j.group(a).unwrap().files[0].id;
-    j.part_done(f, 1, "e").unwrap();
-    j.file_completed(f, Some(1)).unwrap();
-    j.complete_group(a, 1).unwrap();
-    assert_eq!(
-        j.enqueue(&group("/x/a", "fp-a", &[5])).unwrap(),
-        Enqueued::Duplicate { id: a, state: GroupState::Completed }
-    );
-    // expired groups do not block a new upload of the same bytes
-    let b = queued(&j, "/x/b", "fp-b", &[5]);
-    start(&j, b, "s-b", 100);
-    assert_eq!(j.expire_group(b, "404", false).unwrap(), None);
-    let b2 = queued(&j, "/x/b", "fp-b", &[5]);
-    assert_ne!(b2, b);
-    // a user's cancel sticks; a cancel because the source changed does not
-    let c = queued(&j, "/x/c", "fp-c", &[5]);
-    j.cancel_group(c, "canceled by the user", true).unwrap();
-    assert_eq!(
-        j.enqueue(&group("/x/c", "fp-c", &[5])).unwrap(),
-        Enqueued::Duplicate { id: c, state: GroupState::Canceled }
-    );
-    let e = queued(&j, "/x/e", "fp-e", &[5]);
-    j.cancel_group(e, "video.mov changed during upload", false).unwrap();
-    assert!(matches!(j.enqueue(&group("/x/e", "fp-e", &[5])).unwrap(), Enqueued::Queued(_)));
+both! {
+    fn the_full_happy_path_records_every_fact(j) {
+        let w = j.note_waiting(Path::new("/x/a"), "a", Some(Path::new("/x"))).unwrap();
+        assert_eq!(j.note_waiting(Path::new("/x/a"), "a", Some(Path::new("/x"))).unwrap(), w, "idempotent per key");
+        assert_eq!(j.list().unwrap()[0].state, GroupState::Waiting);
+
+        let id = queued(j, "/x/a", "fp", &[250, 10]);
+        assert_eq!(id, w, "the waiting row is reused");
+        start(j, id, "sess-1", 100);
+        let g = j.group(id).unwrap();
+        assert_eq!(g.state, GroupState::Uploading);
+        assert_eq!(g.session_id.as_deref(), Some("sess-1"));
+        assert_eq!(g.files[0].parts.len(), 3);
+        assert_eq!(
+            g.files[0].parts.iter().map(|p| (p.byte_start, p.size)).collect::<Vec<_>>(),
+            vec![(0, 100), (100, 100), (200, 50)]
+        );
+        assert_eq!(g.files[1].parts.len(), 1);
+        assert_eq!(g.files[1].strategy, Some(Strategy::SinglePut));
+
+        j.part_done(g.files[0].id, 2, "\"etag-2\"").unwrap();
+        let s = j.summary(id).unwrap();
+        assert_eq!((s.bytes_total, s.bytes_uploaded, s.parts_done, s.parts_total), (260, 100, 1, 4));
+        assert!(matches!(j.part_done(g.files[0].id, 9, "x"), Err(JournalError::NoSuchPart { part: 9, .. })));
+
+        j.part_done(g.files[0].id, 1, "\"etag-1\"").unwrap();
+        j.part_done(g.files[0].id, 3, "\"etag-3\"").unwrap();
+        j.file_completed(g.files[0].id, None).unwrap();
+        j.part_done(g.files[1].id, 1, "\"etag-s\"").unwrap();
+        j.file_completed(g.files[1].id, Some(42)).unwrap();
+        let g = j.group(id).unwrap();
+        assert_eq!(g.library_id, Some(42));
+        assert!(g.files.iter().all(|f| f.state == FileState::Completed));
+        assert_eq!(g.files[0].parts[1].etag.as_deref(), Some("\"etag-2\""));
+        j.complete_group(id, 42).unwrap();
+
+        let s = j.summary(id).unwrap();
+        assert_eq!(s.state, GroupState::Completed);
+        assert_eq!((s.bytes_uploaded, s.library_id), (260, Some(42)));
+        let history: Vec<_> = j.events(id).unwrap().into_iter().filter_map(|e| e.to).collect();
+        assert_eq!(history, vec![GroupState::Waiting, GroupState::Queued, GroupState::Uploading, GroupState::Completed]);
+        assert_eq!(j.unfinished().unwrap(), vec![id]);
+        j.set_finished(id).unwrap();
+        assert!(j.unfinished().unwrap().is_empty());
+    }
 }
 
-#[test]
-fn rejected_groups_keep_their_reasons() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    j.note_waiting(Path::new("/x/r"), "r", None).unwrap();
-    let mut g = group("/x/r", "fp-r", &[5]);
-    g.violations.push(Violation {
-        rule: "one-video",
-        file: Some("b.mov".into()),
-        message: "a second video file; a 2D group has exactly one".into(),
-    });
-    let Enqueued::Rejected(id) = j.enqueue(&g).unwrap() else { panic!("not rejected") };
-    let s = j.summary(id).unwrap();
-    assert_eq!(s.state, GroupState::Rejected);
-    assert!(s.error.as_deref().unwrap().contains("b.mov: a second video file"), "{:?}", s.error);
-    // the same rejection is not recorded twice
-    assert_eq!(j.enqueue(&g).unwrap(), Enqueued::Duplicate { id, state: GroupState::Rejected });
-    // fixed (e.g. a config change) with the same files: queued
-    g.violations.clear();
-    assert!(matches!(j.enqueue(&g).unwrap(), Enqueued::Queued(n) if n != id));
+both! {
+    fn status_json_has_the_fixed_field_names(j) {
+        queued(j, "/x/a", "fp", &[5]);
+        let v = serde_json::to_value(j.list().unwrap()).unwrap();
+        let row = &v[0];
+        for k in ["id", "name", "path", "state", "sessionId", "libraryId", "bytesTotal", "bytesUploaded", "error"] {
+            assert!(row.get(k).is_some(), "missing {k} in {row}");
+        }
+        assert_eq!(row["state"], "queued");
+        assert_eq!(row["path"], "/x/a");
+        assert!(row["sessionId"].is_null() && row["libraryId"].is_null());
+    }
 }
 
-#[test]
-fn unqueue_only_before_the_upload_started() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let id = queued(&j, "/x/a", "fp-1", &[5]);
-    assert!(j.unqueue(Path::new("/x/a")).unwrap());
-    let s = j.summary(id).unwrap();
-    assert_eq!((s.state, s.files), (GroupState::Waiting, 0));
-    // settles again with new content: same row, new fingerprint
-    assert_eq!(j.enqueue(&group("/x/a", "fp-2", &[6])).unwrap(), Enqueued::Queued(id));
-    start(&j, id, "s", 100);
-    assert!(!j.unqueue(Path::new("/x/a")).unwrap(), "already uploading");
-    assert_eq!(state(&j, id), GroupState::Uploading);
-    assert!(!j.unqueue(Path::new("/nothing")).unwrap());
-    // drop_waiting forgets only waiting rows
-    j.note_waiting(Path::new("/x/b"), "b", None).unwrap();
-    j.drop_waiting(Path::new("/x/b")).unwrap();
-    j.drop_waiting(Path::new("/x/a")).unwrap();
-    assert_eq!(j.list().unwrap().iter().map(|s| s.id).collect::<Vec<_>>(), vec![id]);
+both! {
+    fn dedup_by_fingerprint(j) {
+        let a = queued(j, "/x/a", "fp-a", &[5]);
+        // queued: same fingerprint again (a rescan) creates nothing
+        j.note_waiting(Path::new("/x/a2"), "a2", None).unwrap();
+        assert_eq!(
+            j.enqueue(&group("/x/a2", "fp-a", &[5])).unwrap(),
+            Enqueued::Duplicate { id: a, state: GroupState::Queued }
+        );
+        assert_eq!(j.list().unwrap().len(), 1, "the duplicate's waiting row is dropped");
+        // uploading
+        start(j, a, "s-a", 100);
+        assert_eq!(
+            j.enqueue(&group("/x/a", "fp-a", &[5])).unwrap(),
+            Enqueued::Duplicate { id: a, state: GroupState::Uploading }
+        );
+        // completed
+        let f = j.group(a).unwrap().files[0].id;
+        j.part_done(f, 1, "e").unwrap();
+        j.file_completed(f, Some(1)).unwrap();
+        j.complete_group(a, 1).unwrap();
+        assert_eq!(
+            j.enqueue(&group("/x/a", "fp-a", &[5])).unwrap(),
+            Enqueued::Duplicate { id: a, state: GroupState::Completed }
+        );
+        // expired groups do not block a new upload of the same bytes
+        let b = queued(j, "/x/b", "fp-b", &[5]);
+        start(j, b, "s-b", 100);
+        assert_eq!(j.expire_group(b, "404", false).unwrap(), None);
+        let b2 = queued(j, "/x/b", "fp-b", &[5]);
+        assert_ne!(b2, b);
+        // a user's cancel sticks; a cancel because the source changed does not
+        let c = queued(j, "/x/c", "fp-c", &[5]);
+        j.cancel_group(c, "canceled by the user", true).unwrap();
+        assert_eq!(
+            j.enqueue(&group("/x/c", "fp-c", &[5])).unwrap(),
+            Enqueued::Duplicate { id: c, state: GroupState::Canceled }
+        );
+        let e = queued(j, "/x/e", "fp-e", &[5]);
+        j.cancel_group(e, "video.mov changed during upload", false).unwrap();
+        assert!(matches!(j.enqueue(&group("/x/e", "fp-e", &[5])).unwrap(), Enqueued::Queued(_)));
+    }
 }
 
-#[test]
-fn a_queued_export_enqueued_again_with_new_content_is_replaced_in_place() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let id = queued(&j, "/x/a", "fp-1", &[5]);
-    assert_eq!(j.enqueue(&group("/x/a", "fp-2", &[7, 3])).unwrap(), Enqueued::Queued(id));
-    let g = j.group(id).unwrap();
-    assert_eq!((g.fingerprint.as_deref(), g.total_bytes(), g.files.len()), (Some("fp-2"), 10, 2));
+both! {
+    fn rejected_groups_keep_their_reasons(j) {
+        j.note_waiting(Path::new("/x/r"), "r", None).unwrap();
+        let mut g = group("/x/r", "fp-r", &[5]);
+        g.violations.push(Violation {
+            rule: "one-video",
+            file: Some("b.mov".into()),
+            message: "a second video file; a 2D group has exactly one".into(),
+        });
+        let Enqueued::Rejected(id) = j.enqueue(&g).unwrap() else { panic!("not rejected") };
+        let s = j.summary(id).unwrap();
+        assert_eq!(s.state, GroupState::Rejected);
+        assert!(s.error.as_deref().unwrap().contains("b.mov: a second video file"), "{:?}", s.error);
+        // the same rejection is not recorded twice
+        assert_eq!(j.enqueue(&g).unwrap(), Enqueued::Duplicate { id, state: GroupState::Rejected });
+        // fixed (e.g. a config change) with the same files: queued
+        g.violations.clear();
+        assert!(matches!(j.enqueue(&g).unwrap(), Enqueued::Queued(n) if n != id));
+    }
 }
 
-#[test]
-fn next_group_resumes_uploads_first_then_priority() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let a = queued(&j, "/x/a", "a", &[5]);
-    let mut g = group("/x/b", "b", &[5]);
-    g.priority = 5;
-    let Enqueued::Queued(b) = j.enqueue(&g).unwrap() else { panic!() };
-    let c = queued(&j, "/x/c", "c", &[5]);
-    assert_eq!(j.next_group(&[]).unwrap(), Some(b));
-    start(&j, c, "s-c", 100);
-    assert_eq!(j.next_group(&[]).unwrap(), Some(c));
-    assert_eq!(j.next_group(&[c]).unwrap(), Some(b));
-    assert_eq!(j.next_group(&[c, b]).unwrap(), Some(a));
-    assert_eq!(j.next_group(&[c, b, a]).unwrap(), None);
+both! {
+    fn unqueue_only_before_the_upload_started(j) {
+        let id = queued(j, "/x/a", "fp-1", &[5]);
+        assert!(j.unqueue(Path::new("/x/a")).unwrap());
+        let s = j.summary(id).unwrap();
+        assert_eq!((s.state, s.files), (GroupState::Waiting, 0));
+        // settles again with new content: same row, new fingerprint
+        assert_eq!(j.enqueue(&group("/x/a", "fp-2", &[6])).unwrap(), Enqueued::Queued(id));
+        start(j, id, "s", 100);
+        assert!(!j.unqueue(Path::new("/x/a")).unwrap(), "already uploading");
+        assert_eq!(state(j, id), GroupState::Uploading);
+        assert!(!j.unqueue(Path::new("/nothing")).unwrap());
+        // drop_waiting forgets only waiting rows
+        j.note_waiting(Path::new("/x/b"), "b", None).unwrap();
+        j.drop_waiting(Path::new("/x/b")).unwrap();
+        j.drop_waiting(Path::new("/x/a")).unwrap();
+        assert_eq!(j.list().unwrap().iter().map(|s| s.id).collect::<Vec<_>>(), vec![id]);
+    }
 }
 
-#[test]
-fn session_with_inconsistent_parts_is_refused_whole() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let id = queued(&j, "/x/a", "a", &[250]);
-    let f = j.group(id).unwrap().files[0].id;
-    let bad = SessionFile {
-        file_id: f,
-        upload_id: "u".into(),
-        part_size: 100,
-        total_parts: 2,
-        strategy: Strategy::Multipart,
-    };
-    assert!(matches!(j.record_session(id, "s", None, &[bad]), Err(JournalError::Invalid(_))));
-    let g = j.group(id).unwrap();
-    assert_eq!((g.state, g.session_id, g.files[0].parts.len()), (GroupState::Queued, None, 0));
+both! {
+    fn a_queued_export_enqueued_again_with_new_content_is_replaced_in_place(j) {
+        let id = queued(j, "/x/a", "fp-1", &[5]);
+        assert_eq!(j.enqueue(&group("/x/a", "fp-2", &[7, 3])).unwrap(), Enqueued::Queued(id));
+        let g = j.group(id).unwrap();
+        assert_eq!((g.fingerprint.as_deref(), g.total_bytes(), g.files.len()), (Some("fp-2"), 10, 2));
+    }
 }
 
-#[test]
-fn failed_groups_retry_on_the_same_row_and_automatically_when_due() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let id = queued(&j, "/x/a", "a", &[250]);
-    start(&j, id, "s", 100);
-    let f = j.group(id).unwrap().files[0].id;
-    j.part_done(f, 1, "e1").unwrap();
-    j.fail_group(id, "HTTP 500 after 10 attempts", Some(1_000)).unwrap();
-    assert_eq!(j.next_retry_at().unwrap(), Some(1_000));
-    assert!(j.requeue_due(999).unwrap().is_empty());
-    assert_eq!(j.requeue_due(1_000).unwrap(), vec![id]);
-    let g = j.group(id).unwrap();
-    assert_eq!(g.state, GroupState::Queued);
-    assert_eq!(g.session_id.as_deref(), Some("s"), "the session is kept for resuming");
-    assert!(g.files[0].parts[0].done, "progress is kept");
-    // explicit retry of a failed group: same row
-    j.fail_group(id, "boom", None).unwrap();
-    assert_eq!(j.retry_group(id).unwrap(), id);
-    assert_eq!(state(&j, id), GroupState::Queued);
-    assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
+both! {
+    fn next_group_resumes_uploads_first_then_priority(j) {
+        let a = queued(j, "/x/a", "a", &[5]);
+        let mut g = group("/x/b", "b", &[5]);
+        g.priority = 5;
+        let Enqueued::Queued(b) = j.enqueue(&g).unwrap() else { panic!() };
+        let c = queued(j, "/x/c", "c", &[5]);
+        assert_eq!(j.next_group(&[]).unwrap(), Some(b));
+        start(j, c, "s-c", 100);
+        assert_eq!(j.next_group(&[]).unwrap(), Some(c));
+        assert_eq!(j.next_group(&[c]).unwrap(), Some(b));
+        assert_eq!(j.next_group(&[c, b]).unwrap(), Some(a));
+        assert_eq!(j.next_group(&[c, b, a]).unwrap(), None);
+    }
 }
 
-#[test]
-fn expired_and_canceled_groups_come_back_as_new_groups() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let id = queued(&j, "/x/a", "a", &[250, 5]);
-    start(&j, id, "s", 100);
-    j.part_done(j.group(id).unwrap().files[0].id, 1, "e").unwrap();
-    let new = j.expire_group(id, "the server no longer knows session s", true).unwrap().expect("re-queued");
-    let (old, g) = (j.group(id).unwrap(), j.group(new).unwrap());
-    assert_eq!((old.state, old.finished), (GroupState::Expired, true));
-    assert_eq!((g.state, g.retry_of, g.session_id.as_ref()), (GroupState::Queued, Some(id), None));
-    assert_eq!(g.files.len(), 2);
-    assert!(g.files.iter().all(|f| f.parts.is_empty() && f.upload_id.is_none()));
-    assert_eq!(g.fingerprint.as_deref(), Some("a"));
-    // retry of the expired one is refused: it is already re-uploaded
-    assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
-
-    j.cancel_group(new, "canceled by the user", true).unwrap();
-    let again = j.retry_group(new).unwrap();
-    assert_ne!(again, new);
-    assert_eq!(state(&j, again), GroupState::Queued);
-    assert!(matches!(j.retry_group(again), Err(JournalError::Refused(_))), "queued cannot be retried");
+both! {
+    fn session_with_inconsistent_parts_is_refused_whole(j) {
+        let id = queued(j, "/x/a", "a", &[250]);
+        let f = j.group(id).unwrap().files[0].id;
+        let bad = SessionFile {
+            file_id: f,
+            upload_id: "u".into(),
+            part_size: 100,
+            total_parts: 2,
+            strategy: Strategy::Multipart,
+        };
+        assert!(matches!(j.record_session(id, "s", None, &[bad]), Err(JournalError::Invalid(_))));
+        let g = j.group(id).unwrap();
+        assert_eq!((g.state, g.session_id, g.files[0].parts.len()), (GroupState::Queued, None, 0));
+    }
 }
 
-#[test]
-fn cancel_requests_round_trip() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let id = queued(&j, "/x/a", "a", &[5]);
-    let rid = j.request(id, RequestKind::Cancel).unwrap();
-    let open = j.open_requests().unwrap();
-    assert_eq!(open.len(), 1);
-    assert_eq!((open[0].id, open[0].group_id, open[0].kind), (rid, id, RequestKind::Cancel));
-    j.finish_request(rid, &RequestResult::Canceled).unwrap();
-    assert!(j.open_requests().unwrap().is_empty());
-    assert_eq!(j.request_status(rid).unwrap().unwrap().result, Some(RequestResult::Canceled));
-    assert!(matches!(j.request(999, RequestKind::Cancel), Err(JournalError::NoSuchGroup(999))));
+both! {
+    fn failed_groups_retry_on_the_same_row_and_automatically_when_due(j) {
+        let id = queued(j, "/x/a", "a", &[250]);
+        start(j, id, "s", 100);
+        let f = j.group(id).unwrap().files[0].id;
+        j.part_done(f, 1, "e1").unwrap();
+        j.fail_group(id, "HTTP 500 after 10 attempts", Some(1_000)).unwrap();
+        assert_eq!(j.next_retry_at().unwrap(), Some(1_000));
+        assert!(j.requeue_due(999).unwrap().is_empty());
+        assert_eq!(j.requeue_due(1_000).unwrap(), vec![id]);
+        let g = j.group(id).unwrap();
+        assert_eq!(g.state, GroupState::Queued);
+        assert_eq!(g.session_id.as_deref(), Some("s"), "the session is kept for resuming");
+        assert!(g.files[0].parts[0].done, "progress is kept");
+        // explicit retry of a failed group: same row
+        j.fail_group(id, "boom", None).unwrap();
+        assert_eq!(j.retry_group(id).unwrap(), id);
+        assert_eq!(state(j, id), GroupState::Queued);
+        assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
+    }
 }
 
-#[test]
-fn find_by_id_session_or_path() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let a = queued(&j, "/x/a", "a", &[5]);
-    let b = queued(&j, "/x/b", "b", &[5]);
-    start(&j, b, "5ea97a59-95e0", 100);
-    assert_eq!(j.find(&a.to_string()).unwrap(), Some(a));
-    assert_eq!(j.find("5ea97a59-95e0").unwrap(), Some(b));
-    assert_eq!(j.find("/x/a").unwrap(), Some(a));
-    assert_eq!(j.find("/x/a/").unwrap(), Some(a));
-    assert_eq!(j.find("/nowhere").unwrap(), None);
+both! {
+    fn expired_and_canceled_groups_come_back_as_new_groups(j) {
+        let id = queued(j, "/x/a", "a", &[250, 5]);
+        start(j, id, "s", 100);
+        j.part_done(j.group(id).unwrap().files[0].id, 1, "e").unwrap();
+        let new = j.expire_group(id, "the server no longer knows session s", true).unwrap().expect("re-queued");
+        let (old, g) = (j.group(id).unwrap(), j.group(new).unwrap());
+        assert_eq!((old.state, old.finished), (GroupState::Expired, true));
+        assert_eq!((g.state, g.retry_of, g.session_id.as_ref()), (GroupState::Queued, Some(id), None));
+        assert_eq!(g.files.len(), 2);
+        assert!(g.files.iter().all(|f| f.parts.is_empty() && f.upload_id.is_none()));
+        assert_eq!(g.fingerprint.as_deref(), Some("a"));
+        // retry of the expired one is refused: it is already re-uploaded
+        assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
+
+        j.cancel_group(new, "canceled by the user", true).unwrap();
+        let again = j.retry_group(new).unwrap();
+        assert_ne!(again, new);
+        assert_eq!(state(j, again), GroupState::Queued);
+        assert!(matches!(j.retry_group(again), Err(JournalError::Refused(_))), "queued cannot be retried");
+    }
 }
 
-#[cfg(unix)]
-#[test]
-fn odd_file_names_round_trip() {
-    use std::os::unix::ffi::OsStrExt;
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let weird = std::ffi::OsStr::from_bytes(b"/x/caf\xe9 shot 010");
-    let mut g = group("/x/tmp", "w", &[5]);
-    g.key = PathBuf::from(weird);
-    g.root = g.key.clone();
-    g.files[0].source = g.key.join("Shot_010_v002_L.mov");
-    let Enqueued::Queued(id) = j.enqueue(&g).unwrap() else { panic!() };
-    let r = j.group(id).unwrap();
-    assert_eq!(r.key.as_os_str(), weird);
-    assert_eq!(r.files[0].source, g.files[0].source);
+both! {
+    fn cancel_requests_round_trip(j) {
+        let id = queued(j, "/x/a", "a", &[5]);
+        let rid = j.request(id, RequestKind::Cancel).unwrap();
+        let open = j.open_requests().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!((open[0].id, open[0].group_id, open[0].kind), (rid, id, RequestKind::Cancel));
+        j.finish_request(rid, &RequestResult::Canceled).unwrap();
+        assert!(j.open_requests().unwrap().is_empty());
+        assert_eq!(j.request_status(rid).unwrap().unwrap().result, Some(RequestResult::Canceled));
+        assert!(matches!(j.request(999, RequestKind::Cancel), Err(JournalError::NoSuchGroup(999))));
+    }
+}
+
+both! {
+    fn find_by_id_session_or_path(j) {
+        let a = queued(j, "/x/a", "a", &[5]);
+        let b = queued(j, "/x/b", "b", &[5]);
+        start(j, b, "5ea97a59-95e0", 100);
+        assert_eq!(j.find(&a.to_string()).unwrap(), Some(a));
+        assert_eq!(j.find("5ea97a59-95e0").unwrap(), Some(b));
+        assert_eq!(j.find("/x/a").unwrap(), Some(a));
+        assert_eq!(j.find("/x/a/").unwrap(), Some(a));
+        assert_eq!(j.find("/nowhere").unwrap(), None);
+    }
+}
+
+both! {
+    #[cfg(unix)]
+    fn odd_file_names_round_trip(j) {
+        use std::os::unix::ffi::OsStrExt;
+        let weird = std::ffi::OsStr::from_bytes(b"/x/caf\xe9 shot 010");
+        let mut g = group("/x/tmp", "w", &[5]);
+        g.key = PathBuf::from(weird);
+        g.root = g.key.clone();
+        g.files[0].source = g.key.join("Shot_010_v002_L.mov");
+        let Enqueued::Queued(id) = j.enqueue(&g).unwrap() else { panic!() };
+        let r = j.group(id).unwrap();
+        assert_eq!(r.key.as_os_str(), weird);
+        assert_eq!(r.files[0].source, g.files[0].source);
+    }
 }
 
 #[cfg(unix)]
@@ -718,146 +751,141 @@ fn one_engine_per_journal() {
     assert!(other.try_lock_engine().unwrap().is_some());
 }
 
-#[test]
-fn a_staged_zip_shared_with_a_live_group_is_in_use() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let mut rejected = group("/x/a", "fp", &[5, 6]);
-    rejected.files[1].staged = true;
-    rejected.files[1].source = PathBuf::from("/staging/fp-Edit.fcpxmld.zip");
-    rejected.violations.push(Violation { rule: "r", file: None, message: "m".into() });
-    let Enqueued::Rejected(r) = j.enqueue(&rejected).unwrap() else { panic!() };
-    let zip = rejected.files[1].source.clone();
-    assert!(!j.staged_in_use(&zip, r).unwrap(), "only the rejected group has it");
-    rejected.violations.clear();
-    let Enqueued::Queued(q) = j.enqueue(&rejected).unwrap() else { panic!() };
-    assert!(j.staged_in_use(&zip, r).unwrap(), "the fixed group still needs it");
-    assert!(!j.staged_in_use(&zip, q).unwrap());
+both! {
+    fn a_staged_zip_shared_with_a_live_group_is_in_use(j) {
+        let mut rejected = group("/x/a", "fp", &[5, 6]);
+        rejected.files[1].staged = true;
+        rejected.files[1].source = PathBuf::from("/staging/fp-Edit.fcpxmld.zip");
+        rejected.violations.push(Violation { rule: "r", file: None, message: "m".into() });
+        let Enqueued::Rejected(r) = j.enqueue(&rejected).unwrap() else { panic!() };
+        let zip = rejected.files[1].source.clone();
+        assert!(!j.staged_in_use(&zip, r).unwrap(), "only the rejected group has it");
+        rejected.violations.clear();
+        let Enqueued::Queued(q) = j.enqueue(&rejected).unwrap() else { panic!() };
+        assert!(j.staged_in_use(&zip, r).unwrap(), "the fixed group still needs it");
+        assert!(!j.staged_in_use(&zip, q).unwrap());
+    }
 }
 
-fn queued_at(j: &Journal, id: GroupId) -> Option<i64> {
-    j.conn().query_row("SELECT queued_at FROM groups WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+fn queued_at(j: &dyn Store, id: GroupId) -> Option<i64> {
+    j.test_sql(&format!("SELECT queued_at FROM groups WHERE id = {id}")).unwrap()
 }
 
-#[test]
-fn queue_runs_by_priority_then_by_when_the_export_was_finished_not_by_row_id() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    // `a` was seen first (lower id) but finished last.
-    let a_seen = j.note_waiting(Path::new("/x/a"), "a", None).unwrap();
-    let b = queued(&j, "/x/b", "b", &[5]);
-    let a = queued(&j, "/x/a", "a", &[5]);
-    assert_eq!(a, a_seen, "the waiting row is reused");
-    assert!(a < b);
-    assert!(queued_at(&j, a).is_some() && queued_at(&j, b).is_some(), "enqueue records when");
-    // Pin the times so the order does not depend on the clock's resolution.
-    j.conn().execute("UPDATE groups SET queued_at = 2000 WHERE id = ?1", [a]).unwrap();
-    j.conn().execute("UPDATE groups SET queued_at = 1000 WHERE id = ?1", [b]).unwrap();
-    let mut hi = group("/x/hi", "hi", &[5]);
-    hi.priority = 3;
-    let Enqueued::Queued(hi) = j.enqueue(&hi).unwrap() else { panic!() };
-    assert_eq!(j.queue().unwrap(), vec![hi, b, a]);
-    assert_eq!(j.next_group(&[]).unwrap(), Some(hi));
-    assert_eq!(j.next_group(&[hi]).unwrap(), Some(b), "older finish first, whatever the ids");
+both! {
+    fn queue_runs_by_priority_then_by_when_the_export_was_finished_not_by_row_id(j) {
+        // `a` was seen first (lower id) but finished last.
+        let a_seen = j.note_waiting(Path::new("/x/a"), "a", None).unwrap();
+        let b = queued(j, "/x/b", "b", &[5]);
+        let a = queued(j, "/x/a", "a", &[5]);
+        assert_eq!(a, a_seen, "the waiting row is reused");
+        assert!(a < b);
+        assert!(queued_at(j, a).is_some() && queued_at(j, b).is_some(), "enqueue records when");
+        // Pin the times so the order does not depend on the clock's resolution.
+        j.test_sql(&format!("UPDATE groups SET queued_at = 2000 WHERE id = {a}")).unwrap();
+        j.test_sql(&format!("UPDATE groups SET queued_at = 1000 WHERE id = {b}")).unwrap();
+        let mut hi = group("/x/hi", "hi", &[5]);
+        hi.priority = 3;
+        let Enqueued::Queued(hi) = j.enqueue(&hi).unwrap() else { panic!() };
+        assert_eq!(j.queue().unwrap(), vec![hi, b, a]);
+        assert_eq!(j.next_group(&[]).unwrap(), Some(hi));
+        assert_eq!(j.next_group(&[hi]).unwrap(), Some(b), "older finish first, whatever the ids");
 
-    // status shows the same order; other states have no position
-    start(&j, hi, "s-hi", 100);
-    let rows = j.list().unwrap();
-    let pos = |id| rows.iter().find(|r| r.id == id).unwrap().queue_position;
-    assert_eq!((pos(b), pos(a), pos(hi)), (Some(1), Some(2), None));
-    assert_eq!(j.summary(a).unwrap().queue_position, Some(2));
-    assert_eq!(rows.iter().find(|r| r.id == hi).unwrap().priority, 3);
-    let v = serde_json::to_value(&rows).unwrap();
-    assert!(v.as_array().unwrap().iter().all(|r| r.get("queuePosition").is_some()), "{v}");
+        // status shows the same order; other states have no position
+        start(j, hi, "s-hi", 100);
+        let rows = j.list().unwrap();
+        let pos = |id| rows.iter().find(|r| r.id == id).unwrap().queue_position;
+        assert_eq!((pos(b), pos(a), pos(hi)), (Some(1), Some(2), None));
+        assert_eq!(j.summary(a).unwrap().queue_position, Some(2));
+        assert_eq!(rows.iter().find(|r| r.id == hi).unwrap().priority, 3);
+        let v = serde_json::to_value(&rows).unwrap();
+        assert!(v.as_array().unwrap().iter().all(|r| r.get("queuePosition").is_some()), "{v}");
 
-    // a failed group that is retried keeps its place; a changed export loses it
-    j.conn().execute("UPDATE groups SET state = 'uploading' WHERE id = ?1", [b]).unwrap();
-    j.fail_group(b, "boom", None).unwrap();
-    j.retry_group(b).unwrap();
-    assert_eq!(queued_at(&j, b), Some(1000));
-    assert!(j.unqueue(Path::new("/x/a")).unwrap());
-    assert_eq!(queued_at(&j, a), None, "back to waiting: no longer in the queue");
-    assert_eq!(j.queue().unwrap(), vec![b]);
+        // a failed group that is retried keeps its place; a changed export loses it
+        j.test_sql(&format!("UPDATE groups SET state = 'uploading' WHERE id = {b}")).unwrap();
+        j.fail_group(b, "boom", None).unwrap();
+        j.retry_group(b).unwrap();
+        assert_eq!(queued_at(j, b), Some(1000));
+        assert!(j.unqueue(Path::new("/x/a")).unwrap());
+        assert_eq!(queued_at(j, a), None, "back to waiting: no longer in the queue");
+        assert_eq!(j.queue().unwrap(), vec![b]);
+    }
 }
 
-#[test]
-fn a_re_queued_copy_keeps_the_original_place() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let a = queued(&j, "/x/a", "a", &[5]);
-    j.conn().execute("UPDATE groups SET queued_at = 500 WHERE id = ?1", [a]).unwrap();
-    start(&j, a, "s-a", 100);
-    let new = j.expire_group(a, "gone", true).unwrap().expect("re-queued");
-    assert_eq!(queued_at(&j, new), Some(500));
+both! {
+    fn a_re_queued_copy_keeps_the_original_place(j) {
+        let a = queued(j, "/x/a", "a", &[5]);
+        j.test_sql(&format!("UPDATE groups SET queued_at = 500 WHERE id = {a}")).unwrap();
+        start(j, a, "s-a", 100);
+        let new = j.expire_group(a, "gone", true).unwrap().expect("re-queued");
+        assert_eq!(queued_at(j, new), Some(500));
+    }
 }
 
-#[test]
-fn counts_by_state_cover_every_state() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    queued(&j, "/x/a", "a", &[5]);
-    queued(&j, "/x/b", "b", &[5]);
-    let c = queued(&j, "/x/c", "c", &[5]);
-    start(&j, c, "s-c", 100);
-    let mut bad = group("/x/bad", "bad", &[5]);
-    bad.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
-    j.enqueue(&bad).unwrap();
-    j.note_waiting(Path::new("/x/w"), "w", None).unwrap();
-    let counts = j.count_by_state().unwrap();
-    assert_eq!(counts.len(), GroupState::ALL.len());
-    let n = |s| counts.iter().find(|(x, _)| *x == s).unwrap().1;
-    assert_eq!(
-        (n(GroupState::Queued), n(GroupState::Uploading), n(GroupState::Rejected), n(GroupState::Waiting)),
-        (2, 1, 1, 1)
-    );
-    assert_eq!(n(GroupState::Completed), 0);
+both! {
+    fn counts_by_state_cover_every_state(j) {
+        queued(j, "/x/a", "a", &[5]);
+        queued(j, "/x/b", "b", &[5]);
+        let c = queued(j, "/x/c", "c", &[5]);
+        start(j, c, "s-c", 100);
+        let mut bad = group("/x/bad", "bad", &[5]);
+        bad.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
+        j.enqueue(&bad).unwrap();
+        j.note_waiting(Path::new("/x/w"), "w", None).unwrap();
+        let counts = j.count_by_state().unwrap();
+        assert_eq!(counts.len(), GroupState::ALL.len());
+        let n = |s| counts.iter().find(|(x, _)| *x == s).unwrap().1;
+        assert_eq!(
+            (n(GroupState::Queued), n(GroupState::Uploading), n(GroupState::Rejected), n(GroupState::Waiting)),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(n(GroupState::Completed), 0);
+    }
 }
 
-#[test]
-fn ended_groups_are_tailed_from_the_history_without_repeats_or_gaps() {
-    let d = tmp();
-    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    let old = queued(&j, "/x/old", "old", &[5]);
-    start(&j, old, "s-old", 100);
-    j.complete_group(old, 1).unwrap();
-    let cursor = j.last_event_id().unwrap();
-    assert!(j.ended_after(cursor, 100).unwrap().is_empty(), "history before the cursor is not replayed");
+both! {
+    fn ended_groups_are_tailed_from_the_history_without_repeats_or_gaps(j) {
+        let old = queued(j, "/x/old", "old", &[5]);
+        start(j, old, "s-old", 100);
+        j.complete_group(old, 1).unwrap();
+        let cursor = j.last_event_id().unwrap();
+        assert!(j.ended_after(cursor, 100).unwrap().is_empty(), "history before the cursor is not replayed");
 
-    let a = queued(&j, "/x/a", "a", &[5]);
-    start(&j, a, "s-a", 100);
-    j.complete_group(a, 77).unwrap();
-    let b = queued(&j, "/x/b", "b", &[5]);
-    start(&j, b, "s-b", 100);
-    j.fail_group(b, "upload part 1: HTTP 500", None).unwrap();
-    j.retry_group(b).unwrap(); // clears the row's error: the event still says why
-    let mut bad = group("/x/bad", "bad", &[5]);
-    bad.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
-    let Enqueued::Rejected(r) = j.enqueue(&bad).unwrap() else { panic!() };
+        let a = queued(j, "/x/a", "a", &[5]);
+        start(j, a, "s-a", 100);
+        j.complete_group(a, 77).unwrap();
+        let b = queued(j, "/x/b", "b", &[5]);
+        start(j, b, "s-b", 100);
+        j.fail_group(b, "upload part 1: HTTP 500", None).unwrap();
+        j.retry_group(b).unwrap(); // clears the row's error: the event still says why
+        let mut bad = group("/x/bad", "bad", &[5]);
+        bad.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
+        let Enqueued::Rejected(r) = j.enqueue(&bad).unwrap() else { panic!() };
 
-    let got = j.ended_after(cursor, 100).unwrap();
-    let summary: Vec<_> = got.iter().map(|e| (e.group_id, e.state)).collect();
-    assert_eq!(summary, vec![(a, GroupState::Completed), (b, GroupState::Failed), (r, GroupState::Rejected)]);
-    assert_eq!((got[0].library_id, got[0].name.as_str(), got[0].path.as_path()), (Some(77), "a", Path::new("/x/a")));
-    assert_eq!(got[1].error.as_deref(), Some("upload part 1: HTTP 500"));
-    assert_eq!(got[1].library_id, None);
-    assert!(got[2].error.as_deref().is_some_and(|e| !e.is_empty()), "{:?}", got[2]);
-    // paging: a limit, then the rest from the last id seen
-    let first = j.ended_after(cursor, 1).unwrap();
-    assert_eq!(first.len(), 1);
-    assert_eq!(j.ended_after(first[0].event_id, 100).unwrap().len(), 2);
-    let last = got.last().unwrap().event_id;
-    assert!(j.ended_after(last, 100).unwrap().is_empty());
+        let got = j.ended_after(cursor, 100).unwrap();
+        let summary: Vec<_> = got.iter().map(|e| (e.group_id, e.state)).collect();
+        assert_eq!(summary, vec![(a, GroupState::Completed), (b, GroupState::Failed), (r, GroupState::Rejected)]);
+        assert_eq!((got[0].library_id, got[0].name.as_str(), got[0].path.as_path()), (Some(77), "a", Path::new("/x/a")));
+        assert_eq!(got[1].error.as_deref(), Some("upload part 1: HTTP 500"));
+        assert_eq!(got[1].library_id, None);
+        assert!(got[2].error.as_deref().is_some_and(|e| !e.is_empty()), "{:?}", got[2]);
+        // paging: a limit, then the rest from the last id seen
+        let first = j.ended_after(cursor, 1).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(j.ended_after(first[0].event_id, 100).unwrap().len(), 2);
+        let last = got.last().unwrap().event_id;
+        assert!(j.ended_after(last, 100).unwrap().is_empty());
 
-    // The newest history lines deleted with their group (a dropped waiting
-    // row) do not hand their ids out again.
-    j.note_waiting(Path::new("/x/gone"), "gone", None).unwrap();
-    let seen = j.last_event_id().unwrap();
-    j.drop_waiting(Path::new("/x/gone")).unwrap();
-    let mut bad2 = group("/x/bad2", "bad2", &[5]);
-    bad2.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
-    j.enqueue(&bad2).unwrap();
-    let after = j.ended_after(seen, 100).unwrap();
-    assert_eq!(after.len(), 1, "the rejection after the deleted line is seen");
+        // The newest history lines deleted with their group (a dropped waiting
+        // row) do not hand their ids out again.
+        j.note_waiting(Path::new("/x/gone"), "gone", None).unwrap();
+        let seen = j.last_event_id().unwrap();
+        j.drop_waiting(Path::new("/x/gone")).unwrap();
+        let mut bad2 = group("/x/bad2", "bad2", &[5]);
+        bad2.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
+        j.enqueue(&bad2).unwrap();
+        let after = j.ended_after(seen, 100).unwrap();
+        assert_eq!(after.len(), 1, "the rejection after the deleted line is seen");
+    }
 }
 
 #[test]

@@ -58,6 +58,7 @@ mod admin;
 mod api;
 mod error;
 mod faults;
+pub mod postgres;
 mod records;
 mod state;
 mod stats;

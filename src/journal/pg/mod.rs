@@ -97,12 +97,13 @@ impl std::fmt::Debug for PgJournal {
 /// serialization failure is [`JournalError::Busy`] (the write is repeated);
 /// anything else is the database's own answer.
 pub(super) fn db_err(e: postgres::Error) -> JournalError {
+    let said = describe(&e);
     if let Some(code) = e.code() {
         if *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED
             || *code == SqlState::UNIQUE_VIOLATION
         {
-            return JournalError::Busy(e.to_string());
+            return JournalError::Busy(said);
         }
         let class = code.code().get(..2).unwrap_or("");
         if class == "08"
@@ -111,15 +112,31 @@ pub(super) fn db_err(e: postgres::Error) -> JournalError {
             || *code == SqlState::CANNOT_CONNECT_NOW
             || *code == SqlState::TOO_MANY_CONNECTIONS
         {
-            return JournalError::Unavailable(e.to_string());
+            return JournalError::Unavailable(said);
         }
-        return JournalError::Database(Box::new(e));
+        return JournalError::Database(said.into());
     }
     let io = std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
-    if e.is_closed() || io || e.to_string().starts_with("error connecting") || e.to_string().contains("timed out") {
-        return JournalError::Unavailable(e.to_string());
+    if e.is_closed() || io || said.starts_with("error connecting") || said.contains("timed out") {
+        return JournalError::Unavailable(said);
     }
-    JournalError::Database(Box::new(e))
+    JournalError::Database(said.into())
+}
+
+/// The driver's error in the server's words (severity, message, SQLSTATE,
+/// detail), or with its cause for an error of the connection.
+fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; {d}"));
+        }
+        return s;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// A column of a row, by name, as `T` (a mismatch is an error, not a panic).
@@ -391,6 +408,17 @@ impl Store for PgJournal {
                 .map(|r| col(r, "id"))
                 .collect::<Result<_, _>>()?;
             Ok(ids.into_iter().filter(|id| !held.contains(id)).collect())
+        })
+    }
+
+    #[cfg(test)]
+    fn test_sql(&self, sql: &str) -> Result<Option<i64>, JournalError> {
+        self.with(|c| {
+            let rows = c.query(sql, &[]).map_err(db_err)?;
+            match rows.first() {
+                Some(r) => r.try_get::<_, Option<i64>>(0).map_err(db_err),
+                None => Ok(None),
+            }
         })
     }
 
