@@ -146,7 +146,9 @@ impl Agent {
         // with its reason, and every worker shares this one handle.
         let store: Arc<dyn Store> = {
             let c = cfg.clone();
-            tokio::task::spawn_blocking(move || crate::journal::open_configured(&c)).await.map_err(JournalError::from)??
+            tokio::task::spawn_blocking(move || crate::journal::open_configured(&c))
+                .await
+                .map_err(JournalError::from)??
         };
         // One agent per node of a fleet (a single machine's is taken in `serve`).
         let agent_lock = match cfg.journal.url {

@@ -46,9 +46,8 @@ impl DatabaseUrl {
     /// Check the URL's shape: scheme, host, database name, a known
     /// `sslmode`. The message says what is wrong without repeating the password.
     pub fn vet(&self) -> Result<DatabaseTarget, String> {
-        let u = reqwest::Url::parse(self.0.trim()).map_err(|e| {
-            format!("is not a URL ({e}); expected postgresql://user@host/database")
-        })?;
+        let u = reqwest::Url::parse(self.0.trim())
+            .map_err(|e| format!("is not a URL ({e}); expected postgresql://user@host/database"))?;
         if !matches!(u.scheme(), "postgresql" | "postgres") {
             return Err(format!("scheme {:?} is not postgresql://", u.scheme()));
         }

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use super::env::check_endpoint;
-use super::locate::{Seg, key_path, line_of, locate};
 use super::fleet::fleet_name_problem;
+use super::locate::{Seg, key_path, line_of, locate};
 use super::sections::{ApiConfig, HooksConfig, JournalConfig, LogConfig, UploadConfig, WindowConfig};
 use super::units::{parse_hhmm, parse_weekday};
 use super::watch::{AfterUpload, WatchConfig};

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{
-    AgentLock, Ended, EngineLock, Enqueued, Event, FileId, GroupId, GroupRecord, GroupState, GroupSummary, JournalError,
-    PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult, SessionFile,
+    AgentLock, Ended, EngineLock, Enqueued, Event, FileId, GroupId, GroupRecord, GroupState, GroupSummary,
+    JournalError, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult, SessionFile,
 };
 use crate::group::UploadGroup;
 

@@ -67,7 +67,9 @@ pub(super) fn transition(
 impl History for PgJournal {
     fn last_event_id(&self) -> Result<i64, JournalError> {
         self.with(|c| {
-            c.query_one("SELECT COALESCE(MAX(id), 0) AS id FROM events", &[]).map_err(db_err).and_then(|r| col(&r, "id"))
+            c.query_one("SELECT COALESCE(MAX(id), 0) AS id FROM events", &[])
+                .map_err(db_err)
+                .and_then(|r| col(&r, "id"))
         })
     }
 

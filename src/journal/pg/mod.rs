@@ -41,8 +41,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, IsolationLevel, Row, Transaction};
 use postgres::types::FromSql;
+use postgres::{Client, IsolationLevel, Row, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use paths::Mounts;
@@ -293,11 +293,12 @@ impl PgJournal {
     fn session_lock(&self, what: &str) -> Result<Option<SessionLock>, JournalError> {
         let key = lock_key(&format!("{what}:{}", self.node));
         let mut c = self.new_client()?;
-        let got: bool = c
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .and_then(|r| r.try_get(0))
-            .map_err(db_err)?;
-        Ok(got.then(|| SessionLock { _client: Mutex::new(c), what: format!("{what} lock of node {} on {}", self.node, self.shown) }))
+        let got: bool =
+            c.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).and_then(|r| r.try_get(0)).map_err(db_err)?;
+        Ok(got.then(|| SessionLock {
+            _client: Mutex::new(c),
+            what: format!("{what} lock of node {} on {}", self.node, self.shown),
+        }))
     }
 
     /// Record this node as alive (its engine's heartbeat).
@@ -432,3 +433,6 @@ impl Store for PgJournal {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -166,7 +166,13 @@ impl Queue for PgJournal {
             let id = match self.pending_of(tx, &k)? {
                 Some((id, state)) => {
                     if state == "queued" {
-                        transition(self, tx, id, GroupState::Waiting, Some("export changed before its upload started"))?;
+                        transition(
+                            self,
+                            tx,
+                            id,
+                            GroupState::Waiting,
+                            Some("export changed before its upload started"),
+                        )?;
                     }
                     let detail = match &violations {
                         Some(v) => format!("rejected: {v}"),
@@ -339,7 +345,8 @@ impl Queue for PgJournal {
             if let Some(was) = was.filter(|w| w != self.node_name())
                 && col::<bool>(&r, "taken")?
             {
-                let why = format!("node {was} went silent past its lease; node {} takes the upload over", self.node_name());
+                let why =
+                    format!("node {was} went silent past its lease; node {} takes the upload over", self.node_name());
                 tracing::warn!(group = id, from = %was, "{why}");
                 event(tx, id, None, None, Some(&why))?;
             }

@@ -12,13 +12,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use postgres::config::SslMode;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme};
-use postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The client's TLS for `sslmode`, and the mode to give the driver.

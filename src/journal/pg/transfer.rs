@@ -7,9 +7,7 @@ use super::queue::requeue_copy;
 use super::{PgJournal, col, db_err};
 use crate::journal::codec::{now_ms, parse_col};
 use crate::journal::store::Transfers;
-use crate::journal::{
-    FileId, FileRecord, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile,
-};
+use crate::journal::{FileId, FileRecord, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
 
 fn part_from_row(r: &postgres::Row) -> Result<PartRecord, JournalError> {
     Ok(PartRecord {
@@ -27,9 +25,15 @@ const PARTS_SQL: &str =
 impl Transfers for PgJournal {
     fn group(&self, id: GroupId) -> Result<GroupRecord, JournalError> {
         let (g, files, parts) = self.with(|c| {
-            let mut tx = c.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(db_err)?;
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(db_err)?;
             let g = tx.query_opt("SELECT * FROM groups WHERE id = $1", &[&id]).map_err(db_err)?;
-            let files = tx.query("SELECT * FROM files WHERE group_id = $1 ORDER BY position", &[&id]).map_err(db_err)?;
+            let files =
+                tx.query("SELECT * FROM files WHERE group_id = $1 ORDER BY position", &[&id]).map_err(db_err)?;
             let parts = tx
                 .query(
                     "SELECT p.file_id, p.part_number, p.byte_start, p.size, p.etag, p.state
@@ -133,7 +137,14 @@ impl Transfers for PgJournal {
                         "UPDATE files SET upload_id = $2, part_size = $3, total_parts = $4, strategy = $5,
                                           state = 'pending'
                          WHERE id = $1 AND group_id = $6 RETURNING size",
-                        &[&f.file_id, &f.upload_id, &(f.part_size as i64), &i64::from(f.total_parts), &f.strategy.as_str(), &id],
+                        &[
+                            &f.file_id,
+                            &f.upload_id,
+                            &(f.part_size as i64),
+                            &i64::from(f.total_parts),
+                            &f.strategy.as_str(),
+                            &id,
+                        ],
                     )
                     .map_err(db_err)?;
                 let size = match row {
