@@ -281,6 +281,11 @@ impl Engine {
         // not started before the instant (in memory: a restart starts them
         // at once, and the per-hour limit still holds, counted from the journal).
         let mut backoff: HashMap<GroupId, Instant> = HashMap::new();
+        // A fleet's claims are renewed every third of the lease.
+        let renew_every = sh.journal.blocking().lease().map(|l| l / 3);
+        let mut last_renewal = Instant::now();
+        // Every group this engine worked on, to give their claims up on a clean stop.
+        let mut claimed: Vec<GroupId> = Vec::new();
 
         'main: loop {
             if let Some(rx) = config_rx.as_mut()
@@ -294,6 +299,23 @@ impl Engine {
                     max_parts_in_flight = u.max_parts_in_flight,
                     "engine: the reloaded [upload] settings apply from the next step on"
                 );
+            }
+            if let Some(every) = renew_every
+                && last_renewal.elapsed() >= every
+            {
+                last_renewal = Instant::now();
+                // Groups held for a missing watch folder are left to lapse: a
+                // node that has the folder may take them.
+                let ids: Vec<GroupId> = active.keys().chain(backoff.keys()).copied().collect();
+                for id in sh.journal.call(move |j| j.renew_claims(&ids)).await? {
+                    // Another node took it over after a silence past the lease:
+                    // stop without touching it (it goes on there).
+                    tracing::warn!(group = id, "another node took this group over; its worker here stops");
+                    if let Some(a) = active.get(&id) {
+                        a.tok.cancel();
+                    }
+                    backoff.remove(&id);
+                }
             }
             // Control requests first: a cancel must not wait for scheduling.
             for req in sh.journal.call(|j| j.open_requests()).await? {
@@ -388,6 +410,9 @@ impl Engine {
                 let handle = workers.spawn(async move { (id, worker::work(ctx).await) });
                 tasks.insert(handle.id(), id);
                 active.insert(id, Active { tok, reason, requests: Vec::new() });
+                if !claimed.contains(&id) {
+                    claimed.push(id);
+                }
             }
             if let Some(id) = only
                 && active.is_empty()
@@ -504,6 +529,11 @@ impl Engine {
             }
         }
         self.stop_all(&stop, &abort, &mut workers).await;
+        if renew_every.is_some()
+            && let Err(e) = sh.journal.call(move |j| j.release_claims(&claimed)).await
+        {
+            tracing::warn!(error = %e, "cannot give up this node's claims; other nodes take them when the lease ends");
+        }
         Ok(result)
     }
 
@@ -552,7 +582,44 @@ fn log_stopped(r: Result<(GroupId, Result<GroupOutcome, EngineError>), tokio::ta
 /// The agent's engine: open the journal, take the engine lock (waiting while
 /// another engine, e.g. a foreground `upload`, holds it), then work the
 /// queue until `shutdown`.
+///
+/// A journal database out of reach ([`JournalError::Unavailable`]: a fleet's
+/// PostgreSQL restarting, the network cut) stops claims and recording: the
+/// engine stops its workers (parts whose ETag could not be recorded are
+/// sent again later) and starts again once the database answers, waiting
+/// 1 s, 2 s, 4 s … up to 30 s between tries.
 pub async fn run_engine(
+    cfg: Arc<Config>,
+    journal: Arc<dyn Store>,
+    key: ApiKey,
+    opts: EngineOptions,
+    shutdown: CancellationToken,
+) -> Result<(), EngineError> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let began = Instant::now();
+        match run_engine_once(cfg.clone(), journal.clone(), key.clone(), opts.clone(), shutdown.clone()).await {
+            Err(EngineError::Journal(e)) if e.is_unavailable() && !shutdown.is_cancelled() => {
+                if began.elapsed() > Duration::from_secs(60) {
+                    wait = Duration::from_secs(1);
+                }
+                tracing::error!(
+                    journal = %journal.describe(), error = %e, retry_in = %Dur(wait),
+                    "THE JOURNAL DATABASE IS UNREACHABLE: no group is claimed and nothing is recorded until it \
+                     answers; the engine starts again by itself"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn run_engine_once(
     cfg: Arc<Config>,
     journal: Arc<dyn Store>,
     key: ApiKey,
