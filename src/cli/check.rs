@@ -22,11 +22,22 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
             String::new()
         }
     };
+    let journal_line = match crate::journal::probe(&cfg) {
+        None => None,
+        Some(Ok(line)) => Some(format!("# journal: {line}")),
+        Some(Err(e)) => {
+            problems.push(format!("{}: journal.url: {e}", cfg.source.display()));
+            None
+        }
+    };
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems).into());
     }
     println!("# {}: OK", cfg.source.display());
     println!("{key_line}");
+    if let Some(line) = journal_line {
+        println!("{line}");
+    }
     println!("# effective settings (defaults filled in, paths made absolute):");
     print!("{}", cfg.to_toml());
     Ok(Outcome::Success)

@@ -152,6 +152,9 @@ pub struct StatusArgs {
     /// Only the newest N groups (after `--state`).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// In a fleet: only the groups this node holds or ended.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     } else {
         (Vec::new(), Vec::new(), None)
     };
+    let rows: Vec<GroupSummary> =
+        rows.into_iter().filter(|r| args.node.as_ref().is_none_or(|n| r.node.as_ref() == Some(n))).collect();
     let rows = select(rows, &args.state, args.limit);
     if args.json {
         // One array, as interface.md fixes it; the window state is in the table view.
@@ -129,8 +131,9 @@ pub fn table(rows: &[GroupSummary]) -> String {
         };
         let lib = r.library_id.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
         let place = r.queue_position.map(|p| p.to_string()).unwrap_or_default();
+        let node = r.node.as_deref().map(|n| format!("  [{n}]")).unwrap_or_default();
         out.push_str(&format!(
-            "{:>5} {:>3}  {:<10} {:>24}  {:>9}  {}  ({})\n",
+            "{:>5} {:>3}  {:<10} {:>24}  {:>9}  {}  ({}){node}\n",
             r.id, place, r.state, progress, lib, r.name, r.path
         ));
         if let Some(e) = &r.error {

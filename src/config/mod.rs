@@ -192,4 +192,6 @@ fn redact_webhook(url: &str) -> String {
 }
 
 #[cfg(test)]
+mod fleet_tests;
+#[cfg(test)]
 mod tests;

@@ -39,3 +39,23 @@ pub fn pg_options(cfg: &Config) -> Result<Option<PgOptions>, JournalError> {
         mounts: Mounts::new(mounts),
     }))
 }
+
+/// For `check`: can the database `cfg` names be reached, and at which
+/// schema version is it? One line for people (no password), or the error.
+/// `None` for a SQLite journal (a file, checked with the folders).
+pub fn probe(cfg: &Config) -> Option<Result<String, JournalError>> {
+    let opts = match pg_options(cfg) {
+        Ok(Some(o)) => o,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let shown = format!("{} (node {})", opts.url.redacted(), opts.node);
+    Some(match PgJournal::open_read_only(opts) {
+        Ok(j) => j.schema_version().map(|v| format!("{shown}: reachable, schema version {v}")),
+        Err(JournalError::Refused(_)) => Ok(format!(
+            "{shown}: reachable, no journal there yet (the first agent to start creates it at version {})",
+            super::schema::LATEST
+        )),
+        Err(e) => Err(e),
+    })
+}

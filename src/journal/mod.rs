@@ -111,7 +111,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-pub use backend::{open_configured, open_configured_read_only, pg_options};
+pub use backend::{open_configured, open_configured_read_only, pg_options, probe};
 pub use codec::format_ms;
 pub(crate) use codec::now_ms;
 pub use lock::{AgentLock, EngineLock};
