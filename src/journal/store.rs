@@ -290,7 +290,13 @@ impl AsyncJournal {
         F: FnOnce(&dyn Store) -> Result<T, JournalError> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref())).await?
+        tokio::task::spawn_blocking(move || {
+            BLOCKING_CALL.set(true);
+            let out = f(store.as_ref());
+            BLOCKING_CALL.set(false);
+            out
+        })
+        .await?
     }
 
     /// The journal itself, for code that is already off the runtime (on the
@@ -298,4 +304,18 @@ impl AsyncJournal {
     pub fn blocking(&self) -> &Arc<dyn Store> {
         &self.store
     }
+}
+
+thread_local! {
+    /// Set while a call that crossed [`AsyncJournal::call`] runs: this thread
+    /// is on the blocking pool, not driving the runtime.
+    static BLOCKING_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// May this thread block on a runtime of its own? True off any tokio
+/// runtime, and inside a call that crossed [`AsyncJournal::call`]; false on
+/// a thread that drives a runtime (a backend that blocks on its own runtime
+/// must move the call to another thread there).
+pub(crate) fn may_block_here() -> bool {
+    BLOCKING_CALL.get() || tokio::runtime::Handle::try_current().is_err()
 }

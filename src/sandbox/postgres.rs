@@ -128,7 +128,10 @@ impl PgServer {
             .arg(self.port.to_string())
             .arg("-k")
             .arg(&self.data)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+            // fsync off: the machine does not crash in a test, the process
+            // may; a commit is written (to the page cache) before it is
+            // acknowledged, so a killed server loses nothing it acknowledged.
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -153,7 +156,7 @@ impl PgServer {
     fn wait_ready(&self, within: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            match postgres::Client::connect(&self.admin_url(), postgres::NoTls) {
+            match admin(&self.admin_url(), "SELECT 1") {
                 Ok(_) => return Ok(()),
                 Err(e) if start.elapsed() > within => return Err(format!("the test server did not start: {e}")),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -193,6 +196,26 @@ impl PgServer {
     pub fn admin_url(&self) -> String {
         self.url("postgres")
     }
+
+    /// A new empty database `name`; its URL.
+    pub fn create_database(&self, name: &str) -> Result<String, String> {
+        admin(&self.admin_url(), &format!("CREATE DATABASE {name}"))?;
+        Ok(with_database(&self.admin_url(), name))
+    }
+}
+
+/// Run `sql` as the superuser at `url`, on a thread of its own (the
+/// `postgres` client cannot block a thread that drives an async runtime,
+/// and tests call this from async code).
+fn admin(url: &str, sql: &str) -> Result<(), String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut c = postgres::Client::connect(url, postgres::NoTls).map_err(|e| format!("{e:?}"))?;
+            c.batch_execute(sql).map_err(|e| format!("{sql}: {e:?}"))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the admin connection panicked".into()))
+    })
 }
 
 impl Drop for PgServer {
@@ -262,9 +285,8 @@ impl SharedPg {
     pub fn database(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}_{n}", std::process::id());
-        let mut c = postgres::Client::connect(&self.admin, postgres::NoTls)
+        admin(&self.admin, &format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("test PostgreSQL at {}: {e}", redact(&self.admin)));
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
         with_database(&self.admin, &name)
     }
 }

@@ -11,5 +11,6 @@ mod controls;
 mod crash;
 mod engine;
 mod files;
+mod fleet;
 mod server;
 mod service;

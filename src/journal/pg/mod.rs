@@ -233,7 +233,14 @@ impl PgJournal {
 
     /// Run `f` on the connection, connecting first if there is none; a
     /// connection that turns out lost is dropped, so the next call reconnects.
-    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, JournalError>) -> Result<T, JournalError> {
+    pub(super) fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, JournalError> + Send,
+    ) -> Result<T, JournalError> {
+        off_runtime(|| self.with_here(f))
+    }
+
+    fn with_here<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, JournalError>) -> Result<T, JournalError> {
         let mut guard = self.conn();
         let client = match guard.as_mut() {
             Some(c) if !c.is_closed() => c,
@@ -248,9 +255,9 @@ impl PgJournal {
 
     /// One write transaction, `SERIALIZABLE`, repeated (with a short random
     /// wait) while another node's write conflicts with it.
-    pub(super) fn write<T>(
+    pub(super) fn write<T: Send>(
         &self,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError>,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError> + Send,
     ) -> Result<T, JournalError> {
         let mut attempt = 0;
         loop {
@@ -268,9 +275,9 @@ impl PgJournal {
 
     /// One statement or a few that need no isolation beyond READ COMMITTED
     /// (a claim with SKIP LOCKED, a part recorded, reads).
-    pub(super) fn write_rc<T>(
+    pub(super) fn write_rc<T: Send>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, JournalError>,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, JournalError> + Send,
     ) -> Result<T, JournalError> {
         self.with(|c| with_tx(c, IsolationLevel::ReadCommitted, f))
     }
@@ -292,11 +299,11 @@ impl PgJournal {
     /// process dies): `None` if another session holds it.
     fn session_lock(&self, what: &str) -> Result<Option<SessionLock>, JournalError> {
         let key = lock_key(&format!("{what}:{}", self.node));
-        let mut c = self.new_client()?;
+        let mut c = off_runtime(|| self.new_client())?;
         let got: bool =
             c.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).and_then(|r| r.try_get(0)).map_err(db_err)?;
         Ok(got.then(|| SessionLock {
-            _client: Mutex::new(c),
+            client: Mutex::new(Some(c)),
             what: format!("{what} lock of node {} on {}", self.node, self.shown),
         }))
     }
@@ -314,6 +321,19 @@ impl PgJournal {
         .map_err(db_err)?;
         Ok(())
     }
+}
+
+/// Run `f` where it may block: the `postgres` client blocks on a runtime
+/// of its own, which cannot start on a thread that drives one. The agent's
+/// calls cross [`crate::journal::AsyncJournal::call`] onto the blocking pool
+/// and run in place; a caller on a runtime thread (or on the blocking pool
+/// without that marker) gets a thread of its own for the call.
+fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T, JournalError> + Send) -> Result<T, JournalError> {
+    if super::store::may_block_here() {
+        return f();
+    }
+    std::thread::scope(|s| s.spawn(f).join())
+        .unwrap_or_else(|_| Err(JournalError::Task("a journal call panicked".into())))
 }
 
 /// The URL without `sslmode` and `sslrootcert`, which this module applies
@@ -344,8 +364,34 @@ fn lock_key(name: &str) -> i64 {
 
 /// A held session advisory lock: its connection.
 struct SessionLock {
-    _client: Mutex<Client>,
+    client: Mutex<Option<Client>>,
     what: String,
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            drop_client(c);
+        }
+    }
+}
+
+impl Drop for PgJournal {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            drop_client(c);
+        }
+    }
+}
+
+/// Close a connection where that may block (its runtime shuts down): in
+/// place off the async runtime, else on a thread of its own.
+fn drop_client(c: Client) {
+    if super::store::may_block_here() {
+        drop(c);
+    } else {
+        std::thread::spawn(move || drop(c));
+    }
 }
 
 impl std::fmt::Debug for SessionLock {
