@@ -206,6 +206,12 @@ impl JournalError {
         matches!(self, JournalError::Unavailable(_))
     }
 
+    /// Worth trying again later as it is: the database out of reach, or
+    /// busy with other writers past the repeats.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, JournalError::Unavailable(_) | JournalError::Busy(_))
+    }
+
     /// SQLite calls the file damaged (not a database, malformed) or it fails
     /// `quick_check` ([`JournalError::Corrupt`]): [`Journal::open`] sets it aside.
     fn is_corruption(&self) -> bool {

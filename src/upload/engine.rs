@@ -599,7 +599,7 @@ pub async fn run_engine(
     loop {
         let began = Instant::now();
         match run_engine_once(cfg.clone(), journal.clone(), key.clone(), opts.clone(), shutdown.clone()).await {
-            Err(EngineError::Journal(e)) if e.is_unavailable() && !shutdown.is_cancelled() => {
+            Err(EngineError::Journal(e)) if e.is_transient() && !shutdown.is_cancelled() => {
                 if began.elapsed() > Duration::from_secs(60) {
                     wait = Duration::from_secs(1);
                 }

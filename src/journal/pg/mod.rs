@@ -5,9 +5,11 @@
 //! - **One group per export across nodes.** A path under a watch folder is
 //!   stored by the folder's fleet-wide name (`paths.rs`), so the key of an
 //!   export is the same on every node that sees it, and its pending row is
-//!   unique; writes run `SERIALIZABLE` and are repeated when the database
-//!   answers with a serialization failure, so two nodes enqueueing the same
-//!   export at once make one group.
+//!   unique. Every write that moves a group or writes its history takes one
+//!   advisory lock first (`write`), so those writes run one at a time across
+//!   the fleet, as SQLite's `IMMEDIATE` transactions do on one machine: two
+//!   nodes enqueueing the same export at once make one group, two nodes
+//!   re-queueing the same failed group move it once.
 //! - **Claims with leases.** [`Queue::next_group`] claims a group with
 //!   `FOR UPDATE SKIP LOCKED`, setting `node` and `lease_until` (by the
 //!   database's clock); the engine renews its claims every third of the
@@ -16,9 +18,10 @@
 //!   server session from the recorded parts. Only a node that has the
 //!   group's watch folder (or that found the export, for staged files and
 //!   one-off uploads) claims it.
-//! - **History in commit order.** Every transaction that writes a history
-//!   line takes one advisory lock first, so event ids commit in increasing
-//!   order and a reader tailing by id misses none.
+//! - **History in commit order.** The same lock is held by every transaction
+//!   that writes a history line, so event ids commit in increasing order and
+//!   a reader tailing by id misses none. The hot path (a part recorded) and
+//!   claims do not take it: they touch one row, under its row lock.
 //! - **Per node:** pauses (a refused key, an unmounted share), the engine
 //!   and agent locks (session advisory locks on a connection of their own),
 //!   the notifications and after-upload steps (for groups the node completed).
@@ -67,11 +70,10 @@ pub struct PgOptions {
 /// are measured by one clock, whatever the nodes' clocks say.
 const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-/// The advisory lock every history-writing transaction takes (see the module doc).
+/// The advisory lock every write that moves a group or writes history takes (see the module doc).
 const EVENT_LOCK: i64 = 0x5347_5359_4e43_0002;
 
-/// How many times a write is tried when the database answers with a
-/// serialization failure (another node wrote the same rows at once).
+/// How many times a write is tried when the database reports a conflict.
 const WRITE_ATTEMPTS: u32 = 30;
 
 /// The PostgreSQL implementation of [`Store`].
@@ -253,15 +255,23 @@ impl PgJournal {
         out
     }
 
-    /// One write transaction, `SERIALIZABLE`, repeated (with a short random
-    /// wait) while another node's write conflicts with it.
+    /// One write transaction that moves a group or writes its history:
+    /// it takes the history lock first, so such transactions run one at a
+    /// time across the fleet (as SQLite's `IMMEDIATE` ones do on one
+    /// machine) and every statement sees the writes committed before it.
+    /// Repeated, after a short random wait, if the database still reports a
+    /// conflict (a deadlock with a claim, a unique key taken meanwhile).
     pub(super) fn write<T: Send>(
         &self,
         mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError> + Send,
     ) -> Result<T, JournalError> {
         let mut attempt = 0;
         loop {
-            match self.with(|c| with_tx(c, IsolationLevel::Serializable, &mut f)) {
+            let run = |tx: &mut Transaction<'_>| {
+                lock_history(tx)?;
+                f(tx)
+            };
+            match self.with(|c| with_tx(c, IsolationLevel::ReadCommitted, run)) {
                 Err(JournalError::Busy(why)) if attempt + 1 < WRITE_ATTEMPTS => {
                     attempt += 1;
                     tracing::trace!(attempt, %why, "journal write conflicted with another node's; repeating it");
