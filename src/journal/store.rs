@@ -175,6 +175,20 @@ pub trait History {
     /// nothing and repeats nothing.
     fn ended_after(&self, cursor: i64, limit: u32) -> Result<Vec<Ended>, JournalError>;
 
+    /// Where the history reader `name` stands (a notification consumer:
+    /// `hook:on_complete`, `webhook`, ...): the id of the last history line
+    /// it is done with; `None` if it has no cursor yet.
+    fn cursor(&self, name: &str) -> Result<Option<i64>, JournalError>;
+
+    /// `name` is done with every history line up to `event_id`. Creates the
+    /// cursor if it is new; never moves an existing one back.
+    fn set_cursor(&self, name: &str, event_id: i64) -> Result<(), JournalError>;
+
+    /// Forget the cursor of a reader that no longer exists (a hook removed
+    /// from the config), so that one added again later starts from its new
+    /// beginning. Returns whether there was one.
+    fn drop_cursor(&self, name: &str) -> Result<bool, JournalError>;
+
     /// A group's history, oldest first.
     fn events(&self, id: GroupId) -> Result<Vec<Event>, JournalError>;
 
