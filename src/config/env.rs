@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::units::ApiKey;
-use super::{Config, ConfigError};
+use super::units::{ApiKey, WebhookSecret};
+use super::{Config, ConfigError, HooksConfig};
 
 impl Config {
     /// Filesystem checks for `check` and `run`: watch folders exist, the
@@ -40,7 +40,7 @@ impl Config {
     /// The API key, from `api_key_file` if set, else from the env var `api_key_env`.
     pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
         if let Some(file) = &self.api.api_key_file {
-            check_secret_permissions(file)?;
+            check_secret_permissions(file, "api.api_key_file")?;
             let raw = std::fs::read_to_string(file)
                 .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
             let key = raw.trim();
@@ -57,6 +57,27 @@ impl Config {
                 "api.api_key_env: the environment variable {var} is not set (export {var}=... or set api.api_key_file)"
             ))),
         }
+    }
+}
+
+impl HooksConfig {
+    /// The webhook's signing secret from `webhook_secret_file`, if set: the
+    /// file must be readable by the agent's user only (as the API key file)
+    /// and not empty; surrounding whitespace (a trailing newline) is not
+    /// part of the secret.
+    pub fn webhook_secret(&self) -> Result<Option<WebhookSecret>, ConfigError> {
+        let Some(file) = &self.webhook_secret_file else {
+            return Ok(None);
+        };
+        let key = "hooks.webhook_secret_file";
+        check_secret_permissions(file, key)?;
+        let raw = std::fs::read(file)
+            .map_err(|e| ConfigError::Secret(format!("{key}: cannot read {}: {e}", file.display())))?;
+        let secret = raw.trim_ascii();
+        if secret.is_empty() {
+            return Err(ConfigError::Secret(format!("{key}: {} is empty", file.display())));
+        }
+        Ok(Some(WebhookSecret::new(secret)))
     }
 }
 
@@ -98,14 +119,14 @@ fn writable_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(unix)]
-fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
+fn check_secret_permissions(file: &Path, key: &str) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(file)
-        .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
+        .map_err(|e| ConfigError::Secret(format!("{key}: cannot read {}: {e}", file.display())))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(ConfigError::Secret(format!(
-            "api.api_key_file: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
+            "{key}: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
             file.display(),
             file.display()
         )));
@@ -114,7 +135,7 @@ fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(not(unix))]
-fn check_secret_permissions(_file: &Path) -> Result<(), ConfigError> {
+fn check_secret_permissions(_file: &Path, _key: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 

@@ -41,7 +41,7 @@ pub use env::{SYSTEM_CONFIG, find_config, is_loopback_host, vet_endpoint};
 pub use sections::{
     ApiConfig, HooksConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig, UploadConfig, WindowConfig,
 };
-pub use units::{ApiKey, Dur, Rate, parse_hhmm, parse_weekday};
+pub use units::{ApiKey, Dur, WebhookSecret, Rate, parse_hhmm, parse_weekday};
 pub use watch::{AfterUpload, LayoutChoice, RolePatterns, WatchConfig, WatchMode};
 
 use locate::{line_of, suggest_nearest_key};
@@ -133,6 +133,9 @@ impl Config {
         };
         fix(&mut self.journal.path);
         if let Some(p) = self.api.api_key_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.hooks.webhook_secret_file.as_mut() {
             fix(p);
         }
         if let Some(p) = self.upload.receipt_dir.as_mut() {
