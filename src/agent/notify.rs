@@ -171,7 +171,12 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 
 /// One consumer: from its cursor, deliver every ended group it wants, in
 /// order, moving the cursor after each one it is done with.
-async fn consume(c: Consumer, journal: AsyncJournal, notifier: watch::Receiver<Arc<Notifier>>, stop: CancellationToken) {
+async fn consume(
+    c: Consumer,
+    journal: AsyncJournal,
+    notifier: watch::Receiver<Arc<Notifier>>,
+    stop: CancellationToken,
+) {
     let name = c.name();
     let mut cursor = loop {
         match start_cursor(&journal, c).await {

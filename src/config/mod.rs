@@ -41,7 +41,7 @@ pub use env::{SYSTEM_CONFIG, find_config, is_loopback_host, vet_endpoint};
 pub use sections::{
     ApiConfig, HooksConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig, UploadConfig, WindowConfig,
 };
-pub use units::{ApiKey, Dur, WebhookSecret, Rate, parse_hhmm, parse_weekday};
+pub use units::{ApiKey, Dur, Rate, WebhookSecret, parse_hhmm, parse_weekday};
 pub use watch::{AfterUpload, LayoutChoice, RolePatterns, WatchConfig, WatchMode};
 
 use locate::{line_of, suggest_nearest_key};
