@@ -11,5 +11,6 @@ mod controls;
 mod crash;
 mod engine;
 mod files;
+mod notify;
 mod server;
 mod service;
