@@ -88,6 +88,7 @@
 //! - `history.rs` ([`History`]): state moves with their history lines,
 //!   notes, and the readers of the history.
 //! - `pauses.rs` ([`Pauses`]): why the queue or a watch folder is held.
+//! - `forget.rs` (part of [`Queue`]): dropping old ended groups.
 //! - `cursors.rs` (part of [`History`]): each notification consumer's place
 //!   in the history.
 //! - `lock.rs`: the engine and agent locks.
@@ -95,6 +96,7 @@
 
 mod codec;
 mod cursors;
+mod forget;
 mod history;
 mod lock;
 mod migrate;
@@ -264,5 +266,7 @@ impl Store for Journal {
 
 #[cfg(test)]
 mod cursor_tests;
+#[cfg(test)]
+mod forget_tests;
 #[cfg(test)]
 mod tests;

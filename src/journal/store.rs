@@ -77,6 +77,19 @@ pub trait Queue {
     /// Failed groups whose automatic retry is due go back to `queued`.
     fn requeue_due(&self, now_ms: i64) -> Result<Vec<GroupId>, JournalError>;
 
+    /// `forget`'s candidates: groups that ended (`completed`, `rejected`,
+    /// `canceled`, `expired`; never `failed`, which still waits for a retry),
+    /// whose housekeeping is done, and whose row last changed before
+    /// `before_ms`; oldest first.
+    fn forgettable(&self, before_ms: i64) -> Result<Vec<GroupId>, JournalError>;
+
+    /// Drop the groups `ids` with their files, parts, history and requests,
+    /// in one transaction; each is checked again to still be a candidate of
+    /// [`Queue::forgettable`] for `before_ms` (one that changed meanwhile is
+    /// kept). Later groups that were re-queued from one keep only the loss
+    /// of that link. Returns how many were dropped.
+    fn forget(&self, ids: &[GroupId], before_ms: i64) -> Result<u64, JournalError>;
+
     /// The earliest automatic retry still ahead, if any.
     fn next_retry_at(&self) -> Result<Option<i64>, JournalError>;
 }
