@@ -10,6 +10,7 @@ mod binary;
 mod commands;
 mod controls;
 mod crash;
+mod dashboards;
 mod engine;
 mod files;
 mod notify;
