@@ -80,3 +80,31 @@ fn alert_rules_cover_no_success_key_refused_failed_groups_and_missing_folders() 
     assert_eq!(rules.matches("expr:").count(), alerts.len());
     assert_eq!(rules.matches("severity:").count(), alerts.len());
 }
+
+#[test]
+fn the_docker_healthcheck_asks_healthz_where_the_image_config_serves_it() {
+    let text = read("packaging/docker/config.toml");
+    let cfg = spatialgen_sync::config::Config::parse(&text, std::path::Path::new("/config/config.toml"))
+        .expect("the image's config is valid");
+    let addr = cfg.metrics.listen.expect("the image's config serves /healthz");
+    let dockerfile = read("Dockerfile");
+    let check = dockerfile.lines().skip_while(|l| !l.starts_with("HEALTHCHECK")).take(2).collect::<String>();
+    assert!(check.contains(&format!("/dev/tcp/{}/{}", addr.ip(), addr.port())), "{check}");
+    assert!(check.contains("GET /healthz") && check.contains(" 200 "), "{check}");
+}
+
+#[test]
+fn the_windows_installer_writes_the_key_only_after_its_acl_and_names_what_it_copies() {
+    let ps = read("packaging/windows/install.ps1");
+    let acl = ps.find("Set-Acl -Path $keyFile").expect("the key file's ACL is set");
+    let write = ps.find("Set-Content -NoNewline -Path $keyFile").expect("the key is written");
+    assert!(acl < write, "the key is written before its ACL is set");
+    let header: String = ps.lines().take_while(|l| l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    for copied in ["spatialgen-sync.exe", "spatialgen-sync-service.exe", "spatialgen-sync.xml", "config.example.toml"] {
+        assert!(ps.contains(copied) && header.contains(copied), "{copied} is copied but not named in the header");
+        let exists = ["packaging/windows/", ""]
+            .iter()
+            .any(|d| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{d}{copied}")).exists());
+        assert!(exists || copied.ends_with(".exe"), "{copied} is in the repository");
+    }
+}
