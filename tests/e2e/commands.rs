@@ -70,3 +70,42 @@ async fn forget_drops_old_ended_groups_but_keeps_an_export_still_in_place_and_li
     let bad = w.run(KEY, &["forget", "--config", &config, "--older-than", "soon"]).await;
     assert_eq!(bad.code, Some(2), "a bad duration is a usage error: {}", bad.stderr);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn check_names_the_webhook_secret_file_never_the_secret_and_refuses_an_open_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(1024, "").await;
+    let secret = w.dir.path().join("webhook-secret");
+    std::fs::write(&secret, "n0t-for-your-eyes\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let hooks =
+        format!("[hooks]\nwebhook = \"https://hooks.example.com/x\"\nwebhook_secret_file = \"{}\"\n", secret.display());
+    w.write_config("", &hooks);
+    let config = w.config_path.to_str().unwrap().to_string();
+    let ok = w.run(KEY, &["check", "--config", &config]).await;
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    assert!(ok.stdout.contains(&format!("# webhook signing secret: read from {}", secret.display())), "{}", ok.stdout);
+    assert!(!format!("{}{}", ok.stdout, ok.stderr).contains("n0t-for-your-eyes"));
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let open = w.run(KEY, &["check", "--config", &config]).await;
+    assert_eq!(open.code, Some(2), "{}", open.stdout);
+    assert!(
+        open.stderr
+            .contains(&format!("hooks.webhook_secret_file: {} is readable by group or others", secret.display())),
+        "{}",
+        open.stderr
+    );
+    assert!(open.stderr.contains(&format!("chmod 600 {}", secret.display())), "{}", open.stderr);
+
+    // A secret with nothing to sign is a mistake in the file.
+    w.write_config("", &format!("[hooks]\nwebhook_secret_file = \"{}\"\n", secret.display()));
+    let lone = w.run(KEY, &["check", "--config", &config]).await;
+    assert_eq!(lone.code, Some(2));
+    assert!(
+        lone.stderr.contains("hooks.webhook_secret_file: is set, but there is no hooks.webhook"),
+        "{}",
+        lone.stderr
+    );
+}
