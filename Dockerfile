@@ -7,6 +7,10 @@
 # The default config watches /watch (one subfolder per video, polling every
 # 15s because NAS bind mounts often deliver no change events) and keeps its
 # journal in /state. Mount your own at /config/config.toml to change it.
+# The HEALTHCHECK asks the agent's /healthz on 127.0.0.1:9464 (the default
+# config's [metrics] listen; keep that line in a config of your own): 200 is
+# healthy, a 503 (key refused, watch folder missing, journal unreadable) or
+# no answer is not. The image has no curl: bash's /dev/tcp does the GET.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -23,5 +27,7 @@ COPY packaging/docker/config.toml /config/config.toml
 USER spatialgen
 VOLUME ["/watch", "/state"]
 ENV SPATIALGEN_SYNC_CONFIG=/config/config.toml
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/spatialgen-sync"]
 CMD ["run"]

@@ -1,6 +1,9 @@
 # Installs spatialgen-sync as a Windows service with WinSW.
-# Run in an elevated PowerShell from the folder holding spatialgen-sync.exe,
-# spatialgen-sync-service.exe (WinSW) and spatialgen-sync-service.xml.
+# Run in an elevated PowerShell from a folder holding the four files it copies:
+#   spatialgen-sync.exe          the agent
+#   spatialgen-sync-service.exe  WinSW-x64.exe, renamed
+#   spatialgen-sync.xml          from packaging/windows (installed as spatialgen-sync-service.xml)
+#   config.example.toml          installed as %ProgramData%\spatialgen-sync\config.toml unless one exists
 #
 #   .\install.ps1 -ApiKey (Read-Host -AsSecureString "SpatialGen API key")
 #
@@ -22,23 +25,35 @@ New-Item -ItemType Directory -Force -Path $InstallDir, $DataDir, "$DataDir\logs"
 Copy-Item -Force spatialgen-sync.exe, spatialgen-sync-service.exe -Destination $InstallDir
 Copy-Item -Force spatialgen-sync.xml -Destination "$InstallDir\spatialgen-sync-service.xml"
 
-# The key file: readable by SYSTEM, Administrators and the service account only.
+# The key file: readable by SYSTEM and the service account, writable by
+# Administrators (so that running this again can replace the key), and no
+# one else. The file is created empty and its ACL set (inheritance cut, so
+# no rule from the folder applies) before the key is written into it: the
+# key is never on disk under a broader ACL.
 $keyFile = Join-Path $DataDir "api-key"
-$plain = [Runtime.InteropServices.Marshal]::PtrToStringBSTR([Runtime.InteropServices.Marshal]::SecureStringToBSTR($ApiKey))
-Set-Content -NoNewline -Path $keyFile -Value $plain
+New-Item -ItemType File -Force -Path $keyFile | Out-Null
 $acl = New-Object System.Security.AccessControl.FileSecurity
 $acl.SetAccessRuleProtection($true, $false)
-$principals = @("NT AUTHORITY\SYSTEM", "BUILTIN\Administrators")
+$principals = @("NT AUTHORITY\SYSTEM")
 if ($Credential) { $principals += $Credential.UserName }
 foreach ($p in $principals) {
     $acl.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule($p, "Read", "Allow")))
 }
+$acl.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule("BUILTIN\Administrators", "FullControl", "Allow")))
 Set-Acl -Path $keyFile -AclObject $acl
+$bstr = [Runtime.InteropServices.Marshal]::SecureStringToBSTR($ApiKey)
+try {
+    $plain = [Runtime.InteropServices.Marshal]::PtrToStringBSTR($bstr)
+    Set-Content -NoNewline -Path $keyFile -Value $plain
+} finally {
+    [Runtime.InteropServices.Marshal]::ZeroFreeBSTR($bstr)
+    Remove-Variable plain -ErrorAction SilentlyContinue
+}
 
 $config = Join-Path $DataDir "config.toml"
 if (-not (Test-Path $config)) {
     Copy-Item config.example.toml $config
-    Write-Host "Edit $config (watch folders, journal path), then start the service."
+    Write-Host "Edit $config (watch folders, journal path, and api_key_file = '$keyFile'), then start the service."
 }
 
 & "$InstallDir\spatialgen-sync.exe" check --config $config

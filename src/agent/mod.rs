@@ -10,8 +10,8 @@
 //! - [`follow_schedule`](crate::ops::follow_schedule), which keeps the
 //!   throttle's rate, the paused gauge and the window state in step with the
 //!   clock; a small task turns that state into the engine's open/closed gate;
-//! - the notifier (`notify`), which tails the journal's history and runs
-//!   the hooks and the webhook;
+//! - the notifier (`notify`): one task per hook and for the webhook, each
+//!   tailing the journal's history from its own cursor (at least once);
 //! - the metrics server (`metrics`), fed by the engine's observer and by
 //!   one aggregate journal query per scrape.
 //!
@@ -20,8 +20,8 @@
 //! process around it: the one-agent-per-journal lock, signals, `sd_notify`
 //! ([`service`]) and reloading (`reload`). SIGINT/SIGTERM cancel the
 //! token: the engine stops taking work and lets parts in flight finish for
-//! `shutdown_grace`, the notifier delivers what the engine recorded last and
-//! waits (as long again) for running hooks, then the process exits 0.
+//! `shutdown_grace`, the notifier lets running hooks finish within as long
+//! again (what is not delivered yet is, at the next start), then the process exits 0.
 //!
 //! SIGHUP, or a change of the config file, reloads it: a bad new config is
 //! refused with its reason (file:line) and the old one stays. What changed
@@ -161,10 +161,10 @@ impl Agent {
         let journal = AsyncJournal::new(store.clone());
         // Everything that can refuse to start, before any task is spawned.
         let schedule = Schedule::from_config(&cfg.upload)?;
-        let notifier = Notifier::new(&cfg.hooks)?.without_env(&cfg.api.api_key_env).with_cancel(shutdown.clone());
-        // Notifications start from the newest line of history: what ended
-        // before this start was notified by the run that saw it.
-        let cursor = journal.call(|j| j.last_event_id()).await?;
+        let notifier = Notifier::new(&cfg.hooks)?;
+        // Every notification consumer has its cursor before anything can
+        // end a group (a new one starts at the newest history line).
+        notify::prepare_cursors(&journal, &notifier).await?;
         let tracker = TaskTracker::new();
         let failure = Arc::new(Mutex::new(None));
         let metrics = Arc::new(Metrics::new());
@@ -190,15 +190,12 @@ impl Agent {
         tracker.spawn(feed_gate(window_rx, gate_tx, shutdown.clone()));
         let (reloads, _) = watch::channel(cfg.clone());
 
-        let engine_done = CancellationToken::new();
         tracker.spawn(notify_loop(Notifications {
             journal: journal.clone(),
             notifier,
-            cursor,
             key_env: cfg.api.api_key_env.clone(),
             reloads: reloads.subscribe(),
             shutdown: shutdown.clone(),
-            engine_done: engine_done.clone(),
         }));
 
         let opts = EngineOptions {
@@ -210,9 +207,7 @@ impl Agent {
         };
         let (engine_cfg, engine_journal, s) = (cfg.clone(), store.clone(), shutdown.clone());
         supervise(&tracker, &failure, &shutdown, "upload engine", async move {
-            let r = crate::upload::run_engine(engine_cfg, engine_journal, key, opts, s).await;
-            engine_done.cancel();
-            r
+            crate::upload::run_engine(engine_cfg, engine_journal, key, opts, s).await
         });
 
         // Each reloaded config: watchers restart when their settings changed,

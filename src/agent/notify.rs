@@ -1,21 +1,41 @@
-//! The notifier: tails the journal's history for groups that became
-//! `completed`, `failed` or `rejected` and runs the hooks and the webhook
-//! for each (rejections happen in the watcher, not the engine, so the
-//! journal is the one place that sees all three).
+//! The notifier: one task per notification consumer (each configured hook,
+//! and the webhook), each tailing the journal's history for groups that
+//! became `completed`, `failed` or `rejected` (rejections happen in the
+//! watcher, not the engine, so the journal is the one place that sees all
+//! three) from its own cursor.
+//!
+//! At least once, at most twice:
+//! - A consumer's cursor (in the journal, under [`Consumer::name`]) passes
+//!   an event only after [`Notifier::deliver`] delivered it or gave up on it
+//!   ([`Delivery::Delivered`], [`Delivery::GaveUp`]); it is written right
+//!   after, one event at a time. A crash or kill in between repeats that one
+//!   event at the next start, and no other.
+//! - A webhook that keeps failing ([`Delivery::Later`]) holds only its own
+//!   cursor, and waits [`HOLD_OFF`] (doubling up to [`HOLD_OFF_CAP`])
+//!   between rounds of retries: no hot loop, and the hooks go on.
+//! - A consumer with no cursor yet starts at the newest history line: a
+//!   fresh journal does not replay its history, and a hook added later
+//!   starts at its creation. A consumer removed from the config loses its
+//!   cursor (so one added again later starts afresh, too).
+//! - At shutdown every consumer stops at its next safe point: waits end at
+//!   once, a running command gets the grace ([`Notifier::with_grace`]).
+//!   What is left is delivered at the next start.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Dur, HooksConfig};
-use crate::journal::{AsyncJournal, Ended, GroupState};
-use crate::ops::hooks::{EventKind, GroupEvent, Notifier};
+use crate::config::{Config, Dur};
+use crate::journal::{AsyncJournal, Ended, GroupState, JournalError};
+use crate::ops::hooks::{Consumer, Delivery, EventKind, GroupEvent, HOLD_OFF, HOLD_OFF_CAP, Notifier};
 use crate::ops::reload::diff_reload;
 
-/// How often the notifier looks for groups that ended.
+/// How often a consumer that is up to date looks for groups that ended.
 const NOTIFY_POLL: Duration = Duration::from_millis(250);
 /// Ended groups read from the journal per query.
 const NOTIFY_BATCH: u32 = 100;
@@ -24,35 +44,63 @@ const NOTIFY_BATCH: u32 = 100;
 pub(super) struct Notifications {
     pub(super) journal: AsyncJournal,
     pub(super) notifier: Notifier,
-    /// The last history line already handled.
-    pub(super) cursor: i64,
     /// The variable holding the key this agent runs with: never passed to hooks.
     pub(super) key_env: String,
     pub(super) reloads: watch::Receiver<Arc<Config>>,
     pub(super) shutdown: CancellationToken,
-    /// Fires when the engine has stopped (its last groups are recorded).
-    pub(super) engine_done: CancellationToken,
 }
 
-fn hooks_configured(h: &HooksConfig) -> bool {
-    h.on_complete.is_some() || h.on_failure.is_some() || h.on_rejected.is_some() || h.webhook.is_some()
+/// Set up the cursors before anything can end a group: each configured
+/// consumer without one gets one at the newest history line, and the
+/// cursors of consumers no longer configured are dropped.
+pub(super) async fn prepare_cursors(journal: &AsyncJournal, notifier: &Notifier) -> Result<(), JournalError> {
+    let configured = notifier.consumers();
+    for c in Consumer::ALL {
+        if configured.contains(&c) {
+            start_cursor(journal, c).await?;
+        } else {
+            journal.call(move |j| j.drop_cursor(c.name())).await?;
+        }
+    }
+    Ok(())
 }
 
-/// Tail the journal for groups that ended and notify each once. Hooks run
-/// in the background (`Notifier::notify` never blocks); at shutdown, what the
-/// engine recorded last is still delivered and running hooks get
-/// `shutdown_grace` to finish.
+/// `c`'s cursor, created at the newest history line if it has none.
+async fn start_cursor(journal: &AsyncJournal, c: Consumer) -> Result<i64, JournalError> {
+    journal
+        .call(move |j| match j.cursor(c.name())? {
+            Some(at) => Ok(at),
+            None => {
+                let at = j.last_event_id()?;
+                j.set_cursor(c.name(), at)?;
+                Ok(at)
+            }
+        })
+        .await
+}
+
+/// A running consumer task and the token that stops it.
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Run one task per configured consumer until shutdown; on a reload that
+/// changes `[hooks]`, the consumers pick up the new notifier at their next
+/// event, new ones start and removed ones stop.
 pub(super) async fn notify_loop(mut n: Notifications) {
     let mut current = n.reloads.borrow_and_update().clone();
-    let mut active = hooks_configured(&current.hooks);
-    let mut retired: Vec<Notifier> = Vec::new();
+    let configure = |notifier: Notifier, cfg: &Config| {
+        notifier.without_env(&n.key_env).with_cancel(n.shutdown.clone()).with_grace(cfg.upload.shutdown_grace.0)
+    };
+    let (tx, rx) = watch::channel(Arc::new(configure(n.notifier.clone(), &current)));
+    let mut running: BTreeMap<Consumer, Running> = BTreeMap::new();
+    let first = tx.borrow().consumers();
+    sync_consumers(&mut running, &first, &n.journal, &rx, &n.shutdown).await;
     let mut reloads_open = true;
-    let mut tick = tokio::time::interval(NOTIFY_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = n.shutdown.cancelled() => break,
-            _ = tick.tick(), if active => {}
             changed = n.reloads.changed(), if reloads_open => {
                 if changed.is_err() {
                     reloads_open = false;
@@ -62,62 +110,124 @@ pub(super) async fn notify_loop(mut n: Notifications) {
                 if diff_reload(&current, &new).hooks_changed {
                     match Notifier::new(&new.hooks) {
                         Ok(fresh) => {
-                            // Deliver what ended under the old hooks first.
-                            if active {
-                                n.cursor = deliver(&n.journal, &n.notifier, n.cursor).await;
-                            } else if let Ok(c) = n.journal.call(|j| j.last_event_id()).await {
-                                // Hooks were off: start from now, not from history.
-                                n.cursor = c;
-                            }
-                            retired.retain(|r| !r.is_idle());
-                            let fresh = fresh.without_env(&n.key_env).with_cancel(n.shutdown.clone());
-                            retired.push(std::mem::replace(&mut n.notifier, fresh));
-                            active = hooks_configured(&new.hooks);
+                            let fresh = configure(fresh, &new);
+                            let consumers = fresh.consumers();
+                            tx.send_replace(Arc::new(fresh));
+                            sync_consumers(&mut running, &consumers, &n.journal, &rx, &n.shutdown).await;
                             tracing::info!("hooks reloaded");
                         }
                         Err(e) => tracing::error!("hooks: {e}; the previous hooks stay"),
                     }
                 }
                 current = new;
-                continue;
             }
         }
-        n.cursor = deliver(&n.journal, &n.notifier, n.cursor).await;
     }
-    let grace = current.upload.shutdown_grace.0;
-    if active {
-        // The engine may record its last ends during its grace.
-        let _ = tokio::time::timeout(grace + Duration::from_secs(5), n.engine_done.cancelled()).await;
-        n.cursor = deliver(&n.journal, &n.notifier, n.cursor).await;
-    }
-    let mut all = vec![n.notifier];
-    all.append(&mut retired);
-    let drained = futures_util::future::join_all(all.iter().map(|x| x.drain(grace))).await;
-    if drained.iter().any(|done| !done) {
-        tracing::warn!(grace = %Dur(grace), "hooks still running at shutdown were left behind");
+    // Each consumer stops at its next safe point; a running command has the grace.
+    let grace = current.upload.shutdown_grace.0 + Duration::from_secs(5);
+    let tasks = running.into_values().map(|r| r.task);
+    if tokio::time::timeout(grace, futures_util::future::join_all(tasks)).await.is_err() {
+        tracing::warn!(grace = %Dur(grace), "notifications still running at shutdown were left behind");
     }
 }
 
-/// Notify every group that ended after `cursor`; returns the new cursor.
-/// A journal error is logged and retried at the next tick (nothing is skipped).
-async fn deliver(journal: &AsyncJournal, notifier: &Notifier, mut cursor: i64) -> i64 {
-    loop {
+/// Start a task for every consumer in `wanted` that has none; stop the
+/// tasks of the others and drop their cursors.
+async fn sync_consumers(
+    running: &mut BTreeMap<Consumer, Running>,
+    wanted: &[Consumer],
+    journal: &AsyncJournal,
+    notifier: &watch::Receiver<Arc<Notifier>>,
+    shutdown: &CancellationToken,
+) {
+    let gone: Vec<Consumer> = running.keys().copied().filter(|c| !wanted.contains(c)).collect();
+    for c in gone {
+        if let Some(r) = running.remove(&c) {
+            r.stop.cancel();
+            // It stops between events (or once a running command ends).
+            let _ = r.task.await;
+        }
+        if let Err(e) = journal.call(move |j| j.drop_cursor(c.name())).await {
+            tracing::warn!(consumer = c.name(), "notifications: cannot drop the cursor: {e}");
+        }
+    }
+    for &c in wanted {
+        if running.contains_key(&c) {
+            continue;
+        }
+        let stop = shutdown.child_token();
+        let task = tokio::spawn(consume(c, journal.clone(), notifier.clone(), stop.clone()));
+        running.insert(c, Running { stop, task });
+    }
+}
+
+/// Wait `d`, or less if `stop` fires; true if it fired.
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// One consumer: from its cursor, deliver every ended group it wants, in
+/// order, moving the cursor after each one it is done with.
+async fn consume(
+    c: Consumer,
+    journal: AsyncJournal,
+    notifier: watch::Receiver<Arc<Notifier>>,
+    stop: CancellationToken,
+) {
+    let name = c.name();
+    let mut cursor = loop {
+        match start_cursor(&journal, c).await {
+            Ok(at) => break at,
+            Err(e) => tracing::warn!(consumer = name, "notifications: cannot read the cursor: {e}"),
+        }
+        if pause(&stop, NOTIFY_POLL * 4).await {
+            return;
+        }
+    };
+    while !stop.is_cancelled() {
         let batch = match journal.call(move |j| j.ended_after(cursor, NOTIFY_BATCH)).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!("notifications: cannot read the journal: {e}");
-                return cursor;
+                tracing::warn!(consumer = name, "notifications: cannot read the journal: {e}");
+                Vec::new()
             }
         };
-        let full = batch.len() as u32 == NOTIFY_BATCH;
-        for e in batch {
-            cursor = e.event_id;
-            if let Some(ev) = group_event(e) {
-                notifier.notify(ev);
+        if batch.is_empty() {
+            if pause(&stop, NOTIFY_POLL).await {
+                return;
             }
+            continue;
         }
-        if !full {
-            return cursor;
+        for e in batch {
+            let event_id = e.event_id;
+            if let Some(ev) = group_event(e) {
+                let mut hold = HOLD_OFF;
+                loop {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    let current = notifier.borrow().clone();
+                    match current.deliver(c, &ev).await {
+                        Delivery::Delivered | Delivery::GaveUp => break,
+                        Delivery::Stopped => return,
+                        Delivery::Later => {
+                            tracing::warn!(consumer = name, group = ev.group_id, next = %Dur(hold), "notification held; trying again later");
+                            if pause(&stop, hold).await {
+                                return;
+                            }
+                            hold = (hold * 2).min(HOLD_OFF_CAP);
+                        }
+                    }
+                }
+            }
+            cursor = event_id;
+            if let Err(e) = journal.call(move |j| j.set_cursor(name, event_id)).await {
+                // Not fatal: the next success records it; a crash before that repeats this one.
+                tracing::warn!(consumer = name, "notifications: cannot record the cursor: {e}");
+            }
         }
     }
 }
@@ -131,6 +241,7 @@ fn group_event(e: Ended) -> Option<GroupEvent> {
     };
     Some(GroupEvent {
         kind,
+        event_id: e.event_id,
         group_id: e.group_id,
         name: e.name,
         path: e.path,
@@ -141,29 +252,4 @@ fn group_event(e: Ended) -> Option<GroupEvent> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-
-    #[test]
-    fn ended_groups_become_hook_events() {
-        let ended = |state| Ended {
-            event_id: 5,
-            group_id: 3,
-            state,
-            name: "Shot".into(),
-            path: PathBuf::from("/x/Shot"),
-            library_id: Some(42),
-            error: Some("why".into()),
-            at_ms: 1_700_000_000_000,
-        };
-        let c = group_event(ended(GroupState::Completed)).unwrap();
-        assert_eq!((c.kind, c.group_id, c.library_id), (EventKind::Completed, 3, Some(42)));
-        assert_eq!(c.at.as_millisecond(), 1_700_000_000_000);
-        assert_eq!(group_event(ended(GroupState::Failed)).unwrap().kind, EventKind::Failed);
-        let r = group_event(ended(GroupState::Rejected)).unwrap();
-        assert_eq!((r.kind, r.error.as_deref()), (EventKind::Rejected, Some("why")));
-        assert!(group_event(ended(GroupState::Canceled)).is_none());
-    }
-}
+mod tests;

@@ -30,6 +30,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
             None
         }
     };
+    let secret_line = match cfg.hooks.webhook_secret() {
+        Ok(Some(_)) => cfg
+            .hooks
+            .webhook_secret_file
+            .as_ref()
+            .map(|f| format!("# webhook signing secret: read from {} (redacted)\n", f.display()))
+            .unwrap_or_default(),
+        Ok(None) => String::new(),
+        Err(e) => {
+            problems.push(format!("{}: {e}", cfg.source.display()));
+            String::new()
+        }
+    };
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems).into());
     }
@@ -38,6 +51,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     if let Some(line) = journal_line {
         println!("{line}");
     }
+    print!("{secret_line}");
     println!("# effective settings (defaults filled in, paths made absolute):");
     print!("{}", cfg.to_toml());
     Ok(Outcome::Success)

@@ -14,6 +14,8 @@ use crate::config::{Config, ConfigError};
 mod check;
 #[cfg(feature = "sandbox")]
 mod demo;
+mod docs;
+mod forget;
 mod plan;
 mod run;
 pub mod sample;
@@ -90,6 +92,12 @@ pub enum Command {
     Cancel(GroupArgs),
     /// Re-queue a failed, canceled or expired group as a fresh upload.
     Retry(GroupArgs),
+    /// Drop ended groups older than a duration from the journal.
+    Forget(ForgetArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Manpage,
     /// Run the local SpatialGen-compatible server.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
@@ -177,6 +185,22 @@ pub struct GroupArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Groups that ended longer ago than this (`30d`, `12h`, `90m`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: crate::config::Dur,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
@@ -232,6 +256,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Show(a) => show::run(a),
         Command::Cancel(a) => status::cancel(a),
         Command::Retry(a) => status::retry(a),
+        Command::Forget(a) => forget::run(a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Manpage => docs::manpage(),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => sandbox::run(a),
         #[cfg(feature = "sandbox")]

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::units::ApiKey;
-use super::{Config, ConfigError};
+use super::units::{ApiKey, WebhookSecret};
+use super::{Config, ConfigError, HooksConfig};
 
 impl Config {
     /// Filesystem checks for `check` and `run`: watch folders exist, the
@@ -59,6 +59,27 @@ impl Config {
                 "api.api_key_env: the environment variable {var} is not set (export {var}=... or set api.api_key_file)"
             ))),
         }
+    }
+}
+
+impl HooksConfig {
+    /// The webhook's signing secret from `webhook_secret_file`, if set: the
+    /// file must be readable by the agent's user only (as the API key file)
+    /// and not empty; surrounding whitespace (a trailing newline) is not
+    /// part of the secret.
+    pub fn webhook_secret(&self) -> Result<Option<WebhookSecret>, ConfigError> {
+        let Some(file) = &self.webhook_secret_file else {
+            return Ok(None);
+        };
+        let key = "hooks.webhook_secret_file";
+        check_secret_permissions(key, file)?;
+        let raw = std::fs::read(file)
+            .map_err(|e| ConfigError::Secret(format!("{key}: cannot read {}: {e}", file.display())))?;
+        let secret = raw.trim_ascii();
+        if secret.is_empty() {
+            return Err(ConfigError::Secret(format!("{key}: {} is empty", file.display())));
+        }
+        Ok(Some(WebhookSecret::new(secret)))
     }
 }
 

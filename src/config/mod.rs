@@ -43,7 +43,7 @@ pub use fleet::{DatabaseTarget, DatabaseUrl, SSL_MODES, database_password, host_
 pub use sections::{
     ApiConfig, HooksConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig, UploadConfig, WindowConfig,
 };
-pub use units::{ApiKey, Dur, Rate, parse_hhmm, parse_weekday};
+pub use units::{ApiKey, Dur, Rate, WebhookSecret, parse_hhmm, parse_weekday};
 pub use watch::{AfterUpload, LayoutChoice, RolePatterns, WatchConfig, WatchMode};
 
 use locate::{line_of, suggest_nearest_key};
@@ -143,6 +143,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.journal.password_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.hooks.webhook_secret_file.as_mut() {
             fix(p);
         }
         if let Some(p) = self.upload.receipt_dir.as_mut() {

@@ -294,6 +294,10 @@ pub struct HooksConfig {
     /// URL that receives a JSON POST for every group that ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// A file readable only by the agent's user (0600) holding the secret
+    /// the webhook body is signed with (`X-SpatialGen-Sync-Signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 impl HooksConfig {
@@ -310,6 +314,7 @@ impl Default for HooksConfig {
             on_rejected: None,
             timeout: Self::default_timeout(),
             webhook: None,
+            webhook_secret_file: None,
         }
     }
 }

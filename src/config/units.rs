@@ -110,6 +110,33 @@ impl Serialize for Rate {
     }
 }
 
+/// The secret the webhook body is signed with (HMAC-SHA256). Like
+/// [`ApiKey`], its `Debug` and `Display` never show it; only the signer
+/// calls [`WebhookSecret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(Vec<u8>);
+
+impl WebhookSecret {
+    pub fn new(secret: impl Into<Vec<u8>>) -> WebhookSecret {
+        WebhookSecret(secret.into())
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(***)")
+    }
+}
+
+impl fmt::Display for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// The API key. Its `Debug` and `Display` never show it; only
 /// [`ApiKey::expose`] does, and only `api/` calls that, to set the header.
 #[derive(Clone, PartialEq, Eq)]

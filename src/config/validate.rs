@@ -210,6 +210,9 @@ impl HooksConfig {
         {
             err(at("webhook"), format!("{url:?} is not an http(s) URL"));
         }
+        if self.webhook_secret_file.is_some() && self.webhook.is_none() {
+            err(at("webhook_secret_file"), "is set, but there is no hooks.webhook to sign".into());
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{get_path, now_ms, parse_col};
+use super::cursors;
 use super::store::History;
 use super::{Ended, Event, GroupId, GroupState, Journal, JournalError};
 
@@ -96,6 +97,18 @@ impl History for Journal {
             out.push(Ended { event_id, group_id, state, name, path, library_id, error, at_ms });
         }
         Ok(out)
+    }
+
+    fn cursor(&self, name: &str) -> Result<Option<i64>, JournalError> {
+        cursors::cursor(&self.conn(), name)
+    }
+
+    fn set_cursor(&self, name: &str, event_id: i64) -> Result<(), JournalError> {
+        self.write(|tx| cursors::set_cursor(tx, name, event_id))
+    }
+
+    fn drop_cursor(&self, name: &str) -> Result<bool, JournalError> {
+        self.write(|tx| cursors::drop_cursor(tx, name))
     }
 
     fn events(&self, id: GroupId) -> Result<Vec<Event>, JournalError> {

@@ -35,7 +35,8 @@
 //! Tables: `groups`, `files` (with the device and inode each had when
 //! grouped), `parts` (ETags), `requests` (cancel/retry asked by the CLI),
 //! `events` (history per group), `pauses` (why the queue or a watch folder
-//! is held, see `pauses.rs`). Paths are stored as the
+//! is held, see `pauses.rs`), `cursors` (how far each notification consumer
+//! has read the history, see `cursors.rs`). Paths are stored as the
 //! raw bytes of the OS string so that any file name round-trips. Times are
 //! milliseconds since the Unix epoch. The schema version is `PRAGMA
 //! user_version` (see `schema.rs`: the list of migrations).
@@ -87,11 +88,16 @@
 //! - `history.rs` ([`History`]): state moves with their history lines,
 //!   notes, and the readers of the history.
 //! - `pauses.rs` ([`Pauses`]): why the queue or a watch folder is held.
+//! - `forget.rs` (part of [`Queue`]): dropping old ended groups.
+//! - `cursors.rs` (part of [`History`]): each notification consumer's place
+//!   in the history.
 //! - `lock.rs`: the engine and agent locks.
 //! - `codec.rs`: times, path bytes and row decoding.
 
 mod backend;
 mod codec;
+mod cursors;
+mod forget;
 mod history;
 mod lock;
 mod migrate;
@@ -297,5 +303,9 @@ impl Store for Journal {
     }
 }
 
+#[cfg(test)]
+mod cursor_tests;
+#[cfg(test)]
+mod forget_tests;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{SUMMARY_SQL, now_ms, path_bytes, summary_from_row};
+use super::forget;
 use super::history::{event, state_of, transition};
 use super::store::Queue;
 use super::{Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
@@ -347,6 +348,14 @@ impl Queue for Journal {
             }
             Ok(ids)
         })
+    }
+
+    fn forgettable(&self, before_ms: i64) -> Result<Vec<GroupId>, JournalError> {
+        forget::forgettable(&self.conn(), before_ms)
+    }
+
+    fn forget(&self, ids: &[GroupId], before_ms: i64) -> Result<u64, JournalError> {
+        self.write(|tx| forget::forget(tx, ids, before_ms))
     }
 
     fn next_retry_at(&self) -> Result<Option<i64>, JournalError> {

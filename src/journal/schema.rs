@@ -7,8 +7,8 @@
 //! must not write rows a newer one would misread.
 //!
 //! A migration is never edited once released; a change of schema is a new
-//! entry at the end. `fixtures/v1.sql` and `fixtures/v2.sql` are frozen
-//! journals at versions 1 and 2 that the tests upgrade.
+//! entry at the end. `fixtures/v1.sql`, `fixtures/v2.sql` and `fixtures/v4.sql`
+//! are frozen journals at versions 1, 2 and 4 that the tests upgrade.
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
@@ -147,6 +147,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         detail        TEXT,
         since         INTEGER NOT NULL,
         next_check    INTEGER
+    );
+    "#,
+    // v5: where each reader of the history stands. One row per notification
+    // consumer (`hook:on_complete`, `webhook`, ...): the id of the last
+    // history line it is done with. It moves only after the consumer
+    // delivered (or gave up on) every ended group up to that line, so a
+    // crash repeats at most the one in flight and loses none.
+    r#"
+    CREATE TABLE cursors (
+        name          TEXT PRIMARY KEY,
+        event_id      INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
     );
     "#,
 ];

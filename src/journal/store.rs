@@ -77,6 +77,19 @@ pub trait Queue {
     /// Failed groups whose automatic retry is due go back to `queued`.
     fn requeue_due(&self, now_ms: i64) -> Result<Vec<GroupId>, JournalError>;
 
+    /// `forget`'s candidates: groups that ended (`completed`, `rejected`,
+    /// `canceled`, `expired`; never `failed`, which still waits for a retry),
+    /// whose housekeeping is done, and whose row last changed before
+    /// `before_ms`; oldest first.
+    fn forgettable(&self, before_ms: i64) -> Result<Vec<GroupId>, JournalError>;
+
+    /// Drop the groups `ids` with their files, parts, history and requests,
+    /// in one transaction; each is checked again to still be a candidate of
+    /// [`Queue::forgettable`] for `before_ms` (one that changed meanwhile is
+    /// kept). Later groups that were re-queued from one keep only the loss
+    /// of that link. Returns how many were dropped.
+    fn forget(&self, ids: &[GroupId], before_ms: i64) -> Result<u64, JournalError>;
+
     /// The earliest automatic retry still ahead, if any.
     fn next_retry_at(&self) -> Result<Option<i64>, JournalError>;
 }
@@ -174,6 +187,20 @@ pub trait History {
     /// are never reused, so passing the last [`Ended::event_id`] back misses
     /// nothing and repeats nothing.
     fn ended_after(&self, cursor: i64, limit: u32) -> Result<Vec<Ended>, JournalError>;
+
+    /// Where the history reader `name` stands (a notification consumer:
+    /// `hook:on_complete`, `webhook`, ...): the id of the last history line
+    /// it is done with; `None` if it has no cursor yet.
+    fn cursor(&self, name: &str) -> Result<Option<i64>, JournalError>;
+
+    /// `name` is done with every history line up to `event_id`. Creates the
+    /// cursor if it is new; never moves an existing one back.
+    fn set_cursor(&self, name: &str, event_id: i64) -> Result<(), JournalError>;
+
+    /// Forget the cursor of a reader that no longer exists (a hook removed
+    /// from the config), so that one added again later starts from its new
+    /// beginning. Returns whether there was one.
+    fn drop_cursor(&self, name: &str) -> Result<bool, JournalError>;
 
     /// A group's history, oldest first.
     fn events(&self, id: GroupId) -> Result<Vec<Event>, JournalError>;

@@ -949,3 +949,30 @@ fn request_results_are_stored_as_the_words_earlier_versions_wrote_and_read_back(
         assert_eq!(RequestResult::from_text(text), result, "{text}");
     }
 }
+
+both! {
+    fn a_cursor_is_absent_until_set_and_never_moves_back(j) {
+        assert_eq!(j.cursor("webhook").unwrap(), None);
+        j.set_cursor("webhook", 7).unwrap();
+        assert_eq!(j.cursor("webhook").unwrap(), Some(7));
+        j.set_cursor("webhook", 12).unwrap();
+        assert_eq!(j.cursor("webhook").unwrap(), Some(12));
+        j.set_cursor("webhook", 3).unwrap();
+        assert_eq!(j.cursor("webhook").unwrap(), Some(12), "a cursor never moves back");
+        // Each consumer has its own.
+        assert_eq!(j.cursor("hook:on_complete").unwrap(), None);
+        j.set_cursor("hook:on_complete", 1).unwrap();
+        assert_eq!((j.cursor("hook:on_complete").unwrap(), j.cursor("webhook").unwrap()), (Some(1), Some(12)));
+    }
+}
+
+both! {
+    fn a_dropped_cursor_is_gone_and_others_stay(j) {
+        j.set_cursor("webhook", 5).unwrap();
+        j.set_cursor("hook:on_failure", 6).unwrap();
+        assert!(j.drop_cursor("webhook").unwrap());
+        assert!(!j.drop_cursor("webhook").unwrap(), "nothing left to drop");
+        assert_eq!(j.cursor("webhook").unwrap(), None);
+        assert_eq!(j.cursor("hook:on_failure").unwrap(), Some(6));
+    }
+}

@@ -1,41 +1,59 @@
 //! Notifications when a group ends: `on_complete` / `on_failure` /
-//! `on_rejected` commands and an optional JSON webhook.
+//! `on_rejected` commands and an optional signed JSON webhook.
+//!
+//! Each of them is a [`Consumer`] with a stable name (`hook:on_complete`,
+//! ..., `webhook`) under which the agent keeps its own cursor in the journal
+//! (see `agent/notify.rs`): a consumer's cursor passes an event only once
+//! [`Notifier::deliver`] said [`Delivery::Delivered`] or
+//! [`Delivery::GaveUp`], so a crash repeats at most the event in flight and
+//! loses none, and a failing webhook never holds the hooks back.
 //!
 //! Invariants:
-//! - [`Notifier::notify`] never blocks and never fails: every command and
-//!   webhook runs in its own spawned task; problems are logged, not returned.
-//!   Uploads never wait for a notification.
 //! - Commands are exec'd directly from their argv (no shell, so no quoting
 //!   or injection through file names); the group's facts travel in
 //!   `SPATIALGEN_*` environment variables. The agent's own environment is
 //!   inherited *minus* the variable holding the API key.
-//! - A command that outlives `timeout` is killed with its whole process group
-//!   (a script's children die with it), and its output, captured up to
-//!   [`OUTPUT_LIMIT`] bytes per stream, is logged.
+//! - A command succeeds when it exits 0. A command that outlives `timeout`
+//!   is killed with its whole process group (a script's children die with
+//!   it), and its output, captured up to [`OUTPUT_LIMIT`] bytes per stream,
+//!   is logged. A command that fails (non-zero exit, killed) is run again
+//!   by [`HOOK_RETRY`] (3 attempts); then it is given up, logged at error
+//!   level: a script that keeps failing is more likely broken than waiting
+//!   for something, and must not stop the notifications after it.
 //! - The webhook is retried on transport errors, 408, 429 and 5xx by
 //!   [`crate::retry`]: full-jitter exponential backoff, a bounded number of
 //!   attempts within a time budget, the receiver's `Retry-After` honoured in
-//!   both forms (seconds or HTTP date). Every wait between attempts ends at
-//!   once when the notifier's token fires (the agent passes its shutdown
-//!   token, [`Notifier::with_cancel`]); an event notified after that still
-//!   gets one attempt. The POST is repeated even when it may have arrived
-//!   ([`Repeat::Always`]): delivery is at-least-once and receivers
-//!   de-duplicate by group id. Its URL is logged as scheme and host only:
-//!   webhook URLs often carry a secret in their path.
+//!   both forms (seconds or HTTP date). When that round's budget runs out
+//!   the event is *not* given up ([`Delivery::Later`]): the agent tries it
+//!   again after [`HOLD_OFF`], so a receiver that is down for a day gets
+//!   everything when it is back. A refusal (any other 4xx) is given up at
+//!   once: sending the same body again cannot change the answer. The POST
+//!   is repeated even when it may have arrived ([`Repeat::Always`]):
+//!   delivery is at-least-once and receivers de-duplicate by `groupId` and
+//!   `eventId`. Its URL is logged as scheme and host only: webhook URLs
+//!   often carry a secret in their path. The body is signed (see `webhook.rs`).
+//! - Shutdown ([`Notifier::with_cancel`]): no attempt starts after the token
+//!   fires and every wait ends at once ([`Delivery::Stopped`]); a command
+//!   already running gets [`Notifier::with_grace`] to finish, then it is
+//!   killed and counts as not delivered (the next start runs it again).
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::HooksConfig;
+use crate::config::{ConfigError, HooksConfig};
 use crate::retry::ErrorClass;
-use crate::retry::{Repeat, Retry, RetryError, RetryPolicy, Retryable, parse_retry_after, with_retries};
+use crate::retry::{Repeat, Retry, RetryError, RetryPolicy, Retryable, with_retries};
+
+mod webhook;
+
+pub use webhook::{SIGNATURE_HEADER, sign};
+use webhook::{Sent, Webhook};
 
 /// Bytes of stdout (and of stderr) kept from one hook run for the log.
 pub const OUTPUT_LIMIT: usize = 8 * 1024;
@@ -48,6 +66,12 @@ pub enum HooksError {
     /// The webhook URL from the config does not parse.
     #[error("hooks.webhook: {0}")]
     BadUrl(String),
+    /// `webhook_secret_file` is unreadable, too open, or empty.
+    #[error(transparent)]
+    Secret(#[from] ConfigError),
+    /// The webhook body could not be serialized.
+    #[error("webhook body: {0}")]
+    Body(String),
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot set up the webhook client: {0}")]
     Client(#[source] reqwest::Error),
@@ -63,6 +87,15 @@ pub enum HooksError {
         #[source]
         source: std::io::Error,
     },
+    /// The command ran and did not exit 0.
+    #[error("{program} failed ({status})")]
+    Exit { program: String, status: String },
+    /// The command outlived the timeout and was killed.
+    #[error("{program} killed after the {} timeout", crate::config::Dur(*.after))]
+    TimedOut { program: String, after: Duration },
+    /// Shutdown came while the command ran, and its grace ran out: killed.
+    #[error("{program} killed at shutdown")]
+    Stopped { program: String },
     /// The webhook answered with a non-2xx status; `retry` says whether it is worth another try.
     #[error("webhook answered {status}: {body}")]
     Status { status: u16, body: String, retry: bool, retry_after: Option<Duration> },
@@ -76,7 +109,7 @@ impl HooksError {
     pub fn is_retryable(&self) -> bool {
         match self {
             HooksError::Status { retry, .. } => *retry,
-            HooksError::Transport(_) => true,
+            HooksError::Transport(_) | HooksError::Exit { .. } | HooksError::TimedOut { .. } => true,
             _ => false,
         }
     }
@@ -86,7 +119,9 @@ impl Retryable for HooksError {
     fn class(&self) -> ErrorClass {
         match self {
             HooksError::Status { retry: true, retry_after, .. } => ErrorClass::Retry { after: *retry_after },
-            HooksError::Transport(_) => ErrorClass::Retry { after: None },
+            HooksError::Transport(_) | HooksError::Exit { .. } | HooksError::TimedOut { .. } => {
+                ErrorClass::Retry { after: None }
+            }
             _ => ErrorClass::Fatal,
         }
     }
@@ -127,10 +162,65 @@ impl EventKind {
     }
 }
 
+/// One receiver of notifications. Each keeps its own cursor in the journal,
+/// under [`Consumer::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Consumer {
+    OnComplete,
+    OnFailure,
+    OnRejected,
+    Webhook,
+}
+
+impl Consumer {
+    pub const ALL: [Consumer; 4] = [Consumer::OnComplete, Consumer::OnFailure, Consumer::OnRejected, Consumer::Webhook];
+
+    /// The name of its cursor in the journal: stable, never renamed (a
+    /// renamed cursor would start again from the newest event).
+    pub fn name(self) -> &'static str {
+        match self {
+            Consumer::OnComplete => "hook:on_complete",
+            Consumer::OnFailure => "hook:on_failure",
+            Consumer::OnRejected => "hook:on_rejected",
+            Consumer::Webhook => "webhook",
+        }
+    }
+
+    /// Does it receive events of `kind`? (The webhook receives all three.)
+    pub fn wants(self, kind: EventKind) -> bool {
+        match self {
+            Consumer::OnComplete => kind == EventKind::Completed,
+            Consumer::OnFailure => kind == EventKind::Failed,
+            Consumer::OnRejected => kind == EventKind::Rejected,
+            Consumer::Webhook => true,
+        }
+    }
+}
+
+/// How one [`Notifier::deliver`] ended, which says whether the consumer's
+/// cursor may pass the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The command exited 0, the webhook answered 2xx: move on.
+    Delivered,
+    /// Failed for good (logged at error level): a command that failed every
+    /// attempt or cannot start, a webhook the receiver refused. Move on.
+    GaveUp,
+    /// The webhook is still failing in a way that may pass (the receiver is
+    /// down, 5xx, 429): keep the cursor here and try again after [`HOLD_OFF`].
+    Later,
+    /// Shutdown came first: keep the cursor (the next start repeats it).
+    Stopped,
+}
+
 /// The facts about one group that ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupEvent {
     pub kind: EventKind,
+    /// The journal's history line that recorded the end: with the group id,
+    /// what a receiver de-duplicates on (a group retried after failing can
+    /// end twice).
+    pub event_id: i64,
     /// The journal's local id.
     pub group_id: i64,
     pub name: String,
@@ -148,6 +238,7 @@ impl GroupEvent {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("SPATIALGEN_GROUP_ID", self.group_id.to_string()),
+            ("SPATIALGEN_EVENT_ID", self.event_id.to_string()),
             ("SPATIALGEN_GROUP_NAME", self.name.clone()),
             ("SPATIALGEN_PATH", self.path.display().to_string()),
             ("SPATIALGEN_STATE", self.kind.state().to_string()),
@@ -160,6 +251,7 @@ impl GroupEvent {
     pub fn webhook_body(&self) -> serde_json::Value {
         serde_json::json!({
             "event": self.kind.event(),
+            "eventId": self.event_id,
             "groupId": self.group_id,
             "name": self.name,
             "path": self.path.display().to_string(),
@@ -171,8 +263,8 @@ impl GroupEvent {
     }
 }
 
-/// The webhook's retry policy unless [`Notifier::with_retry`] replaces it:
-/// delays up to 1 s doubling to 60 s, 6 attempts, within 10 minutes.
+/// The webhook's retry policy for one round unless [`Notifier::with_retry`]
+/// replaces it: delays up to 1 s doubling to 60 s, 6 attempts, within 10 minutes.
 pub const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
     base: Duration::from_secs(1),
     cap: Duration::from_secs(60),
@@ -180,16 +272,28 @@ pub const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
     budget: Duration::from_secs(600),
 };
 
+/// A command's retry policy unless [`Notifier::with_hook_retry`] replaces
+/// it: 3 attempts, delays up to 5 s doubling to 30 s, within 10 minutes.
+pub const HOOK_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_secs(5),
+    cap: Duration::from_secs(30),
+    max_attempts: 3,
+    budget: Duration::from_secs(600),
+};
+
+/// How long a webhook still failing after a round of retries
+/// ([`Delivery::Later`]) waits before the next round; the agent doubles it
+/// per round up to [`HOLD_OFF_CAP`]. Only that consumer waits.
+pub const HOLD_OFF: Duration = Duration::from_secs(30);
+/// The longest wait between two rounds of a failing webhook.
+pub const HOLD_OFF_CAP: Duration = Duration::from_secs(600);
+
 /// Timeout of one webhook POST.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone)]
-struct Webhook {
-    url: reqwest::Url,
-    /// `scheme://host[:port]`, the only part of the URL that is logged.
-    shown: String,
-    client: reqwest::Client,
-}
+/// How long a command running at shutdown may still finish unless
+/// [`Notifier::with_grace`] says otherwise.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the configured hooks and webhook for each [`GroupEvent`].
 #[derive(Debug, Clone)]
@@ -200,33 +304,27 @@ pub struct Notifier {
     timeout: Duration,
     webhook: Option<Webhook>,
     retry: RetryPolicy,
+    hook_retry: RetryPolicy,
     /// Per-attempt webhook timeout.
     request_timeout: Duration,
-    /// Ends the webhook's waits between attempts (the agent's shutdown token).
+    /// No attempt starts once it fired (the agent's shutdown token).
     cancel: CancellationToken,
+    /// How long a running command may still finish after `cancel` fired.
+    grace: Duration,
     /// Environment variables removed before a hook starts (the API key's).
     scrub: Vec<String>,
-    /// Every spawned notification, so shutdown can wait for them ([`Notifier::drain`]).
+    /// Every notification started by [`Notifier::notify`], so that
+    /// [`Notifier::drain`] can wait for them.
     tasks: TaskTracker,
 }
 
 impl Notifier {
+    /// The notifier for `cfg`; reads the webhook's signing secret (0600
+    /// file) now, so a bad one stops startup or a reload with its reason.
     pub fn new(cfg: &HooksConfig) -> Result<Notifier, HooksError> {
         let webhook = match &cfg.webhook {
             None => None,
-            Some(raw) => {
-                let url = reqwest::Url::parse(raw).map_err(|e| HooksError::BadUrl(format!("{e}")))?;
-                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    return Err(HooksError::BadUrl("must be an http(s) URL with a host".into()));
-                }
-                let shown = shown_url(&url);
-                let client = reqwest::Client::builder()
-                    .user_agent(concat!("spatialgen-sync/", env!("CARGO_PKG_VERSION")))
-                    .connect_timeout(Duration::from_secs(10))
-                    .build()
-                    .map_err(HooksError::Client)?;
-                Some(Webhook { url, shown, client })
-            }
+            Some(raw) => Some(Webhook::new(raw, cfg.webhook_secret()?)?),
         };
         Ok(Notifier {
             on_complete: cfg.on_complete.clone(),
@@ -235,8 +333,10 @@ impl Notifier {
             timeout: cfg.timeout.0,
             webhook,
             retry: WEBHOOK_RETRY,
+            hook_retry: HOOK_RETRY,
             request_timeout: WEBHOOK_TIMEOUT,
             cancel: CancellationToken::new(),
+            grace: SHUTDOWN_GRACE,
             scrub: ALWAYS_SCRUBBED.iter().map(|s| s.to_string()).collect(),
             tasks: TaskTracker::new(),
         })
@@ -255,43 +355,99 @@ impl Notifier {
         self
     }
 
-    /// End the webhook's waits between attempts when `cancel` fires (pass the
-    /// agent's shutdown token).
+    /// Replace the commands' retry policy.
+    pub fn with_hook_retry(mut self, retry: RetryPolicy) -> Notifier {
+        self.hook_retry = retry;
+        self
+    }
+
+    /// Start no attempt once `cancel` fires, and end every wait between
+    /// attempts at once (pass the agent's shutdown token).
     pub fn with_cancel(mut self, cancel: CancellationToken) -> Notifier {
         self.cancel = cancel;
         self
     }
 
-    /// Start the command and the webhook for `ev` in the background.
+    /// How long a command already running at shutdown may still finish.
+    pub fn with_grace(mut self, grace: Duration) -> Notifier {
+        self.grace = grace;
+        self
+    }
+
+    /// The consumers this notifier has: each configured command, and the webhook.
+    pub fn consumers(&self) -> Vec<Consumer> {
+        Consumer::ALL.into_iter().filter(|c| self.has(*c)).collect()
+    }
+
+    fn has(&self, c: Consumer) -> bool {
+        match c {
+            Consumer::Webhook => self.webhook.is_some(),
+            _ => self.argv(c).is_some(),
+        }
+    }
+
+    fn argv(&self, c: Consumer) -> Option<&Vec<String>> {
+        let argv = match c {
+            Consumer::OnComplete => &self.on_complete,
+            Consumer::OnFailure => &self.on_failure,
+            Consumer::OnRejected => &self.on_rejected,
+            Consumer::Webhook => return None,
+        };
+        argv.as_ref().filter(|a| !a.is_empty())
+    }
+
+    /// Deliver `ev` to consumer `c`, with that consumer's retries, and say
+    /// whether its cursor may pass the event. An event `c` does not want,
+    /// or a consumer this notifier does not have, is [`Delivery::Delivered`]
+    /// (there is nothing to wait for).
+    pub async fn deliver(&self, c: Consumer, ev: &GroupEvent) -> Delivery {
+        if !c.wants(ev.kind) {
+            return Delivery::Delivered;
+        }
+        if self.cancel.is_cancelled() {
+            return Delivery::Stopped;
+        }
+        let id = ev.group_id;
+        if c == Consumer::Webhook {
+            let Some(hook) = &self.webhook else { return Delivery::Delivered };
+            let body = ev.webhook_body();
+            return match hook.send(&body, self.retry, self.request_timeout, &self.cancel, id).await {
+                Sent::Delivered => Delivery::Delivered,
+                Sent::Refused => Delivery::GaveUp,
+                Sent::Failing => Delivery::Later,
+                Sent::Canceled => Delivery::Stopped,
+            };
+        }
+        let Some(argv) = self.argv(c) else { return Delivery::Delivered };
+        let env = ev.env();
+        let what = format!("hook {}", c.name());
+        let op = |_attempt: u32| run_hook(argv, &env, &self.scrub, self.timeout, &self.cancel, self.grace);
+        match with_retries(&self.hook_retry, Retry::new(&what, &self.cancel, Repeat::Always), op).await {
+            Ok(()) => Delivery::Delivered,
+            Err(RetryError::Canceled) | Err(RetryError::Stopped(HooksError::Stopped { .. })) => {
+                tracing::warn!(group = id, "{what}: not run to its end: shutdown");
+                Delivery::Stopped
+            }
+            Err(e) => {
+                tracing::error!(group = id, "{what}: given up: {e}");
+                Delivery::GaveUp
+            }
+        }
+    }
+
+    /// Deliver `ev` to every consumer in the background, once, with no
+    /// cursor (for one-off use and tests; the agent uses [`Notifier::deliver`]).
     /// Must be called from within a tokio runtime; outside one the event is logged and dropped.
     pub fn notify(&self, ev: GroupEvent) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(group = ev.group_id, "notification dropped: no async runtime");
             return;
         };
-        let argv = match ev.kind {
-            EventKind::Completed => &self.on_complete,
-            EventKind::Failed => &self.on_failure,
-            EventKind::Rejected => &self.on_rejected,
-        };
-        if let Some(argv) = argv.clone().filter(|a| !a.is_empty()) {
-            let (env, scrub, timeout, id) = (ev.env(), self.scrub.clone(), self.timeout, ev.group_id);
-            let kind = ev.kind.state();
+        for c in self.consumers().into_iter().filter(|c| c.wants(ev.kind)) {
+            let (me, ev) = (self.clone(), ev.clone());
             self.tasks.spawn_on(
                 async move {
-                    if let Err(e) = run_hook(&argv, &env, &scrub, timeout).await {
-                        tracing::warn!(group = id, hook = kind, "hook: {e}");
-                    }
-                },
-                &handle,
-            );
-        }
-        if let Some(hook) = self.webhook.clone() {
-            let (body, retry, id) = (ev.webhook_body(), self.retry, ev.group_id);
-            let (timeout, cancel) = (self.request_timeout, self.cancel.clone());
-            self.tasks.spawn_on(
-                async move {
-                    send_webhook(&hook, &body, retry, timeout, cancel, id).await;
+                    me.deliver(c, &ev).await;
                 },
                 &handle,
             );
@@ -315,11 +471,14 @@ impl Notifier {
 }
 
 /// Run one hook to completion or timeout and log what it said.
+/// Fails unless it exits 0. Once `cancel` fires, it may run `grace` longer.
 async fn run_hook(
     argv: &[String],
     env: &[(&'static str, String)],
     scrub: &[String],
     timeout: Duration,
+    cancel: &CancellationToken,
+    grace: Duration,
 ) -> Result<(), HooksError> {
     let program = argv[0].clone();
     let mut cmd = tokio::process::Command::new(&program);
@@ -334,11 +493,16 @@ async fn run_hook(
     let stdout = child.stdout.take().map(|s| tokio::spawn(read_bounded(s)));
     let stderr = child.stderr.take().map(|s| tokio::spawn(read_bounded(s)));
 
-    let status = tokio::select! {
-        status = child.wait() => Some(status.map_err(|source| HooksError::Wait { program: program.clone(), source })?),
-        () = tokio::time::sleep(timeout) => None,
+    let stop = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(grace).await;
     };
-    if status.is_none() {
+    let status = tokio::select! {
+        status = child.wait() => Ok(status.map_err(|source| HooksError::Wait { program: program.clone(), source })?),
+        () = tokio::time::sleep(timeout) => Err(HooksError::TimedOut { program: program.clone(), after: timeout }),
+        () = stop => Err(HooksError::Stopped { program: program.clone() }),
+    };
+    if status.is_err() {
         kill_group(&mut child).await;
     }
     // Output ends when the last writer is gone; a grandchild that left the
@@ -354,11 +518,19 @@ async fn run_hook(
         }
     }
     match status {
-        Some(s) if s.success() => tracing::info!("hook {program} finished{out}"),
-        Some(s) => tracing::warn!("hook {program} failed ({s}){out}"),
-        None => tracing::warn!("hook {program} killed after the {timeout:?} timeout{out}"),
+        Ok(s) if s.success() => {
+            tracing::info!("hook {program} finished{out}");
+            Ok(())
+        }
+        Ok(s) => {
+            tracing::warn!("hook {program} failed ({s}){out}");
+            Err(HooksError::Exit { program, status: s.to_string() })
+        }
+        Err(e) => {
+            tracing::warn!("hook {e}{out}");
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// Start `cmd`, retrying briefly on ETXTBSY: a script that was just written
@@ -410,75 +582,6 @@ async fn read_bounded(mut r: impl AsyncRead + Unpin) -> String {
         text.push_str(&format!("… ({dropped} more bytes not kept)"));
     }
     text
-}
-
-async fn send_webhook(
-    hook: &Webhook,
-    body: &serde_json::Value,
-    policy: RetryPolicy,
-    timeout: Duration,
-    cancel: CancellationToken,
-    group: i64,
-) {
-    // An event notified once shutdown began (what the engine recorded last)
-    // still gets one attempt, without waits: a fired token would start none.
-    let (policy, cancel) = if cancel.is_cancelled() {
-        (RetryPolicy { max_attempts: 1, ..policy }, CancellationToken::new())
-    } else {
-        (policy, cancel)
-    };
-    let what = format!("webhook {}", hook.shown);
-    let last = AtomicU32::new(0);
-    let op = |attempt: u32| {
-        last.store(attempt, Ordering::Relaxed);
-        post_once(hook, body, timeout)
-    };
-    match with_retries(&policy, Retry::new(&what, &cancel, Repeat::Always), op).await {
-        Ok(()) => tracing::info!(group, "webhook {} delivered (attempt {})", hook.shown, last.load(Ordering::Relaxed)),
-        Err(RetryError::Canceled) => {
-            tracing::warn!(
-                group,
-                "webhook {} not delivered: shutdown after attempt {}",
-                hook.shown,
-                last.load(Ordering::Relaxed)
-            )
-        }
-        Err(e) => {
-            tracing::warn!(group, "webhook {} given up after attempt {}: {e}", hook.shown, last.load(Ordering::Relaxed))
-        }
-    }
-}
-
-async fn post_once(hook: &Webhook, body: &serde_json::Value, timeout: Duration) -> Result<(), HooksError> {
-    let resp = hook
-        .client
-        .post(hook.url.clone())
-        .timeout(timeout)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| HooksError::Transport(e.without_url()))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let text: String = resp.text().await.unwrap_or_default().chars().take(512).collect();
-    let code = status.as_u16();
-    let retry = status.is_server_error() || code == 408 || code == 429;
-    Err(HooksError::Status { status: code, body: text, retry, retry_after })
-}
-
-/// `scheme://host[:port]` of `url`: enough to say where, never a path token or query secret.
-fn shown_url(url: &reqwest::Url) -> String {
-    match url.port() {
-        Some(p) => format!("{}://{}:{p}", url.scheme(), url.host_str().unwrap_or("?")),
-        None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,13 @@ mod support;
 
 mod agent;
 mod binary;
+mod commands;
 mod controls;
 mod crash;
+mod dashboards;
 mod engine;
 mod files;
 mod fleet;
+mod notify;
 mod server;
 mod service;

@@ -137,6 +137,36 @@ impl History for PgJournal {
         })
     }
 
+    fn cursor(&self, name: &str) -> Result<Option<i64>, JournalError> {
+        let row = self.with(|c| {
+            c.query_opt("SELECT event_id FROM cursors WHERE node = $1 AND name = $2", &[&self.node_name(), &name])
+                .map_err(db_err)
+        })?;
+        row.map(|r| col(&r, "event_id")).transpose()
+    }
+
+    fn set_cursor(&self, name: &str, event_id: i64) -> Result<(), JournalError> {
+        self.write_rc(|tx| {
+            tx.execute(
+                "INSERT INTO cursors (node, name, event_id, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (node, name) DO UPDATE SET event_id = GREATEST(cursors.event_id, excluded.event_id),
+                                                        updated_at = excluded.updated_at",
+                &[&self.node_name(), &name, &event_id, &now_ms()],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn drop_cursor(&self, name: &str) -> Result<bool, JournalError> {
+        self.write_rc(|tx| {
+            let n = tx
+                .execute("DELETE FROM cursors WHERE node = $1 AND name = $2", &[&self.node_name(), &name])
+                .map_err(db_err)?;
+            Ok(n > 0)
+        })
+    }
+
     fn note(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
         self.write(|tx| {
             state_of(tx, id)?;

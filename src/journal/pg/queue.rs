@@ -9,6 +9,7 @@ use super::history::{event, state_of, transition};
 use super::{DB_NOW, PgJournal, col, db_err};
 use crate::group::UploadGroup;
 use crate::journal::codec::now_ms;
+use crate::journal::forget::FORGETTABLE;
 use crate::journal::queue::{QUEUE_ORDER, position_in, violations_text};
 use crate::journal::store::Queue;
 use crate::journal::{Enqueued, GroupId, GroupState, GroupSummary, JournalError};
@@ -399,6 +400,41 @@ impl Queue for PgJournal {
                 tx.execute("UPDATE groups SET retry_at = NULL WHERE id = $1", &[id]).map_err(db_err)?;
             }
             Ok(ids)
+        })
+    }
+
+    fn forgettable(&self, before_ms: i64) -> Result<Vec<GroupId>, JournalError> {
+        let rows = self.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT id FROM groups WHERE state IN ({FORGETTABLE}) AND finished AND updated_at < $1 ORDER BY id"
+                ),
+                &[&before_ms],
+            )
+            .map_err(db_err)
+        })?;
+        rows.iter().map(|r| col(r, "id")).collect()
+    }
+
+    fn forget(&self, ids: &[GroupId], before_ms: i64) -> Result<u64, JournalError> {
+        let ids = ids.to_vec();
+        self.write(|tx| {
+            // Checked again inside the transaction (see SQLite's `forget`).
+            let still: Vec<GroupId> = tx
+                .query(
+                    &format!(
+                        "SELECT id FROM groups WHERE id = ANY($1) AND state IN ({FORGETTABLE}) AND finished
+                           AND updated_at < $2"
+                    ),
+                    &[&ids, &before_ms],
+                )
+                .map_err(db_err)?
+                .iter()
+                .map(|r| col(r, "id"))
+                .collect::<Result<_, _>>()?;
+            tx.execute("UPDATE groups SET retry_of = NULL WHERE retry_of = ANY($1)", &[&still]).map_err(db_err)?;
+            let n = tx.execute("DELETE FROM groups WHERE id = ANY($1)", &[&still]).map_err(db_err)?;
+            Ok(n)
         })
     }
 

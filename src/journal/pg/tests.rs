@@ -322,3 +322,29 @@ fn the_url_s_password_never_shows_and_sslmode_is_libpq_s() {
     assert!(DatabaseUrl::new("mysql://h/db").vet().is_err());
     assert!(DatabaseUrl::new("postgresql://h").vet().unwrap_err().contains("must name one database"));
 }
+
+#[test]
+fn forget_drops_old_ended_groups_and_keeps_live_ones() {
+    let url = db();
+    let a = node(&url, "a", "/mnt/a", Duration::from_secs(30));
+    let Enqueued::Queued(done) = a.enqueue(&export("/mnt/a", "done", "fp1")).unwrap() else { panic!() };
+    let Enqueued::Queued(live) = a.enqueue(&export("/mnt/a", "live", "fp2")).unwrap() else { panic!() };
+    start(&a, done, "s1");
+    a.complete_group(done, 1).unwrap();
+    a.set_finished(done).unwrap();
+    let later = crate::journal::now_ms() + 1000;
+    assert_eq!(a.forgettable(later).unwrap(), vec![done]);
+    assert_eq!(a.forget(&[done, live], later).unwrap(), 1, "the queued one is never forgotten");
+    assert!(matches!(a.group(done), Err(JournalError::NoSuchGroup(_))));
+    assert_eq!(a.group(live).unwrap().state, GroupState::Queued);
+}
+
+#[test]
+fn cursors_are_each_node_s_own() {
+    let url = db();
+    let a = node(&url, "a", "/mnt/a", Duration::from_secs(30));
+    let b = node(&url, "b", "/mnt/b", Duration::from_secs(30));
+    a.set_cursor("webhook", 7).unwrap();
+    assert_eq!(a.cursor("webhook").unwrap(), Some(7));
+    assert_eq!(b.cursor("webhook").unwrap(), None, "b notifies for the groups it ends");
+}

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -16,6 +15,7 @@ use crate::retry::RetryPolicy;
 fn event(kind: EventKind) -> GroupEvent {
     GroupEvent {
         kind,
+        event_id: 7,
         group_id: 42,
         name: "Canyon Flight".into(),
         path: PathBuf::from("/renders/exports/Canyon Flight"),
@@ -89,6 +89,7 @@ async fn hook_runs_without_a_shell_and_receives_the_group_in_its_environment() {
     let text = std::fs::read_to_string(&out).expect("the hook wrote its environment");
     let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
     assert_eq!(env.get("SPATIALGEN_GROUP_ID"), Some(&"42"));
+    assert_eq!(env.get("SPATIALGEN_EVENT_ID"), Some(&"7"));
     assert_eq!(env.get("SPATIALGEN_GROUP_NAME"), Some(&"Canyon Flight"));
     assert_eq!(env.get("SPATIALGEN_PATH"), Some(&"/renders/exports/Canyon Flight"));
     assert_eq!(env.get("SPATIALGEN_STATE"), Some(&"completed"));
@@ -109,7 +110,7 @@ async fn failure_hook_gets_the_error_and_its_output_is_logged_bounded() {
          i=0; while [ $i -lt 400 ]; do echo 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'; i=$((i+1)); done\nexit 3",
     );
     let cfg = HooksConfig { on_failure: Some(vec![hook]), timeout: Dur::secs(10), ..HooksConfig::default() };
-    let notifier = Notifier::new(&cfg).expect("notifier");
+    let notifier = Notifier::new(&cfg).expect("notifier").with_hook_retry(fast_retry(1));
     notifier.notify(event(EventKind::Failed));
     assert!(notifier.drain(Duration::from_secs(10)).await);
 
@@ -130,7 +131,7 @@ async fn timeout_kills_the_hook_and_its_children() {
         timeout: Dur(Duration::from_millis(300)),
         ..HooksConfig::default()
     };
-    let notifier = Notifier::new(&cfg).expect("notifier");
+    let notifier = Notifier::new(&cfg).expect("notifier").with_hook_retry(fast_retry(1));
     let start = Instant::now();
     notifier.notify(event(EventKind::Rejected));
     assert!(notifier.drain(Duration::from_secs(10)).await, "the hook task ends after the kill");
@@ -175,11 +176,22 @@ struct Receiver {
     retry_after: Option<fn() -> String>,
     bodies: Mutex<Vec<serde_json::Value>>,
     times: Mutex<Vec<Instant>>,
+    /// Every request's signature header and raw body.
+    raw: Mutex<Vec<(Option<String>, Vec<u8>)>>,
 }
 
-async fn receive(State(r): State<Arc<Receiver>>, Json(body): Json<serde_json::Value>) -> axum::response::Response {
+async fn receive(
+    State(r): State<Arc<Receiver>>,
+    headers: axum::http::HeaderMap,
+    raw: axum::body::Bytes,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     r.times.lock().expect("not poisoned").push(Instant::now());
+    let sig = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    r.raw.lock().expect("not poisoned").push((sig, raw.to_vec()));
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+        return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+    };
     let n = r.hits.fetch_add(1, Ordering::SeqCst);
     if n < r.failures {
         return match r.retry_after {
@@ -208,6 +220,7 @@ async fn receiver_with(
         retry_after,
         bodies: Mutex::new(Vec::new()),
         times: Mutex::new(Vec::new()),
+        raw: Mutex::new(Vec::new()),
     });
     let app = axum::Router::new().route("/hooks/T0KEN-secret", post(receive)).with_state(r.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -243,6 +256,7 @@ async fn webhook_is_retried_until_delivered_and_never_logs_its_secret() {
         bodies,
         vec![serde_json::json!({
             "event": "group.completed",
+            "eventId": 7,
             "groupId": 42,
             "name": "Canyon Flight",
             "path": "/renders/exports/Canyon Flight",
@@ -345,14 +359,153 @@ async fn shutdown_ends_a_webhook_wait_at_once() {
     assert_eq!(r.hits.load(Ordering::SeqCst), 1);
     assert!(logs.text().contains("not delivered: shutdown"), "{}", logs.text());
 
-    // An event notified after shutdown still gets its one attempt.
-    notifier.notify(event(EventKind::Completed));
-    assert!(notifier.drain(Duration::from_secs(5)).await);
-    assert_eq!(r.hits.load(Ordering::SeqCst), 2);
+    // After shutdown no attempt starts: the event stays for the next start.
+    assert_eq!(notifier.deliver(Consumer::Webhook, &event(EventKind::Completed)).await, Delivery::Stopped);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 1);
 }
 
 #[test]
 fn a_bad_webhook_url_is_refused() {
     let cfg = HooksConfig { webhook: Some("ftp://example.com/x".into()), ..HooksConfig::default() };
     assert!(matches!(Notifier::new(&cfg), Err(HooksError::BadUrl(_))));
+}
+
+#[test]
+fn sign_is_hmac_sha256_in_hex() {
+    // RFC 4231, test case 2.
+    let secret = crate::config::WebhookSecret::new(b"Jefe".to_vec());
+    assert_eq!(
+        sign(&secret, b"what do ya want for nothing?"),
+        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+}
+
+/// A 0600 file holding `secret` (with the newline editors add).
+fn secret_file(dir: &Path, secret: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("webhook-secret");
+    std::fs::write(&path, format!("{secret}\n")).expect("write secret");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+#[tokio::test]
+async fn webhook_body_is_signed_over_its_exact_bytes_and_the_secret_never_shows() {
+    use hmac::Mac;
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, url) = receiver(1, StatusCode::SERVICE_UNAVAILABLE).await;
+    let cfg = HooksConfig {
+        webhook: Some(url),
+        webhook_secret_file: Some(secret_file(dir.path(), "s3cr3t-Hm4c", 0o600)),
+        ..HooksConfig::default()
+    };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(3), FAST_TIMEOUT);
+    assert_eq!(notifier.deliver(Consumer::Webhook, &event(EventKind::Completed)).await, Delivery::Delivered);
+    let raw = r.raw.lock().expect("not poisoned").clone();
+    assert_eq!(raw.len(), 2, "one retry, then delivered");
+    for (sig, body) in &raw {
+        // The receiver's check, written independently: HMAC over the raw bytes read.
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cr3t-Hm4c").expect("key");
+        mac.update(body);
+        let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(sig.as_deref(), Some(want.as_str()));
+    }
+    assert_eq!(raw[0], raw[1], "a retry sends the same bytes with the same signature");
+    let text = format!("{}{notifier:?}{cfg:?}", logs.text());
+    assert!(!text.contains("s3cr3t"), "{text}");
+}
+
+#[tokio::test]
+async fn without_a_secret_there_is_no_signature_header() {
+    let (r, url) = receiver(0, StatusCode::OK).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(1), FAST_TIMEOUT);
+    assert_eq!(notifier.deliver(Consumer::Webhook, &event(EventKind::Rejected)).await, Delivery::Delivered);
+    assert_eq!(r.raw.lock().expect("not poisoned")[0].0, None);
+}
+
+#[test]
+fn a_secret_file_others_can_read_or_an_empty_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = secret_file(dir.path(), "s3cr3t", 0o644);
+    let cfg = HooksConfig {
+        webhook: Some("https://hooks.example.com/x".into()),
+        webhook_secret_file: Some(file.clone()),
+        ..HooksConfig::default()
+    };
+    let err = Notifier::new(&cfg).expect_err("too open").to_string();
+    assert!(err.contains("hooks.webhook_secret_file"), "{err}");
+    assert!(err.contains(&format!("chmod 600 {}", file.display())), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    secret_file(dir.path(), "  ", 0o600);
+    let err = Notifier::new(&cfg).expect_err("empty").to_string();
+    assert!(err.contains("is empty"), "{err}");
+}
+
+#[tokio::test]
+async fn deliver_says_whether_the_cursor_may_pass() {
+    // Still failing after the round: held (Later), not given up.
+    let (down, url) = receiver(usize::MAX, StatusCode::SERVICE_UNAVAILABLE).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let n = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(2), FAST_TIMEOUT);
+    assert_eq!(n.deliver(Consumer::Webhook, &event(EventKind::Failed)).await, Delivery::Later);
+    assert_eq!(down.hits.load(Ordering::SeqCst), 2);
+    // Refused (4xx): given up at once.
+    let (no, url) = receiver(usize::MAX, StatusCode::BAD_REQUEST).await;
+    let cfg = HooksConfig { webhook: Some(url), ..HooksConfig::default() };
+    let n = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(5), FAST_TIMEOUT);
+    assert_eq!(n.deliver(Consumer::Webhook, &event(EventKind::Failed)).await, Delivery::GaveUp);
+    assert_eq!(no.hits.load(Ordering::SeqCst), 1);
+
+    // A command that keeps failing: its attempts, then given up; one that succeeds: delivered.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runs = dir.path().join("runs");
+    let failing = script(dir.path(), "fail.sh", "echo run >> \"$1\"\nexit 1");
+    let ok = script(dir.path(), "ok.sh", "echo run >> \"$1\"");
+    let cfg = HooksConfig {
+        on_failure: Some(vec![failing, runs.display().to_string()]),
+        on_complete: Some(vec![ok, runs.display().to_string()]),
+        ..HooksConfig::default()
+    };
+    let n = Notifier::new(&cfg).expect("notifier").with_hook_retry(fast_retry(3));
+    assert_eq!(n.consumers(), vec![Consumer::OnComplete, Consumer::OnFailure]);
+    assert_eq!(n.deliver(Consumer::OnFailure, &event(EventKind::Failed)).await, Delivery::GaveUp);
+    assert_eq!(std::fs::read_to_string(&runs).expect("runs").lines().count(), 3);
+    assert_eq!(n.deliver(Consumer::OnComplete, &event(EventKind::Completed)).await, Delivery::Delivered);
+    assert_eq!(std::fs::read_to_string(&runs).expect("runs").lines().count(), 4);
+    // Not its kind: nothing runs, nothing to wait for.
+    assert_eq!(n.deliver(Consumer::OnComplete, &event(EventKind::Rejected)).await, Delivery::Delivered);
+    assert_eq!(std::fs::read_to_string(&runs).expect("runs").lines().count(), 4);
+}
+
+#[tokio::test]
+async fn a_hook_running_at_shutdown_gets_the_grace_then_counts_as_not_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = dir.path().join("started");
+    let hook = script(dir.path(), "slow.sh", "touch \"$1\"\n/bin/sleep 30");
+    let cfg = HooksConfig {
+        on_complete: Some(vec![hook, started.display().to_string()]),
+        timeout: Dur::secs(60),
+        ..HooksConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let n = Notifier::new(&cfg).expect("notifier").with_cancel(shutdown.clone()).with_grace(Duration::from_millis(200));
+    let run = tokio::spawn(async move { n.deliver(Consumer::OnComplete, &event(EventKind::Completed)).await });
+    while !started.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t0 = Instant::now();
+    shutdown.cancel();
+    assert_eq!(run.await.expect("task"), Delivery::Stopped);
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[test]
+fn consumer_names_are_stable() {
+    let names: Vec<&str> = Consumer::ALL.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["hook:on_complete", "hook:on_failure", "hook:on_rejected", "webhook"]);
+    assert!(Consumer::Webhook.wants(EventKind::Rejected) && !Consumer::OnComplete.wants(EventKind::Failed));
 }
