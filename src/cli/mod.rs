@@ -90,6 +90,10 @@ pub enum Command {
     Cancel(GroupArgs),
     /// Re-queue a failed, canceled or expired group as a fresh upload.
     Retry(GroupArgs),
+    /// Hold the queue: no new group or part starts (parts in flight finish); survives restarts.
+    Pause(PauseArgs),
+    /// Release the queue held by `pause`.
+    Resume(PauseArgs),
     /// Run the local SpatialGen-compatible server.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
@@ -174,6 +178,12 @@ pub struct GroupArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
@@ -229,6 +239,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Show(a) => show::run(a),
         Command::Cancel(a) => status::cancel(a),
         Command::Retry(a) => status::retry(a),
+        Command::Pause(a) => status::pause(a),
+        Command::Resume(a) => status::resume(a),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => sandbox::run(a),
         #[cfg(feature = "sandbox")]

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::units::ApiKey;
+use super::units::{ApiKey, HttpToken};
 use super::{Config, ConfigError};
 
 impl Config {
@@ -40,7 +40,7 @@ impl Config {
     /// The API key, from `api_key_file` if set, else from the env var `api_key_env`.
     pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
         if let Some(file) = &self.api.api_key_file {
-            check_secret_permissions(file)?;
+            check_secret_permissions("api.api_key_file", file)?;
             let raw = std::fs::read_to_string(file)
                 .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
             let key = raw.trim();
@@ -57,6 +57,21 @@ impl Config {
                 "api.api_key_env: the environment variable {var} is not set (export {var}=... or set api.api_key_file)"
             ))),
         }
+    }
+
+    /// The console's bearer token from `[http] token_file`, checked like the
+    /// API key file (readable by the agent's user only, not empty); `None`
+    /// when no token file is configured (the API is then read-only).
+    pub fn http_token(&self) -> Result<Option<HttpToken>, ConfigError> {
+        let Some(file) = self.http.as_ref().and_then(|h| h.token_file.as_ref()) else { return Ok(None) };
+        check_secret_permissions("http.token_file", file)?;
+        let raw = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::Secret(format!("http.token_file: cannot read {}: {e}", file.display())))?;
+        let token = raw.trim();
+        if token.is_empty() {
+            return Err(ConfigError::Secret(format!("http.token_file: {} is empty", file.display())));
+        }
+        Ok(Some(HttpToken::new(token)))
     }
 }
 
@@ -97,15 +112,17 @@ fn writable_dir(dir: &Path) -> std::io::Result<()> {
     probe.close()
 }
 
+/// A secret file (`key` names it in messages, e.g. `api.api_key_file`) must
+/// be readable by its owner only.
 #[cfg(unix)]
-fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
+fn check_secret_permissions(key: &str, file: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(file)
-        .map_err(|e| ConfigError::Secret(format!("api.api_key_file: cannot read {}: {e}", file.display())))?;
+        .map_err(|e| ConfigError::Secret(format!("{key}: cannot read {}: {e}", file.display())))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(ConfigError::Secret(format!(
-            "api.api_key_file: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
+            "{key}: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
             file.display(),
             file.display()
         )));
@@ -114,7 +131,7 @@ fn check_secret_permissions(file: &Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(not(unix))]
-fn check_secret_permissions(_file: &Path) -> Result<(), ConfigError> {
+fn check_secret_permissions(_key: &str, _file: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
