@@ -7,6 +7,7 @@ mod support;
 
 mod agent;
 mod binary;
+mod console;
 mod controls;
 mod crash;
 mod engine;
