@@ -91,7 +91,7 @@ impl Agent {
     }
 
     #[cfg(unix)]
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY: signalling our own child process.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);

@@ -229,3 +229,97 @@ async fn the_page_shows_progress_and_retry_requeues_a_failed_group() {
     c.close().await.unwrap();
     agent.stop().await;
 }
+
+/// The real agent's API: the token check, a live bandwidth that the
+/// uploads obey and that a reload replaces, and a pause from the API that
+/// holds the queue without making the agent unhealthy.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_api_pauses_and_sets_the_bandwidth_live_until_a_reload() {
+    use std::os::unix::fs::PermissionsExt;
+    const MIB: u64 = 1024 * 1024;
+    let w = World::new(64 * KIB as u64, "max_groups = 1").await;
+    let drop = w.dir.path().join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    let token_file = w.dir.path().join("http-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let tables = format!(
+        "{}\n[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+        watch_table(&drop),
+        token_file.display()
+    );
+    w.write_config("max_groups = 1", &tables);
+    let agent = Agent::start(&w);
+    agent.wait_log("console on http://", 1, Duration::from_secs(20)).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let status = || async {
+        let v: Value = http.get(format!("{base}/api/v1/status")).send().await.unwrap().json().await.unwrap();
+        v
+    };
+    let health = || async {
+        let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let put_limit = |token: Option<&'static str>, limit: Value| {
+        let mut req = http.put(format!("{base}/api/v1/bandwidth")).json(&json!({ "limit": limit }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(health().await, (200, "ok\n".to_string()));
+
+    // Refused without the token, and nothing changed.
+    assert_eq!(put_limit(None, json!("1MiB/s")).await, 401);
+    assert_eq!(put_limit(Some("guess"), json!("1MiB/s")).await, 401);
+    assert_eq!(status().await["agent"]["bandwidth"]["bytesPerSecond"], Value::Null);
+
+    // Live: the next upload goes at 1 MiB/s.
+    assert_eq!(put_limit(Some(TOKEN), json!("1MiB/s")).await, 200);
+    let s = status().await;
+    assert_eq!(s["agent"]["bandwidth"], json!({"bytesPerSecond": MIB, "live": true}), "{s}");
+    let m = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains(&format!("spatialgen_bandwidth_limit_bytes_per_second {MIB}\n")), "{m}");
+    let slow = publish(&w, &drop, "slow", &[("v.mov", 1536 * KIB)]);
+    let journal = Journal::open(&w.journal_path).unwrap();
+    wait_for(Duration::from_secs(30), "the slow group to start", || {
+        row(&journal, &slow).is_some_and(|r| r.state != GroupState::Waiting)
+    })
+    .await;
+    let started = std::time::Instant::now();
+    wait_state(&journal, &slow, GroupState::Completed, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1000), "1.5 MiB at 1 MiB/s took only {took:?}");
+
+    // Paused from the API: healthy, shown, and the next export waits.
+    let r = http.post(format!("{base}/api/v1/pause")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(health().await, (200, "ok\n".to_string()), "an operator's pause is not unhealthy");
+    let s = status().await;
+    assert_eq!(s["agent"]["pauses"][0]["reason"], "operator", "{s}");
+    let held = publish(&w, &drop, "held", &[("v.mov", 32 * KIB)]);
+    wait_state(&journal, &held, GroupState::Queued, Duration::from_secs(30)).await;
+    // A negative, watched over several engine polls (500 ms each).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(row(&journal, &held).unwrap().state, GroupState::Queued, "nothing starts while paused");
+    let r = http.post(format!("{base}/api/v1/resume")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_state(&journal, &held, GroupState::Completed, Duration::from_secs(30)).await;
+
+    // A reload that changes the config's bandwidth replaces the live one.
+    w.write_config("max_groups = 1\nbandwidth = \"4MiB/s\"", &tables);
+    agent.signal(libc::SIGHUP);
+    let start = std::time::Instant::now();
+    loop {
+        let s = status().await;
+        if s["agent"]["bandwidth"] == json!({"bytesPerSecond": 4 * MIB, "live": false}) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the reload did not replace the live limit: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop().await;
+}
