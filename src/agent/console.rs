@@ -119,7 +119,7 @@ impl HttpServer {
     ) -> HttpServer {
         let stop = shutdown.child_token();
         let s = stop.clone();
-        tracing::info!("console on http://{addr}/ (metrics on /metrics)");
+        tracing::info!("console on http://{addr}/, metrics on http://{addr}/metrics");
         supervise(tracker, failure, shutdown, "http server", async move {
             axum::serve(listener, crate::ops::console::router(console))
                 .with_graceful_shutdown(s.cancelled_owned())
