@@ -232,7 +232,7 @@ impl Metrics {
         emit(
             "spatialgen_paused",
             "gauge",
-            "1 while uploads are paused (outside every upload window, or the API refused the key).",
+            "1 while uploads are paused (outside every upload window, the API refused the key, or an operator paused them).",
             &[format!("spatialgen_paused {}", u8::from(!paused.is_empty()))],
         );
         let why: Vec<String> =

@@ -81,12 +81,13 @@ impl Ctx {
     /// group and before each part, so either stops the queue after the
     /// parts already in flight.
     pub(super) async fn wait_gate(&self, inner: &CancellationToken) -> Result<(), Stop> {
+        // Subscribed before the first look, so a resume in between is not missed.
+        let mut hold = self.sh.hold.subscribe();
         if self.sh.gate_open() {
             return Ok(());
         }
         tracing::debug!(group = self.id, "waiting for an upload window or the end of an operator pause");
         let mut gate = self.sh.gate.clone();
-        let mut hold = self.sh.hold.subscribe();
         loop {
             tokio::select! {
                 // A window gate whose sender is gone keeps its last word only
