@@ -15,7 +15,8 @@
 //! tests and offline trials. [`config`]
 //! reads the one TOML file; [`model`] holds the vocabulary all stages share;
 //! [`ops`] holds the operator controls the engine and the agent plug in
-//! (upload windows, the bandwidth limit, hooks, metrics, reload);
+//! (upload windows, the bandwidth limit, hooks, metrics, reload, and the
+//! console: the HTTP control API and web page);
 //! [`logging`] sets up tracing. [`agent`] is the running service that
 //! starts, supervises, reloads and stops all of these in one process, with
 //! one journal handle; [`cli`] is the command-line edge, one thin handler

@@ -142,6 +142,8 @@ wire_enum! {
         Auth = "auth",
         /// Outside every upload window.
         Window = "window",
+        /// An operator paused the queue (`pause`, or the console).
+        Operator = "operator",
     }
 }
 

@@ -1,19 +1,17 @@
-//! The agent's metrics server (`/metrics`, `/healthz`): its lifecycle
-//! across reloads, the engine's events as counters, and the journal's
-//! state for each scrape; under systemd, the same state as the unit's
-//! one-line status.
+//! The agent's metrics: the engine's events as counters, and the journal's
+//! state for each scrape (the listener itself is `console.rs`); under
+//! systemd, the same state as the unit's one-line status.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::{service, supervise};
+use super::service;
 use crate::journal::{AsyncJournal, GroupState, JournalError, Store};
 use crate::model::{PauseKind, RetryReason};
-use crate::ops::metrics::{Metrics, MetricsError, SnapshotError, StateSnapshot};
+use crate::ops::metrics::{Metrics, StateSnapshot};
 use crate::upload::{GroupOutcome, Observer};
 
 /// The engine's events as metrics. The window pause is left to
@@ -39,77 +37,17 @@ impl Observer for MetricsObserver {
     }
 }
 
-/// The metrics server of one `[metrics] listen` address.
-pub(super) struct MetricsServer {
-    addr: std::net::SocketAddr,
-    stop: CancellationToken,
-}
-
-impl MetricsServer {
-    /// Bind `addr` (an error if taken) and serve until `shutdown` or [`MetricsServer::restart`].
-    pub(super) async fn start(
-        addr: std::net::SocketAddr,
-        tracker: &TaskTracker,
-        failure: &Arc<Mutex<Option<String>>>,
-        shutdown: &CancellationToken,
-        metrics: Arc<Metrics>,
-        journal: AsyncJournal,
-    ) -> Result<MetricsServer, MetricsError> {
-        let listener = crate::ops::metrics::bind(addr).await?;
-        let stop = shutdown.child_token();
-        // Called on the blocking pool by the server, once per scrape.
-        let source = Arc::new(move || snapshot(journal.blocking().as_ref()).map_err(SnapshotError::from));
-        let s = stop.clone();
-        supervise(tracker, failure, shutdown, "metrics server", async move {
-            crate::ops::metrics::serve_on(listener, metrics, source, s).await
-        });
-        Ok(MetricsServer { addr, stop })
-    }
-
-    /// Move to `listen`: the new address is bound first, so if it is taken the
-    /// old server keeps serving (and the error is logged).
-    pub(super) async fn restart(
-        old: Option<MetricsServer>,
-        listen: Option<std::net::SocketAddr>,
-        tracker: &TaskTracker,
-        failure: &Arc<Mutex<Option<String>>>,
-        shutdown: &CancellationToken,
-        metrics: Arc<Metrics>,
-        journal: AsyncJournal,
-    ) -> Option<MetricsServer> {
-        let Some(addr) = listen else {
-            if let Some(o) = old {
-                tracing::info!(addr = %o.addr, "metrics server stopped (no [metrics] listen any more)");
-                o.stop.cancel();
-            }
-            return None;
-        };
-        if let Some(o) = &old
-            && o.addr == addr
-        {
-            return old;
-        }
-        // A port freed by the old server is not free until it stopped: bind the new one first.
-        match MetricsServer::start(addr, tracker, failure, shutdown, metrics, journal).await {
-            Ok(new) => {
-                if let Some(o) = old {
-                    o.stop.cancel();
-                }
-                Some(new)
-            }
-            Err(e) => {
-                tracing::error!("{e}; the metrics server stays where it was");
-                old
-            }
-        }
-    }
-}
-
-/// Groups by state and queue length for a metrics scrape: one aggregate query.
-fn snapshot(journal: &dyn Store) -> Result<StateSnapshot, JournalError> {
+/// Groups by state and queue length for a metrics scrape: one aggregate
+/// query. `held` lists the faults only (an operator's pause is none).
+pub(super) fn snapshot(journal: &dyn Store) -> Result<StateSnapshot, JournalError> {
     let counts = journal.count_by_state()?;
     let queue_length = counts.iter().find(|(s, _)| *s == GroupState::Queued).map_or(0, |(_, n)| *n);
-    let held = journal.pauses()?.iter().map(|p| (p.reason.label().to_string(), p.describe())).collect();
+    let held = journal
+        .pauses()?
+        .iter()
+        .filter(|p| p.reason.is_fault())
+        .map(|p| (p.reason.label().to_string(), p.describe()))
+        .collect();
     Ok(StateSnapshot {
         groups_by_state: counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
         queue_length,

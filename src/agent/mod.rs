@@ -12,8 +12,9 @@
 //!   clock; a small task turns that state into the engine's open/closed gate;
 //! - the notifier (`notify`): one task per hook and for the webhook, each
 //!   tailing the journal's history from its own cursor (at least once);
-//! - the metrics server (`metrics`), fed by the engine's observer and by
-//!   one aggregate journal query per scrape.
+//! - the HTTP listener (`console`): `/metrics` (fed by the engine's
+//!   observer and one aggregate journal query per scrape), `/healthz`, the
+//!   control API and the console page ([`crate::ops::console`]).
 //!
 //! A worker that ends with an error ends them all (the service manager
 //! restarts the agent; the journal makes that harmless). [`serve`] adds the
@@ -29,27 +30,32 @@
 //! their new settings; windows and bandwidth follow at once; the engine takes
 //! every `[upload]` setting for the steps it starts afterwards (including
 //! `max_groups` and `max_parts_in_flight`); hooks get a new notifier; the
-//! metrics server moves to its new address. `[api]`, `[journal]` and log
+//! HTTP listener moves to its new address and re-reads its token; a live
+//! bandwidth limit set from the console gives way to the config's. `[api]`, `[journal]` and log
 //! settings need a restart and say so.
 
+mod console;
 mod metrics;
 mod notify;
 mod reload;
 pub mod service;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::metrics::{MetricsObserver, MetricsServer};
+use self::console::{AgentControls, HttpServer};
+use self::metrics::MetricsObserver;
 use self::notify::{Notifications, notify_loop};
 use crate::config::{ApiKey, Config, ConfigError};
 use crate::journal::{AgentLock, AsyncJournal, JournalError, Store};
 use crate::logging::LogError;
+use crate::ops::console::Console;
 use crate::ops::hooks::{HooksError, Notifier};
-use crate::ops::metrics::{Metrics, MetricsError};
+use crate::ops::metrics::{Metrics, MetricsError, SnapshotError};
 use crate::ops::reload::diff_reload;
 use crate::ops::throttle::Throttle;
 use crate::ops::window::{Schedule, WindowError, WindowState};
@@ -169,17 +175,18 @@ impl Agent {
         let failure = Arc::new(Mutex::new(None));
         let metrics = Arc::new(Metrics::new());
         // Bound first of the workers, so a taken port stops startup with nothing left running.
-        let mut metrics_server = match cfg.metrics.listen {
-            Some(addr) => {
-                Some(MetricsServer::start(addr, &tracker, &failure, &shutdown, metrics.clone(), journal.clone()).await?)
-            }
+        let listener = match cfg.http_listen() {
+            Some(addr) => Some((addr, crate::ops::metrics::bind(addr).await?)),
             None => None,
         };
+        let token = Arc::new(RwLock::new(cfg.http_token()?));
         let throttle = Throttle::new(cfg.upload.bandwidth);
         let now = schedule.state_now();
         let (gate_tx, gate_rx) = watch::channel(now.open);
         let (window_tx, window_rx) = watch::channel(now);
         let (schedule_tx, schedule_rx) = watch::channel(Arc::new(schedule));
+        let schedule_tx = Arc::new(schedule_tx);
+        let window_view = window_tx.subscribe();
         tracker.spawn(crate::ops::follow_schedule(
             schedule_rx,
             throttle.clone(),
@@ -190,6 +197,32 @@ impl Agent {
         tracker.spawn(feed_gate(window_rx, gate_tx, shutdown.clone()));
         let (reloads, _) = watch::channel(cfg.clone());
 
+        let engine_done = CancellationToken::new();
+        let live_bandwidth = Arc::new(AtomicBool::new(false));
+        let console = Console {
+            journal: journal.clone(),
+            controls: Arc::new(AgentControls {
+                throttle: throttle.clone(),
+                metrics: metrics.clone(),
+                window: window_view,
+                schedule: schedule_tx.clone(),
+                config: reloads.subscribe(),
+                live_bandwidth: live_bandwidth.clone(),
+                engine_done: engine_done.clone(),
+                shutdown: shutdown.clone(),
+                failure: failure.clone(),
+                node: store.node().map(str::to_string).or_else(AgentControls::new_node),
+            }),
+            token: token.clone(),
+            metrics: metrics.clone(),
+            source: {
+                // Called on the blocking pool by the server, once per scrape or health check.
+                let j = journal.clone();
+                Arc::new(move || metrics::snapshot(j.blocking().as_ref()).map_err(SnapshotError::from))
+            },
+        };
+        let mut http_server =
+            listener.map(|(addr, l)| HttpServer::serve(addr, l, &tracker, &failure, &shutdown, console.clone()));
         tracker.spawn(notify_loop(Notifications {
             journal: journal.clone(),
             notifier,
@@ -199,28 +232,33 @@ impl Agent {
         }));
 
         let opts = EngineOptions {
-            throttle: Some(engine_throttle(throttle)),
+            throttle: Some(engine_throttle(throttle.clone())),
             observer: Some(Arc::new(MetricsObserver(metrics.clone()))),
             gate: Some(gate_rx),
             config: Some(reloads.subscribe()),
             ..EngineOptions::default()
         };
         let (engine_cfg, engine_journal, s) = (cfg.clone(), store.clone(), shutdown.clone());
+        let done = engine_done.clone();
         supervise(&tracker, &failure, &shutdown, "upload engine", async move {
-            crate::upload::run_engine(engine_cfg, engine_journal, key, opts, s).await
+            let r = crate::upload::run_engine(engine_cfg, engine_journal, key, opts, s).await;
+            done.cancel();
+            r
         });
 
         // Each reloaded config: watchers restart when their settings changed,
-        // the schedule is resent, the metrics server moves. Uploads are not touched.
+        // the schedule is resent, the HTTP listener moves. Uploads are not touched.
         let mut reload_rx = reloads.subscribe();
-        let (t, f, s, m, j) = (tracker.clone(), failure.clone(), shutdown.clone(), metrics.clone(), journal.clone());
+        let (t, f, s, j) = (tracker.clone(), failure.clone(), shutdown.clone(), journal.clone());
         let mut prev = cfg.clone();
         tracker.spawn(async move {
             let mut generation: Option<CancellationToken> = None;
             loop {
                 let current = reload_rx.borrow_and_update().clone();
                 let plan = diff_reload(&prev, &current);
-                if generation.is_none() || plan.schedule_changed() {
+                // A live bandwidth limit (from the console) lasts until the next reload.
+                let live = generation.is_some() && live_bandwidth.swap(false, Ordering::Relaxed);
+                if generation.is_none() || plan.schedule_changed() || live {
                     let _ = schedule_tx.send(match Schedule::from_config(&current.upload) {
                         Ok(s) => Arc::new(s),
                         Err(e) => {
@@ -241,16 +279,13 @@ impl Agent {
                     generation = Some(g);
                 }
                 if plan.metrics_changed {
-                    metrics_server = MetricsServer::restart(
-                        metrics_server.take(),
-                        current.metrics.listen,
-                        &t,
-                        &f,
-                        &s,
-                        m.clone(),
-                        j.clone(),
-                    )
-                    .await;
+                    match current.http_token() {
+                        Ok(new) => *token.write().unwrap_or_else(|p| p.into_inner()) = new,
+                        Err(e) => tracing::error!("{e}; the console keeps the token it had"),
+                    }
+                    http_server =
+                        HttpServer::restart(http_server.take(), current.http_listen(), &t, &f, &s, console.clone())
+                            .await;
                 }
                 prev = current;
                 tokio::select! {

@@ -43,6 +43,20 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
             String::new()
         }
     };
+    let token_line = match cfg.http_token() {
+        Ok(Some(_)) => cfg
+            .http
+            .as_ref()
+            .and_then(|h| h.token_file.as_ref())
+            .map(|f| format!("# http token: read from {} (redacted)\n", f.display()))
+            .unwrap_or_default(),
+        Ok(None) if cfg.http_listen().is_some() => "# http: no token_file; the control API is read-only\n".into(),
+        Ok(None) => String::new(),
+        Err(e) => {
+            problems.push(format!("{}: {e}", cfg.source.display()));
+            String::new()
+        }
+    };
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems).into());
     }
@@ -52,6 +66,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         println!("{line}");
     }
     print!("{secret_line}");
+    print!("{token_line}");
     println!("# effective settings (defaults filled in, paths made absolute):");
     print!("{}", cfg.to_toml());
     Ok(Outcome::Success)

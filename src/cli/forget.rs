@@ -16,13 +16,12 @@
 use anyhow::Context;
 
 use super::{ForgetArgs, Outcome};
-use crate::journal::prelude::*;
-use crate::journal::{GroupRecord, Journal, format_ms, now_ms};
+use crate::journal::{GroupRecord, format_ms, now_ms};
 
 pub fn run(args: ForgetArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
     super::init_logging(&cfg);
-    let journal = Journal::open(&cfg.journal.path)?;
+    let journal = crate::journal::open_configured(&cfg)?;
     let age = i64::try_from(args.older_than.0.as_millis()).unwrap_or(i64::MAX);
     let before = now_ms().saturating_sub(age);
     let mut drop = Vec::new();

@@ -98,6 +98,10 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff).
     Manpage,
+    /// Hold the queue: no new group or part starts (parts in flight finish); survives restarts.
+    Pause(PauseArgs),
+    /// Release the queue held by `pause`.
+    Resume(PauseArgs),
     /// Run the local SpatialGen-compatible server.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
@@ -201,6 +205,12 @@ pub struct CompletionsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
@@ -259,6 +269,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Forget(a) => forget::run(a),
         Command::Completions(a) => docs::completions(a),
         Command::Manpage => docs::manpage(),
+        Command::Pause(a) => status::pause(a),
+        Command::Resume(a) => status::resume(a),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => sandbox::run(a),
         #[cfg(feature = "sandbox")]

@@ -58,17 +58,7 @@ pub fn to_json(g: &GroupRecord, events: &[Event]) -> Value {
             })
         })
         .collect();
-    let history: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "at": format_ms(e.at_ms),
-                "from": e.from.map(|s| s.to_string()),
-                "to": e.to.map(|s| s.to_string()),
-                "detail": e.detail,
-            })
-        })
-        .collect();
+    let history = crate::ops::status::history_json(events);
     json!({
         "id": g.id,
         "name": g.name,

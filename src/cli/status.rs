@@ -1,15 +1,16 @@
-//! `spatialgen-sync status`, `cancel` and `retry`: read the journal, and
-//! print what [`crate::upload::control`] did (the cancel protocol lives there).
+//! `spatialgen-sync status`, `cancel`, `retry`, `pause` and `resume`: read
+//! the journal, and print what [`crate::upload::control`] did (the cancel
+//! protocol and the operator's pause live there, shared with the console).
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{GroupArgs, Outcome, StatusArgs, UsageError};
+use super::{GroupArgs, Outcome, PauseArgs, StatusArgs, UsageError};
 use crate::config::Config;
-use crate::journal::{self, AsyncJournal, GroupState, GroupSummary, Pause, PauseView};
-use crate::ops::window::{Schedule, WindowState};
+use crate::journal::{self, AsyncJournal, GroupSummary};
+use crate::ops::status::{json_rows, pause_lines, select, window_line};
+use crate::ops::window::Schedule;
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
 /// How long `cancel` waits for a running engine to carry out its request.
@@ -42,65 +43,6 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         print!("{}", table(&rows));
     }
     Ok(Outcome::Success)
-}
-
-/// The rows `--state` and `--limit` keep: those in one of `states` (all
-/// when empty), then the newest `limit` of them, still oldest first.
-pub fn select(rows: Vec<GroupSummary>, states: &[GroupState], limit: Option<usize>) -> Vec<GroupSummary> {
-    let mut rows: Vec<GroupSummary> =
-        rows.into_iter().filter(|r| states.is_empty() || states.contains(&r.state)).collect();
-    if let Some(n) = limit {
-        rows.drain(..rows.len().saturating_sub(n));
-    }
-    rows
-}
-
-/// The rows of `status --json`: each group as the journal summarises it,
-/// plus `paused` (a [`PauseView`], or null) on every `queued` or `uploading`
-/// group that a recorded pause holds (the refused key holds them all; a
-/// missing watch folder holds the groups found in it).
-pub fn json_rows(rows: &[GroupSummary], pauses: &[Pause]) -> serde_json::Result<Vec<serde_json::Value>> {
-    rows.iter()
-        .map(|r| {
-            let mut v = serde_json::to_value(r)?;
-            let held = matches!(r.state, GroupState::Queued | GroupState::Uploading)
-                .then(|| pauses.iter().find(|p| p.holds(r.watch_path.as_deref().map(Path::new))))
-                .flatten();
-            if let serde_json::Value::Object(m) = &mut v {
-                m.insert("paused".into(), serde_json::to_value(held.map(PauseView::from))?);
-            }
-            Ok(v)
-        })
-        .collect()
-}
-
-/// The lines above the table for each recorded pause. A pause recorded by
-/// an agent that is no longer running says so.
-pub fn pause_lines(pauses: &[Pause], agent_running: Option<bool>) -> Vec<String> {
-    pauses
-        .iter()
-        .map(|p| match agent_running {
-            Some(false) => format!("{} (recorded by an agent that is not running now)", p.describe()),
-            _ => p.describe(),
-        })
-        .collect()
-}
-
-/// The line above the table when upload windows are configured: paused (and
-/// until when) or open (and until when). `None` without windows.
-pub fn window_line(state: &WindowState, always_open: bool, rows: &[GroupSummary]) -> Option<String> {
-    if always_open {
-        return None;
-    }
-    let when = |label: &str| {
-        state.until.as_ref().map(|u| format!(" {label} {}", u.strftime("%a %Y-%m-%d %H:%M %Z"))).unwrap_or_default()
-    };
-    let queued = rows.iter().filter(|r| r.state == GroupState::Queued).count();
-    Some(if state.open {
-        format!("uploads run only inside windows; open{}", when("until"))
-    } else {
-        format!("paused{} (outside every upload window; {queued} group(s) queued)", when("until"))
-    })
 }
 
 fn human(bytes: u64) -> String {
@@ -206,12 +148,35 @@ pub fn retry(args: GroupArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+pub fn pause(args: PauseArgs) -> anyhow::Result<Outcome> {
+    let cfg = args.config.load()?;
+    let journal = journal::open_configured(&cfg)?;
+    if control::pause(journal.as_ref(), "from the command line")? {
+        println!("paused by operator: no new group or part starts; parts in flight finish (`resume` releases it)");
+    } else {
+        println!("the queue was already paused by operator");
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn resume(args: PauseArgs) -> anyhow::Result<Outcome> {
+    let cfg = args.config.load()?;
+    let journal = journal::open_configured(&cfg)?;
+    if control::resume(journal.as_ref())? {
+        println!("resumed: the queue runs");
+    } else {
+        println!("the queue was not paused by operator");
+    }
+    Ok(Outcome::Success)
+}
+
 #[cfg(test)]
 mod tests {
     use jiff::tz::TimeZone;
 
     use super::*;
     use crate::config::WindowConfig;
+    use crate::journal::GroupState;
 
     fn row(id: i64, state: GroupState, queue_position: Option<u32>) -> GroupSummary {
         GroupSummary {

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::units::{ApiKey, WebhookSecret};
+use super::units::{ApiKey, HttpToken, WebhookSecret};
 use super::{Config, ConfigError, HooksConfig};
 
 impl Config {
@@ -59,6 +59,21 @@ impl Config {
                 "api.api_key_env: the environment variable {var} is not set (export {var}=... or set api.api_key_file)"
             ))),
         }
+    }
+
+    /// The console's bearer token from `[http] token_file`, checked like the
+    /// API key file (readable by the agent's user only, not empty); `None`
+    /// when no token file is configured (the API is then read-only).
+    pub fn http_token(&self) -> Result<Option<HttpToken>, ConfigError> {
+        let Some(file) = self.http.as_ref().and_then(|h| h.token_file.as_ref()) else { return Ok(None) };
+        check_secret_permissions("http.token_file", file)?;
+        let raw = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::Secret(format!("http.token_file: cannot read {}: {e}", file.display())))?;
+        let token = raw.trim();
+        if token.is_empty() {
+            return Err(ConfigError::Secret(format!("http.token_file: {} is empty", file.display())));
+        }
+        Ok(Some(HttpToken::new(token)))
     }
 }
 
@@ -120,7 +135,8 @@ fn writable_dir(dir: &Path) -> std::io::Result<()> {
     probe.close()
 }
 
-/// A secret file (`key` names its setting) must not be readable by group or others.
+/// A secret file (`key` names it in messages, e.g. `api.api_key_file`) must
+/// be readable by its owner only.
 #[cfg(unix)]
 pub(super) fn check_secret_permissions(key: &str, file: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;

@@ -19,8 +19,8 @@
 //!   redacted rendering ([`Config::to_toml`]);
 //! - `units.rs`: the string-written values ([`Dur`], [`Rate`], [`ApiKey`])
 //!   and the weekday and `HH:MM` parsers;
-//! - `sections.rs`: `[api]`, `[journal]`, `[upload]`, `[log]`, `[metrics]`
-//!   and `[hooks]` with their defaults; `watch.rs`: `[[watch]]` entries;
+//! - `sections.rs`: `[api]`, `[journal]`, `[upload]`, `[log]`, `[metrics]`,
+//!   `[hooks]` and `[http]` with their defaults; `watch.rs`: `[[watch]]` entries;
 //! - `validate.rs`: one check per section, run in file order by
 //!   [`Config::validate`] and by loading;
 //! - `locate.rs`: key paths, their line in the text, and "did you mean";
@@ -41,9 +41,10 @@ mod watch;
 pub use env::{SYSTEM_CONFIG, find_config, is_loopback_host, vet_endpoint};
 pub use fleet::{DatabaseTarget, DatabaseUrl, SSL_MODES, database_password, host_name};
 pub use sections::{
-    ApiConfig, HooksConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig, UploadConfig, WindowConfig,
+    ApiConfig, DEFAULT_HTTP_LISTEN, HooksConfig, HttpConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig,
+    UploadConfig, WindowConfig,
 };
-pub use units::{ApiKey, Dur, Rate, WebhookSecret, parse_hhmm, parse_weekday};
+pub use units::{ApiKey, Dur, HttpToken, Rate, WebhookSecret, parse_hhmm, parse_weekday};
 pub use watch::{AfterUpload, LayoutChoice, RolePatterns, WatchConfig, WatchMode};
 
 use locate::{line_of, suggest_nearest_key};
@@ -89,6 +90,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// `[http]`; `None` when the file has no such section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConfig>,
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
 }
@@ -124,6 +128,16 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The one HTTP listener's address: `[http] listen`, else the older
+    /// `[metrics] listen`, else the loopback default when `[http]` is there;
+    /// `None` = no HTTP server.
+    pub fn http_listen(&self) -> Option<std::net::SocketAddr> {
+        match &self.http {
+            Some(h) => Some(h.listen.or(self.metrics.listen).unwrap_or(DEFAULT_HTTP_LISTEN)),
+            None => self.metrics.listen,
+        }
+    }
+
     /// A config with one watch folder and every default, for `upload`/`demo`.
     pub fn minimal(endpoint: &str, journal: &Path) -> Config {
         let mut cfg: Config = toml::from_str("").expect("empty config takes every default");
@@ -152,6 +166,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.log.dir.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.http.as_mut().and_then(|h| h.token_file.as_mut()) {
             fix(p);
         }
         for w in &mut self.watch {

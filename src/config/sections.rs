@@ -269,13 +269,33 @@ impl Default for LogConfig {
     }
 }
 
-/// `[metrics]`.
+/// `[metrics]`: the older spelling of `[http] listen`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Address for Prometheus text metrics and `/healthz`, e.g. `127.0.0.1:9464`.
+    /// Address for `/metrics`, `/healthz`, the control API and the console
+    /// page, e.g. `127.0.0.1:9464`. Prefer `[http] listen`; both at once is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+}
+
+/// Where `[http]` listens when the section is there without `listen`.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9464));
+
+/// `[http]`: the one listener for `/metrics`, `/healthz`, `/api/v1/…` and
+/// the console page. With neither this section nor `[metrics] listen` the
+/// agent serves no HTTP at all.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The address; left out, [`DEFAULT_HTTP_LISTEN`] (loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token every POST/PUT must carry (mode 0600).
+    /// Without it the API is read-only. Required for a non-loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[hooks]`: commands run (without a shell) when a group ends, and a webhook.

@@ -364,3 +364,57 @@ fn without_config_the_system_file_then_the_xdg_one_is_used_and_an_error_names_bo
     std::fs::write(&system, "").unwrap();
     assert_eq!(find_config(&system, Some(&xdg), Some(&home)).unwrap(), system, "the system config first");
 }
+
+#[test]
+fn http_listen_comes_from_http_then_metrics_then_the_loopback_default() {
+    assert_eq!(parse("").unwrap().http_listen(), None, "no [http], no [metrics] listen: no server");
+    assert_eq!(parse("[http]\n").unwrap().http_listen(), Some(DEFAULT_HTTP_LISTEN));
+    assert!(DEFAULT_HTTP_LISTEN.ip().is_loopback());
+    let old = parse("[metrics]\nlisten = \"127.0.0.1:9100\"\n").unwrap();
+    assert_eq!(old.http_listen(), Some("127.0.0.1:9100".parse().unwrap()), "the older spelling still works");
+    let new = parse("[http]\nlisten = \"127.0.0.1:9200\"\n").unwrap();
+    assert_eq!(new.http_listen(), Some("127.0.0.1:9200".parse().unwrap()));
+    let both = "[metrics]\nlisten = \"127.0.0.1:9100\"\n\n[http]\nlisten = \"127.0.0.1:9200\"\n";
+    let p = problems(both);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("/etc/sgs/config.toml:5: http.listen:") && p[0].contains("metrics.listen"), "{p:?}");
+}
+
+#[test]
+fn a_listen_address_other_hosts_reach_needs_a_token_file() {
+    let p = problems("[http]\nlisten = \"0.0.0.0:9464\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("/etc/sgs/config.toml:2: http.listen: 0.0.0.0:9464") && p[0].contains("token_file"),
+        "{p:?}"
+    );
+    let p = problems("[metrics]\nlisten = \"[::]:9464\"\n");
+    assert!(p[0].starts_with("/etc/sgs/config.toml:2: metrics.listen:"), "{p:?}");
+    let ok = parse("[http]\nlisten = \"0.0.0.0:9464\"\ntoken_file = \"token\"\n").unwrap();
+    let http = ok.http.as_ref().unwrap();
+    assert_eq!(http.token_file.as_deref(), Some(Path::new("/etc/sgs/token")), "relative to the config file");
+    assert!(ok.to_toml().contains("[http]"), "{}", ok.to_toml());
+}
+
+#[cfg(unix)]
+#[test]
+fn the_http_token_file_is_checked_like_the_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "console-token-xyz\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut cfg = parse("[http]\n").unwrap();
+    assert!(cfg.http_token().unwrap().is_none(), "no token_file: none");
+    cfg.http.as_mut().unwrap().token_file = Some(file.clone());
+    let err = cfg.http_token().unwrap_err().to_string();
+    assert!(err.starts_with("http.token_file: ") && err.contains(&format!("chmod 600 {}", file.display())), "{err}");
+    assert!(!err.contains("console-token-xyz"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = cfg.http_token().unwrap().unwrap();
+    assert!(token.matches("console-token-xyz"));
+    assert!(!token.matches("console-token-xy") && !token.matches("console-token-xyz!") && !token.matches(""));
+    assert_eq!(format!("{token:?}"), "HttpToken(***)");
+    std::fs::write(&file, "  \n").unwrap();
+    assert!(cfg.http_token().unwrap_err().to_string().contains("is empty"));
+}

@@ -151,6 +151,34 @@ impl ApiKey {
     }
 }
 
+/// The console's bearer token (`[http] token_file`): like [`ApiKey`], never
+/// shown; compared only with [`HttpToken::matches`], in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpToken(String);
+
+impl HttpToken {
+    pub fn new(token: impl Into<String>) -> HttpToken {
+        HttpToken(token.into())
+    }
+
+    /// Is `given` this token? Every byte is looked at whatever the first
+    /// difference, so the time taken does not tell how much of a guess was right.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        let mut diff = u8::from(a.len() != b.len());
+        for i in 0..a.len().max(b.len()) {
+            diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Debug for HttpToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpToken(***)")
+    }
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey(***)")

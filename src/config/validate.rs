@@ -1,7 +1,7 @@
 //! Validation of what types cannot express, section by section: each
 //! section's check pushes its problems as `(key path, message)`, and
 //! `Config::problems` runs them in file order (`[api]`, `[upload]`, `[log]`,
-//! `[hooks]`, then every `[[watch]]`), so every problem is reported at once
+//! `[hooks]`, `[http]`, then every `[[watch]]`), so every problem is reported at once
 //! and always in the same order. The key paths become `file:line: key:`
 //! prefixes through `locate.rs`.
 
@@ -29,6 +29,7 @@ impl Config {
         self.upload.problems(&mut out);
         self.log.problems(&mut out);
         self.hooks.problems(&mut out);
+        self.http_problems(&mut out);
         for (i, w) in self.watch.iter().enumerate() {
             w.problems(i, &self.watch[..i], &mut out);
         }
@@ -61,6 +62,34 @@ impl Config {
                 })
                 .collect(),
         ))
+    }
+}
+
+impl Config {
+    /// `[http]` (with `[metrics] listen`, its older spelling): one address
+    /// at most, and a token for any address other hosts can reach.
+    fn http_problems(&self, out: &mut Vec<Problem>) {
+        let http_listen = self.http.as_ref().and_then(|h| h.listen);
+        if http_listen.is_some() && self.metrics.listen.is_some() {
+            out.push((
+                vec![Seg::Key("http"), Seg::Key("listen")],
+                "and metrics.listen are both set; metrics.listen is the older spelling of http.listen: keep one".into(),
+            ));
+        }
+        let has_token = self.http.as_ref().is_some_and(|h| h.token_file.is_some());
+        if let Some(addr) = self.http_listen()
+            && !addr.ip().is_loopback()
+            && !has_token
+        {
+            let at = if http_listen.is_some() || self.metrics.listen.is_none() { "http" } else { "metrics" };
+            out.push((
+                vec![Seg::Key(at), Seg::Key("listen")],
+                format!(
+                    "{addr} is reachable from other hosts; set [http] token_file (a 0600 file holding the token \
+                     that every POST/PUT must carry) or listen on 127.0.0.1"
+                ),
+            ));
+        }
     }
 }
 

@@ -27,6 +27,9 @@ pub enum PauseReason {
     /// The watch folder is missing (an unmounted share, a deleted folder):
     /// nothing in it is enqueued, canceled or forgotten until it is back.
     WatchMissing(PathBuf),
+    /// An operator paused the queue (`pause`, or the console): nothing new
+    /// starts until `resume`; parts in flight finish. Kept across restarts.
+    Operator,
 }
 
 impl PauseReason {
@@ -34,12 +37,14 @@ impl PauseReason {
         match self {
             PauseReason::Auth => "auth".to_string(),
             PauseReason::WatchMissing(p) => format!("{WATCH_PREFIX}{}", p.display()),
+            PauseReason::Operator => "operator".to_string(),
         }
     }
 
     pub(super) fn parse(key: &str) -> Option<PauseReason> {
         match key {
             "auth" => Some(PauseReason::Auth),
+            "operator" => Some(PauseReason::Operator),
             k => k.strip_prefix(WATCH_PREFIX).map(|p| PauseReason::WatchMissing(PathBuf::from(p))),
         }
     }
@@ -49,6 +54,7 @@ impl PauseReason {
     pub(super) fn key_pattern(&self) -> String {
         match self {
             PauseReason::Auth => "auth".to_string(),
+            PauseReason::Operator => "operator".to_string(),
             PauseReason::WatchMissing(_) => format!("{WATCH_PREFIX}%"),
         }
     }
@@ -58,7 +64,14 @@ impl PauseReason {
         match self {
             PauseReason::Auth => crate::model::PauseKind::Auth.as_str(),
             PauseReason::WatchMissing(_) => "watch_missing",
+            PauseReason::Operator => crate::model::PauseKind::Operator.as_str(),
         }
+    }
+
+    /// Does this reason mean something is wrong (`/healthz` answers 503)?
+    /// An operator's pause is wanted, not a fault.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, PauseReason::Operator)
     }
 }
 
@@ -86,13 +99,14 @@ impl Pause {
                 "watch folder {} is missing since {since} (unmounted or deleted?); its exports wait for it{detail}",
                 p.display()
             ),
+            PauseReason::Operator => format!("paused by operator since {since}{detail}"),
         }
     }
 
     /// Does this pause hold a group found in the watch folder `watch_path`?
     pub fn holds(&self, watch_path: Option<&Path>) -> bool {
         match &self.reason {
-            PauseReason::Auth => true,
+            PauseReason::Auth | PauseReason::Operator => true,
             PauseReason::WatchMissing(p) => watch_path == Some(p.as_path()),
         }
     }
@@ -195,6 +209,26 @@ mod tests {
         assert!(text.starts_with("paused: the API refused the key since ") && text.contains("next check"), "{text}");
         assert!(j.clear_pause(&PauseReason::Auth).unwrap());
         assert!(!j.clear_pause(&PauseReason::Auth).unwrap());
+        assert!(j.pauses().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_operator_pause_holds_every_group_is_no_fault_and_survives_a_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("j.sqlite3");
+        let j = Journal::open(&path).unwrap();
+        j.set_pause(&PauseReason::Operator, Some("by the console"), None).unwrap();
+        j.set_pause(&PauseReason::Auth, None, None).unwrap();
+        j.clear_pauses_like(&PauseReason::Auth).unwrap();
+        drop(j);
+        let j = Journal::open(&path).unwrap();
+        let p = j.pause(&PauseReason::Operator).unwrap().expect("kept across a reopen");
+        assert!(p.holds(None) && p.holds(Some(Path::new("/renders"))));
+        assert!(!p.reason.is_fault() && PauseReason::Auth.is_fault());
+        assert_eq!(p.reason.label(), "operator");
+        assert!(p.describe().starts_with("paused by operator since "), "{}", p.describe());
+        assert_eq!(j.pauses().unwrap().len(), 1);
+        assert!(j.clear_pause(&PauseReason::Operator).unwrap());
         assert!(j.pauses().unwrap().is_empty());
     }
 

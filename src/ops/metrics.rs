@@ -40,7 +40,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("metrics.listen: cannot listen on {addr}: {source}")]
+    #[error("http.listen: cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -232,7 +232,7 @@ impl Metrics {
         emit(
             "spatialgen_paused",
             "gauge",
-            "1 while uploads are paused (outside every upload window, or the API refused the key).",
+            "1 while uploads are paused (outside every upload window, the API refused the key, or an operator paused them).",
             &[format!("spatialgen_paused {}", u8::from(!paused.is_empty()))],
         );
         let why: Vec<String> =
@@ -331,6 +331,11 @@ pub fn router(metrics: Arc<Metrics>, source: Arc<dyn StateSource>) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(health_handler))
         .with_state(AppState { metrics, source })
+}
+
+/// `/metrics` alone, for a server that answers `/healthz` itself (the console).
+pub fn metrics_router(metrics: Arc<Metrics>, source: Arc<dyn StateSource>) -> Router {
+    Router::new().route("/metrics", get(metrics_handler)).with_state(AppState { metrics, source })
 }
 
 /// Bind `[metrics] listen` early, so a taken port is reported at start-up.

@@ -8,6 +8,8 @@
 //!   webhook, run in the background when a group ends.
 //! - [`metrics`]: Prometheus text on `/metrics` and `/healthz`.
 //! - [`reload`]: what changed between the running config and a new one.
+//! - [`status`]: the rows `status` and the console show, built once.
+//! - [`console`]: the HTTP listener's control API and web page.
 //!
 //! [`follow_schedule`] ties the first three together at run time: it keeps
 //! the throttle's rate, the metrics' paused gauge and a `watch` channel of
@@ -17,9 +19,11 @@
 //! part, so outside every window the queue pauses after the parts already in
 //! flight (`upload/` itself knows no `ops` type).
 
+pub mod console;
 pub mod hooks;
 pub mod metrics;
 pub mod reload;
+pub mod status;
 pub mod throttle;
 pub mod window;
 

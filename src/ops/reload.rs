@@ -43,7 +43,8 @@ pub struct ReloadPlan {
     pub windows_changed: bool,
     /// `[hooks]` changed: build a new notifier.
     pub hooks_changed: bool,
-    /// `[metrics] listen` changed: stop the server and bind the new address.
+    /// `[http]` or `[metrics] listen` changed: move the HTTP listener to its
+    /// new address and take the token file again.
     pub metrics_changed: bool,
     /// `[log] level` changed (a reloadable filter can take it live).
     pub log_level_changed: bool,
@@ -87,7 +88,7 @@ impl fmt::Display for ReloadPlan {
             (self.bandwidth_changed, "bandwidth"),
             (self.windows_changed, "upload windows"),
             (self.hooks_changed, "hooks"),
-            (self.metrics_changed, "metrics listen address"),
+            (self.metrics_changed, "http listener"),
             (self.log_level_changed, "log level"),
         ] {
             if flag {
@@ -127,7 +128,8 @@ pub fn diff_reload(old: &Config, new: &Config) -> ReloadPlan {
         }
     }
     plan.hooks_changed = !changed_keys(&json(&old.hooks), &json(&new.hooks)).is_empty();
-    plan.metrics_changed = !changed_keys(&json(&old.metrics), &json(&new.metrics)).is_empty();
+    plan.metrics_changed = !changed_keys(&json(&old.metrics), &json(&new.metrics)).is_empty()
+        || !changed_keys(&json(&old.http), &json(&new.http)).is_empty();
     for key in changed_keys(&json(&old.log), &json(&new.log)) {
         if key == "level" {
             plan.log_level_changed = true;

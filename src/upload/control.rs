@@ -9,6 +9,9 @@
 //! [`cancel_now`]. Either way the group ends `canceled`, or `completed` if
 //! the server had completed it first.
 //!
+//! Pause and resume hold and release the whole queue through the journal
+//! ([`pause`], [`resume`]).
+//!
 //! Retry re-queues a failed, canceled or expired group as it was (the same
 //! files): refused when its files changed since (the watcher then picks up
 //! the export as it is now).
@@ -23,7 +26,8 @@ use super::{EngineError, GroupOutcome};
 use crate::api::{Canceled, Client};
 use crate::config::Config;
 use crate::journal::{
-    AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, Request, RequestKind, RequestResult, Store,
+    AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Request, RequestKind,
+    RequestResult, Store,
 };
 use crate::retry::{Repeat, Retry, RetryPolicy, with_retries};
 
@@ -129,6 +133,23 @@ pub fn retry(journal: &dyn Store, id: GroupId) -> Result<RetryAnswer, JournalErr
         Err(JournalError::Refused(why)) => Ok(RetryAnswer::Refused(why)),
         Err(e) => Err(e),
     }
+}
+
+/// Hold the queue (`pause`, the console's `POST /api/v1/pause`): recorded
+/// in the journal as [`PauseReason::Operator`], so it holds across
+/// restarts and for every engine on this journal; the engine looks at it
+/// every poll and starts no new group or part while it holds (parts in
+/// flight finish). `by` says who, for `status`. Returns false if the queue
+/// was already paused (its `since` is kept).
+pub fn pause(journal: &dyn Store, by: &str) -> Result<bool, JournalError> {
+    let was = journal.pause(&PauseReason::Operator)?.is_some();
+    journal.set_pause(&PauseReason::Operator, Some(by), None)?;
+    Ok(!was)
+}
+
+/// Release the queue paused by [`pause`]. Returns false if it was not paused.
+pub fn resume(journal: &dyn Store) -> Result<bool, JournalError> {
+    journal.clear_pause(&PauseReason::Operator)
 }
 
 /// The reason recorded for a cancel someone asked for.

@@ -115,6 +115,9 @@ pub(crate) struct Shared {
     parts_size: Mutex<usize>,
     /// See [`EngineOptions::gate`].
     pub gate: Option<watch::Receiver<bool>>,
+    /// `true` while an operator's pause (recorded in the journal, looked at
+    /// every poll) holds the queue: like a closed gate, no group or part starts.
+    pub hold: watch::Sender<bool>,
     /// Bytes handed to the network by part PUTs (failed attempts taken back out).
     pub sent: Arc<AtomicU64>,
     /// Set by every successful API call: ends an auth pause.
@@ -134,9 +137,10 @@ impl Shared {
         *self.policy.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Is the gate open (no gate: always)? A gate whose sender is gone keeps its last word.
+    /// Is the gate open (no gate: always) and no operator's pause holding
+    /// the queue? A gate whose sender is gone keeps its last word.
     pub(crate) fn gate_open(&self) -> bool {
-        self.gate.as_ref().is_none_or(|g| *g.borrow())
+        self.gate.as_ref().is_none_or(|g| *g.borrow()) && !*self.hold.borrow()
     }
 
     /// Take a reloaded config: steps that start from now on follow it. The
@@ -210,6 +214,7 @@ impl Engine {
             parts,
             parts_size: Mutex::new(size),
             gate: opts.gate.clone(),
+            hold: watch::Sender::new(false),
             sent: Arc::new(AtomicU64::new(0)),
             api_ok: AtomicBool::new(false),
             throttle: opts.throttle.clone(),
@@ -359,7 +364,24 @@ impl Engine {
                     o.paused(PauseKind::Auth, false);
                 }
             }
-            let open = sh.gate_open();
+            if only.is_none() {
+                // An operator's pause, from this process (the console) or another (`pause`).
+                let held = sh.journal.call(|j| j.pause(&PauseReason::Operator)).await?.is_some();
+                if sh.hold.send_if_modified(|h| std::mem::replace(h, held) != held) {
+                    if held {
+                        tracing::info!(
+                            running = active.len(),
+                            "paused by operator: no new group or part starts until resume; parts in flight finish"
+                        );
+                    } else {
+                        tracing::info!("resumed by operator: the queue runs");
+                    }
+                    if let Some(o) = &self.opts.observer {
+                        o.paused(PauseKind::Operator, held);
+                    }
+                }
+            }
+            let open = sh.gate.as_ref().is_none_or(|g| *g.borrow());
             if open == window_paused {
                 window_paused = !open;
                 if window_paused {
@@ -375,7 +397,7 @@ impl Engine {
                 }
             }
             let probing = paused_until.is_some_and(|u| Instant::now() >= u);
-            let limit = if !open {
+            let limit = if !open || *sh.hold.borrow() {
                 0
             } else if probing {
                 1

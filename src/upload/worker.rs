@@ -76,22 +76,40 @@ impl Ctx {
         }
     }
 
-    /// Wait while the gate is closed (outside every upload window). Called
-    /// before a group creates its server group and before each part, so a
-    /// closed window stops the queue after the parts already in flight.
+    /// Wait while the gate is closed (outside every upload window) or an
+    /// operator holds the queue. Called before a group creates its server
+    /// group and before each part, so either stops the queue after the
+    /// parts already in flight.
     pub(super) async fn wait_gate(&self, inner: &CancellationToken) -> Result<(), Stop> {
-        let Some(gate) = &self.sh.gate else { return Ok(()) };
-        if *gate.borrow() {
+        // Subscribed before the first look, so a resume in between is not missed.
+        let mut hold = self.sh.hold.subscribe();
+        if self.sh.gate_open() {
             return Ok(());
         }
-        tracing::debug!(group = self.id, "waiting for an upload window");
-        let mut gate = gate.clone();
-        tokio::select! {
-            // Err: the sender is gone and nobody will open it; its last word stands
-            // only for the scheduler, a started group carries on.
-            _ = gate.wait_for(|open| *open) => Ok(()),
-            _ = inner.cancelled() => Err(Stop::Canceled),
-            _ = self.stop.cancelled() => Err(Stop::Shutdown),
+        tracing::debug!(group = self.id, "waiting for an upload window or the end of an operator pause");
+        let mut gate = self.sh.gate.clone();
+        loop {
+            tokio::select! {
+                // A window gate whose sender is gone keeps its last word only
+                // for the scheduler: a started group carries on.
+                _ = async {
+                    match gate.as_mut() {
+                        Some(g) => { let _ = g.changed().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    if gate.as_ref().is_some_and(|g| g.has_changed().is_err()) {
+                        gate = None;
+                    }
+                }
+                _ = hold.changed() => {}
+                _ = inner.cancelled() => return Err(Stop::Canceled),
+                _ = self.stop.cancelled() => return Err(Stop::Shutdown),
+            }
+            let window_open = gate.as_ref().is_none_or(|g| *g.borrow());
+            if window_open && !*self.sh.hold.borrow() {
+                return Ok(());
+            }
         }
     }
 

@@ -20,12 +20,12 @@ const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
 /// A `[[watch]]` table for `folder`, settling quickly.
-fn watch_table(folder: &Path) -> String {
+pub(crate) fn watch_table(folder: &Path) -> String {
     format!("[[watch]]\npath = \"{}\"\nsettle = \"300ms\"\n", folder.display())
 }
 
 /// A watched drop folder beside the world's export area.
-fn drop_folder(w: &World, name: &str) -> PathBuf {
+pub(crate) fn drop_folder(w: &World, name: &str) -> PathBuf {
     let d = w.dir.path().join(name);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -33,7 +33,7 @@ fn drop_folder(w: &World, name: &str) -> PathBuf {
 
 /// Write an export outside, then move it into `drop` in one rename, as a
 /// render farm's "export, then publish" step does: the watcher sees it whole.
-fn publish(w: &World, drop: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf {
+pub(crate) fn publish(w: &World, drop: &Path, name: &str, files: &[(&str, usize)]) -> PathBuf {
     let made = w.export(name, files);
     let to = drop.join(name);
     std::fs::rename(&made, &to).unwrap();
@@ -41,12 +41,12 @@ fn publish(w: &World, drop: &Path, name: &str, files: &[(&str, usize)]) -> PathB
 }
 
 /// A free loopback port (bound, then released for the agent to take).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `spatialgen-sync run` as a child process, its output collected.
-struct Agent {
+pub(crate) struct Agent {
     child: tokio::process::Child,
     log: Arc<Mutex<String>>,
     /// The tasks copying stdout and stderr into `log`.
@@ -54,7 +54,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(w: &World) -> Agent {
+    pub(crate) fn start(w: &World) -> Agent {
         Agent::start_with_key(w, KEY)
     }
 
@@ -76,12 +76,12 @@ impl Agent {
         Agent { child, log, readers }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Wait until the output contains `text` `times` times.
-    async fn wait_log(&self, text: &str, times: usize, limit: Duration) {
+    pub(crate) async fn wait_log(&self, text: &str, times: usize, limit: Duration) {
         wait_for_then(
             limit,
             || self.log.lock().unwrap().matches(text).count() >= times,
@@ -91,7 +91,7 @@ impl Agent {
     }
 
     #[cfg(unix)]
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY: signalling our own child process.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
@@ -99,7 +99,7 @@ impl Agent {
 
     /// SIGTERM, then the exit code must be 0; returns the whole output.
     #[cfg(unix)]
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         self.signal(libc::SIGTERM);
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
@@ -130,11 +130,11 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<Strin
 }
 
 /// The group uploading `path`, as `status` would show it.
-fn row(journal: &Journal, path: &Path) -> Option<GroupSummary> {
+pub(crate) fn row(journal: &Journal, path: &Path) -> Option<GroupSummary> {
     journal.list().ok()?.into_iter().rev().find(|r| Path::new(&r.path) == path)
 }
 
-async fn wait_state(journal: &Journal, path: &Path, state: GroupState, limit: Duration) -> GroupSummary {
+pub(crate) async fn wait_state(journal: &Journal, path: &Path, state: GroupState, limit: Duration) -> GroupSummary {
     let what = format!("{} to be {state}", path.display());
     wait_for(limit, &what, || row(journal, path).is_some_and(|r| r.state == state)).await;
     row(journal, path).unwrap()

@@ -275,3 +275,59 @@ async fn a_reloaded_config_raises_max_groups_while_the_engine_runs() {
     wait_for(Duration::from_secs(30), "all", || states(&j, &all).iter().all(|s| *s == GroupState::Completed)).await;
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pause_holds_new_parts_lets_those_in_flight_finish_and_resume_drains() {
+    let w = World::new(16 * KIB as u64, "max_groups = 1\nmax_parts_in_flight = 2").await;
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(60), ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("held-by-operator", &[("v.mov", 30 * 16 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let waiting = w.export("queued-behind", &[("v.mov", 20 * KIB)]);
+    let second = w.enqueue(&journal, &w.group(&waiting, "2D", "Regular"));
+    let run = Running::start(&w, &journal, EngineOptions { ..fast() });
+    let config = w.config_path.to_str().unwrap().to_string();
+
+    let j = journal.clone();
+    wait_for(Duration::from_secs(20), "a few parts", || j.summary(id).unwrap().parts_done >= 4).await;
+    // The command, in another process: the engine sees it in the journal.
+    let p = w.run(KEY, &["pause", "--config", &config]).await;
+    assert_eq!(p.code, Some(0), "{p:?}");
+    assert!(p.stdout.contains("paused by operator"), "{p:?}");
+    let seen = run.seen.clone();
+    wait_for(Duration::from_secs(10), "the engine to report the operator pause", || {
+        seen.last_pause(PauseKind::Operator) == Some(true)
+    })
+    .await;
+    let puts_at_pause = w.sandbox.stats().storage_puts;
+    let sb = w.sandbox.clone();
+    let j = journal.clone();
+    wait_for(Duration::from_secs(10), "in-flight parts to be recorded", || {
+        u64::from(j.summary(id).unwrap().parts_done) == sb.stats().storage.get(&200).copied().unwrap_or(0)
+    })
+    .await;
+    // "Nothing moves" is a negative, watched for several poll rounds (50 ms each).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stats = w.sandbox.stats();
+    assert!(stats.storage_puts <= puts_at_pause + 2, "{} PUTs after the pause", stats.storage_puts - puts_at_pause);
+    let held = journal.summary(id).unwrap();
+    assert!(held.parts_done < held.parts_total, "held, not finished");
+    assert_eq!(journal.group(second).unwrap().state, GroupState::Queued, "no new group starts");
+
+    let s = w.run(KEY, &["status", "--config", &config]).await;
+    assert!(s.stdout.lines().next().unwrap_or("").starts_with("paused by operator since "), "{s:?}");
+    let s = w.run(KEY, &["status", "--config", &config, "--json"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&s.stdout).unwrap();
+    assert!(rows.iter().all(|r| r["paused"]["reason"] == "operator"), "{rows:?}");
+
+    let r = w.run(KEY, &["resume", "--config", &config]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let j = journal.clone();
+    wait_for(Duration::from_secs(30), "the queue to drain", || {
+        states(&j, &[id, second]).iter().all(|s| *s == GroupState::Completed)
+    })
+    .await;
+    let seen = run.stop().await;
+    assert_eq!(seen.last_pause(PauseKind::Operator), Some(false), "the resume was reported");
+    assert_eq!(w.sandbox.stats().put_bytes, journal.group(id).unwrap().total_bytes() + 20 * KIB as u64);
+}

@@ -8,6 +8,7 @@ mod support;
 mod agent;
 mod binary;
 mod commands;
+mod console;
 mod controls;
 mod crash;
 mod dashboards;

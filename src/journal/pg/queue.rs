@@ -14,6 +14,13 @@ use crate::journal::queue::{QUEUE_ORDER, position_in, violations_text};
 use crate::journal::store::Queue;
 use crate::journal::{Enqueued, GroupId, GroupState, GroupSummary, JournalError};
 
+/// A group with the fingerprint `$1` that makes an export with it a
+/// duplicate (`$2`: its violations as JSON, for a rejection).
+const DUPLICATE: &str = "fingerprint = $1
+    AND (state IN ('completed','queued','uploading','failed')
+         OR (state = 'canceled' AND user_canceled)
+         OR (state = 'rejected' AND violations IS NOT DISTINCT FROM $2))";
+
 /// The columns of a `status` row (see [`PgJournal::summary_from_row`]).
 pub(super) const SUMMARY_SQL: &str = "
     SELECT g.id, g.name, g.key, g.state, g.session_id, g.library_id, g.error, g.priority, g.layout, g.retry_of,
@@ -107,6 +114,17 @@ impl Queue for PgJournal {
         let k = self.mounts().encode(key);
         let watch = self.mounts().watch_of(watch_path.unwrap_or(key)).map(str::to_string);
         let wp = watch_path.map(|p| self.mounts().encode(p));
+        // Every node notes every export it sees: the row another node made
+        // is found without the fleet-wide lock.
+        let seen = self.with(|c| {
+            let row = c
+                .query_opt("SELECT id FROM groups WHERE key = $1 AND state IN ('waiting','queued')", &[&k])
+                .map_err(db_err)?;
+            row.map(|r| col::<GroupId>(&r, "id")).transpose()
+        })?;
+        if let Some(id) = seen {
+            return Ok(id);
+        }
         self.write(|tx| {
             if let Some((id, _)) = self.pending_of(tx, &k)? {
                 return Ok(id);
@@ -144,14 +162,34 @@ impl Queue for PgJournal {
         } else {
             Some(serde_json::to_string(&group.violations).map_err(|e| JournalError::Invalid(e.to_string()))?)
         };
+        // The same export enqueued by every node that sees it: a duplicate
+        // with no waiting row of its own left to drop is answered without
+        // the fleet-wide lock.
+        let dup = self.with(|c| {
+            let row = c
+                .query_opt(
+                    &format!(
+                        "SELECT id, state FROM groups WHERE {DUPLICATE}
+                           AND NOT EXISTS (SELECT 1 FROM groups w WHERE w.key = $3 AND w.state = 'waiting'
+                                             AND w.id != groups.id)
+                         ORDER BY id DESC LIMIT 1"
+                    ),
+                    &[&group.fingerprint, &violations_json, &k],
+                )
+                .map_err(db_err)?;
+            row.map(|r| -> Result<Enqueued, JournalError> {
+                let state = col::<String>(&r, "state")?.parse().map_err(JournalError::Invalid)?;
+                Ok(Enqueued::Duplicate { id: col(&r, "id")?, state })
+            })
+            .transpose()
+        })?;
+        if let Some(d) = dup {
+            return Ok(d);
+        }
         self.write(|tx| {
             let dup = tx
                 .query_opt(
-                    "SELECT id, state FROM groups WHERE fingerprint = $1
-                       AND (state IN ('completed','queued','uploading','failed')
-                            OR (state = 'canceled' AND user_canceled)
-                            OR (state = 'rejected' AND violations IS NOT DISTINCT FROM $2))
-                     ORDER BY id DESC LIMIT 1",
+                    &format!("SELECT id, state FROM groups WHERE {DUPLICATE} ORDER BY id DESC LIMIT 1"),
                     &[&group.fingerprint, &violations_json],
                 )
                 .map_err(db_err)?;
@@ -384,6 +422,19 @@ impl Queue for PgJournal {
     }
 
     fn requeue_due(&self, now_ms: i64) -> Result<Vec<GroupId>, JournalError> {
+        // Asked by every engine on every poll: the fleet-wide lock only when one is due.
+        let due = self.with(|c| {
+            c.query_one(
+                "SELECT EXISTS (SELECT 1 FROM groups WHERE state = 'failed' AND retry_at IS NOT NULL
+                                  AND retry_at <= $1) AS due",
+                &[&now_ms],
+            )
+            .map_err(db_err)
+            .and_then(|r| col::<bool>(&r, "due"))
+        })?;
+        if !due {
+            return Ok(Vec::new());
+        }
         self.write(|tx| {
             let ids: Vec<GroupId> = tx
                 .query(

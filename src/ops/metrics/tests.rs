@@ -191,7 +191,7 @@ async fn a_taken_port_is_reported_with_the_key() {
     let first = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
     let addr = first.local_addr().expect("addr");
     let e = bind(addr).await.expect_err("port in use");
-    assert!(e.to_string().starts_with(&format!("metrics.listen: cannot listen on {addr}")), "{e}");
+    assert!(e.to_string().starts_with(&format!("http.listen: cannot listen on {addr}")), "{e}");
 }
 
 #[test]

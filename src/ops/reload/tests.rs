@@ -105,7 +105,7 @@ fn hooks_metrics_and_log_level_apply_live() {
         &cfg(&format!("{BASE}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n[log]\nlevel = \"debug\"\n")),
     );
     assert!(plan.metrics_changed && plan.log_level_changed && plan.restart_required.is_empty(), "{plan:?}");
-    assert_eq!(plan.to_string(), "metrics listen address; log level");
+    assert_eq!(plan.to_string(), "http listener; log level");
 }
 
 #[test]
