@@ -306,7 +306,7 @@ impl Queue for PgJournal {
     }
 
     fn queue(&self) -> Result<Vec<GroupId>, JournalError> {
-        self.with(|c| queue_order(c))
+        self.with(queue_order)
     }
 
     fn count_by_state(&self) -> Result<Vec<(GroupState, u64)>, JournalError> {
