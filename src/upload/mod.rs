@@ -77,13 +77,15 @@ mod housekeeping;
 #[cfg(all(test, target_os = "linux"))]
 mod mount_tests;
 mod parts;
+mod service;
 #[cfg(test)]
 mod stall_tests;
 pub mod stream;
 mod worker;
 
 pub use control::{CancelEnd, cancel_now};
-pub use engine::{Engine, EngineOptions, Observer, run_engine};
+pub use engine::{Engine, EngineOptions, Observer};
+pub use service::run_engine;
 
 use crate::api::ApiError;
 use crate::journal::{GroupId, JournalError};

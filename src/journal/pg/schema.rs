@@ -180,9 +180,10 @@ pub(super) fn migrate(c: &mut Client, shown: &str) -> Result<(), JournalError> {
     with_tx(c, postgres::IsolationLevel::ReadCommitted, |tx| {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(db_err)?;
         tx.batch_execute(VERSION_TABLE).map_err(db_err)?;
-        let found: Option<i64> =
-            tx.query_opt("SELECT version FROM spatialgen_schema", &[]).map_err(db_err)?.map(|r| r.get(0));
-        let found = found.unwrap_or(0);
+        let found: i64 = match tx.query_opt("SELECT version FROM spatialgen_schema", &[]).map_err(db_err)? {
+            Some(r) => r.try_get(0).map_err(db_err)?,
+            None => 0,
+        };
         if found > LATEST {
             return Err(JournalError::TooNew { path: shown.into(), found, supported: LATEST });
         }
