@@ -1,6 +1,7 @@
-//! The journal: every fact about every group, in one SQLite file. It is the
-//! only state shared between the watcher, the upload engine and the CLI, and
-//! the only module that speaks SQL.
+//! The journal: every fact about every group, in one SQLite file (or, for a
+//! fleet of agents, one PostgreSQL database: [`pg`]). It is the only state
+//! shared between the watcher, the upload engine and the CLI, and the only
+//! module that speaks SQL.
 //!
 //! # Invariants
 //! - A group's state only moves along [`GroupState::can_become`]; any other
