@@ -20,7 +20,7 @@ use spatialgen_sync::journal::pg::{Mounts, PgJournal, PgOptions};
 use spatialgen_sync::journal::prelude::*;
 use spatialgen_sync::journal::{Enqueued, GroupState, Journal, SessionFile, Store};
 use spatialgen_sync::model::Strategy;
-use spatialgen_sync::sandbox::postgres::{PgServer, with_database};
+use spatialgen_sync::sandbox::postgres::{PgServer, create_database};
 use spatialgen_sync::sandbox::{Faults, Sandbox, SandboxOptions};
 use spatialgen_sync::upload::{Engine, EngineOptions};
 use tokio_util::sync::CancellationToken;
@@ -81,32 +81,24 @@ fn main() -> Result<(), BoxError> {
     let big = build_folder_group(&big, &opts)?;
 
     // A private server unless one is named; it lives as long as `main`.
-    let (server, admin) = match std::env::var("SPATIALGEN_TEST_POSTGRES") {
-        Ok(u) if !u.is_empty() => (None, u),
-        _ => {
-            let s = PgServer::start()?;
-            let a = s.admin_url();
-            (Some(s), a)
-        }
+    let server = match std::env::var("SPATIALGEN_TEST_POSTGRES") {
+        Ok(u) if !u.is_empty() => None,
+        _ => Some(PgServer::start()?),
+    };
+    let admin = match &server {
+        Some(s) => s.admin_url(),
+        None => std::env::var("SPATIALGEN_TEST_POSTGRES")?,
     };
     let mut db = 0;
-    let fresh = |db: &mut i32| -> Result<String, BoxError> {
-        *db += 1;
-        let name = format!("fleet_bench_{}_{db}", std::process::id());
-        match &server {
-            Some(s) => Ok(s.create_database(&name)?),
-            None => {
-                let mut c = postgres::Client::connect(&admin, postgres::NoTls)?;
-                c.batch_execute(&format!("CREATE DATABASE {name}"))?;
-                Ok(with_database(&admin, &name))
-            }
-        }
+    let mut fresh = || -> Result<String, BoxError> {
+        db += 1;
+        Ok(create_database(&admin, &format!("fleet_bench_{}_{db}", std::process::id()))?)
     };
 
     // 1. The journal alone.
     let sqlite = Journal::open(&dir.path().join("bench.sqlite3"))?;
     let s = per_part(&sqlite, &big, parts)?;
-    let p = per_part(&pg(&fresh(&mut db)?, "n0", &exports)?, &big, parts)?;
+    let p = per_part(&pg(&fresh()?, "n0", &exports)?, &big, parts)?;
     println!("journal cost per recorded part ({parts} parts, one transaction each):");
     println!("  SQLite (WAL, synchronous=NORMAL): {:>8.1} µs", s * 1e6);
     println!("  PostgreSQL over loopback:         {:>8.1} µs", p * 1e6);
@@ -116,7 +108,7 @@ fn main() -> Result<(), BoxError> {
     println!("{exports_n} queued small exports, sandbox API answering after 20 ms, max_groups 2 per node:");
     let mut one = None;
     for nodes in [1usize, 2, 4] {
-        let url = fresh(&mut db)?;
+        let url = fresh()?;
         let took = rt.block_on(drain(&url, &exports, &groups, nodes, dir.path()))?;
         let base = *one.get_or_insert(took);
         println!(

@@ -35,7 +35,7 @@ use crate::journal::{AsyncJournal, Ended, GroupState, JournalError};
 use crate::ops::hooks::{Consumer, Delivery, EventKind, GroupEvent, HOLD_OFF, HOLD_OFF_CAP, Notifier};
 use crate::ops::reload::diff_reload;
 
-/// How often a consumer that is up to date looks for groups that ended.
+/// How often the newest history line is looked at (one query for all consumers).
 const NOTIFY_POLL: Duration = Duration::from_millis(250);
 /// Ended groups read from the journal per query.
 const NOTIFY_BATCH: u32 = 100;
@@ -94,9 +94,14 @@ pub(super) async fn notify_loop(mut n: Notifications) {
         notifier.without_env(&n.key_env).with_cancel(n.shutdown.clone()).with_grace(cfg.upload.shutdown_grace.0)
     };
     let (tx, rx) = watch::channel(Arc::new(configure(n.notifier.clone(), &current)));
+    // One look at the history per poll for all consumers: those that are up
+    // to date wait for the newest event id to move.
+    let (newest_tx, newest) = watch::channel(0i64);
+    tokio::spawn(watch_history(n.journal.clone(), newest_tx, n.shutdown.clone()));
+    let feeds = Feeds { journal: n.journal.clone(), notifier: rx, newest };
     let mut running: BTreeMap<Consumer, Running> = BTreeMap::new();
     let first = tx.borrow().consumers();
-    sync_consumers(&mut running, &first, &n.journal, &rx, &n.shutdown).await;
+    sync_consumers(&mut running, &first, &feeds, &n.shutdown).await;
     let mut reloads_open = true;
     loop {
         tokio::select! {
@@ -113,7 +118,7 @@ pub(super) async fn notify_loop(mut n: Notifications) {
                             let fresh = configure(fresh, &new);
                             let consumers = fresh.consumers();
                             tx.send_replace(Arc::new(fresh));
-                            sync_consumers(&mut running, &consumers, &n.journal, &rx, &n.shutdown).await;
+                            sync_consumers(&mut running, &consumers, &feeds, &n.shutdown).await;
                             tracing::info!("hooks reloaded");
                         }
                         Err(e) => tracing::error!("hooks: {e}; the previous hooks stay"),
@@ -131,15 +136,39 @@ pub(super) async fn notify_loop(mut n: Notifications) {
     }
 }
 
+/// What every consumer reads: the journal, the notifier in force, and the
+/// newest history line's id (see [`watch_history`]).
+#[derive(Clone)]
+struct Feeds {
+    journal: AsyncJournal,
+    notifier: watch::Receiver<Arc<Notifier>>,
+    newest: watch::Receiver<i64>,
+}
+
+/// Every [`NOTIFY_POLL`], the newest history line's id, sent when it moves.
+async fn watch_history(journal: AsyncJournal, newest: watch::Sender<i64>, stop: CancellationToken) {
+    loop {
+        match journal.call(|j| j.last_event_id()).await {
+            Ok(id) => {
+                newest.send_if_modified(|v| std::mem::replace(v, id) != id);
+            }
+            Err(e) => tracing::debug!("notifications: cannot read the journal: {e}"),
+        }
+        if pause(&stop, NOTIFY_POLL).await {
+            return;
+        }
+    }
+}
+
 /// Start a task for every consumer in `wanted` that has none; stop the
 /// tasks of the others and drop their cursors.
 async fn sync_consumers(
     running: &mut BTreeMap<Consumer, Running>,
     wanted: &[Consumer],
-    journal: &AsyncJournal,
-    notifier: &watch::Receiver<Arc<Notifier>>,
+    feeds: &Feeds,
     shutdown: &CancellationToken,
 ) {
+    let journal = &feeds.journal;
     let gone: Vec<Consumer> = running.keys().copied().filter(|c| !wanted.contains(c)).collect();
     for c in gone {
         if let Some(r) = running.remove(&c) {
@@ -156,7 +185,7 @@ async fn sync_consumers(
             continue;
         }
         let stop = shutdown.child_token();
-        let task = tokio::spawn(consume(c, journal.clone(), notifier.clone(), stop.clone()));
+        let task = tokio::spawn(consume(c, feeds.clone(), stop.clone()));
         running.insert(c, Running { stop, task });
     }
 }
@@ -171,12 +200,8 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 
 /// One consumer: from its cursor, deliver every ended group it wants, in
 /// order, moving the cursor after each one it is done with.
-async fn consume(
-    c: Consumer,
-    journal: AsyncJournal,
-    notifier: watch::Receiver<Arc<Notifier>>,
-    stop: CancellationToken,
-) {
+async fn consume(c: Consumer, feeds: Feeds, stop: CancellationToken) {
+    let Feeds { journal, notifier, mut newest } = feeds;
     let name = c.name();
     let mut cursor = loop {
         match start_cursor(&journal, c).await {
@@ -188,16 +213,26 @@ async fn consume(
         }
     };
     while !stop.is_cancelled() {
+        // Marked before the query: a line written after it moves `newest` again.
+        newest.borrow_and_update();
         let batch = match journal.call(move |j| j.ended_after(cursor, NOTIFY_BATCH)).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(consumer = name, "notifications: cannot read the journal: {e}");
-                Vec::new()
+                if pause(&stop, NOTIFY_POLL * 4).await {
+                    return;
+                }
+                continue;
             }
         };
         if batch.is_empty() {
-            if pause(&stop, NOTIFY_POLL).await {
-                return;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = newest.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
             continue;
         }

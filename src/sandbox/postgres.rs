@@ -199,9 +199,15 @@ impl PgServer {
 
     /// A new empty database `name`; its URL.
     pub fn create_database(&self, name: &str) -> Result<String, String> {
-        admin(&self.admin_url(), &format!("CREATE DATABASE {name}"))?;
-        Ok(with_database(&self.admin_url(), name))
+        create_database(&self.admin_url(), name)
     }
+}
+
+/// A new empty database `name` on the server whose superuser URL is
+/// `admin_url`; the new database's URL.
+pub fn create_database(admin_url: &str, name: &str) -> Result<String, String> {
+    admin(admin_url, &format!("CREATE DATABASE {name}"))?;
+    Ok(with_database(admin_url, name))
 }
 
 /// Run `sql` as the superuser at `url`, on a thread of its own (the
@@ -285,9 +291,8 @@ impl SharedPg {
     pub fn database(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("t{}_{n}", std::process::id());
-        admin(&self.admin, &format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("test PostgreSQL at {}: {e}", redact(&self.admin)));
-        with_database(&self.admin, &name)
+        create_database(&self.admin, &name)
+            .unwrap_or_else(|e| panic!("test PostgreSQL at {}: {e}", redact(&self.admin)))
     }
 }
 

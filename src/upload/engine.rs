@@ -289,8 +289,6 @@ impl Engine {
         // A fleet's claims are renewed every third of the lease.
         let renew_every = sh.journal.blocking().lease().map(|l| l / 3);
         let mut last_renewal = Instant::now();
-        // Every group this engine worked on, to give their claims up on a clean stop.
-        let mut claimed: Vec<GroupId> = Vec::new();
 
         'main: loop {
             if let Some(rx) = config_rx.as_mut()
@@ -432,9 +430,6 @@ impl Engine {
                 let handle = workers.spawn(async move { (id, worker::work(ctx).await) });
                 tasks.insert(handle.id(), id);
                 active.insert(id, Active { tok, reason, requests: Vec::new() });
-                if !claimed.contains(&id) {
-                    claimed.push(id);
-                }
             }
             if let Some(id) = only
                 && active.is_empty()
@@ -551,6 +546,9 @@ impl Engine {
             }
         }
         self.stop_all(&stop, &abort, &mut workers).await;
+        // What this engine still holds: the groups it was working on when it
+        // stopped (an ended group's claim ends with it), held or waiting.
+        let claimed: Vec<GroupId> = active.keys().chain(held.keys()).chain(backoff.keys()).copied().collect();
         if renew_every.is_some()
             && let Err(e) = sh.journal.call(move |j| j.release_claims(&claimed)).await
         {

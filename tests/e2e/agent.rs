@@ -59,8 +59,13 @@ impl Agent {
     }
 
     fn start_with_key(w: &World, key: &str) -> Agent {
+        Agent::start_config(w, &w.config_path, key)
+    }
+
+    /// `run --config config` (another agent beside the world's own).
+    pub(crate) fn start_config(w: &World, config: &Path, key: &str) -> Agent {
         let mut child = tokio::process::Command::from(w.command(key))
-            .args(["run", "--config", w.config_path.to_str().unwrap()])
+            .args(["run", "--config", config.to_str().unwrap()])
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
             .stdout(Stdio::piped())
@@ -95,6 +100,13 @@ impl Agent {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY: signalling our own child process.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    #[cfg(unix)]
+    pub(crate) async fn kill_9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait().await;
     }
 
     /// SIGTERM, then the exit code must be 0; returns the whole output.

@@ -6,8 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spatialgen_sync::config::DatabaseUrl;
@@ -16,40 +14,11 @@ use spatialgen_sync::journal::prelude::*;
 use spatialgen_sync::journal::{GroupState, GroupSummary};
 use spatialgen_sync::sandbox::Faults;
 use spatialgen_sync::sandbox::postgres::{PgServer, shared};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::agent::Agent;
 use crate::support::*;
 
 const KIB: usize = 1024;
-
-/// One node's agent process and its output.
-struct Node {
-    name: String,
-    child: tokio::process::Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Node {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn kill_9(&mut self) {
-        let pid = self.child.id().expect("running") as i32;
-        // SAFETY: signalling our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    }
-
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().expect("running") as i32;
-        // SAFETY: signalling our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("stops").unwrap();
-        let out = self.log();
-        assert_eq!(status.code(), Some(0), "node {}: {out}", self.name);
-        out
-    }
-}
 
 /// A fleet on database `url`: node `name` watches the world's exports
 /// through its own path (a symlink to the same folder, as another mount
@@ -89,32 +58,8 @@ impl Fleet<'_> {
         path
     }
 
-    fn start(&self, name: &str) -> Node {
-        let config = self.config(name);
-        let mut child = tokio::process::Command::from(self.w.command(KEY))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the agent starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
-        Node { name: name.into(), child, log }
+    fn start(&self, name: &str) -> Agent {
+        Agent::start_config(self.w, &self.config(name), KEY)
     }
 
     /// The journal as a node with no watch folders reads it (paths as stored).
@@ -198,8 +143,7 @@ async fn a_node_killed_mid_upload_is_taken_over_on_the_same_server_session() {
     .await;
     let b = fleet.start("b");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    a.kill_9();
-    let _ = a.child.wait().await;
+    a.kill_9().await;
     let at_kill = rows(&j)[0].clone();
     assert_eq!((at_kill.state, at_kill.node.as_deref()), (GroupState::Uploading, Some("a")), "{at_kill:#?}");
     wait_for_then(
@@ -261,7 +205,7 @@ async fn four_nodes_and_two_hundred_small_exports_no_duplicate_and_the_work_spre
     let w = World::new(64 * 1024, "").await;
     w.sandbox.set_faults(Faults { latency: Duration::from_millis(20), ..Faults::default() });
     let fleet = Fleet { w: &w, url: shared().database(), lease: "5s", upload: "max_groups = 2" };
-    let nodes: Vec<Node> = ["a", "b", "c", "d"].iter().map(|n| fleet.start(n)).collect();
+    let nodes: Vec<(&str, Agent)> = ["a", "b", "c", "d"].iter().map(|n| (*n, fleet.start(n))).collect();
     for i in 0..200 {
         w.export(&format!("e{i:03}"), &[("v.mov", 2 * KIB + i)]);
     }
@@ -280,7 +224,7 @@ async fn four_nodes_and_two_hundred_small_exports_no_duplicate_and_the_work_spre
     eprintln!("groups completed per node: {per_node:?}");
     assert_eq!(per_node.len(), 4, "every node took part: {per_node:?}");
     assert!(per_node.values().all(|n| *n >= 10), "the work spreads: {per_node:?}");
-    for n in nodes {
+    for (_, n) in nodes {
         n.stop().await;
     }
 }

@@ -101,7 +101,11 @@ impl PgJournal {
         Ok(())
     }
 
-    fn pending_of(&self, tx: &mut Transaction<'_>, key: &[u8]) -> Result<Option<(GroupId, String)>, JournalError> {
+    fn pending_of(
+        &self,
+        tx: &mut impl postgres::GenericClient,
+        key: &[u8],
+    ) -> Result<Option<(GroupId, String)>, JournalError> {
         let row = tx
             .query_opt("SELECT id, state FROM groups WHERE key = $1 AND state IN ('waiting','queued')", &[&key])
             .map_err(db_err)?;
@@ -116,13 +120,7 @@ impl Queue for PgJournal {
         let wp = watch_path.map(|p| self.mounts().encode(p));
         // Every node notes every export it sees: the row another node made
         // is found without the fleet-wide lock.
-        let seen = self.with(|c| {
-            let row = c
-                .query_opt("SELECT id FROM groups WHERE key = $1 AND state IN ('waiting','queued')", &[&k])
-                .map_err(db_err)?;
-            row.map(|r| col::<GroupId>(&r, "id")).transpose()
-        })?;
-        if let Some(id) = seen {
+        if let Some((id, _)) = self.with(|c| self.pending_of(c, &k))? {
             return Ok(id);
         }
         self.write(|tx| {
