@@ -30,6 +30,7 @@ pub mod config;
 pub mod group;
 pub mod journal;
 pub mod logging;
+pub mod media;
 pub mod model;
 pub mod ops;
 pub mod retry;
