@@ -30,18 +30,27 @@
 //!       "fingerprint": "9f2c…",                  // 64 hex digits
 //!       "totalBytes": 2147483648,
 //!       "valid": false,                          // false = would be rejected, never sent
+//!       "ready": false,                          // valid and nothing still being written
+//!       "mediaCheck": "reject",                  // reject | warn | off
 //!       "files": [
 //!         { "path": "Shot_010_L.mov", "fileName": "Shot_010_L.mov", "role": "video_left",
-//!           "language": null, "sizeBytes": 1073741824 }
+//!           "language": null, "sizeBytes": 1073741824,
+//!           "media": { "container": "quicktime", "durationMs": 10010, "width": 1920, "height": 1080,
+//!                      "frameRate": 29.97, "codec": "hvc1", "views": 1, "heroEye": null,
+//!                      "baselineMm": null, "hfovDeg": null, "projection": null, "packing": null,
+//!                      "audioChannels": 2, "sampleRate": 48000 } }
 //!       ],
 //!       "violations": [
 //!         { "rule": "separate-needs-left-and-right", "file": null,
 //!           "message": "layout Separate needs exactly one right-eye video …" }
-//!       ]
+//!       ],
+//!       "unfinished": [],                        // containers still being written (same shape)
+//!       "warnings": []                           // media findings with media_check = "warn"
 //!     }
 //!   ],
 //!   "ready": 0,                                  // groups that would be uploaded
-//!   "rejected": 1                                // groups that would be rejected
+//!   "rejected": 1,                               // groups that would be rejected
+//!   "waiting": 0                                 // valid groups still being written
 //! }
 //! ```
 //!
@@ -49,6 +58,8 @@
 //! bundle directory keeps its directory name here, while `fileName` is the
 //! `.zip` the agent uploads); `language` is set exactly for audio and
 //! subtitle files; `violations[].rule` is a stable id (see `group::rules`).
+//! `media` is present for the files the media check looked into (see
+//! `media::MediaFacts`; `null` for what the file does not say).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,6 +70,7 @@ use serde::Serialize;
 use super::{Outcome, UsageError};
 use crate::config::{Config, ConfigError, WatchConfig, WatchMode};
 use crate::group::{self, GroupError, GroupOptions, RoleMatcher, UploadGroup, Violation};
+use crate::media::MediaFacts;
 
 pub fn run(args: super::PlanArgs) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
@@ -174,8 +186,10 @@ fn render_text(groups: &[UploadGroup], out: &mut dyn Write) -> std::io::Result<(
         return Ok(());
     }
     for g in groups {
-        let verdict = if g.is_valid() {
+        let verdict = if g.is_ready() {
             "ready to upload".to_string()
+        } else if g.is_valid() {
+            "WAITING: a container is still being written".to_string()
         } else {
             let n = g.violations.len();
             format!("REJECTED, {n} problem{}", if n == 1 { "" } else { "s" })
@@ -205,19 +219,30 @@ fn render_text(groups: &[UploadGroup], out: &mut dyn Write) -> std::io::Result<(
                 f.language.as_deref().unwrap_or("-"),
                 human_bytes(f.size)
             )?;
+            if let Some(m) = &f.media {
+                writeln!(out, "    {:<12} {:<4} {:>10}  {}", "", "", "", crate::group::inspect::describe(m))?;
+            }
         }
         for v in &g.violations {
             writeln!(out, "  - {v} [{}]", v.rule)?;
         }
+        for v in &g.unfinished {
+            writeln!(out, "  - still being written: {v} (the agent waits media_wait, then rejects it)")?;
+        }
+        for v in &g.warnings {
+            writeln!(out, "  - warning: {v} [{}]", v.rule)?;
+        }
         writeln!(out)?;
     }
     let rejected = groups.iter().filter(|g| !g.is_valid()).count();
+    let waiting = groups.iter().filter(|g| g.is_valid() && !g.is_ready()).count();
     let total = groups.len();
+    let waiting = if waiting > 0 { format!(", {waiting} still being written") } else { String::new() };
     writeln!(
         out,
-        "{total} group{}: {} ready, {rejected} rejected (dry run: nothing was sent)",
+        "{total} group{}: {} ready, {rejected} rejected{waiting} (dry run: nothing was sent)",
         if total == 1 { "" } else { "s" },
-        total - rejected
+        groups.iter().filter(|g| g.is_ready()).count()
     )
 }
 
@@ -227,6 +252,8 @@ struct PlanJson<'a> {
     groups: Vec<GroupJson<'a>>,
     ready: usize,
     rejected: usize,
+    /// Valid groups with a container still being written.
+    waiting: usize,
 }
 
 #[derive(Serialize)]
@@ -244,8 +271,13 @@ struct GroupJson<'a> {
     fingerprint: &'a str,
     total_bytes: u64,
     valid: bool,
+    /// Valid, and nothing still being written: would be queued now.
+    ready: bool,
+    media_check: &'static str,
     files: Vec<FileJson<'a>>,
     violations: &'a [Violation],
+    unfinished: &'a [Violation],
+    warnings: &'a [Violation],
 }
 
 #[derive(Serialize)]
@@ -256,6 +288,8 @@ struct FileJson<'a> {
     role: &'static str,
     language: Option<&'a str>,
     size_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<&'a MediaFacts>,
 }
 
 fn render_json(groups: &[UploadGroup], out: &mut dyn Write) -> anyhow::Result<()> {
@@ -274,6 +308,8 @@ fn render_json(groups: &[UploadGroup], out: &mut dyn Write) -> anyhow::Result<()
             fingerprint: &g.fingerprint,
             total_bytes: g.total_bytes(),
             valid: g.is_valid(),
+            ready: g.is_ready(),
+            media_check: g.media_check.as_str(),
             files: g
                 .files
                 .iter()
@@ -283,13 +319,17 @@ fn render_json(groups: &[UploadGroup], out: &mut dyn Write) -> anyhow::Result<()
                     role: f.role.as_str(),
                     language: f.language.as_deref(),
                     size_bytes: f.size,
+                    media: f.media.as_ref(),
                 })
                 .collect(),
             violations: &g.violations,
+            unfinished: &g.unfinished,
+            warnings: &g.warnings,
         })
         .collect();
     let rejected = groups.iter().filter(|g| !g.is_valid()).count();
-    let doc = PlanJson { groups: shaped, ready: groups.len() - rejected, rejected };
+    let ready = groups.iter().filter(|g| g.is_ready()).count();
+    let doc = PlanJson { groups: shaped, ready, rejected, waiting: groups.len() - ready - rejected };
     // Rendered first, then written: a closed pipe then surfaces as the
     // io::Error the command line treats as a normal end, not as a JSON error.
     let mut text = serde_json::to_string_pretty(&doc)?;

@@ -35,27 +35,27 @@ pub fn to_json(g: &GroupRecord, events: &[Event]) -> Value {
         .files
         .iter()
         .map(|f| {
-            json!({
-                "id": f.id,
-                "path": f.rel_path,
-                "fileName": f.file_name,
-                "role": f.role.as_str(),
-                "language": f.language,
-                "sizeBytes": f.size,
-                "state": f.state.as_str(),
-                "uploadId": f.upload_id,
-                "strategy": f.strategy.map(|s| s.as_str()),
-                "partSizeBytes": f.part_size,
-                "partsTotal": f.parts.len(),
-                "partsDone": parts_done(f),
-                "parts": f.parts.iter().map(|p| json!({
-                    "partNumber": p.part_number,
-                    "byteStart": p.byte_start,
-                    "sizeBytes": p.size,
-                    "done": p.done,
-                    "etag": p.etag,
-                })).collect::<Vec<_>>(),
-            })
+            let mut v = crate::ops::status::file_json(f);
+            if let Value::Object(m) = &mut v {
+                let upload = json!({
+                    "uploadId": f.upload_id,
+                    "strategy": f.strategy.map(|s| s.as_str()),
+                    "partSizeBytes": f.part_size,
+                    "partsTotal": f.parts.len(),
+                    "partsDone": parts_done(f),
+                    "parts": f.parts.iter().map(|p| json!({
+                        "partNumber": p.part_number,
+                        "byteStart": p.byte_start,
+                        "sizeBytes": p.size,
+                        "done": p.done,
+                        "etag": p.etag,
+                    })).collect::<Vec<_>>(),
+                });
+                if let Value::Object(u) = upload {
+                    m.extend(u);
+                }
+            }
+            v
         })
         .collect();
     let history = crate::ops::status::history_json(events);
@@ -118,6 +118,9 @@ pub fn to_text(g: &GroupRecord, events: &[Event]) -> String {
             f.size,
             f.state.as_str()
         ));
+        if let Some(m) = &f.media {
+            out.push_str(&format!("    {:<11} {}\n", "", crate::group::inspect::describe(m)));
+        }
     }
     out.push_str("  history:\n");
     for e in events {

@@ -29,6 +29,18 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
         return Err(UsageError(format!("{} is not a folder", args.folder.display())).into());
     }
     let group = build_group(&cfg, &folder, &args)?;
+    if !group.unfinished.is_empty() {
+        // An explicit request does not wait on a render; it says so.
+        crate::group::remove_staged(&group);
+        eprintln!("{} is not finished: a container is still being written; nothing was sent:", folder.display());
+        for v in &group.unfinished {
+            eprintln!("  - {v}");
+        }
+        return Ok(Outcome::WorkFailed);
+    }
+    for w in &group.warnings {
+        eprintln!("warning: {w} [{}]", w.rule);
+    }
     let journal = crate::journal::open_configured(&cfg)?;
 
     let id = match journal.enqueue(&group)? {
@@ -36,9 +48,9 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
         Enqueued::Rejected(id) => {
             crate::group::remove_staged(&group);
             journal.set_finished(id)?;
-            eprintln!("{} breaks the API's rules; nothing was sent (group {id}):", folder.display());
+            eprintln!("{} breaks a rule; nothing was sent (group {id}):", folder.display());
             for v in &group.violations {
-                eprintln!("  - {v}");
+                eprintln!("  - {v} [{}]", v.rule);
             }
             return Ok(Outcome::WorkFailed);
         }
@@ -84,7 +96,7 @@ fn build_group(cfg: &Config, folder: &Path, args: &UploadArgs) -> anyhow::Result
         watch.layout = l.parse::<LayoutChoice>().map_err(UsageError)?;
     }
     if let Some(p) = &args.perspective {
-        watch.perspective = p.parse().map_err(UsageError)?;
+        watch.perspective = Some(p.parse().map_err(UsageError)?);
     }
     let staging = cfg.journal.staging_dir();
     let opts = GroupOptions { watch: &watch, staging_dir: Some(&staging), matcher: None };

@@ -45,7 +45,7 @@ pub use sections::{
     UploadConfig, WindowConfig,
 };
 pub use units::{ApiKey, Dur, HttpToken, Rate, WebhookSecret, parse_hhmm, parse_weekday};
-pub use watch::{AfterUpload, LayoutChoice, RolePatterns, WatchConfig, WatchMode};
+pub use watch::{AfterUpload, LayoutChoice, MediaCheck, RolePatterns, WatchConfig, WatchMode};
 
 use locate::{line_of, suggest_nearest_key};
 

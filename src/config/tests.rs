@@ -66,7 +66,7 @@ move_to = "/renders/uploaded"
     assert_eq!(w.mode, WatchMode::Folders);
     assert_eq!(w.layout, LayoutChoice::Auto);
     assert_eq!(w.default_layout, Layout::Mvhevc);
-    assert_eq!(w.perspective, Perspective::Regular);
+    assert_eq!(w.perspective, Some(Perspective::Regular));
     assert_eq!(w.settle, Dur::secs(30));
     assert_eq!(w.after_upload, AfterUpload::Move);
     assert_eq!(w.rescan, Dur::secs(600));

@@ -270,6 +270,15 @@ impl WatchConfig {
         if self.rescan.0 < Duration::from_secs(1) {
             err(at("rescan"), "must be at least 1s".into());
         }
+        if self.media_wait.0 < Duration::from_secs(1) || self.media_wait.0 > Duration::from_secs(7 * 86_400) {
+            err(
+                at("media_wait"),
+                format!(
+                    "{} is out of range; use 1s to 7d (how long an unfinished container may stay quiet)",
+                    self.media_wait
+                ),
+            );
+        }
         if let Some(m) = &self.ready_marker
             && (m.is_empty() || m.contains('/') || m.contains('\\'))
         {

@@ -63,6 +63,36 @@ impl Serialize for LayoutChoice {
     }
 }
 
+/// `media_check`: what the container probe's findings mean for an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaCheck {
+    /// A truncated, unreadable or mismatched render is rejected, never sent.
+    #[default]
+    Reject,
+    /// Findings are reported (plan, the group's history, the log) and the
+    /// upload goes on.
+    Warn,
+    /// Files are not looked inside.
+    Off,
+}
+
+impl MediaCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaCheck::Reject => "reject",
+            MediaCheck::Warn => "warn",
+            MediaCheck::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for MediaCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happens to the source files once their group is in the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -137,8 +167,10 @@ pub struct WatchConfig {
     /// What `auto` uses when there is no L/R pair and no `.aivu`.
     #[serde(default = "WatchConfig::default_default_layout")]
     pub default_layout: Layout,
-    #[serde(default = "WatchConfig::default_perspective")]
-    pub perspective: Perspective,
+    /// `None`: not set; a projection the video declares decides (`equi` is
+    /// 360, `hequ` 180), else `Regular`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perspective: Option<Perspective>,
     /// Quiet time before an export counts as finished.
     #[serde(default = "WatchConfig::default_settle")]
     pub settle: Dur,
@@ -173,14 +205,21 @@ pub struct WatchConfig {
     pub priority: i32,
     #[serde(default)]
     pub roles: RolePatterns,
+    /// Look inside `.mov`/`.mp4`/`.m4a`/`.aivu` files before queueing.
+    #[serde(default)]
+    pub media_check: MediaCheck,
+    /// How long a quiet export whose container still looks unfinished waits
+    /// before it is rejected as truncated.
+    #[serde(default = "WatchConfig::default_media_wait")]
+    pub media_wait: Dur,
 }
 
 impl WatchConfig {
     fn default_default_layout() -> Layout {
         Layout::Mvhevc
     }
-    fn default_perspective() -> Perspective {
-        Perspective::Regular
+    fn default_media_wait() -> Dur {
+        Dur::secs(600)
     }
     fn default_settle() -> Dur {
         Dur::secs(30)

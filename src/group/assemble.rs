@@ -20,6 +20,7 @@ use crate::model::FileRole;
 
 use super::build::{GroupError, GroupOptions};
 use super::bundle;
+use super::inspect;
 use super::language::language_for;
 use super::layout::{self, Sidecar};
 use super::rules;
@@ -142,6 +143,7 @@ pub(super) fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'
             dev: ids.map(|(d, _)| d),
             ino: ids.map(|(_, i)| i),
             staged,
+            media: None,
         });
     }
     files.sort_by(|a, b| (a.role, &a.rel_path).cmp(&(b.role, &b.rel_path)));
@@ -161,6 +163,8 @@ pub(super) fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'
         }
     }
 
+    // What the containers say decides the layout before their names do.
+    let probed = inspect::probe_files(&mut files, watch.media_check);
     let (layout, perspective) = layout::resolve(watch, &frame.sidecar, &files);
     let mut group = UploadGroup {
         name: frame.sidecar.video_name.clone().unwrap_or(frame.name),
@@ -175,7 +179,11 @@ pub(super) fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'
         files,
         fingerprint,
         violations,
+        media_check: watch.media_check,
+        unfinished: probed.unfinished,
+        warnings: Vec::new(),
     };
+    inspect::route(&mut group, probed.findings);
     rules::validate(&mut group);
     Ok(group)
 }

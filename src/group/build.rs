@@ -193,13 +193,16 @@ fn unreadable_group(folder: &Path, watch: &WatchConfig, err: &GroupError) -> Upl
         root: folder.to_owned(),
         watch_path: inside_watch(folder, watch),
         layout: watch.default_layout,
-        perspective: Some(watch.perspective),
+        perspective: Some(watch.perspective.unwrap_or(crate::model::Perspective::Regular)),
         description: watch.description.clone(),
         folder_name: watch.folder_name.clone(),
         priority: watch.priority,
         files: Vec::new(),
         fingerprint: fingerprint(&mut []),
         violations: vec![Violation { rule: "unreadable-file", file: None, message: err.to_string() }],
+        media_check: watch.media_check,
+        unfinished: Vec::new(),
+        warnings: Vec::new(),
     };
     rules::validate(&mut group);
     group

@@ -3,15 +3,20 @@
 //!
 //! Precedence, most specific first: the sidecar, then the watch folder's
 //! `layout`; `auto` infers from the files — an L/R pair means `Separate`, an
-//! `.aivu` video (or an `.aime` with an `.fcpxmld`) means `AIV`, else the
-//! folder's `default_layout`. Perspective: the sidecar's, else `180` for `AIV`
-//! (Apple Immersive Video is always 180°), else the folder's `perspective`.
+//! `.aivu` video (or an `.aime` with an `.fcpxmld`) means `AIV`; then what
+//! the video's container says (the media check): MV-HEVC stereo means
+//! `MVHEVC`, side/over view packing `SBS`/`TB`; else the folder's
+//! `default_layout`. Perspective: the sidecar's, else `180` for `AIV`
+//! (Apple Immersive Video is always 180°), else the folder's `perspective`,
+//! else what the video's projection implies (`equi` 360, `hequ` 180), else
+//! `Regular`.
 //! A command-line override is applied by the caller on the finished group,
 //! followed by [`super::validate`].
 
 use std::path::Path;
 
 use crate::config::{LayoutChoice, WatchConfig};
+use crate::media::{MediaFacts, Packing, Projection};
 use crate::model::{FileRole, Layout, Perspective};
 
 use super::roles::{SIDECAR_NAME, extension};
@@ -145,17 +150,46 @@ pub fn read_sidecar(folder: &Path) -> (Sidecar, Vec<Violation>) {
     }
 }
 
+/// What the video says about itself: the facts of the one `video` file, or
+/// of the first eye file that has them.
+fn video_facts(files: &[GroupFile]) -> Option<&MediaFacts> {
+    let videos: Vec<&GroupFile> = files.iter().filter(|f| f.role == FileRole::Video).collect();
+    match videos.as_slice() {
+        [one] => one.media.as_ref(),
+        [] => files
+            .iter()
+            .filter(|f| matches!(f.role, FileRole::VideoLeft | FileRole::VideoRight))
+            .find_map(|f| f.media.as_ref()),
+        _ => None,
+    }
+}
+
 /// What `layout = "auto"` means for these files.
 pub fn infer_layout(files: &[GroupFile], default_layout: Layout) -> Layout {
     let has = |role: FileRole| files.iter().any(|f| f.role == role);
     if has(FileRole::VideoLeft) || has(FileRole::VideoRight) {
-        Layout::Separate
-    } else if files.iter().any(|f| f.role == FileRole::Video && extension(&f.file_name) == "aivu")
+        return Layout::Separate;
+    }
+    if files.iter().any(|f| f.role == FileRole::Video && extension(&f.file_name) == "aivu")
         || (has(FileRole::Aime) && has(FileRole::Fcpxmld))
     {
-        Layout::Aiv
-    } else {
-        default_layout
+        return Layout::Aiv;
+    }
+    match video_facts(files) {
+        Some(m) if m.views == Some(2) => Layout::Mvhevc,
+        Some(MediaFacts { packing: Some(Packing::Side), .. }) => Layout::Sbs,
+        Some(MediaFacts { packing: Some(Packing::Over), .. }) => Layout::Tb,
+        _ => default_layout,
+    }
+}
+
+/// The perspective a video's declared projection implies: `equi` 360,
+/// `hequ` 180.
+fn perspective_of(files: &[GroupFile]) -> Option<Perspective> {
+    match video_facts(files)?.projection? {
+        Projection::Equi => Some(Perspective::D360),
+        Projection::Hequ => Some(Perspective::D180),
+        Projection::Rect | Projection::Fish => None,
     }
 }
 
@@ -165,8 +199,12 @@ pub fn resolve(watch: &WatchConfig, sidecar: &Sidecar, files: &[GroupFile]) -> (
         LayoutChoice::Fixed(l) => l,
         LayoutChoice::Auto => infer_layout(files, watch.default_layout),
     };
-    let perspective =
-        sidecar.perspective.unwrap_or(if layout == Layout::Aiv { Perspective::D180 } else { watch.perspective });
+    let perspective = sidecar
+        .perspective
+        .or((layout == Layout::Aiv).then_some(Perspective::D180))
+        .or(watch.perspective)
+        .or_else(|| perspective_of(files))
+        .unwrap_or(Perspective::Regular);
     (layout, perspective)
 }
 
@@ -187,6 +225,7 @@ mod tests {
             dev: None,
             ino: None,
             staged: false,
+            media: None,
         }
     }
 
@@ -210,13 +249,79 @@ mod tests {
         assert_eq!(infer_layout(&[file("a.mov", Video)], Layout::Sbs), Layout::Sbs);
     }
 
+    fn probed(
+        name: &str,
+        role: FileRole,
+        views: u8,
+        packing: Option<Packing>,
+        projection: Option<Projection>,
+    ) -> GroupFile {
+        let mut f = file(name, role);
+        f.media = Some(MediaFacts {
+            container: crate::media::Container::Quicktime,
+            duration_ms: Some(1000),
+            width: Some(1920),
+            height: Some(1080),
+            frame_rate: Some(30.0),
+            codec: Some("hvc1".into()),
+            views: Some(views),
+            hero_eye: None,
+            baseline_mm: None,
+            hfov_deg: None,
+            projection,
+            packing,
+            audio_channels: None,
+            sample_rate: None,
+        });
+        f
+    }
+
+    #[test]
+    fn auto_decides_from_content_before_the_default() {
+        use FileRole::*;
+        let rows: Vec<(Vec<GroupFile>, Layout, Perspective)> = vec![
+            // MV-HEVC stereo in a folder whose default is 2D.
+            (vec![probed("Shot.mov", Video, 2, None, None)], Layout::Mvhevc, Perspective::Regular),
+            (vec![probed("Shot.mov", Video, 1, Some(Packing::Side), None)], Layout::Sbs, Perspective::Regular),
+            (vec![probed("Shot.mov", Video, 1, Some(Packing::Over), None)], Layout::Tb, Perspective::Regular),
+            (vec![probed("Shot.mov", Video, 1, None, None)], Layout::TwoD, Perspective::Regular),
+            // A projection sets the perspective the folder does not.
+            (vec![probed("Shot.mov", Video, 2, None, Some(Projection::Equi))], Layout::Mvhevc, Perspective::D360),
+            (vec![probed("Shot.mov", Video, 2, None, Some(Projection::Hequ))], Layout::Mvhevc, Perspective::D180),
+            (vec![probed("Shot.mov", Video, 2, None, Some(Projection::Rect))], Layout::Mvhevc, Perspective::Regular),
+            // An .aivu is AIV though it is MV-HEVC inside; eye files stay Separate.
+            (vec![probed("Shot.aivu", Video, 2, None, Some(Projection::Fish))], Layout::Aiv, Perspective::D180),
+            (
+                vec![
+                    probed("S_L.mov", VideoLeft, 1, None, Some(Projection::Equi)),
+                    probed("S_R.mov", VideoRight, 1, None, None),
+                ],
+                Layout::Separate,
+                Perspective::D360,
+            ),
+        ];
+        let mut auto = WatchConfig::new("/w");
+        auto.default_layout = Layout::TwoD;
+        for (files, layout, perspective) in rows {
+            assert_eq!(resolve(&auto, &Sidecar::default(), &files), (layout, perspective), "{files:?}");
+        }
+        // A perspective the folder sets wins over the projection.
+        let mut set = auto.clone();
+        set.perspective = Some(Perspective::Regular);
+        let equi = vec![probed("Shot.mov", FileRole::Video, 2, None, Some(Projection::Equi))];
+        assert_eq!(resolve(&set, &Sidecar::default(), &equi), (Layout::Mvhevc, Perspective::Regular));
+        // A fixed layout is not second-guessed here (the content rules report it).
+        set.layout = LayoutChoice::Fixed(Layout::TwoD);
+        assert_eq!(resolve(&set, &Sidecar::default(), &equi).0, Layout::TwoD);
+    }
+
     #[test]
     fn precedence_table() {
         let lr = vec![file("a_L.mov", FileRole::VideoLeft), file("a_R.mov", FileRole::VideoRight)];
         let aivu = vec![file("a.aivu", FileRole::Video)];
         let mut fixed = WatchConfig::new("/w");
         fixed.layout = LayoutChoice::Fixed(Layout::Tb);
-        fixed.perspective = Perspective::D360;
+        fixed.perspective = Some(Perspective::D360);
         let auto = WatchConfig::new("/w");
         let side = |layout: Option<LayoutChoice>, perspective: Option<Perspective>| Sidecar {
             layout,

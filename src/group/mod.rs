@@ -25,11 +25,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::config::MediaCheck;
+use crate::media::MediaFacts;
 use crate::model::{FileRole, Layout, Perspective};
 
 mod assemble;
 mod build;
 pub mod bundle;
+pub mod inspect;
 pub mod language;
 pub mod layout;
 pub mod open;
@@ -77,11 +80,46 @@ pub struct UploadGroup {
     pub fingerprint: String,
     /// Rules this group breaks; non-empty means rejected, never sent.
     pub violations: Vec<Violation>,
+    /// The watch folder's `media_check`: where findings go.
+    pub media_check: MediaCheck,
+    /// Files whose container is still being written (rule
+    /// `media-truncated`, message without the wait): the export is not
+    /// finished yet. Empty unless the media check looked.
+    pub unfinished: Vec<Violation>,
+    /// Findings that do not stop the upload (`media_check = "warn"`).
+    pub warnings: Vec<Violation>,
 }
 
 impl UploadGroup {
     pub fn is_valid(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// Valid, and no container still being written: would be queued now.
+    pub fn is_ready(&self) -> bool {
+        self.is_valid() && self.unfinished.is_empty()
+    }
+
+    /// A group with these files and nothing else set (for tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, layout: Layout, files: Vec<GroupFile>) -> UploadGroup {
+        UploadGroup {
+            name: name.into(),
+            key: PathBuf::from(format!("/exports/{name}")),
+            root: PathBuf::from(format!("/exports/{name}")),
+            watch_path: None,
+            layout,
+            perspective: Some(Perspective::Regular),
+            description: None,
+            folder_name: None,
+            priority: 0,
+            files,
+            fingerprint: String::new(),
+            violations: Vec::new(),
+            media_check: MediaCheck::Reject,
+            unfinished: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -114,6 +152,10 @@ pub struct GroupFile {
     pub ino: Option<u64>,
     /// `source` is a file the agent made (a bundle zip) and removes when the group ends.
     pub staged: bool,
+    /// What the container says about itself, when the media check looked
+    /// inside and found a whole file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaFacts>,
 }
 
 /// A broken rule, in plain words, naming the file when there is one.

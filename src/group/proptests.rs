@@ -73,6 +73,7 @@ fn file(name: String, role: FileRole, language: Option<String>, size: u64) -> Gr
         dev: None,
         ino: None,
         staged: false,
+        media: None,
     }
 }
 
@@ -131,6 +132,9 @@ fn arb_template_group() -> impl Strategy<Value = UploadGroup> {
             files,
             fingerprint: String::new(),
             violations: Vec::new(),
+            media_check: crate::config::MediaCheck::Reject,
+            unfinished: Vec::new(),
+            warnings: Vec::new(),
         };
         for (kind, new, at) in edits {
             let i = at.index(g.files.len().max(1));
@@ -166,6 +170,7 @@ proptest! {
                 name: "x".into(), key: PathBuf::from("/k"), root: PathBuf::from("/k"), watch_path: None,
                 layout, perspective, description: None, folder_name: None, priority: 0, files,
                 fingerprint: String::new(), violations: Vec::new(),
+                media_check: crate::config::MediaCheck::Reject, unfinished: Vec::new(), warnings: Vec::new(),
             }),
     ]) {
         validate(&mut g);

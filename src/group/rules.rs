@@ -62,6 +62,13 @@ pub const AGENT_RULES: &[Rule] = &[
     Rule { id: "unreadable-file", summary: "every file can be read" },
     Rule { id: "symlink-not-followed", summary: "symbolic links only with follow_symlinks" },
     Rule { id: super::layout::SIDECAR_RULE, summary: "spatialgen.toml is valid" },
+    Rule { id: super::inspect::TRUNCATED, summary: "every container is whole: moov present, samples inside the file" },
+    Rule { id: super::inspect::UNREADABLE, summary: "every .mov/.mp4/.m4a/.aivu is an ISO-BMFF/QuickTime file" },
+    Rule {
+        id: super::inspect::EYES_MISMATCH,
+        summary: "Separate eyes match in duration (one frame), resolution, frame rate and codec",
+    },
+    Rule { id: super::inspect::LAYOUT_MISMATCH, summary: "layout MVHEVC only on a video with two views" },
 ];
 
 /// Is `id` one of the server's rules (re-derived by [`validate`])?
@@ -252,12 +259,14 @@ pub fn check(group: &UploadGroup) -> Vec<Violation> {
     out
 }
 
-/// Re-derive the API rules of `group` after its layout, perspective, name or
-/// files changed, keeping the agent rules found on disk. Cheap: no I/O.
+/// Re-derive the API rules and the media content rules of `group` after its
+/// layout, perspective, name or files changed, keeping the agent rules found
+/// on disk. Cheap: no I/O.
 pub fn validate(group: &mut UploadGroup) {
     group.violations.retain(|v| !is_api_rule(v.rule));
     let fresh = check(group);
     group.violations.extend(fresh);
+    super::inspect::revalidate(group);
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ fn f(name: &str, role: FileRole, lang: Option<&str>) -> GroupFile {
         dev: None,
         ino: None,
         staged: false,
+        media: None,
     }
 }
 
@@ -34,6 +35,9 @@ fn group(layout: Layout, perspective: Option<Perspective>, files: Vec<GroupFile>
         files,
         fingerprint: String::new(),
         violations: Vec::new(),
+        media_check: crate::config::MediaCheck::Reject,
+        unfinished: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

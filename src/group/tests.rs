@@ -185,7 +185,7 @@ fn group_metadata_comes_from_the_watch_folder() {
     watch.description = Some("dailies".into());
     watch.folder_name = Some("Client A".into());
     watch.layout = LayoutChoice::Fixed(Layout::Sbs);
-    watch.perspective = Perspective::D360;
+    watch.perspective = Some(Perspective::D360);
     let g = build_folder_group(&folder, &dry(&watch)).expect("group");
     assert_eq!(g.priority, 7);
     assert_eq!(g.description.as_deref(), Some("dailies"));

@@ -55,6 +55,16 @@ pub(super) fn get_opt_path(row: &Row<'_>, col: &str) -> rusqlite::Result<Option<
     }
 }
 
+/// A file's stored media facts (`files.media`). Facts are informational: a
+/// value this binary cannot read (written by a newer one) is left out, not
+/// an error that would stop an upload.
+pub(crate) fn media_col(v: Option<String>) -> Option<crate::media::MediaFacts> {
+    let text = v?;
+    serde_json::from_str(&text)
+        .map_err(|e| tracing::debug!(error = %e, "stored media facts not understood; left out"))
+        .ok()
+}
+
 pub(super) fn parse_col<T: std::str::FromStr<Err = String>>(v: Option<String>) -> Result<Option<T>, JournalError> {
     v.map(|s| s.parse::<T>().map_err(JournalError::Invalid)).transpose()
 }

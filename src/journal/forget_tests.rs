@@ -30,9 +30,13 @@ fn group(name: &str) -> UploadGroup {
             dev: None,
             ino: None,
             staged: false,
+            media: None,
         }],
         fingerprint: format!("fp-{name}"),
         violations: Vec::new(),
+        media_check: crate::config::MediaCheck::Reject,
+        unfinished: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

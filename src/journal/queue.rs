@@ -34,8 +34,9 @@ fn queue_order(conn: &Connection) -> Result<Vec<GroupId>, JournalError> {
 fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(), JournalError> {
     tx.execute("DELETE FROM files WHERE group_id = ?1", [id])?;
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino,
+                            media)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     for (i, f) in group.files.iter().enumerate() {
         stmt.execute(params![
@@ -51,9 +52,25 @@ fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(),
             f.staged,
             f.dev.map(|v| v as i64),
             f.ino.map(|v| v as i64),
+            media_json(f)?,
         ])?;
     }
     Ok(())
+}
+
+/// A file's media facts as stored (`files.media`).
+pub(super) fn media_json(f: &crate::group::GroupFile) -> Result<Option<String>, JournalError> {
+    f.media.as_ref().map(serde_json::to_string).transpose().map_err(|e| JournalError::Invalid(e.to_string()))
+}
+
+/// The history line of a group that was queued: with the media check's
+/// warnings, when it had some.
+pub(super) fn queued_detail(group: &UploadGroup, first: &str) -> String {
+    if group.warnings.is_empty() {
+        return first.to_string();
+    }
+    let warnings: Vec<String> = group.warnings.iter().map(|v| format!("{v} [{}]", v.rule)).collect();
+    format!("{first}; media warnings: {}", warnings.join("; "))
 }
 
 pub(super) fn violations_text(group: &UploadGroup) -> Option<String> {
@@ -91,6 +108,30 @@ impl Queue for Journal {
         self.write(|tx| {
             tx.execute("DELETE FROM groups WHERE key = ?1 AND state = 'waiting'", [&k])?;
             Ok(())
+        })
+    }
+
+    fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {
+        let k = path_bytes(key);
+        self.write(|tx| {
+            let row: Option<(GroupId, Option<String>)> = tx
+                .query_row("SELECT id, error FROM groups WHERE key = ?1 AND state = 'waiting'", [&k], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            match row {
+                Some((id, now)) if now.as_deref() != reason => {
+                    tx.execute(
+                        "UPDATE groups SET error = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![id, reason, now_ms()],
+                    )?;
+                    if let Some(r) = reason {
+                        event(tx, id, None, None, Some(r))?;
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
         })
     }
 
@@ -135,7 +176,7 @@ impl Queue for Journal {
                     }
                     let detail = match &violations {
                         Some(v) => format!("rejected: {v}"),
-                        None => "settled; queued".to_string(),
+                        None => queued_detail(group, "settled; queued"),
                     };
                     transition(tx, id, target, Some(&detail))?;
                     id
@@ -146,7 +187,8 @@ impl Queue for Journal {
                         params![k, group.name, path_bytes(&group.root), target.as_str(), now],
                     )?;
                     let id = tx.last_insert_rowid();
-                    event(tx, id, None, Some(target), violations.as_deref().or(Some("queued")))?;
+                    let detail = violations.clone().unwrap_or_else(|| queued_detail(group, "queued"));
+                    event(tx, id, None, Some(target), Some(&detail))?;
                     id
                 }
             };
@@ -393,8 +435,9 @@ pub(super) fn requeue_copy(tx: &Connection, id: GroupId, why: &str) -> Result<Gr
     )?;
     let new = tx.last_insert_rowid();
     tx.execute(
-        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino)
-         SELECT ?2, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino
+        "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino,
+                            media)
+         SELECT ?2, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino, media
          FROM files WHERE group_id = ?1",
         params![id, new],
     )?;

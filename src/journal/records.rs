@@ -117,6 +117,8 @@ pub struct FileRecord {
     /// `single_put` or `multipart`, as the server said.
     pub strategy: Option<Strategy>,
     pub state: FileState,
+    /// What the container said when it was grouped (`None`: not looked into).
+    pub media: Option<crate::media::MediaFacts>,
     /// Ascending by part number; empty until the session is recorded.
     pub parts: Vec<PartRecord>,
 }

@@ -161,6 +161,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at    INTEGER NOT NULL
     );
     "#,
+    // v6: what each file's container said when it was grouped (the media
+    // check's facts, JSON as `plan --json` prints them; NULL when it was
+    // not looked into), for `show` and the console.
+    r#"
+    ALTER TABLE files ADD COLUMN media TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.

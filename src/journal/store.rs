@@ -33,6 +33,11 @@ pub trait Queue {
     /// The export disappeared while settling: forget its waiting row.
     fn drop_waiting(&self, key: &Path) -> Result<(), JournalError>;
 
+    /// Why the key's `waiting` row still waits although the export is quiet
+    /// (a container still being written), shown as its `error`; `None`
+    /// clears it. A new reason is also a history line. No row: nothing.
+    fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError>;
+
     /// A finished export: valid → `queued`; with violations → `rejected`
     /// (reasons stored). Reuses the `waiting` (or not yet started `queued`)
     /// row of the same key. Dedup by fingerprint: if the same fingerprint is

@@ -89,11 +89,15 @@ fn group(key: &str, fingerprint: &str, sizes: &[u64]) -> UploadGroup {
                     dev: None,
                     ino: None,
                     staged: false,
+                    media: None,
                 }
             })
             .collect(),
         fingerprint: fingerprint.to_string(),
         violations: Vec::new(),
+        media_check: crate::config::MediaCheck::Reject,
+        unfinished: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::codec::{get_opt_path, get_path, now_ms, parse_col, part_from_row, path_bytes};
+use super::codec::{get_opt_path, get_path, media_col, now_ms, parse_col, part_from_row, path_bytes};
 use super::history::{event, transition};
 use super::queue::requeue_copy;
 use super::store::Transfers;
@@ -81,6 +81,7 @@ impl Transfers for Journal {
                     strategy: None,
                     state: FileState::Pending,
                     parts: Vec::new(),
+                    media: media_col(r.get::<_, Option<String>>("media")?),
                 },
                 r.get::<_, String>("role")?,
                 r.get::<_, String>("state")?,

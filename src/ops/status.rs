@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::journal::{Event, GroupState, GroupSummary, Pause, PauseView, format_ms};
+use crate::journal::{Event, FileRecord, GroupState, GroupSummary, Pause, PauseView, format_ms};
 use crate::ops::window::WindowState;
 
 /// The rows `--state` and `--limit` keep: those in one of `states` (all
@@ -39,6 +39,25 @@ pub fn json_row(r: &GroupSummary, pauses: &[Pause]) -> serde_json::Result<Value>
 /// Every row of `status --json`, see [`json_row`].
 pub fn json_rows(rows: &[GroupSummary], pauses: &[Pause]) -> serde_json::Result<Vec<Value>> {
     rows.iter().map(|r| json_row(r, pauses)).collect()
+}
+
+/// One file of a group as `show --json` and the console's group detail print
+/// it: what it is, and `media` (what its container says) when the media
+/// check looked inside.
+pub fn file_json(f: &FileRecord) -> Value {
+    let mut v = json!({
+        "id": f.id,
+        "path": f.rel_path,
+        "fileName": f.file_name,
+        "role": f.role.as_str(),
+        "language": f.language,
+        "sizeBytes": f.size,
+        "state": f.state.as_str(),
+    });
+    if let (Value::Object(m), Some(media)) = (&mut v, &f.media) {
+        m.insert("media".into(), serde_json::to_value(media).unwrap_or(Value::Null));
+    }
+    v
 }
 
 /// A group's history as `show --json` and the console print it.

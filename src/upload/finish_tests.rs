@@ -53,6 +53,7 @@ fn record(root: &Path, key: &Path, files: &[&str]) -> GroupRecord {
                     strategy: None,
                     state: FileState::Completed,
                     parts: Vec::new(),
+                    media: None,
                 }
             })
             .collect(),

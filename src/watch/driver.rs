@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::WatchError;
 use super::backend::{self, Backend, Msg, Signals, WatchStats};
-use super::handoff::Handoff;
+use super::handoff::{Handed, Handoff};
 use super::scan::{self, ExportLook, WatchRules};
 use super::settle::{Clock, Settle, Settler};
 use crate::config::Dur;
@@ -260,8 +260,8 @@ impl Driver {
     /// readability, which turns it into `Unreadable` with the OS error.
     fn emit(&mut self, s: Settle, look: Option<&ExportLook>) {
         let s = match (s, look) {
-            (Settle::Settled { key, watch_index, by_marker }, Some(look)) => match look.check_readable() {
-                Ok(()) => Settle::Settled { key, watch_index, by_marker },
+            (Settle::Settled { key, watch_index, by_marker, held_for }, Some(look)) => match look.check_readable() {
+                Ok(()) => Settle::Settled { key, watch_index, by_marker, held_for },
                 Err((path, e)) => Settle::Unreadable { key, watch_index, path, error: e.to_string() },
             },
             (s, _) => s,
@@ -270,8 +270,11 @@ impl Driver {
         match &s {
             Settle::Waiting { key, .. } => tracing::info!(export = %key.display(), "new export, settling"),
             Settle::Changed { key, .. } => tracing::info!(export = %key.display(), "export changed, settling again"),
-            Settle::Settled { key, by_marker, .. } => {
+            Settle::Settled { key, by_marker, held_for: None, .. } => {
                 tracing::info!(export = %key.display(), by_marker, "export finished")
+            }
+            Settle::Settled { key, held_for: Some(held), .. } => {
+                tracing::debug!(export = %key.display(), held = %Dur(*held), "held export still quiet; looking inside again")
             }
             Settle::Unreadable { key, path, error, .. } => {
                 tracing::warn!(export = %key.display(), file = %path.display(), "export has an unreadable file: {error}")
@@ -279,10 +282,17 @@ impl Driver {
             Settle::Empty { key, .. } => tracing::info!(export = %key.display(), "export folder is empty"),
             Settle::Vanished { key, .. } => tracing::info!(export = %key.display(), "export gone"),
         }
-        if let Err(e) = self.handoff.hand_off(&s, rules) {
-            tracing::warn!(export = %s.key().display(), "hand-off failed, will retry: {e}");
-            if matches!(s, Settle::Settled { .. } | Settle::Unreadable { .. }) {
-                self.settler.rearm(s.key(), self.clock.now());
+        match self.handoff.hand_off(&s, rules) {
+            Ok(Handed::Done) => {}
+            Ok(Handed::Unfinished { recheck }) => {
+                let now = self.clock.now();
+                self.settler.hold(s.key(), now, now + recheck);
+            }
+            Err(e) => {
+                tracing::warn!(export = %s.key().display(), "hand-off failed, will retry: {e}");
+                if matches!(s, Settle::Settled { .. } | Settle::Unreadable { .. }) {
+                    self.settler.rearm(s.key(), self.clock.now());
+                }
             }
         }
     }

@@ -5,22 +5,33 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::WatchMode;
+use crate::config::{Dur, MediaCheck, WatchMode};
 use crate::group::{self, GroupOptions, UploadGroup, Violation};
-use crate::journal::{Enqueued, PauseReason, Store};
+use crate::journal::{Enqueued, GroupState, PauseReason, Store};
 
 use super::WatchError;
 use super::scan::WatchRules;
 use super::settle::Settle;
+
+/// What the hand-off made of a settle value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handed {
+    /// Dealt with.
+    Done,
+    /// A `Settled` export holds a container still being written: not
+    /// finished after all. The watcher holds it and settles it again
+    /// `recheck` later, with how long it has been held.
+    Unfinished { recheck: Duration },
+}
 
 /// Receives every settle value, in order, on the watcher's thread.
 pub trait Handoff: Send {
     /// An error on `Settled` or `Unreadable` makes the export settle again
     /// later, so a transient failure (a busy journal) is retried; an error on
     /// any other value is logged.
-    fn hand_off(&mut self, settle: &Settle, rules: &WatchRules) -> Result<(), WatchError>;
+    fn hand_off(&mut self, settle: &Settle, rules: &WatchRules) -> Result<Handed, WatchError>;
 
     /// The watch folder itself went missing (`Some` with the OS error) or
     /// came back (`None`). Its exports are neither forgotten nor canceled
@@ -34,8 +45,9 @@ pub trait Handoff: Send {
 pub struct ChannelHandoff(pub Sender<(Instant, Settle)>);
 
 impl Handoff for ChannelHandoff {
-    fn hand_off(&mut self, settle: &Settle, _rules: &WatchRules) -> Result<(), WatchError> {
-        self.0.send((Instant::now(), settle.clone())).map_err(|_| WatchError::Handoff("receiver is gone".into()))
+    fn hand_off(&mut self, settle: &Settle, _rules: &WatchRules) -> Result<Handed, WatchError> {
+        self.0.send((Instant::now(), settle.clone())).map_err(|_| WatchError::Handoff("receiver is gone".into()))?;
+        Ok(Handed::Done)
     }
 }
 
@@ -77,9 +89,71 @@ impl JournalHandoff {
         }
     }
 
+    /// A quiet export with a container still being written: it keeps its
+    /// `waiting` row, with the reason, until `media_wait` has passed with
+    /// nothing changing; then the open containers are findings
+    /// (`media-truncated`: a rejection, or a warning with
+    /// `media_check = "warn"`) and the group is enqueued. An export whose
+    /// group with this very fingerprint the journal already has (rejected
+    /// before a restart, say) is not held again.
+    fn unfinished(
+        &self,
+        key: &Path,
+        mut group: UploadGroup,
+        held_for: Option<Duration>,
+        rules: &WatchRules,
+    ) -> Result<Handed, WatchError> {
+        let wait = rules.group_config.media_wait;
+        let waited = held_for.unwrap_or_default();
+        if waited >= wait.0 || self.already_recorded(key, &group)? {
+            let findings = crate::group::inspect::unfinished_expired(&group, &wait.to_string());
+            tracing::warn!(
+                export = %key.display(),
+                waited = %Dur(waited),
+                "a container is still unfinished after media_wait; {}",
+                findings.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")
+            );
+            group.unfinished.clear();
+            match group.media_check {
+                MediaCheck::Warn => group.warnings.extend(findings),
+                _ => group.violations.extend(findings),
+            }
+            self.enqueue(key, &group)?;
+            return Ok(Handed::Done);
+        }
+        // Its zips are made again when it settles again.
+        group::remove_staged(&group);
+        let reasons: Vec<String> = group.unfinished.iter().map(|v| v.to_string()).collect();
+        let reason = format!(
+            "still being written (the container is not finished): {}; rejected after {wait} of quiet",
+            reasons.join("; ")
+        );
+        if held_for.is_none() {
+            tracing::info!(export = %key.display(), "quiet, but {reason}");
+        }
+        self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+        self.journal.set_waiting_reason(key, Some(&reason))?;
+        let left = wait.0.saturating_sub(waited);
+        let recheck = rules.policy.settle.min(left).max(Duration::from_secs(1));
+        Ok(Handed::Unfinished { recheck })
+    }
+
+    /// Is a group of this export with this fingerprint already recorded
+    /// past `waiting`?
+    fn already_recorded(&self, key: &Path, group: &UploadGroup) -> Result<bool, WatchError> {
+        let Some(spec) = key.to_str() else { return Ok(false) };
+        let Some(id) = self.journal.find(spec)? else { return Ok(false) };
+        let known = self.journal.group(id)?;
+        Ok(known.state != GroupState::Waiting && known.fingerprint.as_deref() == Some(&group.fingerprint))
+    }
+
     fn enqueue(&self, key: &Path, group: &UploadGroup) -> Result<(), WatchError> {
         let outcome = self.journal.enqueue(group)?;
         match outcome {
+            Enqueued::Queued(id) if !group.warnings.is_empty() => {
+                let warnings: Vec<String> = group.warnings.iter().map(|v| format!("{v} [{}]", v.rule)).collect();
+                tracing::warn!(export = %key.display(), id, "queued with media warnings: {}", warnings.join("; "))
+            }
             Enqueued::Queued(id) => tracing::info!(export = %key.display(), id, "queued"),
             Enqueued::Rejected(id) => {
                 let reasons: Vec<String> = group.violations.iter().map(|v| v.to_string()).collect();
@@ -101,7 +175,7 @@ fn export_name(key: &Path) -> String {
 }
 
 impl Handoff for JournalHandoff {
-    fn hand_off(&mut self, settle: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
+    fn hand_off(&mut self, settle: &Settle, rules: &WatchRules) -> Result<Handed, WatchError> {
         match settle {
             Settle::Waiting { key, .. } => {
                 // First sight in this run. An export the journal already
@@ -121,14 +195,17 @@ impl Handoff for JournalHandoff {
                 // progress notices the change itself.
                 self.journal.unqueue(key)?;
                 self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+                self.journal.set_waiting_reason(key, None)?;
             }
-            Settle::Settled { key, .. } => match self.build(key, rules)? {
+            Settle::Settled { key, held_for, .. } => match self.build(key, rules)? {
+                Some(group) if !group.unfinished.is_empty() => return self.unfinished(key, group, *held_for, rules),
                 Some(group) => self.enqueue(key, &group)?,
                 None => self.journal.drop_waiting(key)?,
             },
             Settle::Unreadable { key, path, error, .. } => {
                 let Some(mut group) = self.build(key, rules)? else {
-                    return Ok(self.journal.drop_waiting(key)?);
+                    self.journal.drop_waiting(key)?;
+                    return Ok(Handed::Done);
                 };
                 let file = path
                     .strip_prefix(&group.root)
@@ -141,11 +218,13 @@ impl Handoff for JournalHandoff {
                         message: format!("cannot be opened for reading: {error}"),
                     });
                 }
+                // Unreadable is a verdict of its own: no waiting on a container.
+                group.unfinished.clear();
                 self.enqueue(key, &group)?;
             }
             Settle::Empty { key, .. } | Settle::Vanished { key, .. } => self.journal.drop_waiting(key)?,
         }
-        Ok(())
+        Ok(Handed::Done)
     }
 
     fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {

@@ -48,7 +48,7 @@ pub mod settle;
 mod tests;
 
 pub use backend::WatchStats;
-pub use handoff::{ChannelHandoff, Handoff, JournalHandoff};
+pub use handoff::{ChannelHandoff, Handed, Handoff, JournalHandoff};
 pub use scan::{Scan, WatchRules, look_export, scan};
 pub use settle::{Clock, Look, ManualClock, Settle, SettlePolicy, Settler, SystemClock};
 

@@ -13,10 +13,13 @@
 //!   reading is checked by the caller on `Settled`, because it is I/O.
 //! - Every event throws the baseline look away: a look taken before the last
 //!   write proves nothing.
-//! - A key is in exactly one phase: settling (a timer may be armed) or done
-//!   (handed off; only its digest is kept, so a later event or a rescan that
-//!   sees a different digest re-arms it with [`Settle::Changed`]).
-//! - Timers exist only for settling keys, so an idle agent has none.
+//! - A key is in exactly one phase: settling (a timer may be armed), held
+//!   (finished by quiet, but the hand-off found a container still being
+//!   written: looked at again at a set time, and settled again with how
+//!   long it has been held if nothing changed), or done (handed off; only
+//!   its digest is kept, so a later event or a rescan that sees a different
+//!   digest re-arms it with [`Settle::Changed`]).
+//! - Timers exist only for settling and held keys, so an idle agent has none.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -88,8 +91,10 @@ pub enum Settle {
     /// An export already handed off changed: take it back if it has not
     /// started uploading, and settle it again.
     Changed { key: PathBuf, watch_index: usize },
-    /// The export is finished: build its group and queue it.
-    Settled { key: PathBuf, watch_index: usize, by_marker: bool },
+    /// The export is finished: build its group and queue it. `held_for`:
+    /// how long it has been held unchanged since the hand-off first found a
+    /// container in it still being written (`None` the first time).
+    Settled { key: PathBuf, watch_index: usize, by_marker: bool, held_for: Option<Duration> },
     /// The export is finished but a file does not open for reading: its
     /// group is rejected with the OS error. (Made by the driver from
     /// `Settled`, since it is the result of I/O.)
@@ -155,8 +160,13 @@ enum Phase {
         /// (marker mode without a marker).
         look_at: Option<Instant>,
     },
+    /// Finished by quiet, but a container inside is still being written:
+    /// looked at again at `look_at`; `since` is when it was first held.
+    Held { digest: u64, since: Instant, look_at: Instant },
     Done {
         digest: u64,
+        /// When it was first held, if the last hand-off came from a hold.
+        held_since: Option<Instant>,
     },
 }
 
@@ -191,9 +201,10 @@ impl Settler {
         self.entries.contains_key(key)
     }
 
-    /// Keys currently settling.
+    /// Keys currently settling (or held: finished by quiet, a container
+    /// still being written).
     pub fn settling(&self) -> usize {
-        self.entries.values().filter(|e| matches!(e.phase, Phase::Settling { .. })).count()
+        self.entries.values().filter(|e| !matches!(e.phase, Phase::Done { .. })).count()
     }
 
     /// Keys known for one watch folder.
@@ -211,7 +222,7 @@ impl Settler {
                 Some(Settle::Waiting { key: key.to_owned(), watch_index })
             }
             Some(entry) => match &mut entry.phase {
-                Phase::Done { .. } => {
+                Phase::Done { .. } | Phase::Held { .. } => {
                     entry.phase = fresh;
                     Some(Settle::Changed { key: key.to_owned(), watch_index: entry.watch_index })
                 }
@@ -234,6 +245,17 @@ impl Settler {
         }
     }
 
+    /// The hand-off found a container in the just-settled `key` still being
+    /// written: keep it, and look at it again at `look_at`. A key held
+    /// before and unchanged since keeps the moment it was first held.
+    pub fn hold(&mut self, key: &Path, now: Instant, look_at: Instant) {
+        if let Some(entry) = self.entries.get_mut(key)
+            && let Phase::Done { digest, held_since } = entry.phase
+        {
+            entry.phase = Phase::Held { digest, since: held_since.unwrap_or(now), look_at };
+        }
+    }
+
     /// Forget `key` entirely.
     pub fn forget(&mut self, key: &Path) -> Option<Settle> {
         self.entries.remove(key).map(|e| Settle::Vanished { key: key.to_owned(), watch_index: e.watch_index })
@@ -245,6 +267,7 @@ impl Settler {
             .values()
             .filter_map(|e| match e.phase {
                 Phase::Settling { look_at, .. } => look_at,
+                Phase::Held { look_at, .. } => Some(look_at),
                 Phase::Done { .. } => None,
             })
             .min()
@@ -254,7 +277,10 @@ impl Settler {
     pub fn due(&self, now: Instant) -> Vec<(PathBuf, usize)> {
         self.entries
             .iter()
-            .filter(|(_, e)| matches!(e.phase, Phase::Settling { look_at: Some(t), .. } if t <= now))
+            .filter(|(_, e)| match e.phase {
+                Phase::Settling { look_at: Some(t), .. } | Phase::Held { look_at: t, .. } => t <= now,
+                _ => false,
+            })
             .map(|(k, e)| (k.clone(), e.watch_index))
             .collect()
     }
@@ -268,6 +294,22 @@ impl Settler {
             return self.forget(key);
         };
         let entry = self.entries.get_mut(key).expect("checked just above");
+        if let Phase::Held { digest, since, .. } = entry.phase {
+            let key = key.to_owned();
+            if look.digest == digest {
+                entry.phase = Phase::Done { digest, held_since: Some(since) };
+                let held_for = Some(now.saturating_duration_since(since));
+                return Some(Settle::Settled { key, watch_index, by_marker: policy.marker, held_for });
+            }
+            // Changed without an event (polling, a lost event): settle anew.
+            entry.phase = Phase::Settling {
+                last_event: now,
+                baseline: Some((now, look.digest)),
+                seen: Some(look.digest),
+                look_at: Some(now + policy.settle),
+            };
+            return Some(Settle::Changed { key, watch_index });
+        }
         let Phase::Settling { last_event, baseline, seen, look_at } = &mut entry.phase else {
             return None;
         };
@@ -275,8 +317,8 @@ impl Settler {
         let key = key.to_owned();
         if policy.marker {
             if look.marker {
-                entry.phase = Phase::Done { digest: look.digest };
-                return Some(Settle::Settled { key, watch_index, by_marker: true });
+                entry.phase = Phase::Done { digest: look.digest, held_since: None };
+                return Some(Settle::Settled { key, watch_index, by_marker: true, held_for: None });
             }
             // Only the marker finishes an export in marker mode; the next
             // event (or rescan) brings the next look.
@@ -296,11 +338,11 @@ impl Settler {
             Some((at, digest)) if digest == look.digest => {
                 let ready_at = (at + policy.settle).max(quiet_from);
                 if now >= ready_at {
-                    entry.phase = Phase::Done { digest: look.digest };
+                    entry.phase = Phase::Done { digest: look.digest, held_since: None };
                     if look.files == 0 {
                         return Some(Settle::Empty { key, watch_index });
                     }
-                    return Some(Settle::Settled { key, watch_index, by_marker: false });
+                    return Some(Settle::Settled { key, watch_index, by_marker: false, held_for: None });
                 }
                 *look_at = Some(ready_at);
             }
@@ -328,7 +370,7 @@ impl Settler {
         for (key, digest) in found {
             let stale = match self.entries.get(key).map(|e| &e.phase) {
                 None => true,
-                Some(Phase::Done { digest: d }) => d != digest,
+                Some(Phase::Done { digest: d, .. } | Phase::Held { digest: d, .. }) => d != digest,
                 Some(Phase::Settling { look_at: None, seen, .. }) => *seen != Some(*digest),
                 Some(Phase::Settling { look_at: Some(_), .. }) => false,
             };
@@ -400,7 +442,7 @@ mod tests {
         let out = run_until(&mut s, &clock, t0 + Duration::from_secs(600), &|_| Some(look(7)));
         assert_eq!(out.len(), 1, "{out:?}");
         let (at, v) = &out[0];
-        assert_eq!(*v, Settle::Settled { key: key(), watch_index: 0, by_marker: false });
+        assert_eq!(*v, Settle::Settled { key: key(), watch_index: 0, by_marker: false, held_for: None });
         let first = SettlePolicy { settle: SETTLE, marker: false }.first_look_delay();
         assert_eq!(*at - t0, SETTLE + first, "two looks settle apart, the first shortly after the event");
         assert!(s.next_deadline().is_none(), "no timer once done");
@@ -471,7 +513,7 @@ mod tests {
         s.observe(&key(), 0, t1);
         let out = run_until(&mut s, &clock, t1 + Duration::from_secs(600), &|_| Some(Look { marker: true, ..look(2) }));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].1, Settle::Settled { key: key(), watch_index: 0, by_marker: true });
+        assert_eq!(out[0].1, Settle::Settled { key: key(), watch_index: 0, by_marker: true, held_for: None });
         assert!(out[0].0 - t1 < Duration::from_secs(1), "the marker is acted on at once");
     }
 
@@ -499,6 +541,76 @@ mod tests {
         let out = run_until(&mut s, &clock, t0 + Duration::from_secs(600), &|_| Some(Look { files: 0, ..look(0) }));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1, Settle::Empty { key: key(), watch_index: 0 });
+    }
+
+    #[test]
+    fn a_held_export_is_settled_again_with_how_long_it_was_held() {
+        let clock = ManualClock::new();
+        let mut s = settler(false);
+        let t0 = clock.now();
+        s.observe(&key(), 0, t0);
+        let out = run_until(&mut s, &clock, t0 + Duration::from_secs(600), &|_| Some(look(1)));
+        assert!(matches!(out.as_slice(), [(_, Settle::Settled { held_for: None, .. })]), "{out:?}");
+        // The hand-off found an open container: held, looked at in 30 s.
+        let held_at = clock.now();
+        s.hold(&key(), held_at, held_at + SETTLE);
+        assert_eq!(s.next_deadline(), Some(held_at + SETTLE), "a held export keeps a timer");
+        assert_eq!(s.settling(), 1);
+        let out = run_until(&mut s, &clock, held_at + SETTLE, &|_| Some(look(1)));
+        assert_eq!(
+            out,
+            vec![(
+                held_at + SETTLE,
+                Settle::Settled { key: key(), watch_index: 0, by_marker: false, held_for: Some(SETTLE) }
+            )]
+        );
+        // Held again: the clock keeps running from the first hold.
+        let now = clock.now();
+        s.hold(&key(), now, now + SETTLE);
+        let out = run_until(&mut s, &clock, now + SETTLE, &|_| Some(look(1)));
+        assert!(
+            matches!(out.as_slice(), [(_, Settle::Settled { held_for: Some(d), .. })] if *d == 2 * SETTLE),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_held_export_that_changes_settles_anew_and_one_that_goes_is_forgotten() {
+        let clock = ManualClock::new();
+        let mut s = settler(false);
+        let t0 = clock.now();
+        s.observe(&key(), 0, t0);
+        run_until(&mut s, &clock, t0 + Duration::from_secs(600), &|_| Some(look(1)));
+        let now = clock.now();
+        s.hold(&key(), now, now + SETTLE);
+        // The encoder writes again: an event takes it back to settling.
+        assert_eq!(s.observe(&key(), 0, now), Some(Settle::Changed { key: key(), watch_index: 0 }));
+        let out = run_until(&mut s, &clock, now + Duration::from_secs(600), &|_| Some(look(2)));
+        assert!(
+            matches!(out.as_slice(), [(_, Settle::Settled { held_for: None, .. })]),
+            "the hold starts over: {out:?}"
+        );
+        // A change seen only by the look (no event) is a change too.
+        let now = clock.now();
+        s.hold(&key(), now, now + SETTLE);
+        let out = run_until(&mut s, &clock, now + SETTLE, &|_| Some(look(3)));
+        assert_eq!(out, vec![(now + SETTLE, Settle::Changed { key: key(), watch_index: 0 })]);
+        let out = run_until(&mut s, &clock, now + Duration::from_secs(600), &|_| Some(look(3)));
+        assert!(matches!(out.as_slice(), [(_, Settle::Settled { held_for: None, .. })]), "{out:?}");
+        // Held, then deleted: forgotten.
+        let now = clock.now();
+        s.hold(&key(), now, now + SETTLE);
+        let out = run_until(&mut s, &clock, now + SETTLE, &|_| None);
+        assert_eq!(out, vec![(now + SETTLE, Settle::Vanished { key: key(), watch_index: 0 })]);
+        // A rescan that sees the same digest leaves a held export alone.
+        s.observe(&key(), 0, clock.now());
+        run_until(&mut s, &clock, clock.now() + Duration::from_secs(600), &|_| Some(look(4)));
+        let now = clock.now();
+        s.hold(&key(), now, now + SETTLE);
+        let (out, _) = s.rescan(0, &[(key(), 4)].into(), now);
+        assert!(out.is_empty(), "{out:?}");
+        let (out, _) = s.rescan(0, &[(key(), 5)].into(), now);
+        assert_eq!(out, vec![Settle::Changed { key: key(), watch_index: 0 }]);
     }
 
     #[test]

@@ -132,7 +132,7 @@ fn marker_mode_waits_for_the_marker_then_acts_at_once() {
     write_file(&exp.join("READY"), 0);
     let t = Instant::now();
     let ((at, s), _) = run.wait_for("the marker", settled(&exp));
-    assert_eq!(s, Settle::Settled { key: exp.clone(), watch_index: 0, by_marker: true });
+    assert_eq!(s, Settle::Settled { key: exp.clone(), watch_index: 0, by_marker: true, held_for: None });
     assert!(at - t < Duration::from_secs(2), "took {:?}", at - t);
     run.stop();
 }
@@ -314,7 +314,7 @@ struct Stalling {
 }
 
 impl Handoff for Stalling {
-    fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
+    fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<Handed, WatchError> {
         if !self.stalled {
             self.stalled = true;
             let _ = self.stalling.send(());
@@ -391,12 +391,12 @@ struct ReadsAFifo(PathBuf, std::sync::mpsc::Sender<()>);
 
 #[cfg(unix)]
 impl Handoff for ReadsAFifo {
-    fn hand_off(&mut self, s: &Settle, _rules: &WatchRules) -> Result<(), WatchError> {
+    fn hand_off(&mut self, s: &Settle, _rules: &WatchRules) -> Result<Handed, WatchError> {
         if matches!(s, Settle::Settled { .. }) {
             let _ = self.1.send(());
             let _ = fs::read(&self.0);
         }
-        Ok(())
+        Ok(Handed::Done)
     }
 }
 
@@ -472,9 +472,10 @@ struct Tee {
 }
 
 impl Handoff for Tee {
-    fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<(), WatchError> {
-        self.journal.hand_off(s, rules)?;
-        self.channel.hand_off(s, rules)
+    fn hand_off(&mut self, s: &Settle, rules: &WatchRules) -> Result<Handed, WatchError> {
+        let handed = self.journal.hand_off(s, rules)?;
+        self.channel.hand_off(s, rules)?;
+        Ok(handed)
     }
 
     fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {

@@ -419,7 +419,7 @@ async fn a_bundle_directory_is_zipped_uploaded_and_its_staged_zip_removed() {
     // The zip is deterministic: another build of the same bundle elsewhere has the same bytes.
     let mut watch = spatialgen_sync::config::WatchConfig::new(&w.exports);
     watch.layout = "AIV".parse().unwrap();
-    watch.perspective = "180".parse().unwrap();
+    watch.perspective = Some("180".parse().unwrap());
     let other = w.dir.path().join("other-staging");
     let again = spatialgen_sync::group::build_folder_group(
         &f,

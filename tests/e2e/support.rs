@@ -86,7 +86,7 @@ impl World {
     pub fn group(&self, folder: &Path, layout: &str, perspective: &str) -> UploadGroup {
         let mut watch = spatialgen_sync::config::WatchConfig::new(&self.exports);
         watch.layout = layout.parse().unwrap();
-        watch.perspective = perspective.parse().unwrap();
+        watch.perspective = Some(perspective.parse().unwrap());
         let staging = self.dir.path().join("state/staging");
         let g = build_folder_group(folder, &GroupOptions { watch: &watch, staging_dir: Some(&staging), matcher: None })
             .unwrap();

@@ -61,6 +61,9 @@ fn reject(j: &Journal, name: &str) -> i64 {
         files: Vec::new(),
         fingerprint: format!("fp-{name}"),
         violations: vec![Violation { rule: "one_video", file: None, message: "no video file".into() }],
+        media_check: crate::config::MediaCheck::Reject,
+        unfinished: Vec::new(),
+        warnings: Vec::new(),
     };
     match j.enqueue(&g).expect("enqueue") {
         Enqueued::Rejected(id) => id,

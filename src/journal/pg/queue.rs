@@ -10,7 +10,7 @@ use super::{DB_NOW, PgJournal, col, db_err};
 use crate::group::UploadGroup;
 use crate::journal::codec::now_ms;
 use crate::journal::forget::FORGETTABLE;
-use crate::journal::queue::{QUEUE_ORDER, position_in, violations_text};
+use crate::journal::queue::{QUEUE_ORDER, media_json, position_in, queued_detail, violations_text};
 use crate::journal::store::Queue;
 use crate::journal::{Enqueued, GroupId, GroupState, GroupSummary, JournalError};
 
@@ -74,8 +74,8 @@ impl PgJournal {
         let stmt = tx
             .prepare(
                 "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns,
-                                    staged, dev, ino)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                    staged, dev, ino, media)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .map_err(db_err)?;
         for (i, f) in group.files.iter().enumerate() {
@@ -94,6 +94,7 @@ impl PgJournal {
                     &f.staged,
                     &f.dev.map(|v| v as i64),
                     &f.ino.map(|v| v as i64),
+                    &media_json(f)?,
                 ],
             )
             .map_err(db_err)?;
@@ -111,6 +112,16 @@ impl PgJournal {
             .map_err(db_err)?;
         row.map(|r| Ok((col(&r, "id")?, col(&r, "state")?))).transpose()
     }
+}
+
+/// The key's `waiting` row and its reason, if it has one.
+fn waiting_error(
+    c: &mut impl postgres::GenericClient,
+    key: &[u8],
+) -> Result<Option<(GroupId, Option<String>)>, JournalError> {
+    let row =
+        c.query_opt("SELECT id, error FROM groups WHERE key = $1 AND state = 'waiting'", &[&key]).map_err(db_err)?;
+    row.map(|r| Ok((col(&r, "id")?, col(&r, "error")?))).transpose()
 }
 
 impl Queue for PgJournal {
@@ -146,6 +157,27 @@ impl Queue for PgJournal {
         self.write(|tx| {
             tx.execute("DELETE FROM groups WHERE key = $1 AND state = 'waiting'", &[&k]).map_err(db_err)?;
             Ok(())
+        })
+    }
+
+    fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {
+        let k = self.mounts().encode(key);
+        // Read first: every node of a fleet looks at the same export, and
+        // only a changed reason takes the fleet-wide lock.
+        match self.with(|c| waiting_error(c, &k))? {
+            Some((_, now)) if now.as_deref() != reason => {}
+            _ => return Ok(()),
+        }
+        self.write(|tx| match waiting_error(tx, &k)? {
+            Some((id, now)) if now.as_deref() != reason => {
+                tx.execute("UPDATE groups SET error = $2, updated_at = $3 WHERE id = $1", &[&id, &reason, &now_ms()])
+                    .map_err(db_err)?;
+                if let Some(r) = reason {
+                    event(tx, id, None, None, Some(r))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         })
     }
 
@@ -213,7 +245,7 @@ impl Queue for PgJournal {
                     }
                     let detail = match &violations {
                         Some(v) => format!("rejected: {v}"),
-                        None => "settled; queued".to_string(),
+                        None => queued_detail(group, "settled; queued"),
                     };
                     transition(self, tx, id, target, Some(&detail))?;
                     id
@@ -227,7 +259,8 @@ impl Queue for PgJournal {
                         )
                         .map_err(db_err)
                         .and_then(|r| col(&r, "id"))?;
-                    event(tx, id, None, Some(target), violations.as_deref().or(Some("queued")))?;
+                    let detail = violations.clone().unwrap_or_else(|| queued_detail(group, "queued"));
+                    event(tx, id, None, Some(target), Some(&detail))?;
                     id
                 }
             };
@@ -523,8 +556,8 @@ pub(super) fn requeue_copy(tx: &mut Transaction<'_>, id: GroupId, why: &str) -> 
         .and_then(|r| col(&r, "id"))?;
     tx.execute(
         "INSERT INTO files (group_id, position, source, rel_path, file_name, role, language, size, mtime_ns, staged,
-                            dev, ino)
-         SELECT $2, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino
+                            dev, ino, media)
+         SELECT $2, position, source, rel_path, file_name, role, language, size, mtime_ns, staged, dev, ino, media
          FROM files WHERE group_id = $1",
         &[&id, &new],
     )

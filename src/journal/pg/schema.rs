@@ -152,6 +152,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     "#,
     ),
+    (
+        6,
+        // What each file's container said when it was grouped (the media
+        // check's facts as JSON; NULL when not looked into).
+        r#"
+    ALTER TABLE files ADD COLUMN media TEXT;
+    "#,
+    ),
 ];
 
 /// The version this binary writes: the same number as SQLite's.

@@ -53,9 +53,13 @@ fn export(mount: &str, rel: &str, fp: &str) -> UploadGroup {
             dev: None,
             ino: None,
             staged: false,
+            media: None,
         }],
         fingerprint: fp.into(),
         violations: Vec::new(),
+        media_check: crate::config::MediaCheck::Reject,
+        unfinished: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::history::{event, transition};
 use super::queue::requeue_copy;
 use super::{PgJournal, col, db_err};
-use crate::journal::codec::{now_ms, parse_col};
+use crate::journal::codec::{media_col, now_ms, parse_col};
 use crate::journal::store::Transfers;
 use crate::journal::{FileId, FileRecord, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
 
@@ -93,6 +93,7 @@ impl Transfers for PgJournal {
                 strategy: parse_col(col(f, "strategy")?)?,
                 state: col::<String>(f, "state")?.parse().map_err(JournalError::Invalid)?,
                 parts: Vec::new(),
+                media: media_col(col(f, "media")?),
             };
             for p in parts.iter() {
                 if col::<FileId>(p, "file_id")? == fid {

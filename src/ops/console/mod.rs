@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::config::{Config, HttpToken, Rate};
 use crate::journal::{AsyncJournal, GroupId, JournalError, Pause, PauseView};
 use crate::ops::metrics::{Metrics, StateSource};
-use crate::ops::status::{history_json, json_row, json_rows};
+use crate::ops::status::{file_json, history_json, json_row, json_rows};
 use crate::upload::EngineError;
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
@@ -219,9 +219,12 @@ async fn status(State(c): State<Console>) -> Result<Response, ConsoleError> {
 }
 
 async fn group(State(c): State<Console>, Path(id): Path<GroupId>) -> Result<Response, ConsoleError> {
-    let (row, events, pauses) = c.journal.call(move |j| Ok((j.summary(id)?, j.events(id)?, j.pauses()?))).await?;
+    let (row, record, events, pauses) =
+        c.journal.call(move |j| Ok((j.summary(id)?, j.group(id)?, j.events(id)?, j.pauses()?))).await?;
     let mut v = json_row(&row, &pauses)?;
     if let Value::Object(m) = &mut v {
+        // `files` is the row's count; each file itself is in `fileDetails`.
+        m.insert("fileDetails".into(), Value::Array(record.files.iter().map(file_json).collect()));
         m.insert("history".into(), Value::Array(history_json(&events)));
     }
     Ok(axum::Json(v).into_response())

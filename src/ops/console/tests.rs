@@ -119,9 +119,13 @@ impl Env {
                 dev: None,
                 ino: None,
                 staged: false,
+                media: None,
             }],
             fingerprint: format!("fp-{name}"),
             violations: Vec::new(),
+            media_check: crate::config::MediaCheck::Reject,
+            unfinished: Vec::new(),
+            warnings: Vec::new(),
         };
         match self.journal.enqueue(&g).unwrap() {
             Enqueued::Queued(id) => id,
