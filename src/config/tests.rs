@@ -74,6 +74,38 @@ move_to = "/renders/uploaded"
 }
 
 #[test]
+fn the_media_check_defaults_to_reject_after_ten_minutes_and_reads_every_value() {
+    let cfg = parse("[[watch]]\npath = \"/a\"\n[[watch]]\npath = \"/b\"\nmedia_check = \"warn\"\nmedia_wait = \"90s\"\n[[watch]]\npath = \"/c\"\nmedia_check = \"off\"\n").unwrap();
+    let got: Vec<(MediaCheck, Dur)> = cfg.watch.iter().map(|w| (w.media_check, w.media_wait)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (MediaCheck::Reject, Dur::secs(600)),
+            (MediaCheck::Warn, Dur::secs(90)),
+            (MediaCheck::Off, Dur::secs(600))
+        ]
+    );
+    assert_eq!(cfg.watch[0].perspective, None, "not set: the video's projection may decide");
+}
+
+#[test]
+fn a_media_wait_out_of_range_is_named_with_its_line() {
+    for (wait, ok) in [("0s", false), ("500ms", false), ("1s", true), ("7d", true), ("8d", false)] {
+        let text = format!("[[watch]]\npath = \"/a\"\nmedia_wait = \"{wait}\"\n");
+        let found = match parse(&text) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(p)) => p,
+            Err(e) => panic!("{wait}: {e}"),
+        };
+        let named: Vec<&String> = found.iter().filter(|p| p.contains("media_wait")).collect();
+        assert_eq!(named.is_empty(), ok, "{wait}: {found:?}");
+        if !ok {
+            assert!(named[0].contains(":3") && named[0].contains("1s to 7d"), "{wait}: {named:?}");
+        }
+    }
+}
+
+#[test]
 fn relative_paths_are_relative_to_the_config_file() {
     let cfg = parse("[journal]\npath = \"state/j.db\"\n[[watch]]\npath = \"drop\"\n").unwrap();
     assert_eq!(cfg.journal.path, PathBuf::from("/etc/sgs/state/j.db"));
@@ -102,6 +134,12 @@ fn bad_values_name_the_line() {
         ("[[watch]]\npath = \"/x\"\nlayout = \"stereo\"\n", 3, "expected auto | 2D"),
         ("[[watch]]\npath = \"/x\"\nperspective = \"90\"\n", 3, "unknown perspective"),
         ("[[watch]]\npath = \"/x\"\nmode = \"tree\"\n", 3, "unknown variant"),
+        (
+            "[[watch]]\npath = \"/x\"\nmedia_check = \"strict\"\n",
+            3,
+            "unknown variant `strict`, expected one of `reject`, `warn`, `off`",
+        ),
+        ("[[watch]]\npath = \"/x\"\nmedia_wait = \"ten minutes\"\n", 3, "invalid duration"),
         ("[upload]\nbandwidth = \"fast\"\n", 2, "invalid rate"),
         ("[upload]\nmax_groups = -1\n", 2, "invalid value"),
         ("[api\nendpoint = 1\n", 1, ""),

@@ -26,13 +26,14 @@ fn migrates_a_version_4_journal() {
     }
     let j = Journal::open(&path).unwrap();
     assert_eq!(j.schema_version().unwrap(), schema::LATEST);
-    assert_eq!(schema::LATEST, 5);
-    // What version 4 held reads back.
+    assert_eq!(schema::LATEST, 6);
+    // What version 4 held reads back; files looked into by no media check have no facts.
     let list = j.list().unwrap();
     assert_eq!(list.len(), 9);
     assert_eq!((list[0].state, list[0].library_id), (GroupState::Completed, Some(41)));
     let c = j.group(3).unwrap();
     assert_eq!((c.files[0].dev, c.files[0].ino), (Some(2049), Some(131)));
+    assert!(c.files.iter().all(|f| f.media.is_none()));
     let auth = j.pause(&PauseReason::Auth).unwrap().expect("the auth pause is kept");
     assert_eq!(auth.since_ms, 1_700_000_090_000);
     // No reader has a cursor yet; the history is where it was and still tail-able.

@@ -980,3 +980,72 @@ both! {
         assert_eq!(j.cursor("hook:on_failure").unwrap(), Some(6));
     }
 }
+
+fn facts() -> crate::media::MediaFacts {
+    crate::media::MediaFacts {
+        container: crate::media::Container::Quicktime,
+        duration_ms: Some(12_345),
+        width: Some(3840),
+        height: Some(2160),
+        frame_rate: Some(29.97),
+        codec: Some("hvc1".into()),
+        views: Some(2),
+        hero_eye: Some(crate::media::Eye::Left),
+        baseline_mm: Some(63.5),
+        hfov_deg: Some(90.0),
+        projection: Some(crate::media::Projection::Hequ),
+        packing: None,
+        audio_channels: None,
+        sample_rate: None,
+    }
+}
+
+both! {
+    fn a_waiting_reason_is_shown_once_in_history_and_cleared_by_the_queue(j) {
+        let key = Path::new("/x/open");
+        let id = j.note_waiting(key, "open", Some(Path::new("/x"))).unwrap();
+        let reason = "still being written (the container is not finished): v.mov: moov missing";
+        j.set_waiting_reason(key, Some(reason)).unwrap();
+        j.set_waiting_reason(key, Some(reason)).unwrap();
+        let row = j.summary(id).unwrap();
+        assert_eq!((row.state, row.error.as_deref()), (GroupState::Waiting, Some(reason)));
+        let lines: Vec<_> = j.events(id).unwrap().into_iter().filter(|e| e.detail.as_deref() == Some(reason)).collect();
+        assert_eq!(lines.len(), 1, "the same reason is one history line");
+        j.set_waiting_reason(key, None).unwrap();
+        assert_eq!(j.summary(id).unwrap().error, None);
+        j.set_waiting_reason(key, Some(reason)).unwrap();
+        // Finished after all: queued, and the reason is gone.
+        let mut g = group("/x/open", "fp-open", &[10]);
+        g.files[0].media = Some(facts());
+        assert_eq!(j.enqueue(&g).unwrap(), Enqueued::Queued(id));
+        assert_eq!(j.summary(id).unwrap().error, None);
+        // No waiting row: nothing to say, nothing written.
+        j.set_waiting_reason(Path::new("/x/none"), Some("x")).unwrap();
+        assert_eq!(j.list().unwrap().len(), 1);
+    }
+}
+
+both! {
+    fn media_facts_are_stored_per_file_and_follow_a_requeue(j) {
+        let mut g = group("/x/facts", "fp-facts", &[10, 20]);
+        g.files[0].media = Some(facts());
+        g.warnings.push(Violation { rule: "media-truncated", file: Some("video.mov".into()), message: "moov missing".into() });
+        let id = match j.enqueue(&g).unwrap() {
+            Enqueued::Queued(id) => id,
+            other => panic!("{other:?}"),
+        };
+        let rec = j.group(id).unwrap();
+        assert_eq!(rec.files[0].media, Some(facts()));
+        assert_eq!(rec.files[1].media, None, "not looked into");
+        let history: Vec<String> = j.events(id).unwrap().into_iter().filter_map(|e| e.detail).collect();
+        assert!(
+            history.iter().any(|d| d.contains("media warnings: video.mov: moov missing [media-truncated]")),
+            "{history:?}"
+        );
+        start(j, id, "sess-facts", 100);
+        j.cancel_group(id, "by the test", true).unwrap();
+        let again = j.retry_group(id).unwrap();
+        assert_ne!(again, id);
+        assert_eq!(j.group(again).unwrap().files[0].media, Some(facts()), "a re-queued copy keeps the facts");
+    }
+}
