@@ -2,9 +2,11 @@
 //!
 //! An in-process sandbox on a free loopback port, a temporary drop folder, a
 //! generated sample set (a Separate shot with L/R + `.aime` + a `.fcpxmld`
-//! bundle directory, and a 2D clip with `.en.srt` and `.en.m4a`), the real
-//! agent (watchers + engine, exactly what `run` starts) with a short settle,
-//! then a check of every stored byte against the sources and a summary.
+//! bundle directory, a 2D clip with `.en.srt` and `.en.m4a`, an MV-HEVC
+//! spatial video whose container decides its layout, and a crashed render
+//! the media check rejects), the real agent (watchers + engine, exactly
+//! what `run` starts) with a short settle, then a check of every stored byte
+//! against the sources, of what was never sent, and a summary.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -16,7 +18,7 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::sample::{SampleExport, write_sample_set};
+use super::sample::{Expect, SampleExport, write_sample_set};
 use super::{DemoArgs, Outcome};
 use crate::config::{ApiKey, Config, Dur, WatchConfig};
 use crate::journal::GroupState;
@@ -68,7 +70,8 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
     println!("2. Agent watching {}", drop.display());
 
     let exports = write_sample_set(&drop, EYE_BYTES)?;
-    let total_bytes: u64 = exports.iter().map(|e| dir_bytes(&e.folder)).sum();
+    let total_bytes: u64 =
+        exports.iter().filter(|e| matches!(e.expect, Expect::Uploaded(..))).map(|e| dir_bytes(&e.folder)).sum();
     println!("3. Wrote {} exports ({:.1} MB) into the drop folder:", exports.len(), total_bytes as f64 / 1e6);
     for e in &exports {
         println!("     {}/", e.folder.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
@@ -91,13 +94,29 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
                 );
             }
         }
-        let done = rows.iter().filter(|r| r.state == GroupState::Completed).count();
-        if let Some(bad) = rows.iter().find(|r| matches!(r.state, GroupState::Rejected | GroupState::Failed)) {
+        let expected = |name: &str| exports.iter().find(|e| e.name == name).map(|e| &e.expect);
+        let wrong = rows.iter().find(|r| match (r.state, expected(&r.name)) {
+            (GroupState::Failed, _) => true,
+            (GroupState::Rejected, Some(Expect::Rejected(_))) => false,
+            (GroupState::Rejected, _) => true,
+            _ => false,
+        });
+        if let Some(bad) = wrong {
             shutdown.cancel();
             let _ = agent.join().await;
             bail!("group {:?} ended {}: {}", bad.name, bad.state, bad.error.clone().unwrap_or_default());
         }
-        if done == exports.len() {
+        let ended = exports
+            .iter()
+            .filter(|e| {
+                let want = match e.expect {
+                    Expect::Uploaded(..) => GroupState::Completed,
+                    Expect::Rejected(_) => GroupState::Rejected,
+                };
+                rows.iter().any(|r| r.name == e.name && r.state == want)
+            })
+            .count();
+        if ended == exports.len() {
             break rows;
         }
         if Instant::now() > deadline {
@@ -108,6 +127,16 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let elapsed = started.elapsed();
+    let mut facts = Vec::new();
+    for r in &rows {
+        let id = r.id;
+        let record = journal.call(move |j| j.group(id)).await?;
+        for f in record.files {
+            if let Some(m) = &f.media {
+                facts.push(format!("  {:<16} {:<28} {}", r.name, f.rel_path, crate::group::inspect::describe(m)));
+            }
+        }
+    }
     shutdown.cancel();
     agent.join().await?;
 
@@ -115,7 +144,16 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
     let library = sandbox.library();
     let mut checked = 0;
     for e in &exports {
-        checked += verify_export(e, &library)?;
+        match &e.expect {
+            Expect::Uploaded(..) => checked += verify_export(e, &library)?,
+            Expect::Rejected(rule) => {
+                let row = rows.iter().find(|r| r.name == e.name).context("no group for the rejected export")?;
+                let error = row.error.clone().unwrap_or_default();
+                if !error.contains("moov") || sandbox.sessions().iter().any(|s| s.video_name == e.name) {
+                    bail!("{}: expected a {rule} rejection and nothing sent; got {error:?}", e.name);
+                }
+            }
+        }
     }
     let violations = sandbox.violations();
     if !violations.is_empty() {
@@ -125,12 +163,19 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
 
     println!("\nSummary");
     for r in &rows {
-        println!(
-            "  {:<16} {:<10} library id {}",
-            r.name,
-            r.state.as_str(),
-            r.library_id.map_or("-".into(), |id| id.to_string())
-        );
+        match r.library_id {
+            Some(id) => println!(
+                "  {:<16} {:<10} library id {id}, layout {}",
+                r.name,
+                r.state.as_str(),
+                r.layout.as_deref().unwrap_or("-")
+            ),
+            None => println!("  {:<16} {:<10} {}", r.name, r.state.as_str(), r.error.as_deref().unwrap_or("")),
+        }
+    }
+    println!("\nWhat the containers said (the media check):");
+    for line in &facts {
+        println!("{line}");
     }
     println!(
         "  {} files verified byte for byte; {:.1} MB in {:.1} s ({:.1} MB/s including the settle time)",
@@ -150,8 +195,15 @@ fn verify_export(export: &SampleExport, library: &[crate::sandbox::LibraryEntry]
         .iter()
         .find(|l| l.video_name == export.name)
         .with_context(|| format!("no library entry named {:?}", export.name))?;
-    if entry.layout != export.layout {
-        bail!("{}: stored as layout {}, expected {}", export.name, entry.layout, export.layout);
+    if let Expect::Uploaded(layout, perspective) = export.expect
+        && (entry.layout, entry.perspective) != (layout, Some(perspective))
+    {
+        bail!(
+            "{}: stored as layout {} perspective {:?}, expected {layout} {perspective}",
+            export.name,
+            entry.layout,
+            entry.perspective
+        );
     }
     let mut checked = 0;
     for item in std::fs::read_dir(&export.folder)? {

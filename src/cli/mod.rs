@@ -18,6 +18,7 @@ mod docs;
 mod forget;
 mod plan;
 mod run;
+#[cfg(feature = "sandbox")]
 pub mod sample;
 #[cfg(feature = "sandbox")]
 mod sandbox;

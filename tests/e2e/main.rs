@@ -15,6 +15,7 @@ mod dashboards;
 mod engine;
 mod files;
 mod fleet;
+mod media;
 mod notify;
 mod server;
 mod service;

@@ -67,8 +67,10 @@ impl World {
         Arc::new(Journal::open(&self.journal_path).expect("journal opens"))
     }
 
-    /// An export folder `name` with files of the given names and sizes;
-    /// contents are pseudo-random, derived from the file name.
+    /// An export folder `name` with files of the given names and sizes:
+    /// videos and audio are real containers of exactly that size
+    /// ([`container_for`]), other files pseudo-random bytes; the data is
+    /// derived from the file name.
     pub fn export(&self, name: &str, files: &[(&str, usize)]) -> PathBuf {
         let folder = self.exports.join(name);
         std::fs::create_dir_all(&folder).unwrap();
@@ -77,7 +79,9 @@ impl World {
             if let Some(p) = path.parent() {
                 std::fs::create_dir_all(p).unwrap();
             }
-            std::fs::write(&path, bytes_for(&format!("{name}/{file}"), *size)).unwrap();
+            let seed = format!("{name}/{file}");
+            let bytes = container_for(file, &seed, *size).unwrap_or_else(|| bytes_for(&seed, *size));
+            std::fs::write(&path, bytes).unwrap();
         }
         folder
     }
@@ -122,6 +126,47 @@ pub fn fast() -> EngineOptions {
         session_backoff: Duration::from_millis(200),
         ..EngineOptions::default()
     }
+}
+
+/// A real container for a file the media check looks into, of exactly
+/// `size` bytes, its sample data `bytes_for(seed, …)`: `.m4a` is AAC audio;
+/// `.mov`/`.mp4`/`.aivu` are MV-HEVC stereo (as a spatial export is), or a
+/// plain HEVC eye for an `_L`/`_R`-style name (both eyes alike). `None` for
+/// other names.
+///
+/// # Panics
+/// When `size` cannot hold the container's boxes (about a kilobyte).
+pub fn container_for(name: &str, seed: &str, size: usize) -> Option<Vec<u8>> {
+    use spatialgen_sync::media::synth::{self, Spec};
+    let lower = name.to_ascii_lowercase();
+    let (stem, ext) = lower.rsplit_once('.')?;
+    let eye = ["_l", "-l", ".l", "_r", "-r", ".r", "_left", "-left", ".left", "_right", "-right", ".right"]
+        .iter()
+        .any(|s| stem.ends_with(s));
+    let base = match ext {
+        "m4a" => Spec::audio_only(2, 48_000, 8),
+        "mov" | "mp4" | "aivu" if eye => Spec::video(*b"hvc1", 1920, 1080, (30_000, 1000), 8),
+        "mov" | "mp4" | "aivu" => Spec::stereo(1920, 1080, (30_000, 1000), 8),
+        _ => return None,
+    };
+    // The boxes' size depends a little on the payload (uniform sample
+    // sizes or a table): settle on the payload that makes `size` exactly.
+    let mut payload = 1024u64;
+    for _ in 0..4 {
+        let p = synth::parts(&Spec { payload, ..base.clone() });
+        let boxes = (p.head.len() + p.tail.len()) as u64;
+        assert!(
+            size as u64 >= boxes + 8,
+            "{name}: {size} bytes cannot hold a container ({boxes} bytes of boxes); give it more bytes"
+        );
+        payload = size as u64 - boxes;
+    }
+    let p = synth::parts(&Spec { payload, ..base });
+    let mut out = p.head;
+    out.extend(bytes_for(seed, p.payload as usize));
+    out.extend(p.tail);
+    assert_eq!(out.len(), size, "{name}: the container's size");
+    Some(out)
 }
 
 /// Deterministic pseudo-random bytes (xorshift seeded from `seed`).
