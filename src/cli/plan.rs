@@ -365,7 +365,9 @@ mod tests {
         ] {
             let p = root.join(f);
             fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            fs::write(&p, "0123456789").expect("write");
+            // Real (tiny) containers for videos and audio: the media check reads them.
+            let bytes = crate::media::synth::for_name(f, 0).unwrap_or_else(|| b"0123456789".to_vec());
+            fs::write(&p, bytes).expect("write");
         }
         let config = root.join("agent.toml");
         fs::write(
@@ -390,7 +392,11 @@ mod tests {
         assert_eq!(r.expect("plan"), Outcome::Success, "{text}");
         assert!(text.contains("Shot_010_v002: ready to upload"), "{text}");
         assert!(text.contains("layout       Separate, perspective Regular"), "{text}");
-        assert!(text.contains("video_left   -          10 B  Shot_010_v002_L.mov"), "{text}");
+        let eye = human_bytes(crate::media::synth::for_name("Shot_010_v002_L.mov", 0).unwrap().len() as u64);
+        assert!(text.contains(&format!("video_left   -    {eye:>10}  Shot_010_v002_L.mov")), "{text}");
+        // What each container says, under its file.
+        assert!(text.contains("MP4 hvc1 1920×1080 30 fps 0.267 s\n"), "{text}");
+        assert!(text.contains("2 views (MV-HEVC), hero left, baseline 64.0 mm, hfov 63.4°"), "{text}");
         assert!(text.contains("subtitle     en         10 B  Shot_010_v002.en.srt"), "{text}");
         assert!(text.contains("Tokyo Night: ready to upload") && text.contains("AIV, perspective 180"), "{text}");
         assert!(text.contains("A: ready to upload") && text.contains("folder name  Drops"), "{text}");
@@ -430,13 +436,17 @@ mod tests {
                 "folderName",
                 "key",
                 "layout",
+                "mediaCheck",
                 "name",
                 "perspective",
                 "priority",
+                "ready",
                 "root",
                 "totalBytes",
+                "unfinished",
                 "valid",
                 "violations",
+                "warnings",
                 "watchPath"
             ]
         );
@@ -445,10 +455,18 @@ mod tests {
         assert_eq!(g["perspective"], "Regular");
         assert_eq!(g["valid"], false);
         assert_eq!(g["fingerprint"].as_str().map(str::len), Some(64));
+        let eye = crate::media::synth::for_name("Shot_010_v002_L.mov", 0).unwrap().len();
         assert_eq!(
             g["files"][0],
-            serde_json::json!({"path": "Shot_010_v002_L.mov", "fileName": "Shot_010_v002_L.mov", "role": "video_left", "language": null, "sizeBytes": 10})
+            serde_json::json!({"path": "Shot_010_v002_L.mov", "fileName": "Shot_010_v002_L.mov", "role": "video_left",
+                "language": null, "sizeBytes": eye,
+                "media": {"container": "mp4", "durationMs": 267, "width": 1920, "height": 1080, "frameRate": 30.0,
+                    "codec": "hvc1", "views": 1, "heroEye": null, "baselineMm": null, "hfovDeg": null,
+                    "projection": null, "packing": null, "audioChannels": null, "sampleRate": null}})
         );
+        assert_eq!(g["files"][2].get("media"), None, "a subtitle is not looked into: no media object");
+        assert_eq!((g["mediaCheck"].as_str(), g["ready"].as_bool()), (Some("reject"), Some(false)));
+        assert_eq!(g["unfinished"], serde_json::json!([]));
         assert_eq!(g["violations"][0]["rule"], "language-unsupported");
         assert_eq!(g["violations"][0]["file"], "Shot_010_v002.xx.srt");
         assert!(g["violations"][0]["message"].as_str().expect("message").contains("\"xx\""));
@@ -482,8 +500,9 @@ mod tests {
 
         // A folder outside every watch folder gets the defaults (folders mode).
         let elsewhere = tempfile::tempdir().expect("tempdir");
-        fs::write(elsewhere.path().join("clip_L.mov"), "x").expect("write");
-        fs::write(elsewhere.path().join("clip_R.mov"), "x").expect("write");
+        for eye in ["clip_L.mov", "clip_R.mov"] {
+            fs::write(elsewhere.path().join(eye), crate::media::synth::for_name(eye, 0).unwrap()).expect("write");
+        }
         let (r, text) = plan(&s.config, true, Some(elsewhere.path().to_owned()));
         assert_eq!(r.expect("plan"), Outcome::Success, "{text}");
         let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -519,7 +538,8 @@ mod tests {
         let bundle = s.root.join("exports/Film/Film.fcpxmld");
         fs::create_dir_all(&bundle).expect("mkdir");
         fs::write(bundle.join("Info.fcpxml"), "<fcpxml/>").expect("write");
-        fs::write(s.root.join("exports/Film/Film.mov"), "x").expect("write");
+        fs::write(s.root.join("exports/Film/Film.mov"), crate::media::synth::for_name("Film.mov", 0).unwrap())
+            .expect("write");
         fs::write(s.root.join("exports/Film/Film.aime"), "x").expect("write");
         let before = walk(&s.root);
         let (r, text) = plan(&s.config, false, None);

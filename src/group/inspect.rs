@@ -37,7 +37,8 @@ fn probed_role(role: FileRole) -> bool {
 
 /// Does `media_check` look inside `f`? (Never a staged zip, an `.srt` or an `.aime`.)
 pub fn is_probed(f: &GroupFile, check: MediaCheck) -> bool {
-    check != MediaCheck::Off && !f.staged && probed_role(f.role) && media::is_probed(&f.file_name)
+    // An empty file is the API rule `empty-file`'s, not a container's.
+    check != MediaCheck::Off && !f.staged && f.size > 0 && probed_role(f.role) && media::is_probed(&f.file_name)
 }
 
 /// What probing a group's files found besides their facts.

@@ -17,7 +17,9 @@ fn make(root: &Path, files: &[&str]) {
             fs::create_dir_all(&p).expect("mkdir");
         } else {
             fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            fs::write(&p, format!("bytes of {f}")).expect("write");
+            // Videos and audio are real (tiny) containers: the media check reads them.
+            let bytes = crate::media::synth::for_name(f, 0).unwrap_or_else(|| format!("bytes of {f}").into_bytes());
+            fs::write(&p, bytes).expect("write");
         }
     }
 }
@@ -249,7 +251,8 @@ fn fingerprint_is_stable_and_follows_files_and_sidecar() {
     let second = build_folder_group(&folder, &dry(&watch)).expect("group").fingerprint;
     assert_ne!(second, first);
     // A changed size does.
-    fs::write(folder.join("a_L.mov"), "longer bytes of a_L.mov").expect("write");
+    fs::write(folder.join("a_L.mov"), crate::media::synth::for_name("a_L.mov", 100).expect("a container"))
+        .expect("write");
     let third = build_folder_group(&folder, &dry(&watch)).expect("group").fingerprint;
     assert_ne!(third, second);
     // So does the sidecar, which decides name and layout.
@@ -441,7 +444,8 @@ fn symlinks_are_reported_unless_followed() {
     watch.follow_symlinks = true;
     let g = build_folder_group(&folder, &dry(&watch)).expect("group");
     assert!(g.is_valid(), "{:?}", g.violations);
-    assert_eq!(g.files[0].size, "bytes of elsewhere/real.mov".len() as u64);
+    let real = crate::media::synth::for_name("real.mov", 0).expect("a container");
+    assert_eq!(g.files[0].size, real.len() as u64);
 }
 
 #[test]
@@ -466,4 +470,74 @@ fn ready_marker_is_not_uploaded() {
     let g = build_folder_group(&folder, &dry(&watch)).expect("group");
     assert!(g.is_valid(), "{:?}", g.violations);
     assert_eq!(g.files.len(), 1);
+}
+
+/// The media check on real folders: what each container says decides the
+/// layout, and what is wrong with one is reported the way `media_check` says.
+#[test]
+fn containers_decide_the_layout_and_their_faults_follow_media_check() {
+    use crate::config::MediaCheck;
+    use crate::media::synth::{self, Spec};
+    use crate::media::{Packing, Projection};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let put = |rel: &str, bytes: Vec<u8>| {
+        let p = tmp.path().join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, bytes).expect("write");
+    };
+    let eye = Spec::video(*b"hvc1", 1920, 1080, (30_000, 1000), 300);
+    let stereo = Spec::stereo(2200, 2200, (30_000, 1000), 30);
+    let whole = synth::build(&Spec { moov_first: true, ..eye.clone() });
+    let moov_last = synth::build(&eye);
+    put("open/open.mov", moov_last[..moov_last.len() / 2].to_vec());
+    put("cut/cut.mov", whole[..whole.len() - 100].to_vec());
+    put("noise/noise.mov", (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect());
+    put("eyes/e_L.mov", synth::build(&eye));
+    put("eyes/e_R.mov", synth::build(&Spec { frames: 150, ..eye.clone() }));
+    put("spatial/spatial.mov", synth::build(&Spec { projection: Some(Projection::Equi), ..stereo.clone() }));
+    put("sbs/sbs.mp4", synth::build(&Spec { packing: Some(Packing::Side), ..eye.clone() }));
+    put("flat/flat.mov", synth::build(&eye));
+    put("flat/spatialgen.toml", b"layout = \"MVHEVC\"\n".to_vec());
+
+    let mut watch = WatchConfig::new(tmp.path());
+    watch.default_layout = Layout::TwoD;
+    let by_name = |watch: &WatchConfig| -> Vec<UploadGroup> { plan_watch(watch, None).expect("plan") };
+    let groups = by_name(&watch);
+    let g = |name: &str| groups.iter().find(|g| g.name == name).expect(name).clone();
+
+    let open = g("open");
+    assert!(open.is_valid() && !open.is_ready(), "{:?}", open.violations);
+    assert_eq!(open.unfinished.len(), 1);
+    assert!(open.unfinished[0].message.contains("moov missing"), "{}", open.unfinished[0].message);
+    assert_eq!(rule_ids(&g("cut")), vec!["media-truncated"]);
+    assert_eq!(rule_ids(&g("noise")), vec!["media-unreadable"]);
+    let eyes = g("eyes");
+    assert_eq!(rule_ids(&eyes), vec!["media-eyes-mismatch"]);
+    assert!(eyes.violations[0].message.contains("10.000 s") && eyes.violations[0].message.contains("5.000 s"));
+    let spatial = g("spatial");
+    assert_eq!((spatial.layout, spatial.perspective), (Layout::Mvhevc, Some(Perspective::D360)));
+    assert!(spatial.is_ready(), "{:?}", spatial.violations);
+    assert_eq!(spatial.files[0].media.as_ref().and_then(|m| m.views), Some(2));
+    assert_eq!(g("sbs").layout, Layout::Sbs);
+    let flat = g("flat");
+    assert_eq!((flat.layout, rule_ids(&flat)), (Layout::Mvhevc, vec!["media-layout-mismatch"]));
+
+    // warn: the same findings, none of them stops the upload.
+    watch.media_check = MediaCheck::Warn;
+    let groups = by_name(&watch);
+    for name in ["cut", "noise", "eyes", "flat"] {
+        let g = groups.iter().find(|g| g.name == name).expect(name);
+        assert!(g.is_ready(), "{name}: {:?}", g.violations);
+        assert_eq!(g.warnings.len(), 1, "{name}: {:?}", g.warnings);
+    }
+    assert_eq!(groups.iter().find(|g| g.name == "open").expect("open").unfinished.len(), 1, "still waits");
+
+    // off: nothing is looked into, and names decide as before.
+    watch.media_check = MediaCheck::Off;
+    let groups = by_name(&watch);
+    assert!(groups.iter().all(|g| g.unfinished.is_empty() && g.warnings.is_empty()));
+    assert!(groups.iter().flat_map(|g| &g.files).all(|f| f.media.is_none()));
+    let spatial = groups.iter().find(|g| g.name == "spatial").expect("spatial");
+    assert_eq!((spatial.layout, spatial.perspective), (Layout::TwoD, Some(Perspective::Regular)));
+    assert!(groups.iter().filter(|g| g.name != "open").all(|g| g.is_ready()), "nothing is rejected for content");
 }

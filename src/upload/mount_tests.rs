@@ -58,7 +58,7 @@ fn child() {
     mount(&["mount", "-t", "tmpfs", "none"], &root);
     let export = root.join("A");
     std::fs::create_dir_all(&export).unwrap();
-    std::fs::write(export.join("v.mov"), vec![7u8; 4096]).unwrap();
+    std::fs::write(export.join("v.mov"), crate::media::synth::for_name("v.mov", 4096).unwrap()).unwrap();
 
     let watch = WatchConfig::new(&root);
     let group = build_folder_group(&export, &GroupOptions { watch: &watch, staging_dir: None, matcher: None }).unwrap();

@@ -89,7 +89,10 @@ fn write_file(path: &Path, bytes: usize) {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).expect("mkdir");
     }
-    fs::write(path, vec![7u8; bytes]).expect("write");
+    // A video or audio file is a real container (the media check reads it), its size growing with `bytes`.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let data = crate::media::synth::for_name(&name, bytes as u64).unwrap_or_else(|| vec![7u8; bytes]);
+    fs::write(path, data).expect("write");
 }
 
 #[test]
