@@ -149,7 +149,7 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
             Expect::Rejected(rule) => {
                 let row = rows.iter().find(|r| r.name == e.name).context("no group for the rejected export")?;
                 let error = row.error.clone().unwrap_or_default();
-                if !error.contains("moov") || sandbox.sessions().iter().any(|s| s.video_name == e.name) {
+                if !error.contains(&format!("[{rule}]")) || sandbox.sessions().iter().any(|s| s.video_name == e.name) {
                     bail!("{}: expected a {rule} rejection and nothing sent; got {error:?}", e.name);
                 }
             }
@@ -164,12 +164,10 @@ async fn demo(root: &Path) -> anyhow::Result<Outcome> {
     println!("\nSummary");
     for r in &rows {
         match r.library_id {
-            Some(id) => println!(
-                "  {:<16} {:<10} library id {id}, layout {}",
-                r.name,
-                r.state.as_str(),
-                r.layout.as_deref().unwrap_or("-")
-            ),
+            Some(id) => {
+                let layout = r.layout.as_deref().unwrap_or("-");
+                println!("  {:<16} {:<10} library id {id} ({layout})", r.name, r.state.as_str())
+            }
             None => println!("  {:<16} {:<10} {}", r.name, r.state.as_str(), r.error.as_deref().unwrap_or("")),
         }
     }

@@ -73,11 +73,13 @@ pub(super) fn queued_detail(group: &UploadGroup, first: &str) -> String {
     format!("{first}; media warnings: {}", warnings.join("; "))
 }
 
+/// A rejected group's `error`: every violation with its rule id, as
+/// `status` shows it (`Shot.mov: moov missing; … [media-truncated]`).
 pub(super) fn violations_text(group: &UploadGroup) -> Option<String> {
     if group.violations.is_empty() {
         None
     } else {
-        Some(group.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))
+        Some(group.violations.iter().map(|v| format!("{v} [{}]", v.rule)).collect::<Vec<_>>().join("; "))
     }
 }
 

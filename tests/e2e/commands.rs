@@ -42,7 +42,7 @@ async fn forget_drops_old_ended_groups_but_keeps_an_export_still_in_place_and_li
     let w = World::new(1024, "").await;
     let journal = w.journal();
     let reject = |name: &str| {
-        let folder = w.export(name, &[("v.mov", 100)]);
+        let folder = w.export(name, &[("v.mov", 2000)]);
         let mut g = w.group(&folder, "2D", "Regular");
         g.violations.push(Violation { rule: "test", file: None, message: "for forget".into() });
         let Enqueued::Rejected(id) = journal.enqueue(&g).unwrap() else { panic!("not rejected") };
@@ -52,7 +52,7 @@ async fn forget_drops_old_ended_groups_but_keeps_an_export_still_in_place_and_li
     let (gone, gone_id) = reject("gone");
     std::fs::remove_dir_all(&gone).unwrap();
     let (_still, still_id) = reject("still-here");
-    let live = w.export("live", &[("v.mov", 100)]);
+    let live = w.export("live", &[("v.mov", 2000)]);
     let live_id = w.enqueue(&journal, &w.group(&live, "2D", "Regular"));
     let config = w.config_path.to_str().unwrap().to_string();
 

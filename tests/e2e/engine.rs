@@ -358,7 +358,8 @@ async fn one_group_in_the_foreground_and_after_upload_move_with_receipt() {
     let GroupOutcome::Completed { library_id } = outcome else { panic!("{outcome:?}") };
     assert_eq!(journal.group(id).unwrap().library_id, Some(library_id));
     assert!(!f.exists(), "the export was moved away");
-    assert_eq!(sha256_file(&moved.join("mover/v.mov")), hex_of(&bytes_for("mover/v.mov", 100 * KIB)));
+    let source = container_for("v.mov", "mover/v.mov", 100 * KIB).unwrap();
+    assert_eq!(sha256_file(&moved.join("mover/v.mov")), hex_of(&source));
     let receipt: serde_json::Value =
         serde_json::from_slice(&std::fs::read(receipts.join(format!("{id}-mover.json"))).unwrap()).unwrap();
     assert_eq!(receipt["libraryId"], library_id);

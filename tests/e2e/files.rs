@@ -60,7 +60,7 @@ async fn a_file_added_during_the_upload_is_not_deleted_after_it() {
 async fn uploading_a_flat_watch_folder_never_removes_the_folder_itself() {
     let w = World::new(64 * KIB as u64, "").await;
     w.write_config("", &watch_table(&w, "flat", "delete"));
-    std::fs::write(w.exports.join("A.mov"), bytes_for("A", 100 * KIB)).unwrap();
+    std::fs::write(w.exports.join("A.mov"), container_for("A.mov", "A", 100 * KIB).unwrap()).unwrap();
     std::fs::write(w.exports.join(".keep"), b"").unwrap();
     let cfg = w.config_path.to_str().unwrap().to_string();
     let r = w.run(KEY, &["upload", "--config", &cfg, "--layout", "MVHEVC", w.exports.to_str().unwrap()]).await;

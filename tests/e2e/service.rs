@@ -177,13 +177,20 @@ fn demo_runs_the_whole_flow_and_exits_0() {
     let out = bin().arg("demo").output().expect("spawn spatialgen-sync demo");
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
-    for name in ["Shot_010_v002", "Teaser"] {
+    for (name, layout) in [("Shot_010_v002", "(Separate)"), ("Teaser", "(2D)"), ("Spatial_Walk", "(MVHEVC)")] {
         let done = all.lines().any(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
-            w.len() == 5 && w[0] == name && w[1] == "completed" && w[4].parse::<u64>().is_ok()
+            w.len() == 6 && w[0] == name && w[1] == "completed" && w[4].parse::<u64>().is_ok() && w[5] == layout
         });
-        assert!(done, "{name} has no completed summary line with a library id: {all}");
+        assert!(done, "{name} has no completed summary line with a library id and {layout}: {all}");
     }
-    assert!(all.contains("7 files verified byte for byte"), "{all}");
+    // The crashed render is rejected by the media check, naming the rule.
+    assert!(
+        all.lines()
+            .any(|l| l.trim_start().starts_with("Crashed_Render   rejected") && l.ends_with("[media-truncated]")),
+        "{all}"
+    );
+    assert!(all.contains("8 files verified byte for byte"), "{all}");
+    assert!(all.contains("2 views (MV-HEVC)"), "the summary says what the containers said: {all}");
     assert!(all.contains("[[watch]]"), "the demo prints the config it used: {all}");
 }
