@@ -189,6 +189,26 @@ fn audio_only_m4a_facts() {
 }
 
 #[test]
+fn aac_channels_come_from_esds() {
+    // An MP4 writer may leave the entry's channel count at its template
+    // value of 2 (ffmpeg does); the AudioSpecificConfig says 1.
+    for (channels, quicktime, version) in [(1, false, 0), (6, true, 1), (8, true, 2), (1, true, 1)] {
+        let spec = Spec { quicktime, sound_version: version, ..Spec::audio_only(channels, 48000, 10) };
+        let mut b = synth::build(&spec);
+        let entry = find(&b, b"mp4a") + 4;
+        if version < 2 {
+            b[entry + 16..entry + 18].copy_from_slice(&2u16.to_be_bytes());
+        } else {
+            set_u32(&mut b, entry + 40, 2);
+        }
+        assert_eq!(probe_bytes(&b).unwrap().audio_channels, Some(u32::from(channels)), "{channels} {version}");
+    }
+    // Seven channels have no configuration code: the entry's count stands.
+    let spec = Spec::audio_only(7, 48000, 10);
+    assert_eq!(probe_bytes(&synth::build(&spec)).unwrap().audio_channels, Some(7));
+}
+
+#[test]
 fn quicktime_sound_descriptions_v0_v1_v2() {
     for (version, channels, rate) in [(0, 2, 48000), (1, 1, 44100), (2, 6, 48000), (0, 2, 96000), (1, 8, 192_000)] {
         let spec = Spec {

@@ -13,6 +13,12 @@ const FIRST_TYPES: &[[u8; 4]] = &[
     *b"moof", *b"mfra", *b"meta", *b"pdin", *b"junk", *b"PICT", *b"prfl", *b"emsg", *b"prft",
 ];
 
+/// The most top-level boxes the walk reads (a header read each): far more
+/// than any movie has (a fragment per frame at 60 fps for three hours is
+/// 1.3 million), so a file of tiny boxes cannot keep the probe busy for
+/// long.
+const MAX_TOP_BOXES: u64 = 10_000_000;
+
 /// One top-level box as its header declares it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TopBox {
@@ -196,6 +202,13 @@ pub(super) fn walk<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Layout, M
         }
         let b = TopBox { kind, start: pos, size: box_size, to_eof };
         l.boxes += 1;
+        if l.boxes > MAX_TOP_BOXES {
+            return Err(MediaError::Unreadable(format!(
+                "more than {} top-level boxes (the probe stopped at byte {})",
+                num(MAX_TOP_BOXES),
+                num(pos)
+            )));
+        }
         let end = pos.checked_add(box_size).filter(|&e| e <= l.len);
         match &kind {
             b"ftyp" if !l.has_ftyp => {
