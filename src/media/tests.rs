@@ -676,6 +676,38 @@ fn overflowing_chunk_offsets_are_unreadable() {
 }
 
 #[test]
+fn reads_headers_and_the_moov_only() {
+    struct Counted<'a> {
+        inner: Cursor<&'a [u8]>,
+        bytes: u64,
+        reads: u64,
+    }
+    impl Read for Counted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.bytes += n as u64;
+            self.reads += 1;
+            Ok(n)
+        }
+    }
+    impl Seek for Counted<'_> {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+    for moov_first in [false, true] {
+        let spec = Spec { payload: 1 << 20, moov_first, mdat64: true, ..small() };
+        let b = synth::build(&spec);
+        let moov_len = get_u32(&b, find(&b, b"moov") - 4) as u64;
+        let mut r = Counted { inner: Cursor::new(&b[..]), bytes: 0, reads: 0 };
+        assert_eq!(probe(&mut r, b.len() as u64).unwrap(), spec.facts());
+        // ftyp header and brand, mdat header (16 bytes: two reads), moov
+        // header and payload.
+        assert_eq!((r.bytes, r.reads), (8 + 4 + 16 + moov_len, 6), "moov first: {moov_first}");
+    }
+}
+
+#[test]
 fn read_errors_are_io() {
     struct Failing;
     impl Read for Failing {
