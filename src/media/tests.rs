@@ -400,7 +400,10 @@ fn moov_being_written_is_unfinished() {
     assert_verdict(
         cut,
         "unfinished",
-        &format!("moov declares {} from byte 10,036, the file ends at 9.9 KiB", text::size(moov_size as u64)),
+        &format!(
+            "moov incomplete: it declares {} from byte 10,036, the file ends at 9.9 KiB",
+            text::size(moov_size as u64)
+        ),
     );
 }
 
