@@ -267,6 +267,101 @@ fn sixty_four_bit_sizes() {
 }
 
 #[test]
+fn mdat_to_the_end_of_the_file_after_moov() {
+    // moov first, then an mdat of size 0: it runs to the end of the file.
+    let spec = Spec { moov_first: true, ..small() };
+    let mut b = synth::build(&spec);
+    let mdat = find(&b, b"mdat") - 4;
+    set_u32(&mut b, mdat, 0);
+    assert_eq!(probe_bytes(&b).unwrap(), spec.facts());
+    // Cut short, its samples are past the end.
+    let (k, m) = verdict(probe_bytes(&b[..b.len() - 1]));
+    assert_eq!(k, "truncated");
+    assert!(m.starts_with("track 1 (vide): sample 10 of 10 lies at bytes "), "{m}");
+}
+
+#[test]
+fn compact_sample_sizes() {
+    // The stsz of `small()` (10 sizes of 1,000) as an stz2 with 16-bit
+    // fields plus a free box, so no parent changes size.
+    let mut b = synth::build(&small());
+    let stsz = find(&b, b"stsz") - 4;
+    assert_eq!(get_u32(&b, stsz), 60);
+    let mut stz2 = vec![0, 0, 0, 16];
+    stz2.extend_from_slice(&10u32.to_be_bytes());
+    for _ in 0..10 {
+        stz2.extend_from_slice(&1000u16.to_be_bytes());
+    }
+    let replacement = [full_box(b"stz2", 0, 0, &stz2), boxed(b"free", &[0; 12])].concat();
+    assert_eq!(replacement.len(), 60);
+    b[stsz..stsz + 60].copy_from_slice(&replacement);
+    assert_eq!(probe_bytes(&b).unwrap(), small().facts());
+    // 4-bit fields cannot hold 1,000: the sizes read are smaller, and all
+    // inside the file.
+    let mut four = vec![0, 0, 0, 4];
+    four.extend_from_slice(&10u32.to_be_bytes());
+    four.extend_from_slice(&[0xff; 5]);
+    let replacement = [full_box(b"stz2", 0, 0, &four), boxed(b"free", &[0; 27])].concat();
+    assert_eq!(replacement.len(), 60);
+    b[stsz..stsz + 60].copy_from_slice(&replacement);
+    assert!(probe_bytes(&b).is_ok());
+    // A field size of 5 bits is not one.
+    b[stsz + 15] = 5;
+    assert_verdict(
+        &b,
+        "unreadable",
+        "moov/trak[1]/mdia/minf/stbl/stz2 has a field size of 5 bits (4, 8 or 16 expected)",
+    );
+}
+
+#[test]
+fn version_1_headers_and_tkhd_dimensions() {
+    // A moov written by hand: mvhd, tkhd and mdhd in version 1 (64-bit
+    // times), a visual sample entry whose width and height are 0 (tkhd's
+    // 16.16 values stand in), a second video track that does not count.
+    let mut mvhd = vec![0u8; 16];
+    mvhd.extend_from_slice(&600u32.to_be_bytes());
+    mvhd.extend_from_slice(&1_200u64.to_be_bytes());
+    mvhd.extend_from_slice(&[0; 80]);
+    let mut tkhd = vec![0u8; 16];
+    tkhd.extend_from_slice(&1u32.to_be_bytes());
+    tkhd.extend_from_slice(&[0; 4 + 8 + 8 + 8 + 36]);
+    tkhd.extend_from_slice(&(1280u32 << 16).to_be_bytes());
+    tkhd.extend_from_slice(&(720u32 << 16).to_be_bytes());
+    let mut mdhd = vec![0u8; 16];
+    mdhd.extend_from_slice(&90_000u32.to_be_bytes());
+    mdhd.extend_from_slice(&180_000u64.to_be_bytes());
+    mdhd.extend_from_slice(&[0; 4]);
+    let mut hdlr = vec![0u8; 4];
+    hdlr.extend_from_slice(b"vide");
+    hdlr.extend_from_slice(&[0; 13]);
+    let mut entry = vec![0u8; 6];
+    entry.extend_from_slice(&1u16.to_be_bytes());
+    entry.extend_from_slice(&[0; 70]);
+    let mut stsd = 1u32.to_be_bytes().to_vec();
+    stsd.extend_from_slice(&boxed(b"avc1", &entry));
+    let stts = [1u32.to_be_bytes(), 120u32.to_be_bytes(), 1500u32.to_be_bytes()].concat();
+    let stbl = [
+        full_box(b"stsd", 0, 0, &stsd),
+        full_box(b"stts", 0, 0, &stts),
+        full_box(b"stsc", 0, 0, &0u32.to_be_bytes()),
+        full_box(b"stsz", 0, 0, &[0; 8]),
+        full_box(b"stco", 0, 0, &0u32.to_be_bytes()),
+    ]
+    .concat();
+    let mdia = [full_box(b"mdhd", 1, 0, &mdhd), full_box(b"hdlr", 0, 0, &hdlr), boxed(b"minf", &boxed(b"stbl", &stbl))]
+        .concat();
+    let trak = boxed(b"trak", &[full_box(b"tkhd", 1, 3, &tkhd), boxed(b"mdia", &mdia)].concat());
+    let moov = boxed(b"moov", &[full_box(b"mvhd", 1, 0, &mvhd), trak.clone(), trak].concat());
+    let file = [boxed(b"ftyp", b"isom\0\0\x02\0isom"), moov].concat();
+    let facts = probe_bytes(&file).unwrap();
+    assert_eq!((facts.width, facts.height), (Some(1280), Some(720)));
+    assert_eq!(facts.duration_ms, Some(2000));
+    assert_eq!(facts.frame_rate, Some(60.0));
+    assert_eq!((facts.codec.as_deref(), facts.views), (Some("avc1"), Some(1)));
+}
+
+#[test]
 fn uuid_and_other_top_level_boxes_are_skipped() {
     let plain = synth::build(&small());
     let mut b = plain[..FTYP_MP4].to_vec();
