@@ -244,7 +244,7 @@ fn no_moov(l: &Layout) -> String {
     let ends = size(l.len);
     match &l.end {
         End::Open(b) if b.kind == *b"moov" => {
-            format!("moov declares {} from byte {}, the file ends at {ends}", size(b.size), num(b.start))
+            format!("moov incomplete: it declares {} from byte {}, the file ends at {ends}", size(b.size), num(b.start))
         }
         End::Open(b) => {
             format!(

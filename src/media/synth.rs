@@ -376,8 +376,7 @@ fn plan(spec: &Spec) -> (Vec<TrackPlan>, Vec<ChunkPlan>) {
     }
     // The payload split over all samples, the first `extra` one byte larger.
     let total: u64 = tracks.iter().map(|t| t.sizes.len() as u64).sum();
-    if total > 0 {
-        let base = spec.payload / total;
+    if let Some(base) = spec.payload.checked_div(total) {
         let extra = spec.payload % total;
         assert!(base < u64::from(u32::MAX), "payload too large for {total} samples");
         let mut g = 0u64;

@@ -237,7 +237,7 @@ pub(super) fn first_past_end(t: &Tables, len: u64) -> Result<Option<PastEnd>, St
                 // declared, and may be billions).
                 if let Sizes::Fixed { size, .. } = t.sizes {
                     let size = u64::from(size);
-                    let k = if size == 0 { 0 } else { len.saturating_sub(offset) / size };
+                    let k = len.saturating_sub(offset).checked_div(size).unwrap_or(0);
                     let start = offset.saturating_add(k.saturating_mul(size));
                     return Ok(Some(PastEnd {
                         sample: sample + k + 1,

@@ -189,6 +189,26 @@ fn audio_only_m4a_facts() {
 }
 
 #[test]
+fn aac_channels_come_from_esds() {
+    // An MP4 writer may leave the entry's channel count at its template
+    // value of 2 (ffmpeg does); the AudioSpecificConfig says 1.
+    for (channels, quicktime, version) in [(1, false, 0), (6, true, 1), (8, true, 2), (1, true, 1)] {
+        let spec = Spec { quicktime, sound_version: version, ..Spec::audio_only(channels, 48000, 10) };
+        let mut b = synth::build(&spec);
+        let entry = find(&b, b"mp4a") + 4;
+        if version < 2 {
+            b[entry + 16..entry + 18].copy_from_slice(&2u16.to_be_bytes());
+        } else {
+            set_u32(&mut b, entry + 40, 2);
+        }
+        assert_eq!(probe_bytes(&b).unwrap().audio_channels, Some(u32::from(channels)), "{channels} {version}");
+    }
+    // Seven channels have no configuration code: the entry's count stands.
+    let spec = Spec::audio_only(7, 48000, 10);
+    assert_eq!(probe_bytes(&synth::build(&spec)).unwrap().audio_channels, Some(7));
+}
+
+#[test]
 fn quicktime_sound_descriptions_v0_v1_v2() {
     for (version, channels, rate) in [(0, 2, 48000), (1, 1, 44100), (2, 6, 48000), (0, 2, 96000), (1, 8, 192_000)] {
         let spec = Spec {
@@ -244,6 +264,101 @@ fn sixty_four_bit_sizes() {
     open.extend_from_slice(&header(b"mdat", 5 << 30));
     open.extend_from_slice(&[0x55; 4000]);
     assert_verdict(&open, "unfinished", "moov missing; mdat declares 5.0 GiB from byte 20, the file ends at 3.9 KiB");
+}
+
+#[test]
+fn mdat_to_the_end_of_the_file_after_moov() {
+    // moov first, then an mdat of size 0: it runs to the end of the file.
+    let spec = Spec { moov_first: true, ..small() };
+    let mut b = synth::build(&spec);
+    let mdat = find(&b, b"mdat") - 4;
+    set_u32(&mut b, mdat, 0);
+    assert_eq!(probe_bytes(&b).unwrap(), spec.facts());
+    // Cut short, its samples are past the end.
+    let (k, m) = verdict(probe_bytes(&b[..b.len() - 1]));
+    assert_eq!(k, "truncated");
+    assert!(m.starts_with("track 1 (vide): sample 10 of 10 lies at bytes "), "{m}");
+}
+
+#[test]
+fn compact_sample_sizes() {
+    // The stsz of `small()` (10 sizes of 1,000) as an stz2 with 16-bit
+    // fields plus a free box, so no parent changes size.
+    let mut b = synth::build(&small());
+    let stsz = find(&b, b"stsz") - 4;
+    assert_eq!(get_u32(&b, stsz), 60);
+    let mut stz2 = vec![0, 0, 0, 16];
+    stz2.extend_from_slice(&10u32.to_be_bytes());
+    for _ in 0..10 {
+        stz2.extend_from_slice(&1000u16.to_be_bytes());
+    }
+    let replacement = [full_box(b"stz2", 0, 0, &stz2), boxed(b"free", &[0; 12])].concat();
+    assert_eq!(replacement.len(), 60);
+    b[stsz..stsz + 60].copy_from_slice(&replacement);
+    assert_eq!(probe_bytes(&b).unwrap(), small().facts());
+    // 4-bit fields cannot hold 1,000: the sizes read are smaller, and all
+    // inside the file.
+    let mut four = vec![0, 0, 0, 4];
+    four.extend_from_slice(&10u32.to_be_bytes());
+    four.extend_from_slice(&[0xff; 5]);
+    let replacement = [full_box(b"stz2", 0, 0, &four), boxed(b"free", &[0; 27])].concat();
+    assert_eq!(replacement.len(), 60);
+    b[stsz..stsz + 60].copy_from_slice(&replacement);
+    assert!(probe_bytes(&b).is_ok());
+    // A field size of 5 bits is not one.
+    b[stsz + 15] = 5;
+    assert_verdict(
+        &b,
+        "unreadable",
+        "moov/trak[1]/mdia/minf/stbl/stz2 has a field size of 5 bits (4, 8 or 16 expected)",
+    );
+}
+
+#[test]
+fn version_1_headers_and_tkhd_dimensions() {
+    // A moov written by hand: mvhd, tkhd and mdhd in version 1 (64-bit
+    // times), a visual sample entry whose width and height are 0 (tkhd's
+    // 16.16 values stand in), a second video track that does not count.
+    let mut mvhd = vec![0u8; 16];
+    mvhd.extend_from_slice(&600u32.to_be_bytes());
+    mvhd.extend_from_slice(&1_200u64.to_be_bytes());
+    mvhd.extend_from_slice(&[0; 80]);
+    let mut tkhd = vec![0u8; 16];
+    tkhd.extend_from_slice(&1u32.to_be_bytes());
+    tkhd.extend_from_slice(&[0; 4 + 8 + 8 + 8 + 36]);
+    tkhd.extend_from_slice(&(1280u32 << 16).to_be_bytes());
+    tkhd.extend_from_slice(&(720u32 << 16).to_be_bytes());
+    let mut mdhd = vec![0u8; 16];
+    mdhd.extend_from_slice(&90_000u32.to_be_bytes());
+    mdhd.extend_from_slice(&180_000u64.to_be_bytes());
+    mdhd.extend_from_slice(&[0; 4]);
+    let mut hdlr = vec![0u8; 4];
+    hdlr.extend_from_slice(b"vide");
+    hdlr.extend_from_slice(&[0; 13]);
+    let mut entry = vec![0u8; 6];
+    entry.extend_from_slice(&1u16.to_be_bytes());
+    entry.extend_from_slice(&[0; 70]);
+    let mut stsd = 1u32.to_be_bytes().to_vec();
+    stsd.extend_from_slice(&boxed(b"avc1", &entry));
+    let stts = [1u32.to_be_bytes(), 120u32.to_be_bytes(), 1500u32.to_be_bytes()].concat();
+    let stbl = [
+        full_box(b"stsd", 0, 0, &stsd),
+        full_box(b"stts", 0, 0, &stts),
+        full_box(b"stsc", 0, 0, &0u32.to_be_bytes()),
+        full_box(b"stsz", 0, 0, &[0; 8]),
+        full_box(b"stco", 0, 0, &0u32.to_be_bytes()),
+    ]
+    .concat();
+    let mdia = [full_box(b"mdhd", 1, 0, &mdhd), full_box(b"hdlr", 0, 0, &hdlr), boxed(b"minf", &boxed(b"stbl", &stbl))]
+        .concat();
+    let trak = boxed(b"trak", &[full_box(b"tkhd", 1, 3, &tkhd), boxed(b"mdia", &mdia)].concat());
+    let moov = boxed(b"moov", &[full_box(b"mvhd", 1, 0, &mvhd), trak.clone(), trak].concat());
+    let file = [boxed(b"ftyp", b"isom\0\0\x02\0isom"), moov].concat();
+    let facts = probe_bytes(&file).unwrap();
+    assert_eq!((facts.width, facts.height), (Some(1280), Some(720)));
+    assert_eq!(facts.duration_ms, Some(2000));
+    assert_eq!(facts.frame_rate, Some(60.0));
+    assert_eq!((facts.codec.as_deref(), facts.views), (Some("avc1"), Some(1)));
 }
 
 #[test]
@@ -380,7 +495,10 @@ fn moov_being_written_is_unfinished() {
     assert_verdict(
         cut,
         "unfinished",
-        &format!("moov declares {} from byte 10,036, the file ends at 9.9 KiB", text::size(moov_size as u64)),
+        &format!(
+            "moov incomplete: it declares {} from byte 10,036, the file ends at 9.9 KiB",
+            text::size(moov_size as u64)
+        ),
     );
 }
 
@@ -653,6 +771,38 @@ fn overflowing_chunk_offsets_are_unreadable() {
              offset can reach"
         )
     );
+}
+
+#[test]
+fn reads_headers_and_the_moov_only() {
+    struct Counted<'a> {
+        inner: Cursor<&'a [u8]>,
+        bytes: u64,
+        reads: u64,
+    }
+    impl Read for Counted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.bytes += n as u64;
+            self.reads += 1;
+            Ok(n)
+        }
+    }
+    impl Seek for Counted<'_> {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+    for moov_first in [false, true] {
+        let spec = Spec { payload: 1 << 20, moov_first, mdat64: true, ..small() };
+        let b = synth::build(&spec);
+        let moov_len = get_u32(&b, find(&b, b"moov") - 4) as u64;
+        let mut r = Counted { inner: Cursor::new(&b[..]), bytes: 0, reads: 0 };
+        assert_eq!(probe(&mut r, b.len() as u64).unwrap(), spec.facts());
+        // ftyp header and brand, mdat header (16 bytes: two reads), moov
+        // header and payload.
+        assert_eq!((r.bytes, r.reads), (8 + 4 + 16 + moov_len, 6), "moov first: {moov_first}");
+    }
 }
 
 #[test]

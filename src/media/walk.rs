@@ -13,6 +13,12 @@ const FIRST_TYPES: &[[u8; 4]] = &[
     *b"moof", *b"mfra", *b"meta", *b"pdin", *b"junk", *b"PICT", *b"prfl", *b"emsg", *b"prft",
 ];
 
+/// The most top-level boxes the walk reads (a header read each): far more
+/// than any movie has (a fragment per frame at 60 fps for three hours is
+/// 1.3 million), so a file of tiny boxes cannot keep the probe busy for
+/// long.
+const MAX_TOP_BOXES: u64 = 10_000_000;
+
 /// One top-level box as its header declares it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TopBox {
@@ -89,6 +95,10 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
 /// Could these (fewer than 8) bytes be the start of a file's first box
 /// header?
 fn could_start_box(bytes: &[u8]) -> bool {
@@ -130,14 +140,15 @@ pub(super) fn walk<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Layout, M
         return Err(MediaError::Unfinished("the file is empty".into()));
     }
     let mut pos = 0u64;
-    // The header, a 64-bit size, and room for the ftyp major brand.
-    let mut hdr = [0u8; 24];
+    // A header and its 64-bit size: no byte of a box's payload is read but
+    // the moov's and the ftyp's major brand.
+    let mut hdr = [0u8; 16];
     loop {
         if pos >= l.len {
             l.end = End::Tiled;
             return Ok(l);
         }
-        let want = (l.len - pos).min(hdr.len() as u64) as usize;
+        let want = (l.len - pos).min(8) as usize;
         let got = src.read_at(pos, &mut hdr[..want])?;
         if got < want {
             l.len = pos + got as u64;
@@ -161,8 +172,8 @@ pub(super) fn walk<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Layout, M
             l.end = End::PartialHeader { at: pos, have: have.len() as u64 };
             return Ok(l);
         }
-        let declared = be32(&have[0..4]);
-        let kind = [have[4], have[5], have[6], have[7]];
+        let declared = be32(&hdr[0..4]);
+        let kind = [hdr[4], hdr[5], hdr[6], hdr[7]];
         if pos == 0 && !FIRST_TYPES.contains(&kind) {
             return Err(not_a_container(format!("the first box type is {}, not a top-level box", quoted(kind))));
         }
@@ -174,12 +185,20 @@ pub(super) fn walk<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Layout, M
         let (box_size, mut header, to_eof) = match declared {
             0 => (left, 8u64, true),
             1 => {
-                let Some(large) = have.get(8..16) else {
-                    l.end = End::PartialHeader { at: pos, have: have.len() as u64 };
+                let want = (left - 8).min(8) as usize;
+                let got = src.read_at(pos + 8, &mut hdr[8..8 + want])?;
+                if got < 8 {
+                    l.len = l.len.min(pos + 8 + got as u64);
+                    if pos == 0 {
+                        return Err(MediaError::Unfinished(format!(
+                            "the file ends inside the first box header ({} of 16 bytes)",
+                            8 + got
+                        )));
+                    }
+                    l.end = End::PartialHeader { at: pos, have: 8 + got as u64 };
                     return Ok(l);
-                };
-                let large = u64::from_be_bytes(large.try_into().unwrap_or([0; 8]));
-                (large, 16, false)
+                }
+                (be64(&hdr[8..16]), 16, false)
             }
             n => (u64::from(n), 8, false),
         };
@@ -196,12 +215,20 @@ pub(super) fn walk<R: Read + Seek>(reader: &mut R, len: u64) -> Result<Layout, M
         }
         let b = TopBox { kind, start: pos, size: box_size, to_eof };
         l.boxes += 1;
+        if l.boxes > MAX_TOP_BOXES {
+            return Err(MediaError::Unreadable(format!(
+                "more than {} top-level boxes (the probe stopped at byte {})",
+                num(MAX_TOP_BOXES),
+                num(pos)
+            )));
+        }
         let end = pos.checked_add(box_size).filter(|&e| e <= l.len);
         match &kind {
             b"ftyp" if !l.has_ftyp => {
                 l.has_ftyp = true;
-                if header == 8 && box_size >= 12 {
-                    l.brand = have.get(8..12).map(|s| [s[0], s[1], s[2], s[3]]);
+                let mut brand = [0u8; 4];
+                if end.is_some() && box_size >= header + 4 && src.read_at(pos + header, &mut brand)? == 4 {
+                    l.brand = Some(brand);
                 }
             }
             b"moov" => {
