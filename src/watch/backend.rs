@@ -31,7 +31,12 @@ pub(crate) const CHANNEL_CAPACITY: usize = 16_384;
 /// What the watcher threads tell the driver.
 #[derive(Debug)]
 pub(crate) enum Msg {
-    Event { watch: usize, event: notify::Result<Event> },
+    Event {
+        watch: usize,
+        event: notify::Result<Event>,
+    },
+    /// The courier has something for the driver ([`super::courier::Courier::returned`]).
+    Wake,
     Stop,
 }
 

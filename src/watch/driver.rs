@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::WatchError;
 use super::backend::{self, Backend, Msg, Signals, WatchStats};
-use super::handoff::{Handed, Handoff};
+use super::courier::{Courier, Job, Returned};
 use super::scan::{self, ExportLook, WatchRules};
 use super::settle::{Clock, Settle, Settler};
 use crate::config::Dur;
@@ -30,7 +30,10 @@ pub(crate) struct Driver {
     pub rx: Receiver<Msg>,
     /// Kept to start a polling backend when a native one hits the OS limit.
     pub tx: SyncSender<Msg>,
-    pub handoff: Box<dyn Handoff>,
+    /// Runs the hand-off on its own thread.
+    pub courier: Courier,
+    /// The courier refused a job: its thread is gone.
+    pub courier_gone: bool,
     pub clock: Arc<dyn Clock>,
     pub stats: Arc<WatchStats>,
     pub next_rescan: Vec<Instant>,
@@ -51,7 +54,7 @@ impl Driver {
         for i in 0..self.rules.len() {
             if scan::root_present(&self.rules[i]).is_ok() {
                 // A missing-folder note left by an earlier run is stale.
-                self.handoff.watch_folder(&self.rules[i], None);
+                self.send(Job::Folder { watch: i, missing: None });
             }
             self.rescan(i);
         }
@@ -63,18 +66,25 @@ impl Driver {
                 None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match first {
-                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return self.stop(),
+                Ok(Msg::Wake) => {}
                 Ok(Msg::Event { watch, event }) => {
                     self.on_event(watch, event);
                     for _ in 0..BATCH {
                         match self.rx.try_recv() {
-                            Ok(Msg::Stop) => return Ok(()),
+                            Ok(Msg::Stop) => return self.stop(),
                             Ok(Msg::Event { watch, event }) => self.on_event(watch, event),
+                            Ok(Msg::Wake) => {}
                             Err(_) => break,
                         }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.take_returned();
+            if self.courier_gone {
+                tracing::error!("the hand-off thread stopped unexpectedly");
+                return Err(WatchError::Died);
             }
             self.check_signals();
             self.run_due_looks();
@@ -84,6 +94,32 @@ impl Driver {
                     self.rescan(i);
                 }
             }
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), WatchError> {
+        self.courier.stop();
+        Ok(())
+    }
+
+    /// Act on what the hand-offs returned: hold an export whose container
+    /// is still being written (unless it changed meanwhile), settle again
+    /// one whose hand-off failed.
+    fn take_returned(&mut self) {
+        let now = self.clock.now();
+        let returned: Vec<Returned> = self.courier.returned().collect();
+        for r in returned {
+            match r {
+                Returned::Hold { key, recheck } => self.settler.hold(&key, now, now + recheck),
+                Returned::Rearm { key } => self.settler.rearm(&key, now),
+            }
+        }
+    }
+
+    /// Queue a job for the courier; a courier that is gone ends the loop.
+    fn send(&mut self, job: Job) {
+        if self.courier.send(job).is_err() {
+            self.courier_gone = true;
         }
     }
 
@@ -188,7 +224,7 @@ impl Driver {
                     "the watch folder is missing (unmounted share? deleted?); its exports are kept as they are \
                      and the folder is looked for again at every rescan: {e}"
                 );
-                self.handoff.watch_folder(&self.rules[i], Some(&e));
+                self.send(Job::Folder { watch: i, missing: Some(e) });
             }
             return false;
         }
@@ -213,7 +249,7 @@ impl Driver {
             } else {
                 tracing::info!(folder = %self.rules[i].root.display(), "the watch folder was replaced; watching the new one");
             }
-            self.handoff.watch_folder(&self.rules[i], None);
+            self.send(Job::Folder { watch: i, missing: None });
         }
         true
     }
@@ -266,7 +302,6 @@ impl Driver {
             },
             (s, _) => s,
         };
-        let rules = &self.rules[s.watch_index()];
         match &s {
             Settle::Waiting { key, .. } => tracing::info!(export = %key.display(), "new export, settling"),
             Settle::Changed { key, .. } => tracing::info!(export = %key.display(), "export changed, settling again"),
@@ -282,18 +317,6 @@ impl Driver {
             Settle::Empty { key, .. } => tracing::info!(export = %key.display(), "export folder is empty"),
             Settle::Vanished { key, .. } => tracing::info!(export = %key.display(), "export gone"),
         }
-        match self.handoff.hand_off(&s, rules) {
-            Ok(Handed::Done) => {}
-            Ok(Handed::Unfinished { recheck }) => {
-                let now = self.clock.now();
-                self.settler.hold(s.key(), now, now + recheck);
-            }
-            Err(e) => {
-                tracing::warn!(export = %s.key().display(), "hand-off failed, will retry: {e}");
-                if matches!(s, Settle::Settled { .. } | Settle::Unreadable { .. }) {
-                    self.settler.rearm(s.key(), self.clock.now());
-                }
-            }
-        }
+        self.send(Job::Settle(s));
     }
 }

@@ -6,7 +6,9 @@
 //! settle state machine ([`settle::Settler`]), takes looks at exports only
 //! when one is due, rescans whole folders at startup, every `rescan` and
 //! whenever events were lost, and hands every [`Settle`] value to a
-//! [`Handoff`].
+//! [`Handoff`] that runs on a thread of its own (`courier`), so building a
+//! group, probing its containers and writing the journal never hold up the
+//! loop.
 //!
 //! Exports: in folders mode each direct subfolder of the watch folder
 //! (hidden, ignored and temporary-named ones skipped); in flat mode the files
@@ -39,6 +41,7 @@ use crate::config::{Config, Dur, WatchConfig};
 use crate::journal::Store;
 
 mod backend;
+mod courier;
 mod driver;
 pub mod handoff;
 pub mod scan;
@@ -103,6 +106,9 @@ pub struct WatchOptions {
     /// Events buffered between notify and the watcher thread before the
     /// callback starts dropping them (and a rescan makes up for them).
     pub channel_capacity: usize,
+    /// Settle values queued for the hand-off thread before the watcher
+    /// waits for it.
+    pub handoff_capacity: usize,
     /// How long [`run`] waits for the watcher thread after shutdown
     /// before it leaves it behind (a hand-off stuck in a read the OS does
     /// not let go of must not keep the agent from stopping).
@@ -116,6 +122,7 @@ impl Default for WatchOptions {
             stats: Arc::default(),
             force_poll: false,
             channel_capacity: backend::CHANNEL_CAPACITY,
+            handoff_capacity: 256,
             stop_grace: std::time::Duration::from_secs(10),
         }
     }
@@ -188,6 +195,7 @@ pub fn start(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let now = opts.clock.now();
+    let courier = courier::Courier::start(handoff, rules.clone(), opts.handoff_capacity, tx.clone())?;
     let driver = driver::Driver {
         root_ids: rules.iter().map(scan::root_identity).collect(),
         missing: vec![false; rules.len()],
@@ -201,7 +209,8 @@ pub fn start(
         signals,
         rx,
         tx: tx.clone(),
-        handoff,
+        courier,
+        courier_gone: false,
         clock: opts.clock.clone(),
         stats: opts.stats.clone(),
     };

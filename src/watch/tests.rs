@@ -333,7 +333,9 @@ fn dropped_events_trigger_a_rescan_and_nothing_is_missed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (tx, rx) = channel();
     let stats = Arc::new(WatchStats::default());
-    let opts = WatchOptions { stats: stats.clone(), channel_capacity: 64, ..WatchOptions::default() };
+    // One queued hand-off: a stalled hand-off soon holds up the driver too.
+    let opts =
+        WatchOptions { stats: stats.clone(), channel_capacity: 64, handoff_capacity: 1, ..WatchOptions::default() };
     let (stalling, stalled) = channel();
     let (release, released) = channel();
     let handoff = Stalling { inner: ChannelHandoff(tx), stalling, release: released, stalled: false };
