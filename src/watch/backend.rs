@@ -12,7 +12,7 @@
 //!   instance left), that folder is watched by polling instead, with one
 //!   warning that names the sysctl to raise. Other folders are unaffected.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -141,13 +141,29 @@ fn emfile() -> i32 {
     }
 }
 
+/// Where a watch folder really is, when its path goes through a symbolic
+/// link (`/renders` → `/mnt/nas/renders`): notify walks and watches the
+/// real folder (it does not descend through a link at the root), and event
+/// paths are spelled back under the configured path.
+fn real_root(root: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(root).ok().filter(|real| real != root)
+}
+
 fn handler(
     watch: usize,
     tx: SyncSender<Msg>,
     signals: Arc<Signals>,
     stats: Arc<WatchStats>,
+    respell: Option<(PathBuf, PathBuf)>,
 ) -> impl Fn(notify::Result<Event>) + Send + 'static {
-    move |res: notify::Result<Event>| {
+    move |mut res: notify::Result<Event>| {
+        if let (Ok(ev), Some((real, root))) = (&mut res, &respell) {
+            for p in &mut ev.paths {
+                if let Ok(rest) = p.strip_prefix(real) {
+                    *p = root.join(rest);
+                }
+            }
+        }
         match &res {
             Ok(ev) if is_read_only(ev) => return,
             Ok(_) => {
@@ -176,16 +192,20 @@ pub(crate) fn start(
     stats: &Arc<WatchStats>,
     force_poll: bool,
 ) -> Result<Backend, WatchError> {
-    let h = || handler(rules.index, tx.clone(), signals.clone(), stats.clone());
+    let real = real_root(&rules.root);
+    let watched = real.clone().unwrap_or_else(|| rules.root.clone());
+    let h = || {
+        handler(rules.index, tx.clone(), signals.clone(), stats.clone(), real.clone().map(|r| (r, rules.root.clone())))
+    };
     if let Some(every) = rules.poll {
-        return start_poll(rules, every, h(), stats);
+        return start_poll(rules, &watched, every, h(), stats);
     }
     if force_poll {
-        return start_poll(rules, rules.fallback_poll(), h(), stats);
+        return start_poll(rules, &watched, rules.fallback_poll(), h(), stats);
     }
     let cfg = notify::Config::default().with_follow_symlinks(rules.follow_symlinks);
     let native = RecommendedWatcher::new(h(), cfg).and_then(|mut w| {
-        w.watch(&rules.root, RecursiveMode::Recursive)?;
+        w.watch(&watched, RecursiveMode::Recursive)?;
         Ok(w)
     });
     match native {
@@ -195,7 +215,7 @@ pub(crate) fn start(
             let every = rules.fallback_poll();
             tracing::warn!("{}", limit_warning(&rules.root, &e, every));
             stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-            start_poll(rules, every, h(), stats)
+            start_poll(rules, &watched, every, h(), stats)
         }
         Err(e) => Err(WatchError::Notify { path: rules.root.clone(), source: e }),
     }
@@ -203,6 +223,7 @@ pub(crate) fn start(
 
 fn start_poll(
     rules: &WatchRules,
+    watched: &Path,
     every: Duration,
     h: impl Fn(notify::Result<Event>) + Send + 'static,
     stats: &Arc<WatchStats>,
@@ -212,7 +233,7 @@ fn start_poll(
         .with_compare_contents(false)
         .with_follow_symlinks(rules.follow_symlinks);
     let mut w = PollWatcher::new(h, cfg).map_err(|e| WatchError::Notify { path: rules.root.clone(), source: e })?;
-    w.watch(&rules.root, RecursiveMode::Recursive)
+    w.watch(watched, RecursiveMode::Recursive)
         .map_err(|e| WatchError::Notify { path: rules.root.clone(), source: e })?;
     stats.polling.fetch_add(1, Ordering::Relaxed);
     tracing::info!(folder = %rules.root.display(), every = %Dur(every), "watching by polling");

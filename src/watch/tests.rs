@@ -760,3 +760,21 @@ fn a_watch_folder_missing_at_start_is_watched_once_it_appears() {
     run.wait_for("settled", settled(&root.join("shot")));
     run.stop();
 }
+
+/// A watch folder whose path is a symbolic link (`/renders` pointing at a
+/// share's mount): new exports come by events, spelled under the path the
+/// config gives, not only by the periodic rescan.
+#[cfg(unix)]
+#[test]
+fn a_watch_folder_behind_a_symlink_sees_new_exports_by_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let run = Run::start(&[watch(&link)]);
+    std::thread::sleep(Duration::from_millis(500));
+    write_file(&real.join("late/v.mov"), 10);
+    run.wait_all_settled(&[link.join("late")]);
+    run.stop();
+}

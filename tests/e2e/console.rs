@@ -186,6 +186,9 @@ async fn the_page_shows_progress_and_retry_requeues_a_failed_group() {
     c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#history li")).await.unwrap();
     let history = text_of(&c, "#history").await.unwrap_or_default();
     assert!(history.contains("queued") && history.contains("failed"), "{history}");
+    // Its file, with what the container said (the media check).
+    let files = text_of(&c, "#files").await.unwrap_or_default();
+    assert!(files.contains("flyover.mov") && files.contains("2 views (MV-HEVC)"), "{files}");
     c.find(Locator::Css("#detail-close")).await.unwrap().click().await.unwrap();
 
     c.set_window_size(390, 844).await.unwrap();

@@ -185,3 +185,22 @@ async fn eyes_of_different_lengths_are_rejected_naming_both_and_auto_sends_stere
     assert_eq!(shown["files"][0]["media"]["durationMs"], 3000, "{shown}");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_of_an_unfinished_render_sends_nothing_and_says_why() {
+    let w = World::new(64 * 1024, "").await;
+    let folder = w.exports.join("Rendering");
+    let whole = synth::build(&stereo(30, 200 * 1024));
+    write(&folder.join("Rendering.mov"), &whole[..whole.len() / 3]);
+    let cfg = w.config_path.to_str().unwrap().to_string();
+    let r = w.run(KEY, &["upload", "--config", &cfg, folder.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("is not finished") && r.stderr.contains("Rendering.mov: moov missing"), "{r:?}");
+    assert_eq!(puts(&w), 0);
+    assert!(w.sandbox.sessions().is_empty());
+    // Finished, the same command uploads it.
+    write(&folder.join("Rendering.mov"), &whole);
+    let r = w.run(KEY, &["upload", "--config", &cfg, folder.to_str().unwrap()]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(w.sandbox.library().len(), 1);
+}

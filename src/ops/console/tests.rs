@@ -119,7 +119,7 @@ impl Env {
                 dev: None,
                 ino: None,
                 staged: false,
-                media: None,
+                media: Some(crate::media::synth::Spec::stereo(2200, 2200, (30_000, 1000), 30).facts()),
             }],
             fingerprint: format!("fp-{name}"),
             violations: Vec::new(),
@@ -186,6 +186,11 @@ async fn status_lists_the_rows_status_json_prints_and_the_agent() {
     assert_eq!(g["name"], "clip-a");
     let history = g["history"].as_array().expect("history");
     assert!(history.iter().any(|h| h["to"] == "queued" && h["at"].is_string()), "{g}");
+    // `files` stays the row's count; each file, with its media facts, is in `fileDetails`.
+    assert_eq!(g["files"], 1);
+    let file = &g["fileDetails"][0];
+    assert_eq!((file["path"].as_str(), file["role"].as_str()), (Some("video.mov"), Some("video")), "{g}");
+    assert_eq!((file["media"]["views"].as_u64(), file["media"]["width"].as_u64()), (Some(2), Some(2200)), "{g}");
     let (code, err) = e.get("/api/v1/groups/999").await;
     assert_eq!(code, 404);
     assert!(err["error"].as_str().unwrap().contains("no group 999"), "{err}");
