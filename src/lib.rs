@@ -4,7 +4,10 @@
 //! The pipeline runs left to right and each stage hands the next a plain value:
 //! [`watch`] notices changes and decides when an export is *finished*
 //! (settled); [`group`] turns a finished export into an [`group::UploadGroup`]
-//! (roles, languages, layout, the API's rules) or a rejection; [`journal`]
+//! (roles, languages, layout, the API's rules) or a rejection, looking
+//! inside every video and audio container with [`media`] (the probe: is the
+//! render whole, and what is it — MV-HEVC stereo, packing, projection)
+//! before the layout is decided; [`journal`]
 //! records the group, the only shared state, behind one boundary (the traits
 //! of [`journal::Store`], implemented on SQLite; async code crosses
 //! [`journal::AsyncJournal::call`]); [`upload`] claims

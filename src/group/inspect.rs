@@ -69,11 +69,12 @@ pub(super) fn probe_files(files: &mut [GroupFile], check: MediaCheck) -> Probed 
 }
 
 /// Probe one file through a descriptor opened without following links; the
-/// length is the open file's, not the listing's.
+/// length is the open file's, not the listing's. Unbuffered: the probe
+/// reads each box header with one small read and the `moov` with one read,
+/// so a buffer would only read ahead into sample data after every seek.
 fn probe_one(f: &GroupFile) -> Result<MediaFacts, MediaError> {
-    let (file, meta) = super::open::open_regular(&f.source)?;
-    let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
-    media::probe(&mut reader, meta.len())
+    let (mut file, meta) = super::open::open_regular(&f.source)?;
+    media::probe(&mut file, meta.len())
 }
 
 /// Probe findings go to `violations` (reject) or `warnings` (warn); a file
