@@ -124,8 +124,9 @@ impl JournalHandoff {
         // Its zips are made again when it settles again.
         group::remove_staged(&group);
         let reasons: Vec<String> = group.unfinished.iter().map(|v| v.to_string()).collect();
+        let then = if group.media_check == MediaCheck::Warn { "uploaded with a warning" } else { "rejected" };
         let reason = format!(
-            "still being written (the container is not finished): {}; rejected after {wait} of quiet",
+            "still being written (the container is not finished): {}; {then} after {wait} of quiet",
             reasons.join("; ")
         );
         if held_for.is_none() {

@@ -342,9 +342,14 @@ fn dropped_events_trigger_a_rescan_and_nothing_is_missed() {
     let handle = start(&[watch(dir.path())], Box::new(handoff), opts).expect("start");
     let first = dir.path().join("first");
     write_file(&first.join("v.mov"), 1);
-    // While the hand-off stalls, flood the channel with distinct events
-    // (inotify merges identical ones), then add an export.
+    // While the hand-off stalls, two more exports: the first one's value
+    // fills the hand-off queue, the second's holds up the driver. Then flood
+    // the channel with distinct events (inotify merges identical ones),
+    // then add an export.
     stalled.recv_timeout(PATIENCE).expect("the hand-off stalls on the first value");
+    let (queued, blocking) = (dir.path().join("queued"), dir.path().join("blocking"));
+    write_file(&queued.join("v.mov"), 1);
+    write_file(&blocking.join("v.mov"), 1);
     let flood = dir.path().join("flood");
     for i in 0..500 {
         write_file(&flood.join(format!("f{i}.srt")), 1);
@@ -354,7 +359,7 @@ fn dropped_events_trigger_a_rescan_and_nothing_is_missed() {
     eventually("the flood to overflow the channel", || stats.dropped.load(Ordering::Relaxed) > 0);
     release.send(()).expect("the hand-off is still stalled");
     let run = Run { handle: Some(handle), rx };
-    run.wait_all_settled(&[first, flood, late]);
+    run.wait_all_settled(&[first, queued, blocking, flood, late]);
     assert!(stats.dropped.load(Ordering::Relaxed) > 0, "the flood overflowed the channel");
     assert!(stats.rescans.load(Ordering::Relaxed) >= 2, "an overflow rescans");
     run.stop();
