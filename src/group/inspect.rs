@@ -248,8 +248,6 @@ pub fn unfinished_expired(group: &UploadGroup, waited: &str) -> Vec<Violation> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use crate::media::Container;
 
@@ -273,19 +271,7 @@ mod tests {
     }
 
     fn file(name: &str, role: FileRole, media: Option<MediaFacts>) -> GroupFile {
-        GroupFile {
-            source: PathBuf::from(name),
-            rel_path: name.into(),
-            file_name: name.into(),
-            role,
-            language: None,
-            size: 1,
-            mtime_ns: 0,
-            dev: None,
-            ino: None,
-            staged: false,
-            media,
-        }
+        GroupFile { media, ..GroupFile::for_tests(name, role) }
     }
 
     fn group(layout: Layout, files: Vec<GroupFile>) -> UploadGroup {

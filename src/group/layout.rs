@@ -211,22 +211,9 @@ pub fn resolve(watch: &WatchConfig, sidecar: &Sidecar, files: &[GroupFile]) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn file(name: &str, role: FileRole) -> GroupFile {
-        GroupFile {
-            source: PathBuf::from(name),
-            rel_path: name.into(),
-            file_name: name.into(),
-            role,
-            language: None,
-            size: 1,
-            mtime_ns: 0,
-            dev: None,
-            ino: None,
-            staged: false,
-            media: None,
-        }
+        GroupFile::for_tests(name, role)
     }
 
     #[test]

@@ -100,7 +100,8 @@ impl UploadGroup {
         self.is_valid() && self.unfinished.is_empty()
     }
 
-    /// A group with these files and nothing else set (for tests).
+    /// A group with these files and nothing else set (for tests; see
+    /// [`GroupFile::for_tests`]).
     #[cfg(test)]
     pub(crate) fn for_tests(name: &str, layout: Layout, files: Vec<GroupFile>) -> UploadGroup {
         UploadGroup {
@@ -156,6 +157,27 @@ pub struct GroupFile {
     /// inside and found a whole file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaFacts>,
+}
+
+#[cfg(test)]
+impl GroupFile {
+    /// A file of one byte named `name` (also its path) in this role, nothing
+    /// else known (for tests).
+    pub(crate) fn for_tests(name: &str, role: FileRole) -> GroupFile {
+        GroupFile {
+            source: PathBuf::from(name),
+            rel_path: name.into(),
+            file_name: name.into(),
+            role,
+            language: None,
+            size: 1,
+            mtime_ns: 0,
+            dev: None,
+            ino: None,
+            staged: false,
+            media: None,
+        }
+    }
 }
 
 /// A broken rule, in plain words, naming the file when there is one.

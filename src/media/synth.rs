@@ -733,23 +733,28 @@ fn moof(tracks: &[TrackPlan], chunks: &[ChunkPlan], seq: u32, data_start: u64, p
     boxed(b"moof", &p)
 }
 
-/// A tiny container for a file name the media check looks into, the way the
-/// crate's tests write "a render": `.m4a` is AAC audio; a `_L`/`_R`-style
-/// eye is plain HEVC (both eyes alike); any other `.mov`/`.mp4`/`.aivu` is
-/// MV-HEVC stereo. `seed` adds payload bytes, so two seeds give two sizes.
-/// `None` for a name the check does not look into.
-#[cfg(test)]
-pub(crate) fn for_name(name: &str, seed: u64) -> Option<Vec<u8>> {
+/// What tests write for a file name the media check looks into, the way a
+/// render would: `.m4a` is AAC audio (8 frames); a `_L`/`_R`-style eye is
+/// plain HEVC (both eyes alike); any other `.mov`/`.mp4`/`.aivu` is MV-HEVC
+/// stereo (8 frames at 30 fps, 1920×1080). `None` for a name the check does
+/// not look into. The payload is the caller's to set.
+pub fn spec_for_name(name: &str) -> Option<Spec> {
     let lower = name.to_ascii_lowercase();
     let (stem, ext) = lower.rsplit_once('.')?;
     let eye = ["_l", "-l", ".l", "_r", "-r", ".r", "_left", "-left", ".left", "_right", "-right", ".right"]
         .iter()
         .any(|s| stem.ends_with(s));
-    let spec = match ext {
-        "m4a" => Spec::audio_only(2, 48_000, 8),
-        "mov" | "mp4" | "aivu" if eye => Spec::video(*b"hvc1", 1920, 1080, (30_000, 1000), 8),
-        "mov" | "mp4" | "aivu" => Spec::stereo(1920, 1080, (30_000, 1000), 8),
-        _ => return None,
-    };
-    Some(build(&Spec { payload: 512 + seed, ..spec }))
+    match ext {
+        "m4a" => Some(Spec::audio_only(2, 48_000, 8)),
+        "mov" | "mp4" | "aivu" if eye => Some(Spec::video(*b"hvc1", 1920, 1080, (30_000, 1000), 8)),
+        "mov" | "mp4" | "aivu" => Some(Spec::stereo(1920, 1080, (30_000, 1000), 8)),
+        _ => None,
+    }
+}
+
+/// The file [`spec_for_name`] describes; `seed` adds payload bytes, so two
+/// seeds give two sizes.
+#[cfg(test)]
+pub(crate) fn for_name(name: &str, seed: u64) -> Option<Vec<u8>> {
+    spec_for_name(name).map(|spec| build(&Spec { payload: 512 + seed, ..spec }))
 }

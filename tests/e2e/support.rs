@@ -129,26 +129,15 @@ pub fn fast() -> EngineOptions {
 }
 
 /// A real container for a file the media check looks into, of exactly
-/// `size` bytes, its sample data `bytes_for(seed, …)`: `.m4a` is AAC audio;
-/// `.mov`/`.mp4`/`.aivu` are MV-HEVC stereo (as a spatial export is), or a
-/// plain HEVC eye for an `_L`/`_R`-style name (both eyes alike). `None` for
-/// other names.
+/// `size` bytes, its sample data `bytes_for(seed, …)`: what
+/// `synth::spec_for_name` says for the name (AAC audio, an HEVC eye, or
+/// MV-HEVC stereo). `None` for other names.
 ///
 /// # Panics
 /// When `size` cannot hold the container's boxes (about a kilobyte).
 pub fn container_for(name: &str, seed: &str, size: usize) -> Option<Vec<u8>> {
     use spatialgen_sync::media::synth::{self, Spec};
-    let lower = name.to_ascii_lowercase();
-    let (stem, ext) = lower.rsplit_once('.')?;
-    let eye = ["_l", "-l", ".l", "_r", "-r", ".r", "_left", "-left", ".left", "_right", "-right", ".right"]
-        .iter()
-        .any(|s| stem.ends_with(s));
-    let base = match ext {
-        "m4a" => Spec::audio_only(2, 48_000, 8),
-        "mov" | "mp4" | "aivu" if eye => Spec::video(*b"hvc1", 1920, 1080, (30_000, 1000), 8),
-        "mov" | "mp4" | "aivu" => Spec::stereo(1920, 1080, (30_000, 1000), 8),
-        _ => return None,
-    };
+    let base = synth::spec_for_name(name)?;
     // The boxes' size depends a little on the payload (uniform sample
     // sizes or a table): settle on the payload that makes `size` exactly.
     let mut payload = 1024u64;
