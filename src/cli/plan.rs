@@ -224,13 +224,13 @@ fn render_text(groups: &[UploadGroup], out: &mut dyn Write) -> std::io::Result<(
             }
         }
         for v in &g.violations {
-            writeln!(out, "  - {v} [{}]", v.rule)?;
+            writeln!(out, "  - {}", v.tagged())?;
         }
         for v in &g.unfinished {
             writeln!(out, "  - still being written: {v} (the agent waits media_wait, then rejects it)")?;
         }
         for v in &g.warnings {
-            writeln!(out, "  - warning: {v} [{}]", v.rule)?;
+            writeln!(out, "  - warning: {}", v.tagged())?;
         }
         writeln!(out)?;
     }

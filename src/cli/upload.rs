@@ -39,7 +39,7 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::WorkFailed);
     }
     for w in &group.warnings {
-        eprintln!("warning: {w} [{}]", w.rule);
+        eprintln!("warning: {}", w.tagged());
     }
     let journal = crate::journal::open_configured(&cfg)?;
 
@@ -50,7 +50,7 @@ pub fn run(args: UploadArgs) -> anyhow::Result<Outcome> {
             journal.set_finished(id)?;
             eprintln!("{} breaks a rule; nothing was sent (group {id}):", folder.display());
             for v in &group.violations {
-                eprintln!("  - {v} [{}]", v.rule);
+                eprintln!("  - {}", v.tagged());
             }
             return Ok(Outcome::WorkFailed);
         }

@@ -192,6 +192,19 @@ pub struct Violation {
     pub message: String,
 }
 
+impl Violation {
+    /// `file: message [rule-id]`: how `status`, `plan`, the log and the
+    /// history name a finding.
+    pub fn tagged(&self) -> String {
+        format!("{self} [{}]", self.rule)
+    }
+
+    /// Every violation of `list`, tagged, joined with `; `.
+    pub fn join_tagged(list: &[Violation]) -> String {
+        list.iter().map(Violation::tagged).collect::<Vec<_>>().join("; ")
+    }
+}
+
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.file {

@@ -11,7 +11,7 @@ use super::forget;
 use super::history::{event, state_of, transition};
 use super::store::Queue;
 use super::{Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
-use crate::group::UploadGroup;
+use crate::group::{UploadGroup, Violation};
 
 /// `id`'s 1-based place in `order`.
 pub(super) fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {
@@ -69,18 +69,13 @@ pub(super) fn queued_detail(group: &UploadGroup, first: &str) -> String {
     if group.warnings.is_empty() {
         return first.to_string();
     }
-    let warnings: Vec<String> = group.warnings.iter().map(|v| format!("{v} [{}]", v.rule)).collect();
-    format!("{first}; media warnings: {}", warnings.join("; "))
+    format!("{first}; media warnings: {}", Violation::join_tagged(&group.warnings))
 }
 
 /// A rejected group's `error`: every violation with its rule id, as
 /// `status` shows it (`Shot.mov: moov missing; … [media-truncated]`).
 pub(super) fn violations_text(group: &UploadGroup) -> Option<String> {
-    if group.violations.is_empty() {
-        None
-    } else {
-        Some(group.violations.iter().map(|v| format!("{v} [{}]", v.rule)).collect::<Vec<_>>().join("; "))
-    }
+    (!group.violations.is_empty()).then(|| Violation::join_tagged(&group.violations))
 }
 
 impl Queue for Journal {

@@ -594,8 +594,9 @@ fn stsd(spec: &Spec, t: &TrackPlan) -> Vec<u8> {
 }
 
 fn visual_entry(spec: &Spec) -> Vec<u8> {
-    let w = u16::try_from(spec.width).expect("width fits 16 bits");
-    let h = u16::try_from(spec.height).expect("height fits 16 bits");
+    // The sample entry holds 16 bits; a larger spec is written as 65,535.
+    let w = u16::try_from(spec.width).unwrap_or(u16::MAX);
+    let h = u16::try_from(spec.height).unwrap_or(u16::MAX);
     let mut p = Vec::new();
     p.raw(&[0; 6]).u16(1).raw(&[0; 16]).u16(w).u16(h).u32(0x0048_0000).u32(0x0048_0000).u32(0).u16(1);
     p.raw(&[0; 32]).u16(0x0018).u16(0xffff);

@@ -105,7 +105,9 @@ impl JournalHandoff {
     ) -> Result<Handed, WatchError> {
         let wait = rules.group_config.media_wait;
         let waited = held_for.unwrap_or_default();
-        if waited >= wait.0 || self.already_recorded(key, &group)? {
+        // Already recorded past waiting (rejected before a restart, say): not held again.
+        let first = held_for.is_none();
+        if waited >= wait.0 || (first && self.already_recorded(key, &group)?) {
             let findings = crate::group::inspect::unfinished_expired(&group, &wait.to_string());
             tracing::warn!(
                 export = %key.display(),
@@ -129,11 +131,12 @@ impl JournalHandoff {
             "still being written (the container is not finished): {}; {then} after {wait} of quiet",
             reasons.join("; ")
         );
-        if held_for.is_none() {
+        if first {
+            // Re-checks of the same hold find the row and the reason as they were left.
             tracing::info!(export = %key.display(), "quiet, but {reason}");
+            self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+            self.journal.set_waiting_reason(key, Some(&reason))?;
         }
-        self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
-        self.journal.set_waiting_reason(key, Some(&reason))?;
         let left = wait.0.saturating_sub(waited);
         let recheck = rules.policy.settle.min(left).max(Duration::from_secs(1));
         Ok(Handed::Unfinished { recheck })
@@ -152,8 +155,8 @@ impl JournalHandoff {
         let outcome = self.journal.enqueue(group)?;
         match outcome {
             Enqueued::Queued(id) if !group.warnings.is_empty() => {
-                let warnings: Vec<String> = group.warnings.iter().map(|v| format!("{v} [{}]", v.rule)).collect();
-                tracing::warn!(export = %key.display(), id, "queued with media warnings: {}", warnings.join("; "))
+                let warnings = Violation::join_tagged(&group.warnings);
+                tracing::warn!(export = %key.display(), id, "queued with media warnings: {warnings}")
             }
             Enqueued::Queued(id) => tracing::info!(export = %key.display(), id, "queued"),
             Enqueued::Rejected(id) => {
