@@ -10,6 +10,7 @@
 //!    in-process sandbox whose API answers after 20 ms (a WAN round trip),
 //!    and the speed-up over one node.
 
+use spatialgen_sync::journal::Fence;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,10 +52,10 @@ fn per_part(j: &dyn Store, group: &UploadGroup, parts: u32) -> Result<f64, BoxEr
         total_parts: total,
         strategy: Strategy::Multipart,
     }];
-    j.record_session(id, &format!("bench-{id}"), None, &files)?;
+    j.record_session(id, Fence::Unclaimed, &format!("bench-{id}"), None, &files)?;
     let t = Instant::now();
     for n in 1..=total {
-        j.part_done(f.id, n, &format!("\"etag-{n}\""))?;
+        j.part_done(f.id, n, &format!("\"etag-{n}\""), Fence::Unclaimed)?;
     }
     Ok(t.elapsed().as_secs_f64() / f64::from(total))
 }

@@ -116,7 +116,7 @@ mod transfer;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use backend::{open_configured, open_configured_read_only, pg_options, probe};
 pub use codec::format_ms;
@@ -124,8 +124,8 @@ pub(crate) use codec::now_ms;
 pub use lock::{AgentLock, EngineLock};
 pub use pauses::{Pause, PauseReason, PauseView};
 pub use records::{
-    Ended, Enqueued, Event, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind, RequestResult,
-    SessionFile,
+    Claim, Ended, Enqueued, Event, Fence, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind,
+    RequestResult, SessionFile,
 };
 pub use state::{FileState, GroupState};
 pub use store::{AsyncJournal, History, Pauses, Queue, Requests, Store, Transfers};
@@ -166,6 +166,14 @@ pub enum JournalError {
     IllegalTransition { id: GroupId, from: GroupState, to: GroupState },
     #[error("no group {0} in the journal")]
     NoSuchGroup(GroupId),
+    /// A write under a claim that a newer claim superseded (this node was
+    /// silent past its lease and another took the group over): nothing was
+    /// written. The worker that made it stops; the engine goes on.
+    #[error(
+        "group {id}: the claim with token {token} was superseded by {}; nothing was written",
+        match .holder { Some(n) => format!("a newer claim of node {n}"), None => "a newer claim".to_string() }
+    )]
+    Fenced { id: GroupId, token: i64, holder: Option<String> },
     #[error("no part {part} of file {file} in the journal")]
     NoSuchPart { file: FileId, part: u32 },
     /// A value in the journal this binary cannot read (a hand-edited row?).
@@ -290,6 +298,21 @@ impl Store for Journal {
 
     fn try_lock_agent(&self) -> Result<Option<AgentLock>, JournalError> {
         Ok(AgentLock::try_acquire(&self.path)?.ok())
+    }
+
+    fn renew_claims(&self, claims: &[Claim]) -> Result<Vec<GroupId>, JournalError> {
+        // One engine per file, so a claim is lost only to a newer one of
+        // the same engine; the check is the fleet's, on the same code path.
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT claim FROM groups WHERE id = ?1")?;
+        let mut lost = Vec::new();
+        for c in claims {
+            let now: Option<i64> = stmt.query_row([c.id], |r| r.get(0)).optional()?;
+            if now != Some(c.token) {
+                lost.push(c.id);
+            }
+        }
+        Ok(lost)
     }
 
     #[cfg(test)]

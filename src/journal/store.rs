@@ -17,8 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{
-    AgentLock, Ended, EngineLock, Enqueued, Event, FileId, GroupId, GroupRecord, GroupState, GroupSummary,
-    JournalError, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult, SessionFile,
+    AgentLock, Claim, Ended, EngineLock, Enqueued, Event, Fence, FileId, GroupId, GroupRecord, GroupState,
+    GroupSummary, JournalError, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult,
+    SessionFile,
 };
 use crate::group::UploadGroup;
 
@@ -68,10 +69,16 @@ pub trait Queue {
     /// export's path (its key or its folder). The newest match wins.
     fn find(&self, spec: &str) -> Result<Option<GroupId>, JournalError>;
 
-    /// The next group to work on that is not in `busy`: groups already
+    /// Claim the next group to work on that is not in `busy`: groups already
     /// `uploading` first (resume), then `queued` by priority (higher first),
-    /// then by when the export was found finished (oldest first).
-    fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError>;
+    /// then by when the export was found finished (oldest first). The claim
+    /// carries a new fencing token, larger than any the group had.
+    fn next_group(&self, busy: &[GroupId]) -> Result<Option<Claim>, JournalError>;
+
+    /// Claim group `id` itself (a foreground `upload`), with a new fencing
+    /// token: `None` if it is not `queued` or `uploading`, or another node
+    /// holds a live claim on it.
+    fn claim(&self, id: GroupId) -> Result<Option<Claim>, JournalError>;
 
     /// `retry`: a `failed` group goes back to `queued` on the same row (its
     /// server session, if still alive, is resumed); a `canceled` or `expired`
@@ -112,6 +119,7 @@ pub trait Transfers {
     fn record_session(
         &self,
         id: GroupId,
+        fence: Fence,
         session_id: &str,
         expires_at: Option<&str>,
         files: &[SessionFile],
@@ -119,33 +127,42 @@ pub trait Transfers {
 
     /// A `queued` group that still has its server session (a failed group
     /// retried): back to `uploading` on that session, keeping its done parts.
-    fn resume(&self, id: GroupId) -> Result<(), JournalError>;
+    fn resume(&self, id: GroupId, fence: Fence) -> Result<(), JournalError>;
 
     /// The parts of one file, ascending, as recorded now.
     fn parts(&self, file_id: FileId) -> Result<Vec<PartRecord>, JournalError>;
 
     /// A part's bytes are stored: record its ETag. Called once per part as it
     /// succeeds, so this is the hot path (one short transaction).
-    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError>;
+    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str, fence: Fence) -> Result<(), JournalError>;
 
     /// `complete` answered for a file; `library_id` if that answer carried it.
-    fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError>;
+    fn file_completed(&self, file_id: FileId, library_id: Option<u64>, fence: Fence) -> Result<(), JournalError>;
 
-    /// The last file completed: the group is in the library.
-    fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError>;
+    /// The last file completed: the group is in the library. A group
+    /// already `completed` (by another node, or by this worker before a
+    /// crash) stays as it is: a no-op, logged.
+    fn complete_group(&self, id: GroupId, library_id: u64, fence: Fence) -> Result<(), JournalError>;
 
     /// A fatal error, or the retry budget ran out. `retry_at_ms`: when the
     /// engine re-queues it by itself.
-    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError>;
+    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>, fence: Fence) -> Result<(), JournalError>;
 
     /// Canceled, by the user or because the source changed. A fingerprint
-    /// canceled by the user is not enqueued again by the watcher.
-    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError>;
+    /// canceled by the user is not enqueued again by the watcher. A group
+    /// already `canceled` (by another node) stays as it is: a no-op, logged.
+    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool, fence: Fence) -> Result<(), JournalError>;
 
     /// The server forgot the group. With `requeue` (its files are unchanged),
     /// a new queued group with the same files is created in the same
     /// transaction and returned; the old row is then finished.
-    fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError>;
+    fn expire_group(
+        &self,
+        id: GroupId,
+        reason: &str,
+        requeue: bool,
+        fence: Fence,
+    ) -> Result<Option<GroupId>, JournalError>;
 
     /// The end-of-group housekeeping (after-upload action, receipt, staged
     /// files) is done for `id`.
@@ -275,13 +292,11 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
         None
     }
 
-    /// Keep this engine's claims on `ids` alive and say it is alive; returns
-    /// the ids among them it no longer holds (another node took them over
-    /// after this one was silent past its lease): their workers must stop
-    /// without touching them.
-    fn renew_claims(&self, _ids: &[GroupId]) -> Result<Vec<GroupId>, JournalError> {
-        Ok(Vec::new())
-    }
+    /// Keep `claims` alive (and say this engine is alive); returns the ids
+    /// among them this engine no longer holds (a newer claim took the group
+    /// over after this node was silent past its lease): their workers must
+    /// stop without touching them.
+    fn renew_claims(&self, claims: &[Claim]) -> Result<Vec<GroupId>, JournalError>;
 
     /// Tests only: run one SQL statement as it is written (both backends
     /// read the same plain SQL) and return the first column of its first
@@ -291,7 +306,7 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
 
     /// A clean stop: give up the claims on `ids` at once (another node may
     /// take them over without waiting out the lease).
-    fn release_claims(&self, _ids: &[GroupId]) -> Result<(), JournalError> {
+    fn release_claims(&self, _claims: &[Claim]) -> Result<(), JournalError> {
         Ok(())
     }
 }

@@ -65,6 +65,8 @@
 //! - [`stream`]: one part streamed from disk, with MD5 and the chunk gate.
 //! - [`control`]: cancel and retry, for every front end, and the engine's
 //!   handling of the requests they write.
+//! - `lease.rs`: a claim's lease as the worker sees it, on a clock that
+//!   runs while the process is stopped.
 //! - `housekeeping.rs`: the after-upload step and the staged files of ended
 //!   groups, on the blocking pool.
 //! - [`finish`]: the after-upload actions and the checks that a group's
@@ -74,6 +76,7 @@ pub mod control;
 mod engine;
 pub mod finish;
 mod housekeeping;
+mod lease;
 #[cfg(all(test, target_os = "linux"))]
 mod mount_tests;
 mod parts;

@@ -2,6 +2,7 @@
 //! starts the real thread and asserts on the settle values it hands off.
 //! Waits are bounded; settle periods are a few hundred milliseconds.
 
+use crate::journal::Fence;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -524,8 +525,8 @@ fn settling_export_is_waiting_then_queued_and_a_second_run_queues_nothing() {
             strategy: crate::model::Strategy::SinglePut,
         })
         .collect();
-    jr.journal.record_session(id, "sess-1", None, &session).expect("uploading");
-    jr.journal.complete_group(id, 42).expect("completed");
+    jr.journal.record_session(id, Fence::Unclaimed, "sess-1", None, &session).expect("uploading");
+    jr.journal.complete_group(id, 42, Fence::Unclaimed).expect("completed");
     jr.run.stop();
 
     // Restart: the startup scan settles the same export again; nothing new,

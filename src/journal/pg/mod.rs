@@ -51,7 +51,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use paths::Mounts;
 
 use super::store::Store;
-use super::{AgentLock, EngineLock, GroupId, JournalError};
+use super::{AgentLock, Claim, EngineLock, GroupId, JournalError};
 use crate::config::DatabaseUrl;
 
 /// What a PostgreSQL journal needs to open.
@@ -447,24 +447,25 @@ impl Store for PgJournal {
         Some(self.lease)
     }
 
-    fn renew_claims(&self, ids: &[GroupId]) -> Result<Vec<GroupId>, JournalError> {
-        let ids = ids.to_vec();
+    fn renew_claims(&self, claims: &[Claim]) -> Result<Vec<GroupId>, JournalError> {
+        let (ids, tokens): (Vec<GroupId>, Vec<i64>) = claims.iter().map(|c| (c.id, c.token)).unzip();
         self.with(|c| {
             self.heartbeat(c)?;
             let held: Vec<GroupId> = c
                 .query(
                     &format!(
-                        "UPDATE groups SET lease_until = CASE WHEN state IN ('queued','uploading')
-                                                              THEN {DB_NOW} + $3 ELSE NULL END
-                         WHERE id = ANY($1) AND node = $2 RETURNING id"
+                        "UPDATE groups g SET lease_until = CASE WHEN g.state IN ('queued','uploading')
+                                                                THEN {DB_NOW} + $4 ELSE NULL END
+                         FROM unnest($1::bigint[], $2::bigint[]) AS mine(id, token)
+                         WHERE g.id = mine.id AND g.claim = mine.token AND g.node = $3 RETURNING g.id"
                     ),
-                    &[&ids, &self.node, &self.lease_ms()],
+                    &[&ids, &tokens, &self.node, &self.lease_ms()],
                 )
                 .map_err(db_err)?
                 .iter()
                 .map(|r| col(r, "id"))
                 .collect::<Result<_, _>>()?;
-            Ok(ids.into_iter().filter(|id| !held.contains(id)).collect())
+            Ok(ids.iter().copied().filter(|id| !held.contains(id)).collect())
         })
     }
 
@@ -479,11 +480,15 @@ impl Store for PgJournal {
         })
     }
 
-    fn release_claims(&self, ids: &[GroupId]) -> Result<(), JournalError> {
-        let ids = ids.to_vec();
+    fn release_claims(&self, claims: &[Claim]) -> Result<(), JournalError> {
+        let (ids, tokens): (Vec<GroupId>, Vec<i64>) = claims.iter().map(|c| (c.id, c.token)).unzip();
         self.with(|c| {
-            c.execute("UPDATE groups SET lease_until = NULL WHERE id = ANY($1) AND node = $2", &[&ids, &self.node])
-                .map_err(db_err)?;
+            c.execute(
+                "UPDATE groups g SET lease_until = NULL FROM unnest($1::bigint[], $2::bigint[]) AS mine(id, token)
+                 WHERE g.id = mine.id AND g.claim = mine.token AND g.node = $3",
+                &[&ids, &tokens, &self.node],
+            )
+            .map_err(db_err)?;
             c.execute("DELETE FROM nodes WHERE node = $1", &[&self.node]).map_err(db_err)?;
             Ok(())
         })

@@ -2,12 +2,14 @@
 
 use std::path::Path;
 
-use super::history::{event, transition};
+use super::history::{already, check_fence, event, group_of_file, transition};
 use super::queue::requeue_copy;
 use super::{PgJournal, col, db_err};
 use crate::journal::codec::{media_col, now_ms, parse_col};
 use crate::journal::store::Transfers;
-use crate::journal::{FileId, FileRecord, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
+use crate::journal::{
+    Fence, FileId, FileRecord, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile,
+};
 
 fn part_from_row(r: &postgres::Row) -> Result<PartRecord, JournalError> {
     Ok(PartRecord {
@@ -108,11 +110,13 @@ impl Transfers for PgJournal {
     fn record_session(
         &self,
         id: GroupId,
+        fence: Fence,
         session_id: &str,
         expires_at: Option<&str>,
         files: &[SessionFile],
     ) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             transition(self, tx, id, GroupState::Uploading, Some(&format!("server group {session_id} created")))?;
             tx.execute(
                 "UPDATE groups SET session_id = $2, expires_at = $3, session_at = $4, error = NULL WHERE id = $1",
@@ -169,8 +173,9 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn resume(&self, id: GroupId) -> Result<(), JournalError> {
+    fn resume(&self, id: GroupId, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             let session: Option<String> = tx
                 .query_opt("SELECT session_id FROM groups WHERE id = $1", &[&id])
                 .map_err(db_err)?
@@ -190,8 +195,12 @@ impl Transfers for PgJournal {
         rows.iter().map(part_from_row).collect()
     }
 
-    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError> {
+    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str, fence: Fence) -> Result<(), JournalError> {
         self.write_rc(|tx| {
+            if fence != Fence::Unclaimed {
+                let gid = group_of_file(tx, file_id)?;
+                check_fence(tx, gid, fence)?;
+            }
             let n = tx
                 .execute(
                     "UPDATE parts SET etag = $3, state = 'done' WHERE file_id = $1 AND part_number = $2",
@@ -207,13 +216,12 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError> {
-        self.write(|tx| {
-            let gid: GroupId = tx
-                .query_opt("UPDATE files SET state = 'completed' WHERE id = $1 RETURNING group_id", &[&file_id])
-                .map_err(db_err)?
-                .ok_or_else(|| JournalError::Invalid(format!("no file {file_id}")))
-                .and_then(|r| col(&r, "group_id"))?;
+    fn file_completed(&self, file_id: FileId, library_id: Option<u64>, fence: Fence) -> Result<(), JournalError> {
+        // No history line: the fleet-wide lock is not needed.
+        self.write_rc(|tx| {
+            let gid = group_of_file(tx, file_id)?;
+            check_fence(tx, gid, fence)?;
+            tx.execute("UPDATE files SET state = 'completed' WHERE id = $1", &[&file_id]).map_err(db_err)?;
             if let Some(lib) = library_id {
                 tx.execute(
                     "UPDATE groups SET library_id = $2, updated_at = $3 WHERE id = $1",
@@ -225,8 +233,12 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError> {
+    fn complete_group(&self, id: GroupId, library_id: u64, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Completed)? {
+                return Ok(());
+            }
             transition(self, tx, id, GroupState::Completed, Some(&format!("library id {library_id}")))?;
             tx.execute(
                 "UPDATE groups SET library_id = $2, error = NULL, retry_at = NULL WHERE id = $1",
@@ -237,8 +249,9 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError> {
+    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             transition(self, tx, id, GroupState::Failed, Some(error))?;
             tx.execute("UPDATE groups SET error = $2, retry_at = $3 WHERE id = $1", &[&id, &error, &retry_at_ms])
                 .map_err(db_err)?;
@@ -246,8 +259,12 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError> {
+    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Canceled)? {
+                return Ok(());
+            }
             transition(self, tx, id, GroupState::Canceled, Some(reason))?;
             tx.execute(
                 "UPDATE groups SET error = $2, user_canceled = $3, retry_at = NULL WHERE id = $1",
@@ -258,8 +275,18 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError> {
+    fn expire_group(
+        &self,
+        id: GroupId,
+        reason: &str,
+        requeue: bool,
+        fence: Fence,
+    ) -> Result<Option<GroupId>, JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Expired)? {
+                return Ok(None);
+            }
             transition(self, tx, id, GroupState::Expired, Some(reason))?;
             tx.execute("UPDATE groups SET error = $2, retry_at = NULL WHERE id = $1", &[&id, &reason])
                 .map_err(db_err)?;
