@@ -304,6 +304,16 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
     #[cfg(test)]
     fn test_sql(&self, sql: &str) -> Result<Option<i64>, JournalError>;
 
+    /// How long an async caller waits for one call before it counts the
+    /// database as out of reach ([`AsyncJournal::call`]): shorter than the
+    /// lease, so that a stalled database server (a backend that stopped
+    /// answering although its connection stays up) is noticed before
+    /// another node may take this one's claims over. `None`: no limit (a
+    /// local file).
+    fn call_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// A clean stop: give up the claims on `ids` at once (another node may
     /// take them over without waiting out the lease).
     fn release_claims(&self, _claims: &[Claim]) -> Result<(), JournalError> {
@@ -331,19 +341,34 @@ impl AsyncJournal {
     }
 
     /// Run `f` against the journal on the blocking pool and await its result.
+    ///
+    /// A call that takes longer than [`Store::call_timeout`] answers
+    /// [`JournalError::Unavailable`]; the call itself runs on to its end on
+    /// the blocking pool (a blocked database call cannot be interrupted),
+    /// where a write it makes late is still fenced by its claim.
     pub async fn call<T, F>(&self, f: F) -> Result<T, JournalError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, JournalError> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
+        let limit = store.call_timeout();
+        let call = tokio::task::spawn_blocking(move || {
             BLOCKING_CALL.set(true);
             let out = f(store.as_ref());
             BLOCKING_CALL.set(false);
             out
-        })
-        .await?
+        });
+        match limit {
+            None => call.await?,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(done) => done?,
+                Err(_) => Err(JournalError::Unavailable(format!(
+                    "the journal database did not answer within {}",
+                    crate::config::Dur(limit)
+                ))),
+            },
+        }
     }
 
     /// The journal itself, for code that is already off the runtime (on the
