@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::codec::{SUMMARY_SQL, now_ms, path_bytes, summary_from_row};
+use super::codec::{SUMMARY_SQL, get_path, now_ms, path_bytes, summary_from_row};
 use super::forget;
 use super::history::{event, state_of, transition};
 use super::store::Queue;
@@ -106,6 +106,14 @@ impl Queue for Journal {
             tx.execute("DELETE FROM groups WHERE key = ?1 AND state = 'waiting'", [&k])?;
             Ok(())
         })
+    }
+
+    fn waiting_in(&self, watch_path: &Path) -> Result<Vec<std::path::PathBuf>, JournalError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT key FROM groups WHERE state = 'waiting' AND watch_path = ?1 ORDER BY id")?;
+        let keys = stmt.query_map([path_bytes(watch_path)], |r| get_path(r, "key"))?.collect::<Result<_, _>>()?;
+        Ok(keys)
     }
 
     fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {

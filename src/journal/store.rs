@@ -34,6 +34,11 @@ pub trait Queue {
     /// The export disappeared while settling: forget its waiting row.
     fn drop_waiting(&self, key: &Path) -> Result<(), JournalError>;
 
+    /// The keys of the `waiting` rows of watch folder `watch_path`: what a
+    /// rescan compares with what is there (a row whose export is gone was
+    /// left by an agent that stopped while it settled).
+    fn waiting_in(&self, watch_path: &Path) -> Result<Vec<std::path::PathBuf>, JournalError>;
+
     /// Why the key's `waiting` row still waits although the export is quiet
     /// (a container still being written), shown as its `error`; `None`
     /// clears it. A new reason is also a history line. No row: nothing.

@@ -492,6 +492,35 @@ impl Handoff for Tee {
     fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {
         self.journal.watch_folder(rules, missing);
     }
+
+    fn scanned(&mut self, rules: &WatchRules, present: &std::collections::HashSet<PathBuf>) {
+        self.journal.scanned(rules, present);
+    }
+}
+
+#[test]
+fn a_waiting_row_left_for_an_export_that_is_gone_is_dropped_by_the_next_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let db = dir.path().join("journal.sqlite3");
+    // An agent stopped while two exports settled; one of them went away meanwhile.
+    {
+        let j = Journal::open(&db).expect("journal opens");
+        j.note_waiting(&root.join("gone"), "gone", Some(&root)).expect("noted");
+        j.note_waiting(&root.join("still"), "still", Some(&root)).expect("noted");
+    }
+    write_file(&root.join("still").join("still.mov"), 500);
+    let mut w = watch(&root);
+    w.settle = Dur(Duration::from_secs(30));
+    let jr = JournalRun::start(&[w], &db);
+    let deadline = Instant::now() + PATIENCE;
+    while jr.states().iter().any(|(n, _)| n == "gone") {
+        assert!(Instant::now() < deadline, "the leftover row is still there: {:?}", jr.states());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(jr.states(), vec![("still".to_string(), GroupState::Waiting)], "the one settling keeps its row");
+    jr.run.stop();
 }
 
 #[test]

@@ -160,6 +160,15 @@ impl Queue for PgJournal {
         })
     }
 
+    fn waiting_in(&self, watch_path: &Path) -> Result<Vec<std::path::PathBuf>, JournalError> {
+        let wp = self.mounts().encode(watch_path);
+        let rows = self.with(|c| {
+            c.query("SELECT key FROM groups WHERE state = 'waiting' AND watch_path = $1 ORDER BY id", &[&wp])
+                .map_err(db_err)
+        })?;
+        rows.iter().map(|r| Ok(self.mounts().decode(&col::<Vec<u8>>(r, "key")?))).collect()
+    }
+
     fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {
         let k = self.mounts().encode(key);
         // Read first: every node of a fleet looks at the same export, and
