@@ -222,20 +222,23 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
 /// with a log line and a history line naming both nodes.
 async fn superseded(ctx: &Ctx, e: JournalError) -> GroupOutcome {
     let id = ctx.id;
-    let me = ctx.sh.journal.blocking().node().unwrap_or("this node").to_string();
+    let me = match ctx.sh.journal.blocking().node() {
+        Some(n) => format!("node {n}"),
+        None => "this agent".to_string(),
+    };
     let holder = match &e {
         JournalError::Fenced { holder: Some(h), .. } => format!("node {h}"),
         _ => "a newer claim".to_string(),
     };
     let token = ctx.held.claim().token;
     tracing::warn!(
-        group = id, node = %me, holder = %holder, claim = token,
-        "fenced: this node lost its claim on the group while it was silent past its lease; {holder} holds it now. \
-         Its late step was not recorded and nothing more is sent for the group from here"
+        group = id, claim = token, holder = %holder,
+        "fenced: {me} lost its claim on the group while it was silent past its lease; {holder} holds it now. \
+         The late step was not recorded, and nothing more is sent for the group from here"
     );
     let note = format!(
-        "node {me} lost its claim {token} while it was silent past its lease; {holder} holds the group: \
-         {me}'s late step was refused and its worker stopped"
+        "{me} lost its claim (token {token}) while it was silent past its lease; {holder} holds the group: \
+         the late step was refused and {me}'s worker stopped"
     );
     if let Err(e) = ctx.sh.journal.call(move |j| j.note(id, &note)).await {
         tracing::warn!(group = id, error = %e, "cannot record the lost claim in the group's history");

@@ -31,7 +31,10 @@ use super::settle::Settle;
 pub(crate) enum Job {
     Settle(Settle),
     /// A rescan of watch folder `watch` found exactly these exports.
-    Scanned { watch: usize, present: std::collections::HashSet<PathBuf> },
+    Scanned {
+        watch: usize,
+        present: std::collections::HashSet<PathBuf>,
+    },
     /// Watch folder `watch` went missing (with the error) or came back.
     Folder {
         watch: usize,
