@@ -13,6 +13,12 @@
 //!   group to `uploading`, before any part URL is asked for.
 //! - A part is `done` only with the ETag the storage answered; a done part is
 //!   never sent again for that session.
+//! - Every claim of a group (`next_group`, `claim`)
+//!   stores a larger fencing token in `groups.claim`, and every write an
+//!   engine's worker makes for the group carries the token of its claim
+//!   ([`Fence`]): a write under a superseded claim changes nothing and answers
+//!   [`JournalError::Fenced`]. A terminal move another writer already made
+//!   (completed or canceled twice) is a no-op.
 //! - One export key has at most one row that is `waiting` or `queued`
 //!   (a partial unique index enforces it).
 //! - The queue order is one rule ([`Journal::next_group`], and the places

@@ -10,12 +10,15 @@
 //!   the fleet, as SQLite's `IMMEDIATE` transactions do on one machine: two
 //!   nodes enqueueing the same export at once make one group, two nodes
 //!   re-queueing the same failed group move it once.
-//! - **Claims with leases.** [`Queue::next_group`] claims a group with
+//! - **Claims with leases.** [`Queue::next_group`](crate::journal::Queue::next_group) claims a group with
 //!   `FOR UPDATE SKIP LOCKED`, setting `node` and `lease_until` (by the
 //!   database's clock); the engine renews its claims every third of the
 //!   lease ([`Store::renew_claims`]). A node silent past its lease loses
 //!   them, and the next node to ask takes the group over, resuming the same
-//!   server session from the recorded parts. Only a node that has the
+//!   server session from the recorded parts. Each claim or takeover stores
+//!   a larger fencing token (`groups.claim`); a worker's writes are checked
+//!   against it under a share lock on the group's row, so a node that wakes
+//!   after a takeover writes nothing ([`crate::journal::Fence`]). Only a node that has the
 //!   group's watch folder (or that found the export, for staged files and
 //!   one-off uploads) claims it.
 //! - **History in commit order.** The same lock is held by every transaction
@@ -27,7 +30,10 @@
 //!   the notifications and after-upload steps (for groups the node completed).
 //! - **Losing the database.** A call that cannot reach the database fails
 //!   with [`JournalError::Unavailable`]; the connection is dropped and the
-//!   next call connects again.
+//!   next call connects again. A database that stalls counts as lost: every
+//!   statement, lock wait, connection attempt and async call times out
+//!   after half the lease (`db_timeout`), and calls run on a small pool of
+//!   connections, so one stuck on a stopped backend holds only its own.
 //!
 //! Calls block (the `postgres` client runs its own small runtime): async
 //! code reaches them through [`crate::journal::AsyncJournal`], as with SQLite.
