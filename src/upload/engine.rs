@@ -196,6 +196,12 @@ struct Active {
 pub struct Engine {
     sh: Arc<Shared>,
     opts: EngineOptions,
+    /// The claims this engine's workers hold now; what is left here when the
+    /// engine stops on a lost database ([`Engine::claims`]).
+    claims: Mutex<HashMap<GroupId, Claim>>,
+    /// Claims an earlier engine of this agent held when it lost the
+    /// database: checked first thing ([`Engine::adopt`]).
+    orphans: Mutex<Vec<Claim>>,
 }
 
 impl Engine {
@@ -223,7 +229,32 @@ impl Engine {
             throttle: opts.throttle.clone(),
             observer: opts.observer.clone(),
         };
-        Ok(Engine { sh: Arc::new(sh), opts })
+        Ok(Engine { sh: Arc::new(sh), opts, claims: Mutex::default(), orphans: Mutex::default() })
+    }
+
+    /// The claims this engine's workers held when it stopped (or hold now),
+    /// with those it adopted and did not get to check.
+    pub fn claims(&self) -> Vec<Claim> {
+        let mut all: Vec<Claim> = self.claims.lock().unwrap_or_else(|p| p.into_inner()).values().copied().collect();
+        all.extend(self.orphans.lock().unwrap_or_else(|p| p.into_inner()).iter().copied());
+        all
+    }
+
+    /// Claims an earlier engine of this agent held when it stopped on a
+    /// lost database: when this one starts, each that another node took over
+    /// meanwhile is said (a log line and a history line naming both nodes);
+    /// the others are claimed again as any queued work is.
+    pub fn adopt(&self, claims: Vec<Claim>) {
+        *self.orphans.lock().unwrap_or_else(|p| p.into_inner()) = claims;
+    }
+
+    fn track(&self, claim: Claim, held: bool) {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if held {
+            claims.insert(claim.id, claim);
+        } else {
+            claims.remove(&claim.id);
+        }
     }
 
     /// Bytes handed to the network since the engine started (in-flight
@@ -267,6 +298,16 @@ impl Engine {
         if only.is_none() {
             // A pause recorded by an earlier agent describes a process that is gone.
             sh.journal.call(|j| j.clear_pauses_like(&PauseReason::Auth)).await?;
+        }
+        let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !orphans.is_empty() {
+            let check = orphans.clone();
+            let lost = sh.journal.call(move |j| j.renew_claims(&check)).await?;
+            for claim in orphans.into_iter().filter(|c| lost.contains(&c.id)) {
+                let holder = sh.journal.call(move |j| j.summary(claim.id)).await.ok().and_then(|s| s.node);
+                worker::lost_claim(sh, claim, holder).await;
+            }
+            self.orphans.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
         let mut config_rx = self.opts.config.clone();
         let mut gate_rx = self.opts.gate.clone();
@@ -317,14 +358,16 @@ impl Engine {
                 let sent = clock_ms();
                 let lost = sh.journal.call(move |j| j.renew_claims(&claims)).await?;
                 for (id, a) in &active {
-                    if lost.contains(id) {
-                        // Another node took it over after a silence past the
-                        // lease: stop without touching it (it goes on there).
-                        tracing::warn!(group = id, "fenced: another node took this group over; its worker here stops");
-                        a.tok.cancel();
-                    } else {
+                    if !lost.contains(id) {
                         a.held.confirm(sent);
+                        continue;
                     }
+                    // Another node took it over after a silence past the
+                    // lease: stop without touching it (it goes on there).
+                    a.tok.cancel();
+                    let claim = a.held.claim();
+                    let holder = sh.journal.call(move |j| j.summary(claim.id)).await.ok().and_then(|s| s.node);
+                    worker::lost_claim(sh, claim, holder).await;
                 }
             }
             // Control requests first: a cancel must not wait for scheduling.
@@ -444,6 +487,7 @@ impl Engine {
                 let handle = workers.spawn(async move { (id, worker::work(ctx).await) });
                 tasks.insert(handle.id(), id);
                 active.insert(id, Active { held, tok, reason, requests: Vec::new() });
+                self.track(claim, true);
             }
             if let Some(id) = only
                 && active.is_empty()
@@ -478,13 +522,16 @@ impl Engine {
                             // picked up again later; the slot is freed.
                             let id = tasks.remove(&e.id());
                             tracing::error!(group = ?id, error = %e, "a group worker ended abnormally");
-                            if let Some(id) = id {
-                                active.remove(&id);
+                            if let Some(a) = id.and_then(|id| active.remove(&id)) {
+                                self.track(a.held.claim(), false);
                             }
                             continue;
                         }
                     };
                     let ended = active.remove(&id);
+                    if let Some(a) = &ended {
+                        self.track(a.held.claim(), false);
+                    }
                     let outcome = match outcome {
                         Ok(o) => o,
                         // The database out of reach: the engine stops and starts again.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::EngineError;
 use super::engine::{Engine, EngineOptions};
 use crate::config::{ApiKey, Config, Dur};
-use crate::journal::{AsyncJournal, Store};
+use crate::journal::{AsyncJournal, Claim, Store};
 
 /// The agent's engine: open the journal, take the engine lock (waiting while
 /// another engine, e.g. a foreground `upload`, holds it), then work the
@@ -29,9 +29,13 @@ pub async fn run_engine(
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
     let mut wait = Duration::from_secs(1);
+    // What the last engine held when it lost the database: the next one says
+    // which of them another node took over meanwhile.
+    let mut held = Vec::new();
     loop {
         let began = Instant::now();
-        match run_engine_once(cfg.clone(), journal.clone(), key.clone(), opts.clone(), shutdown.clone()).await {
+        let once = run_engine_once(cfg.clone(), journal.clone(), key.clone(), opts.clone(), shutdown.clone(), &mut held);
+        match once.await {
             Err(EngineError::Journal(e)) if e.is_transient() && !shutdown.is_cancelled() => {
                 if began.elapsed() > Duration::from_secs(60) {
                     wait = Duration::from_secs(1);
@@ -58,6 +62,7 @@ async fn run_engine_once(
     key: ApiKey,
     opts: EngineOptions,
     shutdown: CancellationToken,
+    held: &mut Vec<Claim>,
 ) -> Result<(), EngineError> {
     let mut told = false;
     let calls = AsyncJournal::new(journal.clone());
@@ -75,5 +80,8 @@ async fn run_engine_once(
         }
     };
     let engine = Engine::new(cfg, journal, key, opts)?;
-    engine.run(shutdown).await
+    engine.adopt(std::mem::take(held));
+    let r = engine.run(shutdown).await;
+    *held = engine.claims();
+    r
 }

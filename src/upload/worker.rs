@@ -13,7 +13,7 @@ use super::lease::{Held, clock_ms};
 use super::{EngineError, GroupOutcome};
 use crate::api::{ApiError, CompletedPart, ErrorClass, StartFile, StartGroup, Strategy};
 use crate::journal::{
-    Fence, FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile,
+    Claim, Fence, FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile,
 };
 use crate::retry::{Repeat, Retry, RetryError, with_retries};
 
@@ -218,40 +218,48 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
 }
 
 /// A newer claim took the group over while this worker was silent past its
-/// lease: it stops without touching the group (the other node goes on),
-/// with a log line and a history line naming both nodes.
+/// lease: it stops without touching the group (the other node goes on).
 async fn superseded(ctx: &Ctx, e: JournalError) -> GroupOutcome {
-    let id = ctx.id;
-    let me = match ctx.sh.journal.blocking().node() {
-        Some(n) => format!("node {n}"),
-        None => "this agent".to_string(),
+    let holder = match e {
+        JournalError::Fenced { holder, .. } => holder,
+        _ => None,
     };
-    let holder = match &e {
-        JournalError::Fenced { holder: Some(h), .. } => format!("node {h}"),
-        _ => "a newer claim".to_string(),
-    };
-    let token = ctx.held.claim().token;
-    tracing::warn!(
-        group = id, claim = token, holder = %holder,
-        "fenced: {me} lost its claim on the group while it was silent past its lease; {holder} holds it now. \
-         The late step was not recorded, and nothing more is sent for the group from here"
-    );
-    let note = format!(
-        "{me} lost its claim (token {token}) while it was silent past its lease; {holder} holds the group: \
-         the late step was refused and {me}'s worker stopped"
-    );
-    if let Err(e) = ctx.sh.journal.call(move |j| j.note(id, &note)).await {
-        tracing::warn!(group = id, error = %e, "cannot record the lost claim in the group's history");
-    }
+    lost_claim(&ctx.sh, ctx.held.claim(), holder).await;
     GroupOutcome::Stopped
 }
 
+/// Say that this engine lost `claim` to a newer one (of node `holder`, when
+/// known): a log line and a history line naming both nodes.
+pub(super) async fn lost_claim(sh: &Shared, claim: Claim, holder: Option<String>) {
+    let id = claim.id;
+    let me = match sh.journal.blocking().node() {
+        Some(n) => format!("node {n}"),
+        None => "this agent".to_string(),
+    };
+    let holder = match holder {
+        Some(h) => format!("node {h}"),
+        None => "a newer claim".to_string(),
+    };
+    let token = claim.token;
+    tracing::warn!(
+        group = id, claim = token, holder = %holder,
+        "fenced: {me} lost its claim on the group while it was silent past its lease; {holder} holds it now. \
+         Nothing more is recorded or sent for the group from here"
+    );
+    let note = format!(
+        "{me} lost its claim (token {token}) while it was silent past its lease; {holder} holds the group: \
+         {me}'s worker stopped and its late steps were not recorded"
+    );
+    if let Err(e) = sh.journal.call(move |j| j.note(id, &note)).await {
+        tracing::warn!(group = id, error = %e, "cannot record the lost claim in the group's history");
+    }
+}
+
 async fn drive(ctx: &Ctx) -> Result<GroupOutcome, EngineError> {
-    let ctx = ctx.clone();
     let sh = ctx.sh.clone();
     let id = ctx.id;
     let fence = ctx.fence();
-    match upload(&ctx).await {
+    match upload(ctx).await {
         Ok(library_id) => {
             tracing::info!(group = id, library_id, "group completed");
             finish_off_runtime(&sh, id).await;

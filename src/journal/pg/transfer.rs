@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use postgres::types::Type;
+
 use super::history::{already, check_fence, event, group_of_file, transition};
 use super::queue::requeue_copy;
 use super::{PgJournal, col, db_err};
@@ -205,7 +207,8 @@ impl Transfers for PgJournal {
             Fence::Unclaimed => None,
         };
         let row = self.with(|c| {
-            c.query_one(
+            // Typed parameters: parsed, bound and run in one round trip.
+            c.query_typed_one(
                 "WITH holder AS (
                      SELECT g.id, g.claim, g.node FROM groups g JOIN files f ON f.group_id = g.id
                      WHERE f.id = $1 FOR SHARE OF g),
@@ -221,7 +224,7 @@ impl Transfers for PgJournal {
                  SELECT (SELECT id FROM holder) AS gid, (SELECT claim FROM holder) AS claim,
                         (SELECT node FROM holder) AS node,
                         (SELECT COUNT(*) FROM part) AS n",
-                &[&file_id, &i64::from(part_number), &etag, &token],
+                &[(&file_id, Type::INT8), (&i64::from(part_number), Type::INT8), (&etag, Type::TEXT), (&token, Type::INT8)],
             )
             .map_err(db_err)
         })?;
