@@ -77,9 +77,7 @@ async fn gate(
         });
     }
     let ok = match &sh.opts.api_key {
-        Some(expected) => {
-            !key.is_empty() && (*key == **expected || sh.opts.extra_keys.iter().any(|k| *key == **k))
-        }
+        Some(expected) => !key.is_empty() && (*key == **expected || sh.opts.extra_keys.iter().any(|k| *key == **k)),
         None => !key.is_empty(),
     };
     if ok { Ok(Arrival { call, key }) } else { Err(SandboxError::Unauthorized) }

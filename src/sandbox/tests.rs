@@ -1189,8 +1189,9 @@ async fn the_call_log_names_the_key_and_group_of_every_call_and_put() {
     let t0 = Instant::now();
     let bytes = data(2500, 7);
     let files = json!([{"fileName": "v.mov", "fileRole": "video", "sizeBytes": bytes.len()}]);
-    let (status, g) =
-        e.call_as("key-a", reqwest::Method::POST, "", Some(json!({"videoName": "v", "layout": "2D", "files": files}))).await;
+    let (status, g) = e
+        .call_as("key-a", reqwest::Method::POST, "", Some(json!({"videoName": "v", "layout": "2D", "files": files})))
+        .await;
     assert_eq!(status, 201, "{g}");
     let (sid, uid, _) = file(&g, 0);
     let urls = format!("/{sid}/files/{uid}/part-urls");
