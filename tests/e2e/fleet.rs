@@ -505,8 +505,10 @@ async fn assert_fenced(
     }
     assert_eq!(seen[0], seen[1], "status from a and from b");
     assert_eq!(seen[0], (serde_json::json!("completed"), serde_json::json!("b")));
-    let (la, _) = (a.stop().await, b.stop().await);
-    assert!(!la.contains("agent stopped:"), "node a's engine ended: {la}");
+    let (la, lb) = (a.stop().await, b.stop().await);
+    for (node, log) in [("a", &la), ("b", &lb)] {
+        assert!(!log.contains("upload engine stopped"), "node {node}'s engine ended:\n{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
