@@ -1,15 +1,17 @@
 //! The fleet's journal and its speed-up, in one run.
 //!
-//! `cargo run --release --example fleet_bench [EXPORTS] [PARTS]` (default
-//! 1,000 small exports, 5,000 parts) starts a private PostgreSQL (or uses
-//! `SPATIALGEN_TEST_POSTGRES`) and prints:
+//! `cargo run --release --example fleet_bench [EXPORTS] [PARTS] [NODES]`
+//! (default 2,000 small exports, 5,000 parts, nodes `1,2,4,8,16`) starts a
+//! private PostgreSQL (or uses `SPATIALGEN_TEST_POSTGRES`) and prints:
 //! 1. the journal's time per recorded part (`part_done`, one short
 //!    transaction each) on a SQLite file and on PostgreSQL over loopback;
-//! 2. the wall time for 1, 2 and 4 engines (nodes, each with its own
-//!    connection and claims) to drain EXPORTS queued small exports to an
-//!    in-process sandbox whose API answers after 20 ms (a WAN round trip),
-//!    and the speed-up over one node.
+//! 2. the wall time for each number of engines in NODES (nodes, each with
+//!    its own connections and claims) to drain EXPORTS queued small exports
+//!    to an in-process sandbox whose API answers after 20 ms (a WAN round
+//!    trip), the speed-up over the first, and how many transactions waited
+//!    for the fleet-wide history lock (`pg_locks` sampled every 20 ms).
 
+use spatialgen_sync::journal::Fence;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,17 +53,23 @@ fn per_part(j: &dyn Store, group: &UploadGroup, parts: u32) -> Result<f64, BoxEr
         total_parts: total,
         strategy: Strategy::Multipart,
     }];
-    j.record_session(id, &format!("bench-{id}"), None, &files)?;
+    j.record_session(id, Fence::Unclaimed, &format!("bench-{id}"), None, &files)?;
     let t = Instant::now();
     for n in 1..=total {
-        j.part_done(f.id, n, &format!("\"etag-{n}\""))?;
+        j.part_done(f.id, n, &format!("\"etag-{n}\""), Fence::Unclaimed)?;
     }
     Ok(t.elapsed().as_secs_f64() / f64::from(total))
 }
 
 fn main() -> Result<(), BoxError> {
-    let exports_n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    let exports_n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(2000);
     let parts: u32 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(5000);
+    let counts: Vec<usize> = std::env::args()
+        .nth(3)
+        .unwrap_or_else(|| "1,2,4,8,16".into())
+        .split(',')
+        .map(|n| n.trim().parse())
+        .collect::<Result<_, _>>()?;
     let dir = tempfile::tempdir()?;
     let exports = dir.path().join("exports");
     std::fs::create_dir_all(&exports)?;
@@ -103,16 +111,17 @@ fn main() -> Result<(), BoxError> {
     println!("  SQLite (WAL, synchronous=NORMAL): {:>8.1} µs", s * 1e6);
     println!("  PostgreSQL over loopback:         {:>8.1} µs", p * 1e6);
 
-    // 2. Draining the queue with 1, 2 and 4 nodes.
+    // 2. Draining the queue with each number of nodes.
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     println!("{exports_n} queued small exports, sandbox API answering after 20 ms, max_groups 2 per node:");
-    let mut one = None;
-    for nodes in [1usize, 2, 4] {
+    let mut first = None;
+    for nodes in counts {
         let url = fresh()?;
-        let took = rt.block_on(drain(&url, &exports, &groups, nodes, dir.path()))?;
-        let base = *one.get_or_insert(took);
+        let (took, waits) = rt.block_on(drain(&url, &exports, &groups, nodes, dir.path()))?;
+        let (base, base_nodes) = *first.get_or_insert((took, nodes));
         println!(
-            "  {nodes} node(s): {:>6.2} s  ({:>5.1} exports/s, speed-up {:.2}x)",
+            "  {nodes:>2} node(s): {:>6.2} s  ({:>5.1} exports/s, speed-up over {base_nodes}: {:.2}x; \
+             history-lock waiters seen: {waits:.2} on average)",
             took.as_secs_f64(),
             exports_n as f64 / took.as_secs_f64(),
             base.as_secs_f64() / took.as_secs_f64()
@@ -127,7 +136,7 @@ async fn drain(
     groups: &[UploadGroup],
     nodes: usize,
     base: &Path,
-) -> Result<Duration, BoxError> {
+) -> Result<(Duration, f64), BoxError> {
     let mut opts = SandboxOptions::new(base.join(format!("sandbox-{nodes}")));
     opts.api_key = None;
     let sandbox = Sandbox::start("127.0.0.1:0".parse()?, opts).await?;
@@ -153,6 +162,10 @@ async fn drain(
     let t = Instant::now();
     let mut tasks = Vec::new();
     let watcher: Arc<dyn Store> = Arc::new(pg(url, "watch", exports)?);
+    // Sessions waiting for an advisory lock (the fleet-wide history lock), sampled.
+    let mut probe = postgres::Client::connect(url, postgres::NoTls)?;
+    let mut samples = 0u64;
+    let mut waiting = 0u64;
     for i in 0..nodes {
         let j: Arc<dyn Store> = Arc::new(pg(url, &format!("node-{i}"), exports)?);
         let engine = Engine::new(cfg.clone(), j, ApiKey::new("bench"), EngineOptions::default())?;
@@ -166,6 +179,12 @@ async fn drain(
         if completed as usize >= n {
             break;
         }
+        let w: i64 = tokio::task::block_in_place(|| {
+            probe.query_one("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", &[])
+        })?
+        .get(0);
+        samples += 1;
+        waiting += w as u64;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = t.elapsed();
@@ -177,5 +196,5 @@ async fn drain(
         return Err(format!("{} library entries for {n} exports", sandbox.library().len()).into());
     }
     sandbox.shutdown().await;
-    Ok(took)
+    Ok((took, waiting as f64 / samples.max(1) as f64))
 }

@@ -9,6 +9,7 @@
 //!    in-process sandbox over loopback, against the wall time for one group
 //!    holding the same total bytes.
 
+use spatialgen_sync::journal::Fence;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,13 +85,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         file_ids.extend(files.iter().map(|f| f.file_id));
-        journal.record_session(*id, &format!("session-{n}"), None, &files)?;
+        journal.record_session(*id, Fence::Unclaimed, &format!("session-{n}"), None, &files)?;
     }
     let mut worst = Duration::ZERO;
     let t = Instant::now();
     for f in &file_ids {
         let one = Instant::now();
-        journal.part_done(*f, 1, "\"0123456789abcdef0123456789abcdef\"")?;
+        journal.part_done(*f, 1, "\"0123456789abcdef0123456789abcdef\"", Fence::Unclaimed)?;
         worst = worst.max(one.elapsed());
     }
     let parts_time = t.elapsed();

@@ -148,13 +148,16 @@ pub enum RetryError<E: std::error::Error + 'static> {
     /// ([`Repeat::IfNotSent`]) may have reached the server: the caller decides.
     #[error(transparent)]
     Stopped(E),
+    /// [`Retry::fresh`] said no before an attempt: nothing more was sent.
+    #[error("not sent: the claim this request is made under is not confirmed")]
+    Unconfirmed,
 }
 
 impl<E: std::error::Error + 'static> RetryError<E> {
     /// The last error, unless it ended by cancellation.
     pub fn into_inner(self) -> Option<E> {
         match self {
-            RetryError::Canceled => None,
+            RetryError::Canceled | RetryError::Unconfirmed => None,
             RetryError::Exhausted { last, .. } | RetryError::Stopped(last) => Some(last),
         }
     }
@@ -173,11 +176,21 @@ pub struct Retry<'a, E> {
     /// last one, nor with one handed back): what metrics count as
     /// "retried, and why".
     pub on_retry: Option<&'a mut (dyn FnMut(&E) + Send)>,
+    /// Asked before every attempt whether the request may be sent now (the
+    /// lease of the claim it is made under still confirmed); `false` ends the
+    /// call with [`RetryError::Unconfirmed`] before anything is sent.
+    pub fresh: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
 
 impl<'a, E> Retry<'a, E> {
     pub fn new(what: &'a str, cancel: &'a CancellationToken, repeat: Repeat) -> Self {
-        Retry { what, cancel, repeat, on_retry: None }
+        Retry { what, cancel, repeat, on_retry: None, fresh: None }
+    }
+
+    /// Send each attempt only while `fresh` says yes (see [`Retry::fresh`]).
+    pub fn fresh(mut self, f: &'a (dyn Fn() -> bool + Sync)) -> Self {
+        self.fresh = Some(f);
+        self
     }
 
     /// Observe each failure that is about to be retried.
@@ -201,13 +214,16 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let Retry { what, cancel, repeat, mut on_retry } = retry;
+    let Retry { what, cancel, repeat, mut on_retry, fresh } = retry;
     let started = Instant::now();
     let max_attempts = policy.max_attempts.max(1);
     let mut attempt = 0u32;
     loop {
         if cancel.is_cancelled() {
             return Err(RetryError::Canceled);
+        }
+        if fresh.is_some_and(|f| !f()) {
+            return Err(RetryError::Unconfirmed);
         }
         attempt += 1;
         let err = match op(attempt).await {

@@ -26,7 +26,7 @@ fn migrates_a_version_4_journal() {
     }
     let j = Journal::open(&path).unwrap();
     assert_eq!(j.schema_version().unwrap(), schema::LATEST);
-    assert_eq!(schema::LATEST, 6);
+    assert_eq!(schema::LATEST, 7);
     // What version 4 held reads back; files looked into by no media check have no facts.
     let list = j.list().unwrap();
     assert_eq!(list.len(), 9);
@@ -34,13 +34,15 @@ fn migrates_a_version_4_journal() {
     let c = j.group(3).unwrap();
     assert_eq!((c.files[0].dev, c.files[0].ino), (Some(2049), Some(131)));
     assert!(c.files.iter().all(|f| f.media.is_none()));
+    // Groups from before fencing have had no claim: the first one gets token 1.
+    assert_eq!(j.test_sql("SELECT claim FROM groups WHERE id = 2").unwrap(), Some(0));
     let auth = j.pause(&PauseReason::Auth).unwrap().expect("the auth pause is kept");
     assert_eq!(auth.since_ms, 1_700_000_090_000);
     // No reader has a cursor yet; the history is where it was and still tail-able.
     assert_eq!(j.cursor("webhook").unwrap(), None);
     assert_eq!(j.last_event_id().unwrap(), 23);
     j.set_cursor("webhook", 23).unwrap();
-    j.fail_group(2, "boom", None).unwrap();
+    j.fail_group(2, "boom", None, Fence::Unclaimed).unwrap();
     let ended = j.ended_after(j.cursor("webhook").unwrap().unwrap(), 10).unwrap();
     assert_eq!(ended.iter().map(|e| (e.event_id, e.group_id)).collect::<Vec<_>>(), vec![(24, 2)]);
     // Re-opening a migrated journal is a no-op and keeps the cursor.

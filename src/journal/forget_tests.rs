@@ -57,16 +57,16 @@ fn uploading(j: &Journal, name: &str) -> GroupId {
         total_parts: 1,
         strategy: Strategy::SinglePut,
     };
-    j.record_session(id, &format!("sess-{name}"), None, &[file]).unwrap();
+    j.record_session(id, Fence::Unclaimed, &format!("sess-{name}"), None, &[file]).unwrap();
     id
 }
 
 fn completed(j: &Journal, name: &str) -> GroupId {
     let id = uploading(j, name);
     let f = j.group(id).unwrap().files[0].id;
-    j.part_done(f, 1, "\"e\"").unwrap();
-    j.file_completed(f, Some(7)).unwrap();
-    j.complete_group(id, 7).unwrap();
+    j.part_done(f, 1, "\"e\"", Fence::Unclaimed).unwrap();
+    j.file_completed(f, Some(7), Fence::Unclaimed).unwrap();
+    j.complete_group(id, 7, Fence::Unclaimed).unwrap();
     j.set_finished(id).unwrap();
     id
 }
@@ -81,10 +81,10 @@ fn forget_drops_old_ended_groups_with_their_rows_and_never_live_or_failed_ones()
     let Enqueued::Rejected(rejected) = j.enqueue(&bad).unwrap() else { panic!("not rejected") };
     j.set_finished(rejected).unwrap();
     let canceled = queued(&j, "canceled");
-    j.cancel_group(canceled, "by the user", true).unwrap();
+    j.cancel_group(canceled, "by the user", true, Fence::Unclaimed).unwrap();
     j.set_finished(canceled).unwrap();
     let failed = uploading(&j, "failed");
-    j.fail_group(failed, "boom", None).unwrap();
+    j.fail_group(failed, "boom", None, Fence::Unclaimed).unwrap();
     j.set_finished(failed).unwrap();
     let waiting = j.note_waiting(&PathBuf::from("/renders/waiting"), "waiting", None).unwrap();
     let queue = queued(&j, "queued");
@@ -124,7 +124,7 @@ fn a_group_re_queued_from_a_forgotten_one_only_loses_the_link() {
     let d = tempfile::tempdir().unwrap();
     let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
     let old = uploading(&j, "expiring");
-    let new = j.expire_group(old, "the server forgot it", true).unwrap().expect("re-queued");
+    let new = j.expire_group(old, "the server forgot it", true, Fence::Unclaimed).unwrap().expect("re-queued");
     j.set_finished(old).unwrap();
     assert_eq!(j.group(new).unwrap().retry_of, Some(old));
     let future = now_ms() + 60_000;

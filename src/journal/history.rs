@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::codec::{get_path, now_ms, parse_col};
 use super::cursors;
 use super::store::History;
-use super::{Ended, Event, GroupId, GroupState, Journal, JournalError};
+use super::{Ended, Event, Fence, FileId, GroupId, GroupState, Journal, JournalError};
 
 pub(super) fn state_of(tx: &Connection, id: GroupId) -> Result<GroupState, JournalError> {
     let s: Option<String> = tx.query_row("SELECT state FROM groups WHERE id = ?1", [id], |r| r.get(0)).optional()?;
@@ -26,6 +26,33 @@ pub(super) fn event(
         params![id, now_ms(), from.map(|s| s.as_str()), to.map(|s| s.as_str()), detail],
     )?;
     Ok(())
+}
+
+/// Refuse a write under a claim that a newer one superseded (see [`Fence`]).
+pub(super) fn check_fence(tx: &Connection, id: GroupId, fence: Fence) -> Result<(), JournalError> {
+    let Fence::Claim(token) = fence else { return Ok(()) };
+    let current: i64 = tx
+        .query_row("SELECT claim FROM groups WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?
+        .ok_or(JournalError::NoSuchGroup(id))?;
+    if current == token { Ok(()) } else { Err(JournalError::Fenced { id, token, holder: None }) }
+}
+
+/// The group of file `file_id`.
+pub(super) fn group_of_file(tx: &Connection, file_id: FileId) -> Result<GroupId, JournalError> {
+    tx.query_row("SELECT group_id FROM files WHERE id = ?1", [file_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| JournalError::Invalid(format!("no file {file_id}")))
+}
+
+/// Is `id` already in `state` (a terminal one another writer reached
+/// first)? Then the move asked for is a no-op, logged.
+pub(super) fn already(tx: &Connection, id: GroupId, state: GroupState) -> Result<bool, JournalError> {
+    let now = state_of(tx, id)?;
+    if now == state {
+        tracing::info!(group = id, %state, "the group is already {state}; nothing to do");
+    }
+    Ok(now == state)
 }
 
 /// Move `id` to `to` if that is legal, with an event. Returns the state it left.

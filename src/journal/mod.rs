@@ -13,6 +13,12 @@
 //!   group to `uploading`, before any part URL is asked for.
 //! - A part is `done` only with the ETag the storage answered; a done part is
 //!   never sent again for that session.
+//! - Every claim of a group (`next_group`, `claim`)
+//!   stores a larger fencing token in `groups.claim`, and every write an
+//!   engine's worker makes for the group carries the token of its claim
+//!   ([`Fence`]): a write under a superseded claim changes nothing and answers
+//!   [`JournalError::Fenced`]. A terminal move another writer already made
+//!   (completed or canceled twice) is a no-op.
 //! - One export key has at most one row that is `waiting` or `queued`
 //!   (a partial unique index enforces it).
 //! - The queue order is one rule ([`Journal::next_group`], and the places
@@ -116,7 +122,7 @@ mod transfer;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use backend::{open_configured, open_configured_read_only, pg_options, probe};
 pub use codec::format_ms;
@@ -124,8 +130,8 @@ pub(crate) use codec::now_ms;
 pub use lock::{AgentLock, EngineLock};
 pub use pauses::{Pause, PauseReason, PauseView};
 pub use records::{
-    Ended, Enqueued, Event, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind, RequestResult,
-    SessionFile,
+    Claim, Ended, Enqueued, Event, Fence, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind,
+    RequestResult, SessionFile,
 };
 pub use state::{FileState, GroupState};
 pub use store::{AsyncJournal, History, Pauses, Queue, Requests, Store, Transfers};
@@ -166,6 +172,14 @@ pub enum JournalError {
     IllegalTransition { id: GroupId, from: GroupState, to: GroupState },
     #[error("no group {0} in the journal")]
     NoSuchGroup(GroupId),
+    /// A write under a claim that a newer claim superseded (this node was
+    /// silent past its lease and another took the group over): nothing was
+    /// written. The worker that made it stops; the engine goes on.
+    #[error(
+        "group {id}: the claim with token {token} was superseded by {}; nothing was written",
+        match .holder { Some(n) => format!("a newer claim of node {n}"), None => "a newer claim".to_string() }
+    )]
+    Fenced { id: GroupId, token: i64, holder: Option<String> },
     #[error("no part {part} of file {file} in the journal")]
     NoSuchPart { file: FileId, part: u32 },
     /// A value in the journal this binary cannot read (a hand-edited row?).
@@ -290,6 +304,21 @@ impl Store for Journal {
 
     fn try_lock_agent(&self) -> Result<Option<AgentLock>, JournalError> {
         Ok(AgentLock::try_acquire(&self.path)?.ok())
+    }
+
+    fn renew_claims(&self, claims: &[Claim]) -> Result<Vec<GroupId>, JournalError> {
+        // One engine per file, so a claim is lost only to a newer one of
+        // the same engine; the check is the fleet's, on the same code path.
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT claim FROM groups WHERE id = ?1")?;
+        let mut lost = Vec::new();
+        for c in claims {
+            let now: Option<i64> = stmt.query_row([c.id], |r| r.get(0)).optional()?;
+            if now != Some(c.token) {
+                lost.push(c.id);
+            }
+        }
+        Ok(lost)
     }
 
     #[cfg(test)]

@@ -6,11 +6,11 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::codec::{SUMMARY_SQL, now_ms, path_bytes, summary_from_row};
+use super::codec::{SUMMARY_SQL, get_path, now_ms, path_bytes, summary_from_row};
 use super::forget;
 use super::history::{event, state_of, transition};
 use super::store::Queue;
-use super::{Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
+use super::{Claim, Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
 use crate::group::{UploadGroup, Violation};
 
 /// `id`'s 1-based place in `order`.
@@ -106,6 +106,14 @@ impl Queue for Journal {
             tx.execute("DELETE FROM groups WHERE key = ?1 AND state = 'waiting'", [&k])?;
             Ok(())
         })
+    }
+
+    fn waiting_in(&self, watch_path: &Path) -> Result<Vec<std::path::PathBuf>, JournalError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT key FROM groups WHERE state = 'waiting' AND watch_path = ?1 ORDER BY id")?;
+        let keys = stmt.query_map([path_bytes(watch_path)], |r| get_path(r, "key"))?.collect::<Result<_, _>>()?;
+        Ok(keys)
     }
 
     fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {
@@ -328,20 +336,28 @@ impl Queue for Journal {
         Ok(None)
     }
 
-    fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id FROM groups WHERE state IN ('uploading','queued')
-             ORDER BY state = 'uploading' DESC, {QUEUE_ORDER}"
-        ))?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let id: GroupId = r.get(0)?;
-            if !busy.contains(&id) {
-                return Ok(Some(id));
+    fn next_group(&self, busy: &[GroupId]) -> Result<Option<Claim>, JournalError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT id FROM groups WHERE state IN ('uploading','queued')
+                 ORDER BY state = 'uploading' DESC, {QUEUE_ORDER}"
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let id: GroupId = r.get(0)?;
+                if !busy.contains(&id) {
+                    return Ok(Some(new_claim(tx, id)?));
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
+    }
+
+    fn claim(&self, id: GroupId) -> Result<Option<Claim>, JournalError> {
+        self.write(|tx| match state_of(tx, id)? {
+            GroupState::Queued | GroupState::Uploading => Ok(Some(new_claim(tx, id)?)),
+            _ => Ok(None),
+        })
     }
 
     fn retry_group(&self, id: GroupId) -> Result<GroupId, JournalError> {
@@ -404,6 +420,13 @@ impl Queue for Journal {
             |r| r.get(0),
         )?)
     }
+}
+
+/// A new claim on `id`: its token is one more than the group's last.
+fn new_claim(tx: &Connection, id: GroupId) -> Result<Claim, JournalError> {
+    let token: i64 =
+        tx.query_row("UPDATE groups SET claim = claim + 1 WHERE id = ?1 RETURNING claim", [id], |r| r.get(0))?;
+    Ok(Claim { id, token })
 }
 
 /// A new queued row with the same export and files as `id` (not the server

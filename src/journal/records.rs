@@ -8,6 +8,35 @@ use serde::Serialize;
 use super::{FileId, FileState, GroupId, GroupState, RequestId};
 use crate::model::{FileRole, Layout, Perspective, Strategy};
 
+/// A claim on a group: the group, and the fencing token the claim carries.
+/// Every claim or takeover of a group gets a larger token than the last
+/// (`groups.claim`), so a write made under an older claim can be told apart
+/// and refused ([`Fence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub id: GroupId,
+    pub token: i64,
+}
+
+impl Claim {
+    /// The fence of writes made under this claim.
+    pub fn fence(self) -> Fence {
+        Fence::Claim(self.token)
+    }
+}
+
+/// Under what a write to a group is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// By a worker holding the claim with this token: the write happens only
+    /// while that claim is the group's newest; a write under a claim that a
+    /// newer one superseded changes nothing and answers [`JournalError::Fenced`](super::JournalError::Fenced).
+    Claim(i64),
+    /// Outside any claim: an operator's act (`cancel` or `retry` with no
+    /// engine running), the watcher, the housekeeping of a group that ended.
+    Unclaimed,
+}
+
 /// What [`Journal::enqueue`](super::Queue::enqueue) did with a finished export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {

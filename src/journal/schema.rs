@@ -167,6 +167,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE files ADD COLUMN media TEXT;
     "#,
+    // v7: fencing. `groups.claim` is the token of the group's newest claim:
+    // every claim or takeover stores a larger one, and a worker's writes for
+    // the group are made only while its token is still this one.
+    r#"
+    ALTER TABLE groups ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this binary writes.

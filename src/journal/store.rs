@@ -17,8 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{
-    AgentLock, Ended, EngineLock, Enqueued, Event, FileId, GroupId, GroupRecord, GroupState, GroupSummary,
-    JournalError, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult, SessionFile,
+    AgentLock, Claim, Ended, EngineLock, Enqueued, Event, Fence, FileId, GroupId, GroupRecord, GroupState,
+    GroupSummary, JournalError, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult,
+    SessionFile,
 };
 use crate::group::UploadGroup;
 
@@ -32,6 +33,11 @@ pub trait Queue {
 
     /// The export disappeared while settling: forget its waiting row.
     fn drop_waiting(&self, key: &Path) -> Result<(), JournalError>;
+
+    /// The keys of the `waiting` rows of watch folder `watch_path`: what a
+    /// rescan compares with what is there (a row whose export is gone was
+    /// left by an agent that stopped while it settled).
+    fn waiting_in(&self, watch_path: &Path) -> Result<Vec<std::path::PathBuf>, JournalError>;
 
     /// Why the key's `waiting` row still waits although the export is quiet
     /// (a container still being written), shown as its `error`; `None`
@@ -68,10 +74,16 @@ pub trait Queue {
     /// export's path (its key or its folder). The newest match wins.
     fn find(&self, spec: &str) -> Result<Option<GroupId>, JournalError>;
 
-    /// The next group to work on that is not in `busy`: groups already
+    /// Claim the next group to work on that is not in `busy`: groups already
     /// `uploading` first (resume), then `queued` by priority (higher first),
-    /// then by when the export was found finished (oldest first).
-    fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError>;
+    /// then by when the export was found finished (oldest first). The claim
+    /// carries a new fencing token, larger than any the group had.
+    fn next_group(&self, busy: &[GroupId]) -> Result<Option<Claim>, JournalError>;
+
+    /// Claim group `id` itself (a foreground `upload`), with a new fencing
+    /// token: `None` if it is not `queued` or `uploading`, or another node
+    /// holds a live claim on it.
+    fn claim(&self, id: GroupId) -> Result<Option<Claim>, JournalError>;
 
     /// `retry`: a `failed` group goes back to `queued` on the same row (its
     /// server session, if still alive, is resumed); a `canceled` or `expired`
@@ -112,6 +124,7 @@ pub trait Transfers {
     fn record_session(
         &self,
         id: GroupId,
+        fence: Fence,
         session_id: &str,
         expires_at: Option<&str>,
         files: &[SessionFile],
@@ -119,33 +132,42 @@ pub trait Transfers {
 
     /// A `queued` group that still has its server session (a failed group
     /// retried): back to `uploading` on that session, keeping its done parts.
-    fn resume(&self, id: GroupId) -> Result<(), JournalError>;
+    fn resume(&self, id: GroupId, fence: Fence) -> Result<(), JournalError>;
 
     /// The parts of one file, ascending, as recorded now.
     fn parts(&self, file_id: FileId) -> Result<Vec<PartRecord>, JournalError>;
 
     /// A part's bytes are stored: record its ETag. Called once per part as it
     /// succeeds, so this is the hot path (one short transaction).
-    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError>;
+    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str, fence: Fence) -> Result<(), JournalError>;
 
     /// `complete` answered for a file; `library_id` if that answer carried it.
-    fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError>;
+    fn file_completed(&self, file_id: FileId, library_id: Option<u64>, fence: Fence) -> Result<(), JournalError>;
 
-    /// The last file completed: the group is in the library.
-    fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError>;
+    /// The last file completed: the group is in the library. A group
+    /// already `completed` (by another node, or by this worker before a
+    /// crash) stays as it is: a no-op, logged.
+    fn complete_group(&self, id: GroupId, library_id: u64, fence: Fence) -> Result<(), JournalError>;
 
     /// A fatal error, or the retry budget ran out. `retry_at_ms`: when the
     /// engine re-queues it by itself.
-    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError>;
+    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>, fence: Fence) -> Result<(), JournalError>;
 
     /// Canceled, by the user or because the source changed. A fingerprint
-    /// canceled by the user is not enqueued again by the watcher.
-    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError>;
+    /// canceled by the user is not enqueued again by the watcher. A group
+    /// already `canceled` (by another node) stays as it is: a no-op, logged.
+    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool, fence: Fence) -> Result<(), JournalError>;
 
     /// The server forgot the group. With `requeue` (its files are unchanged),
     /// a new queued group with the same files is created in the same
     /// transaction and returned; the old row is then finished.
-    fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError>;
+    fn expire_group(
+        &self,
+        id: GroupId,
+        reason: &str,
+        requeue: bool,
+        fence: Fence,
+    ) -> Result<Option<GroupId>, JournalError>;
 
     /// The end-of-group housekeeping (after-upload action, receipt, staged
     /// files) is done for `id`.
@@ -275,13 +297,11 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
         None
     }
 
-    /// Keep this engine's claims on `ids` alive and say it is alive; returns
-    /// the ids among them it no longer holds (another node took them over
-    /// after this one was silent past its lease): their workers must stop
-    /// without touching them.
-    fn renew_claims(&self, _ids: &[GroupId]) -> Result<Vec<GroupId>, JournalError> {
-        Ok(Vec::new())
-    }
+    /// Keep `claims` alive (and say this engine is alive); returns the ids
+    /// among them this engine no longer holds (a newer claim took the group
+    /// over after this node was silent past its lease): their workers must
+    /// stop without touching them.
+    fn renew_claims(&self, claims: &[Claim]) -> Result<Vec<GroupId>, JournalError>;
 
     /// Tests only: run one SQL statement as it is written (both backends
     /// read the same plain SQL) and return the first column of its first
@@ -289,9 +309,19 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
     #[cfg(test)]
     fn test_sql(&self, sql: &str) -> Result<Option<i64>, JournalError>;
 
+    /// How long an async caller waits for one call before it counts the
+    /// database as out of reach ([`AsyncJournal::call`]): shorter than the
+    /// lease, so that a stalled database server (a backend that stopped
+    /// answering although its connection stays up) is noticed before
+    /// another node may take this one's claims over. `None`: no limit (a
+    /// local file).
+    fn call_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// A clean stop: give up the claims on `ids` at once (another node may
     /// take them over without waiting out the lease).
-    fn release_claims(&self, _ids: &[GroupId]) -> Result<(), JournalError> {
+    fn release_claims(&self, _claims: &[Claim]) -> Result<(), JournalError> {
         Ok(())
     }
 }
@@ -316,19 +346,34 @@ impl AsyncJournal {
     }
 
     /// Run `f` against the journal on the blocking pool and await its result.
+    ///
+    /// A call that takes longer than [`Store::call_timeout`] answers
+    /// [`JournalError::Unavailable`]; the call itself runs on to its end on
+    /// the blocking pool (a blocked database call cannot be interrupted),
+    /// where a write it makes late is still fenced by its claim.
     pub async fn call<T, F>(&self, f: F) -> Result<T, JournalError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, JournalError> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
+        let limit = store.call_timeout();
+        let call = tokio::task::spawn_blocking(move || {
             BLOCKING_CALL.set(true);
             let out = f(store.as_ref());
             BLOCKING_CALL.set(false);
             out
-        })
-        .await?
+        });
+        match limit {
+            None => call.await?,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(done) => done?,
+                Err(_) => Err(JournalError::Unavailable(format!(
+                    "the journal database did not answer within {}",
+                    crate::config::Dur(limit)
+                ))),
+            },
+        }
     }
 
     /// The journal itself, for code that is already off the runtime (on the

@@ -110,23 +110,114 @@ fn queued(j: &dyn Store, key: &str, fp: &str, sizes: &[u64]) -> GroupId {
 
 /// Record a session the way the engine does: one part per `part_size` bytes.
 fn start(j: &dyn Store, id: GroupId, session: &str, part_size: u64) {
-    let g = j.group(id).unwrap();
-    let files: Vec<SessionFile> = g
-        .files
-        .iter()
-        .map(|f| SessionFile {
-            file_id: f.id,
-            upload_id: format!("{session}-up-{}", f.position),
-            part_size,
-            total_parts: f.size.div_ceil(part_size).max(1) as u32,
-            strategy: if f.size <= part_size { Strategy::SinglePut } else { Strategy::Multipart },
-        })
-        .collect();
-    j.record_session(id, session, Some("2030-01-01T00:00:00Z"), &files).expect("record session");
+    let files = session_files(j, id, part_size);
+    j.record_session(id, Fence::Unclaimed, session, Some("2030-01-01T00:00:00Z"), &files).expect("record session");
 }
 
 fn state(j: &dyn Store, id: GroupId) -> GroupState {
     j.group(id).unwrap().state
+}
+
+both! {
+    fn a_write_under_a_superseded_claim_is_refused_and_changes_nothing(j) {
+        let id = queued(j, "/exports/fenced", "fp-fenced", &[200, 50]);
+        let old = j.claim(id).unwrap().expect("a queued group can be claimed");
+        j.record_session(id, old.fence(), "sess-f", None, &session_files(j, id, 100)).unwrap();
+        let video = j.group(id).unwrap().files[0].id;
+        j.part_done(video, 1, "e1", old.fence()).unwrap();
+        // The node went silent; a newer claim (a takeover) supersedes the old one.
+        let new = j.claim(id).unwrap().expect("an uploading group can be taken over");
+        assert!(new.token > old.token, "{old:?} then {new:?}");
+        let before = format!("{:?}", j.group(id).unwrap());
+        let lines = j.events(id).unwrap().len();
+        let f = old.fence();
+        let refused = [
+            ("part_done", j.part_done(video, 2, "late", f)),
+            ("file_completed", j.file_completed(video, Some(7), f)),
+            ("complete_group", j.complete_group(id, 7, f)),
+            ("fail_group", j.fail_group(id, "late", Some(1), f)),
+            ("cancel_group", j.cancel_group(id, "late", false, f)),
+            ("expire_group", j.expire_group(id, "late", true, f).map(|_| ())),
+            ("resume", j.resume(id, f)),
+            ("record_session", j.record_session(id, f, "sess-late", None, &session_files(j, id, 100))),
+        ];
+        for (what, r) in refused {
+            assert!(
+                matches!(r, Err(JournalError::Fenced { id: g, token, .. }) if g == id && token == old.token),
+                "{what}: {r:?}"
+            );
+        }
+        assert_eq!(format!("{:?}", j.group(id).unwrap()), before, "nothing changed");
+        assert_eq!(j.events(id).unwrap().len(), lines, "no history line either");
+        assert_eq!(j.renew_claims(&[old]).unwrap(), vec![id], "the old claim is lost");
+        assert!(j.renew_claims(&[new]).unwrap().is_empty(), "the new one is held");
+        // The holder's writes go through.
+        j.part_done(video, 2, "e2", new.fence()).unwrap();
+        j.file_completed(video, None, new.fence()).unwrap();
+        let audio = j.group(id).unwrap().files[1].id;
+        j.part_done(audio, 1, "e3", new.fence()).unwrap();
+        j.file_completed(audio, Some(7), new.fence()).unwrap();
+        j.complete_group(id, 7, new.fence()).unwrap();
+        assert_eq!(state(j, id), GroupState::Completed);
+        // And once completed, the old claim still cannot touch it.
+        assert!(matches!(j.complete_group(id, 8, f), Err(JournalError::Fenced { .. })));
+        assert_eq!(j.group(id).unwrap().library_id, Some(7));
+    }
+}
+
+both! {
+    fn a_move_another_writer_already_made_is_a_no_op(j) {
+        // completed -> completed: the second answer changes nothing and is no error.
+        let id = queued(j, "/exports/twice", "fp-twice", &[100]);
+        start(j, id, "sess-t", 100);
+        j.complete_group(id, 5, Fence::Unclaimed).unwrap();
+        let lines = j.events(id).unwrap().len();
+        j.complete_group(id, 5, Fence::Unclaimed).expect("completed again: a no-op");
+        assert_eq!(state(j, id), GroupState::Completed);
+        assert_eq!(j.events(id).unwrap().len(), lines);
+        // canceled -> canceled (by another node meanwhile): the first reason stays.
+        let id = queued(j, "/exports/cancel-twice", "fp-ct", &[100]);
+        j.cancel_group(id, "by the user", true, Fence::Unclaimed).unwrap();
+        j.cancel_group(id, "source changed", false, Fence::Unclaimed).expect("canceled again: a no-op");
+        let g = j.group(id).unwrap();
+        assert_eq!((g.state, g.error.as_deref(), g.user_canceled), (GroupState::Canceled, Some("by the user"), true));
+        // A move that is not legal is still refused.
+        assert!(matches!(
+            j.fail_group(id, "x", None, Fence::Unclaimed),
+            Err(JournalError::IllegalTransition { .. })
+        ));
+    }
+}
+
+both! {
+    fn every_claim_of_a_group_carries_a_larger_token(j) {
+        let id = queued(j, "/exports/tokens", "fp-tokens", &[100]);
+        let first = j.next_group(&[]).unwrap().expect("claimed");
+        assert_eq!(first.id, id);
+        let second = j.claim(id).unwrap().expect("claimed again");
+        let third = j.next_group(&[]).unwrap().expect("and again");
+        assert!(first.token < second.token && second.token < third.token, "{first:?} {second:?} {third:?}");
+        assert_eq!(j.next_group(&[id]).unwrap(), None, "a busy group is not claimed");
+        j.complete_group(id, 1, Fence::Unclaimed).unwrap_err();
+        j.cancel_group(id, "done with it", true, third.fence()).unwrap();
+        assert_eq!(j.claim(id).unwrap(), None, "an ended group cannot be claimed");
+    }
+}
+
+/// The files of a session as [`start`] records them.
+fn session_files(j: &dyn Store, id: GroupId, part_size: u64) -> Vec<SessionFile> {
+    j.group(id)
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| SessionFile {
+            file_id: f.id,
+            upload_id: format!("up-{}-{}", id, f.position),
+            part_size,
+            total_parts: f.size.div_ceil(part_size).max(1) as u32,
+            strategy: if f.size <= part_size { Strategy::SinglePut } else { Strategy::Multipart },
+        })
+        .collect()
 }
 
 #[test]
@@ -171,7 +262,7 @@ both! {
     fn illegal_transition_is_an_error_and_writes_nothing(j) {
         let id = queued(j, "/x/a", "fp", &[10]);
         let events_before = j.events(id).unwrap().len();
-        let err = j.complete_group(id, 7).unwrap_err();
+        let err = j.complete_group(id, 7, Fence::Unclaimed).unwrap_err();
         assert!(
             matches!(err, JournalError::IllegalTransition { from: GroupState::Queued, to: GroupState::Completed, .. }),
             "{err}"
@@ -181,7 +272,7 @@ both! {
         assert_eq!(g.library_id, None);
         assert_eq!(j.events(id).unwrap().len(), events_before);
         // expired is only reachable from uploading/failed
-        assert!(matches!(j.expire_group(id, "x", true), Err(JournalError::IllegalTransition { .. })));
+        assert!(matches!(j.expire_group(id, "x", true, Fence::Unclaimed), Err(JournalError::IllegalTransition { .. })));
         assert_eq!(j.list().unwrap().len(), 1);
     }
 }
@@ -206,21 +297,21 @@ both! {
         assert_eq!(g.files[1].parts.len(), 1);
         assert_eq!(g.files[1].strategy, Some(Strategy::SinglePut));
 
-        j.part_done(g.files[0].id, 2, "\"etag-2\"").unwrap();
+        j.part_done(g.files[0].id, 2, "\"etag-2\"", Fence::Unclaimed).unwrap();
         let s = j.summary(id).unwrap();
         assert_eq!((s.bytes_total, s.bytes_uploaded, s.parts_done, s.parts_total), (260, 100, 1, 4));
-        assert!(matches!(j.part_done(g.files[0].id, 9, "x"), Err(JournalError::NoSuchPart { part: 9, .. })));
+        assert!(matches!(j.part_done(g.files[0].id, 9, "x", Fence::Unclaimed), Err(JournalError::NoSuchPart { part: 9, .. })));
 
-        j.part_done(g.files[0].id, 1, "\"etag-1\"").unwrap();
-        j.part_done(g.files[0].id, 3, "\"etag-3\"").unwrap();
-        j.file_completed(g.files[0].id, None).unwrap();
-        j.part_done(g.files[1].id, 1, "\"etag-s\"").unwrap();
-        j.file_completed(g.files[1].id, Some(42)).unwrap();
+        j.part_done(g.files[0].id, 1, "\"etag-1\"", Fence::Unclaimed).unwrap();
+        j.part_done(g.files[0].id, 3, "\"etag-3\"", Fence::Unclaimed).unwrap();
+        j.file_completed(g.files[0].id, None, Fence::Unclaimed).unwrap();
+        j.part_done(g.files[1].id, 1, "\"etag-s\"", Fence::Unclaimed).unwrap();
+        j.file_completed(g.files[1].id, Some(42), Fence::Unclaimed).unwrap();
         let g = j.group(id).unwrap();
         assert_eq!(g.library_id, Some(42));
         assert!(g.files.iter().all(|f| f.state == FileState::Completed));
         assert_eq!(g.files[0].parts[1].etag.as_deref(), Some("\"etag-2\""));
-        j.complete_group(id, 42).unwrap();
+        j.complete_group(id, 42, Fence::Unclaimed).unwrap();
 
         let s = j.summary(id).unwrap();
         assert_eq!(s.state, GroupState::Completed);
@@ -265,9 +356,9 @@ both! {
         );
         // completed
         let f = j.group(a).unwrap().files[0].id;
-        j.part_done(f, 1, "e").unwrap();
-        j.file_completed(f, Some(1)).unwrap();
-        j.complete_group(a, 1).unwrap();
+        j.part_done(f, 1, "e", Fence::Unclaimed).unwrap();
+        j.file_completed(f, Some(1), Fence::Unclaimed).unwrap();
+        j.complete_group(a, 1, Fence::Unclaimed).unwrap();
         assert_eq!(
             j.enqueue(&group("/x/a", "fp-a", &[5])).unwrap(),
             Enqueued::Duplicate { id: a, state: GroupState::Completed }
@@ -275,18 +366,18 @@ both! {
         // expired groups do not block a new upload of the same bytes
         let b = queued(j, "/x/b", "fp-b", &[5]);
         start(j, b, "s-b", 100);
-        assert_eq!(j.expire_group(b, "404", false).unwrap(), None);
+        assert_eq!(j.expire_group(b, "404", false, Fence::Unclaimed).unwrap(), None);
         let b2 = queued(j, "/x/b", "fp-b", &[5]);
         assert_ne!(b2, b);
         // a user's cancel sticks; a cancel because the source changed does not
         let c = queued(j, "/x/c", "fp-c", &[5]);
-        j.cancel_group(c, "canceled by the user", true).unwrap();
+        j.cancel_group(c, "canceled by the user", true, Fence::Unclaimed).unwrap();
         assert_eq!(
             j.enqueue(&group("/x/c", "fp-c", &[5])).unwrap(),
             Enqueued::Duplicate { id: c, state: GroupState::Canceled }
         );
         let e = queued(j, "/x/e", "fp-e", &[5]);
-        j.cancel_group(e, "video.mov changed during upload", false).unwrap();
+        j.cancel_group(e, "video.mov changed during upload", false, Fence::Unclaimed).unwrap();
         assert!(matches!(j.enqueue(&group("/x/e", "fp-e", &[5])).unwrap(), Enqueued::Queued(_)));
     }
 }
@@ -348,12 +439,12 @@ both! {
         g.priority = 5;
         let Enqueued::Queued(b) = j.enqueue(&g).unwrap() else { panic!() };
         let c = queued(j, "/x/c", "c", &[5]);
-        assert_eq!(j.next_group(&[]).unwrap(), Some(b));
+        assert_eq!(j.next_group(&[]).unwrap().map(|c| c.id), Some(b));
         start(j, c, "s-c", 100);
-        assert_eq!(j.next_group(&[]).unwrap(), Some(c));
-        assert_eq!(j.next_group(&[c]).unwrap(), Some(b));
-        assert_eq!(j.next_group(&[c, b]).unwrap(), Some(a));
-        assert_eq!(j.next_group(&[c, b, a]).unwrap(), None);
+        assert_eq!(j.next_group(&[]).unwrap().map(|c| c.id), Some(c));
+        assert_eq!(j.next_group(&[c]).unwrap().map(|c| c.id), Some(b));
+        assert_eq!(j.next_group(&[c, b]).unwrap().map(|c| c.id), Some(a));
+        assert_eq!(j.next_group(&[c, b, a]).unwrap().map(|c| c.id), None);
     }
 }
 
@@ -368,7 +459,7 @@ both! {
             total_parts: 2,
             strategy: Strategy::Multipart,
         };
-        assert!(matches!(j.record_session(id, "s", None, &[bad]), Err(JournalError::Invalid(_))));
+        assert!(matches!(j.record_session(id, Fence::Unclaimed, "s", None, &[bad]), Err(JournalError::Invalid(_))));
         let g = j.group(id).unwrap();
         assert_eq!((g.state, g.session_id, g.files[0].parts.len()), (GroupState::Queued, None, 0));
     }
@@ -379,8 +470,8 @@ both! {
         let id = queued(j, "/x/a", "a", &[250]);
         start(j, id, "s", 100);
         let f = j.group(id).unwrap().files[0].id;
-        j.part_done(f, 1, "e1").unwrap();
-        j.fail_group(id, "HTTP 500 after 10 attempts", Some(1_000)).unwrap();
+        j.part_done(f, 1, "e1", Fence::Unclaimed).unwrap();
+        j.fail_group(id, "HTTP 500 after 10 attempts", Some(1_000), Fence::Unclaimed).unwrap();
         assert_eq!(j.next_retry_at().unwrap(), Some(1_000));
         assert!(j.requeue_due(999).unwrap().is_empty());
         assert_eq!(j.requeue_due(1_000).unwrap(), vec![id]);
@@ -389,7 +480,7 @@ both! {
         assert_eq!(g.session_id.as_deref(), Some("s"), "the session is kept for resuming");
         assert!(g.files[0].parts[0].done, "progress is kept");
         // explicit retry of a failed group: same row
-        j.fail_group(id, "boom", None).unwrap();
+        j.fail_group(id, "boom", None, Fence::Unclaimed).unwrap();
         assert_eq!(j.retry_group(id).unwrap(), id);
         assert_eq!(state(j, id), GroupState::Queued);
         assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
@@ -400,8 +491,8 @@ both! {
     fn expired_and_canceled_groups_come_back_as_new_groups(j) {
         let id = queued(j, "/x/a", "a", &[250, 5]);
         start(j, id, "s", 100);
-        j.part_done(j.group(id).unwrap().files[0].id, 1, "e").unwrap();
-        let new = j.expire_group(id, "the server no longer knows session s", true).unwrap().expect("re-queued");
+        j.part_done(j.group(id).unwrap().files[0].id, 1, "e", Fence::Unclaimed).unwrap();
+        let new = j.expire_group(id, "the server no longer knows session s", true, Fence::Unclaimed).unwrap().expect("re-queued");
         let (old, g) = (j.group(id).unwrap(), j.group(new).unwrap());
         assert_eq!((old.state, old.finished), (GroupState::Expired, true));
         assert_eq!((g.state, g.retry_of, g.session_id.as_ref()), (GroupState::Queued, Some(id), None));
@@ -411,7 +502,7 @@ both! {
         // retry of the expired one is refused: it is already re-uploaded
         assert!(matches!(j.retry_group(id), Err(JournalError::Refused(_))));
 
-        j.cancel_group(new, "canceled by the user", true).unwrap();
+        j.cancel_group(new, "canceled by the user", true, Fence::Unclaimed).unwrap();
         let again = j.retry_group(new).unwrap();
         assert_ne!(again, new);
         assert_eq!(state(j, again), GroupState::Queued);
@@ -510,7 +601,7 @@ fn migrates_a_version_1_journal() {
     assert_eq!(j.queue().unwrap(), vec![3]);
     assert!(queued_at(&j, 3).is_some());
     let cursor = j.last_event_id().unwrap();
-    j.fail_group(2, "boom", None).unwrap();
+    j.fail_group(2, "boom", None, Fence::Unclaimed).unwrap();
     let ended = j.ended_after(cursor, 10).unwrap();
     assert_eq!(ended.iter().map(|e| (e.group_id, e.state)).collect::<Vec<_>>(), vec![(2, GroupState::Failed)]);
     // re-opening a migrated journal is a no-op
@@ -607,7 +698,7 @@ fn migrates_a_version_2_journal() {
     assert_eq!(queued_at(&j, 7), Some(1700000052000));
     assert_eq!((queued_at(&j, 8), queued_at(&j, 9)), (None, None));
     assert_eq!(j.queue().unwrap(), vec![3, 7]);
-    assert_eq!(j.next_group(&[]).unwrap(), Some(2), "the upload resumes first");
+    assert_eq!(j.next_group(&[]).unwrap().map(|c| c.id), Some(2), "the upload resumes first");
     assert_eq!(j.next_retry_at().unwrap(), Some(1700000900000));
     assert_eq!(j.requeue_due(1700000900000).unwrap(), vec![4]);
     assert_eq!(j.queue().unwrap(), vec![3, 4, 7], "the retried group keeps the place it was queued at");
@@ -636,9 +727,9 @@ fn migrates_a_version_2_journal() {
     // v4: the pauses table exists
     assert!(j.pauses().unwrap().is_empty());
     // the old upload finishes on its recorded session
-    j.part_done(2, 2, "\"e4\"").unwrap();
-    j.file_completed(2, None).unwrap();
-    j.complete_group(2, 42).unwrap();
+    j.part_done(2, 2, "\"e4\"", Fence::Unclaimed).unwrap();
+    j.file_completed(2, None, Fence::Unclaimed).unwrap();
+    j.complete_group(2, 42, Fence::Unclaimed).unwrap();
     let s = j.summary(2).unwrap();
     assert_eq!((s.state, s.bytes_uploaded, s.library_id), (GroupState::Completed, 190, Some(42)));
     // re-opening a migrated journal is a no-op
@@ -723,7 +814,7 @@ fn agent_and_cli_use_the_journal_at_once() {
     let f = agent.group(id).unwrap().files[0].id;
     let writer = std::thread::spawn(move || {
         for n in 1..=100u32 {
-            agent.part_done(f, n, &format!("e{n}")).unwrap();
+            agent.part_done(f, n, &format!("e{n}"), Fence::Unclaimed).unwrap();
         }
         agent
     });
@@ -791,8 +882,8 @@ both! {
         hi.priority = 3;
         let Enqueued::Queued(hi) = j.enqueue(&hi).unwrap() else { panic!() };
         assert_eq!(j.queue().unwrap(), vec![hi, b, a]);
-        assert_eq!(j.next_group(&[]).unwrap(), Some(hi));
-        assert_eq!(j.next_group(&[hi]).unwrap(), Some(b), "older finish first, whatever the ids");
+        assert_eq!(j.next_group(&[]).unwrap().map(|c| c.id), Some(hi));
+        assert_eq!(j.next_group(&[hi]).unwrap().map(|c| c.id), Some(b), "older finish first, whatever the ids");
 
         // status shows the same order; other states have no position
         start(j, hi, "s-hi", 100);
@@ -806,7 +897,7 @@ both! {
 
         // a failed group that is retried keeps its place; a changed export loses it
         j.test_sql(&format!("UPDATE groups SET state = 'uploading' WHERE id = {b}")).unwrap();
-        j.fail_group(b, "boom", None).unwrap();
+        j.fail_group(b, "boom", None, Fence::Unclaimed).unwrap();
         j.retry_group(b).unwrap();
         assert_eq!(queued_at(j, b), Some(1000));
         assert!(j.unqueue(Path::new("/x/a")).unwrap());
@@ -820,7 +911,7 @@ both! {
         let a = queued(j, "/x/a", "a", &[5]);
         j.test_sql(&format!("UPDATE groups SET queued_at = 500 WHERE id = {a}")).unwrap();
         start(j, a, "s-a", 100);
-        let new = j.expire_group(a, "gone", true).unwrap().expect("re-queued");
+        let new = j.expire_group(a, "gone", true, Fence::Unclaimed).unwrap().expect("re-queued");
         assert_eq!(queued_at(j, new), Some(500));
     }
 }
@@ -850,16 +941,16 @@ both! {
     fn ended_groups_are_tailed_from_the_history_without_repeats_or_gaps(j) {
         let old = queued(j, "/x/old", "old", &[5]);
         start(j, old, "s-old", 100);
-        j.complete_group(old, 1).unwrap();
+        j.complete_group(old, 1, Fence::Unclaimed).unwrap();
         let cursor = j.last_event_id().unwrap();
         assert!(j.ended_after(cursor, 100).unwrap().is_empty(), "history before the cursor is not replayed");
 
         let a = queued(j, "/x/a", "a", &[5]);
         start(j, a, "s-a", 100);
-        j.complete_group(a, 77).unwrap();
+        j.complete_group(a, 77, Fence::Unclaimed).unwrap();
         let b = queued(j, "/x/b", "b", &[5]);
         start(j, b, "s-b", 100);
-        j.fail_group(b, "upload part 1: HTTP 500", None).unwrap();
+        j.fail_group(b, "upload part 1: HTTP 500", None, Fence::Unclaimed).unwrap();
         j.retry_group(b).unwrap(); // clears the row's error: the event still says why
         let mut bad = group("/x/bad", "bad", &[5]);
         bad.violations.push(Violation { rule: "one_video", file: None, message: "no video file".into() });
@@ -902,7 +993,7 @@ fn completed_groups_are_salvaged_from_a_corrupt_journal() {
         for i in 0..3 {
             let id = queued(&j, &format!("/x/done{i}"), &format!("done{i}"), &[5, 6]);
             start(&j, id, &format!("s{i}"), 4);
-            j.complete_group(id, 100 + i).unwrap();
+            j.complete_group(id, 100 + i, Fence::Unclaimed).unwrap();
         }
         queued(&j, "/x/pending", "pending", &[5]);
         let c = j.conn();
@@ -1043,7 +1134,7 @@ both! {
             "{history:?}"
         );
         start(j, id, "sess-facts", 100);
-        j.cancel_group(id, "by the test", true).unwrap();
+        j.cancel_group(id, "by the test", true, Fence::Unclaimed).unwrap();
         let again = j.retry_group(id).unwrap();
         assert_ne!(again, id);
         assert_eq!(j.group(again).unwrap().files[0].media, Some(facts()), "a re-queued copy keeps the facts");

@@ -6,11 +6,12 @@ use std::path::Path;
 use rusqlite::{OptionalExtension, params};
 
 use super::codec::{get_opt_path, get_path, media_col, now_ms, parse_col, part_from_row, path_bytes};
-use super::history::{event, transition};
+use super::history::{already, check_fence, event, group_of_file, transition};
 use super::queue::requeue_copy;
 use super::store::Transfers;
 use super::{
-    FileId, FileRecord, FileState, GroupId, GroupRecord, GroupState, Journal, JournalError, PartRecord, SessionFile,
+    Fence, FileId, FileRecord, FileState, GroupId, GroupRecord, GroupState, Journal, JournalError, PartRecord,
+    SessionFile,
 };
 use crate::model::FileRole;
 
@@ -110,11 +111,13 @@ impl Transfers for Journal {
     fn record_session(
         &self,
         id: GroupId,
+        fence: Fence,
         session_id: &str,
         expires_at: Option<&str>,
         files: &[SessionFile],
     ) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             transition(tx, id, GroupState::Uploading, Some(&format!("server group {session_id} created")))?;
             tx.execute(
                 "UPDATE groups SET session_id = ?2, expires_at = ?3, session_at = ?4, error = NULL WHERE id = ?1",
@@ -166,8 +169,9 @@ impl Transfers for Journal {
         })
     }
 
-    fn resume(&self, id: GroupId) -> Result<(), JournalError> {
+    fn resume(&self, id: GroupId, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             let session: Option<String> =
                 tx.query_row("SELECT session_id FROM groups WHERE id = ?1", [id], |r| r.get(0))?;
             let Some(session) = session else {
@@ -188,8 +192,11 @@ impl Transfers for Journal {
         Ok(parts)
     }
 
-    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError> {
+    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            if fence != Fence::Unclaimed {
+                check_fence(tx, group_of_file(tx, file_id)?, fence)?;
+            }
             let n = tx
                 .prepare_cached("UPDATE parts SET etag = ?3, state = 'done' WHERE file_id = ?1 AND part_number = ?2")?
                 .execute(params![file_id, part_number as i64, etag])?;
@@ -202,14 +209,11 @@ impl Transfers for Journal {
         })
     }
 
-    fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError> {
+    fn file_completed(&self, file_id: FileId, library_id: Option<u64>, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
-            let gid: GroupId = tx
-                .query_row("UPDATE files SET state = 'completed' WHERE id = ?1 RETURNING group_id", [file_id], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .ok_or_else(|| JournalError::Invalid(format!("no file {file_id}")))?;
+            let gid = group_of_file(tx, file_id)?;
+            check_fence(tx, gid, fence)?;
+            tx.execute("UPDATE files SET state = 'completed' WHERE id = ?1", [file_id])?;
             if let Some(lib) = library_id {
                 tx.execute(
                     "UPDATE groups SET library_id = ?2, updated_at = ?3 WHERE id = ?1",
@@ -220,8 +224,12 @@ impl Transfers for Journal {
         })
     }
 
-    fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError> {
+    fn complete_group(&self, id: GroupId, library_id: u64, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Completed)? {
+                return Ok(());
+            }
             transition(tx, id, GroupState::Completed, Some(&format!("library id {library_id}")))?;
             tx.execute(
                 "UPDATE groups SET library_id = ?2, error = NULL, retry_at = NULL WHERE id = ?1",
@@ -231,16 +239,21 @@ impl Transfers for Journal {
         })
     }
 
-    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError> {
+    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             transition(tx, id, GroupState::Failed, Some(error))?;
             tx.execute("UPDATE groups SET error = ?2, retry_at = ?3 WHERE id = ?1", params![id, error, retry_at_ms])?;
             Ok(())
         })
     }
 
-    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError> {
+    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Canceled)? {
+                return Ok(());
+            }
             transition(tx, id, GroupState::Canceled, Some(reason))?;
             tx.execute(
                 "UPDATE groups SET error = ?2, user_canceled = ?3, retry_at = NULL WHERE id = ?1",
@@ -250,8 +263,18 @@ impl Transfers for Journal {
         })
     }
 
-    fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError> {
+    fn expire_group(
+        &self,
+        id: GroupId,
+        reason: &str,
+        requeue: bool,
+        fence: Fence,
+    ) -> Result<Option<GroupId>, JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Expired)? {
+                return Ok(None);
+            }
             transition(tx, id, GroupState::Expired, Some(reason))?;
             tx.execute("UPDATE groups SET error = ?2, retry_at = NULL WHERE id = ?1", params![id, reason])?;
             if !requeue {

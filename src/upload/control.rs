@@ -26,7 +26,7 @@ use super::{EngineError, GroupOutcome};
 use crate::api::{Canceled, Client};
 use crate::config::Config;
 use crate::journal::{
-    AsyncJournal, FileState, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Request, RequestKind,
+    AsyncJournal, Fence, FileState, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Request, RequestKind,
     RequestResult, Store,
 };
 use crate::retry::{Repeat, Retry, RetryPolicy, with_retries};
@@ -84,7 +84,7 @@ pub async fn cancel(
             None => None,
         };
         let policy = RetryPolicy::from_config(&cfg.upload);
-        return Ok(match cancel_now(client.as_ref(), journal, &policy, id, BY_USER, true).await? {
+        return Ok(match cancel_now(client.as_ref(), journal, &policy, id, Fence::Unclaimed, BY_USER, true).await? {
             CancelEnd::Canceled => CancelAnswer::Canceled,
             CancelEnd::CompletedOnServer { library_id } => CancelAnswer::CompletedOnServer { library_id },
         });
@@ -175,7 +175,7 @@ pub(crate) async fn handle_request(
             let g = journal.call(move |j| j.group(gid)).await?;
             match g.state {
                 GroupState::Queued | GroupState::Uploading | GroupState::Failed => {
-                    match cancel_now(Some(client), journal, policy, g.id, BY_USER, true).await? {
+                    match cancel_now(Some(client), journal, policy, g.id, Fence::Unclaimed, BY_USER, true).await? {
                         CancelEnd::Canceled => {
                             tracing::info!(group = g.id, "group canceled");
                             RequestResult::Canceled
@@ -249,6 +249,7 @@ pub async fn cancel_now(
     journal: &AsyncJournal,
     policy: &RetryPolicy,
     id: GroupId,
+    fence: Fence,
     reason: &str,
     by_user: bool,
 ) -> Result<CancelEnd, EngineError> {
@@ -270,7 +271,7 @@ pub async fn cancel_now(
         };
         match (result, client) {
             (Ok(Canceled::AlreadyEnded), Some(c)) => {
-                if let Some(library_id) = completed_on_server(c, journal, &short, &g, session).await? {
+                if let Some(library_id) = completed_on_server(c, journal, &short, &g, fence, session).await? {
                     tracing::info!(group = id, library_id, "not canceled: the group had completed on the server");
                     return Ok(CancelEnd::CompletedOnServer { library_id });
                 }
@@ -286,7 +287,7 @@ pub async fn cancel_now(
     let reason = reason.to_string();
     journal
         .call(move |j| {
-            j.cancel_group(id, &reason, by_user)?;
+            j.cancel_group(id, &reason, by_user, fence)?;
             finish::remove_staged(j, &g);
             j.set_finished(id)
         })
@@ -305,6 +306,7 @@ async fn completed_on_server(
     journal: &AsyncJournal,
     policy: &RetryPolicy,
     g: &GroupRecord,
+    fence: Fence,
     session: &str,
 ) -> Result<Option<u64>, EngineError> {
     if !matches!(g.state, GroupState::Queued | GroupState::Uploading) {
@@ -338,12 +340,12 @@ async fn completed_on_server(
     journal
         .call(move |j| {
             if queued {
-                j.resume(id)?;
+                j.resume(id, fence)?;
             }
             for (file_id, lib) in answers {
-                j.file_completed(file_id, lib)?;
+                j.file_completed(file_id, lib, fence)?;
             }
-            j.complete_group(id, library_id)
+            j.complete_group(id, library_id, fence)
         })
         .await?;
     Ok(Some(library_id))

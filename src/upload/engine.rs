@@ -13,12 +13,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::finish::watch_folder_missing;
+use super::lease::{Held, clock_ms};
 use super::stream::ChunkGate;
 use super::worker::{self, Ctx, SESSION_WINDOW};
 use super::{EngineError, GroupOutcome, control};
 use crate::api::Client;
 use crate::config::{ApiKey, Config, Dur};
-use crate::journal::{AsyncJournal, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Store, now_ms};
+use crate::journal::{AsyncJournal, Claim, GroupId, GroupRecord, GroupState, JournalError, PauseReason, Store, now_ms};
 use crate::model::{PauseKind, RetryReason};
 use crate::retry::RetryPolicy;
 
@@ -181,6 +182,8 @@ pub(crate) fn new_session_delay(base: Duration, recent: u32) -> Duration {
 
 /// A running group worker as the scheduler sees it.
 struct Active {
+    /// The claim the worker works under (renewed by the scheduler).
+    held: Held,
     tok: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
     /// Cancel requests waiting for this worker to end.
@@ -287,7 +290,8 @@ impl Engine {
         // at once, and the per-hour limit still holds, counted from the journal).
         let mut backoff: HashMap<GroupId, Instant> = HashMap::new();
         // A fleet's claims are renewed every third of the lease.
-        let renew_every = sh.journal.blocking().lease().map(|l| l / 3);
+        let lease = sh.journal.blocking().lease();
+        let renew_every = lease.map(|l| l / 3);
         let mut last_renewal = Instant::now();
 
         'main: loop {
@@ -309,15 +313,18 @@ impl Engine {
                 last_renewal = Instant::now();
                 // Groups held for a missing watch folder are left to lapse: a
                 // node that has the folder may take them.
-                let ids: Vec<GroupId> = active.keys().chain(backoff.keys()).copied().collect();
-                for id in sh.journal.call(move |j| j.renew_claims(&ids)).await? {
-                    // Another node took it over after a silence past the lease:
-                    // stop without touching it (it goes on there).
-                    tracing::warn!(group = id, "another node took this group over; its worker here stops");
-                    if let Some(a) = active.get(&id) {
+                let claims: Vec<Claim> = active.values().map(|a| a.held.claim()).collect();
+                let sent = clock_ms();
+                let lost = sh.journal.call(move |j| j.renew_claims(&claims)).await?;
+                for (id, a) in &active {
+                    if lost.contains(id) {
+                        // Another node took it over after a silence past the
+                        // lease: stop without touching it (it goes on there).
+                        tracing::warn!(group = id, "fenced: another node took this group over; its worker here stops");
                         a.tok.cancel();
+                    } else {
+                        a.held.confirm(sent);
                     }
-                    backoff.remove(&id);
                 }
             }
             // Control requests first: a cancel must not wait for scheduling.
@@ -414,22 +421,29 @@ impl Engine {
             backoff.retain(|_, until| Instant::now() < *until);
             while active.len() < limit {
                 let busy: Vec<GroupId> = active.keys().chain(held.keys()).chain(backoff.keys()).copied().collect();
+                let sent = clock_ms();
                 let next = match only {
                     Some(id) if busy.contains(&id) => None,
-                    Some(id) => {
-                        let state = sh.journal.call(move |j| j.group(id)).await?.state;
-                        matches!(state, GroupState::Queued | GroupState::Uploading).then_some(id)
-                    }
+                    Some(id) => sh.journal.call(move |j| j.claim(id)).await?,
                     None => sh.journal.call(move |j| j.next_group(&busy)).await?,
                 };
-                let Some(id) = next else { break };
+                let Some(claim) = next else { break };
+                let id = claim.id;
+                let held = Held::new(claim, lease, sent);
                 let tok = abort.child_token();
                 let reason = Arc::new(Mutex::new(None));
-                let ctx = Ctx { sh: sh.clone(), id, stop: stop.clone(), tok: tok.clone(), reason: reason.clone() };
-                tracing::debug!(group = id, "group worker started");
+                let ctx = Ctx {
+                    sh: sh.clone(),
+                    id,
+                    held: held.clone(),
+                    stop: stop.clone(),
+                    tok: tok.clone(),
+                    reason: reason.clone(),
+                };
+                tracing::debug!(group = id, claim = claim.token, "group worker started");
                 let handle = workers.spawn(async move { (id, worker::work(ctx).await) });
                 tasks.insert(handle.id(), id);
-                active.insert(id, Active { tok, reason, requests: Vec::new() });
+                active.insert(id, Active { held, tok, reason, requests: Vec::new() });
             }
             if let Some(id) = only
                 && active.is_empty()
@@ -471,7 +485,18 @@ impl Engine {
                         }
                     };
                     let ended = active.remove(&id);
-                    let outcome = outcome?;
+                    let outcome = match outcome {
+                        Ok(o) => o,
+                        // The database out of reach: the engine stops and starts again.
+                        Err(EngineError::Journal(e)) if e.is_transient() => return Err(e.into()),
+                        Err(e) => {
+                            // One group's trouble is not the engine's: the group stays
+                            // as recorded and is tried again after a while.
+                            tracing::error!(group = id, error = %e, "the group's worker stopped on an error; the group stays as recorded and is tried again in a minute");
+                            backoff.insert(id, Instant::now() + Duration::from_secs(60));
+                            GroupOutcome::Stopped
+                        }
+                    };
                     if matches!(outcome, GroupOutcome::Stopped) && !stop.is_cancelled() {
                         let g = sh.journal.call(move |j| j.group(id)).await?;
                         if watch_folder_missing(&g).is_some() {
@@ -548,7 +573,7 @@ impl Engine {
         self.stop_all(&stop, &abort, &mut workers).await;
         // What this engine still holds: the groups it was working on when it
         // stopped (an ended group's claim ends with it), held or waiting.
-        let claimed: Vec<GroupId> = active.keys().chain(held.keys()).chain(backoff.keys()).copied().collect();
+        let claimed: Vec<Claim> = active.values().map(|a| a.held.claim()).collect();
         if renew_every.is_some()
             && let Err(e) = sh.journal.call(move |j| j.release_claims(&claimed)).await
         {

@@ -22,6 +22,13 @@
 //!   PUT replaces the same part, `complete` on a completed file answers the
 //!   same, DELETE of a canceled group is a no-op.
 //! - One engine per journal ([`crate::journal::EngineLock`]).
+//! - A worker writes only under its claim's fencing token
+//!   ([`crate::journal::Fence`]); a refused write stops the worker quietly
+//!   (a log line and a history line), never the engine. A worker whose
+//!   claim went unconfirmed for nine tenths of the lease (on a clock that runs
+//!   while the process is stopped: `lease.rs`) sends nothing more until it
+//!   has renewed the claim. A worker's journal error that is not the
+//!   database out of reach ends that worker, not the engine.
 //! - Memory is bounded: at most `max_parts_in_flight` parts are read at once,
 //!   each through the bounded stream of [`stream`].
 //! - Outside every upload window ([`EngineOptions::gate`] reads `false`) no
@@ -65,6 +72,8 @@
 //! - [`stream`]: one part streamed from disk, with MD5 and the chunk gate.
 //! - [`control`]: cancel and retry, for every front end, and the engine's
 //!   handling of the requests they write.
+//! - `lease.rs`: a claim's lease as the worker sees it, on a clock that
+//!   runs while the process is stopped.
 //! - `housekeeping.rs`: the after-upload step and the staged files of ended
 //!   groups, on the blocking pool.
 //! - [`finish`]: the after-upload actions and the checks that a group's
@@ -74,6 +83,7 @@ pub mod control;
 mod engine;
 pub mod finish;
 mod housekeeping;
+mod lease;
 #[cfg(all(test, target_os = "linux"))]
 mod mount_tests;
 mod parts;

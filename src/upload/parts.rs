@@ -216,7 +216,11 @@ async fn put_part(
             }
         };
         let policy = sh.policy();
-        let retry = Retry::new(&what, &ctx.stop, Repeat::Always).on_retry(&mut on_retry);
+        // Every attempt is sent only under a confirmed claim: a worker that
+        // wakes after its lease ran out re-checks it first (below).
+        ctx.confirm().await?;
+        let fresh = || ctx.held.fresh();
+        let retry = Retry::new(&what, &ctx.stop, Repeat::Always).on_retry(&mut on_retry).fresh(&fresh);
         let put = with_retries(&policy, retry, |_| {
             put_file_range(&sh.client, &url.url, &file.source, part.byte_start, part.size, &opts)
         });
@@ -226,14 +230,16 @@ async fn put_part(
         };
         match r {
             Ok(etag) => {
-                let (file_id, stored) = (file.id, etag.clone());
-                sh.journal.call(move |j| j.part_done(file_id, n, &stored)).await?;
+                let (file_id, stored, fence) = (file.id, etag.clone(), ctx.fence());
+                sh.journal.call(move |j| j.part_done(file_id, n, &stored, fence)).await?;
                 if let Some(o) = &sh.observer {
                     o.part_stored(part.size);
                 }
                 return Ok(());
             }
             Err(RetryError::Canceled) => return Err(Stop::Shutdown),
+            // The claim went unconfirmed past the lease: re-checked at the top.
+            Err(RetryError::Unconfirmed) => continue,
             Err(e @ RetryError::Exhausted { .. }) => return Err(Stop::Failed(format!("{what}: {e}"))),
             Err(RetryError::Stopped(e)) => match e.class() {
                 ErrorClass::RefreshUrls if refreshes < MAX_REFRESHES => {

@@ -9,9 +9,12 @@ use tokio_util::sync::CancellationToken;
 use super::control::CancelEnd;
 use super::engine::Shared;
 use super::finish::{self, check_source, check_sources};
+use super::lease::{Held, clock_ms};
 use super::{EngineError, GroupOutcome};
 use crate::api::{ApiError, CompletedPart, ErrorClass, StartFile, StartGroup, Strategy};
-use crate::journal::{FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
+use crate::journal::{
+    Fence, FileRecord, FileState, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile,
+};
 use crate::retry::{Repeat, Retry, RetryError, with_retries};
 
 /// The API forgets a group this long after it was created.
@@ -43,12 +46,19 @@ pub(crate) enum Stop {
     Auth(String),
     /// Fatal, or retries exhausted.
     Failed(String),
+    /// A newer claim superseded this worker's (it was silent past its
+    /// lease and another node took the group over): the journal refused
+    /// its write ([`JournalError::Fenced`]), or a re-check found the claim gone.
+    Fenced(JournalError),
     Journal(JournalError),
 }
 
 impl From<JournalError> for Stop {
     fn from(e: JournalError) -> Stop {
-        Stop::Journal(e)
+        match e {
+            JournalError::Fenced { .. } => Stop::Fenced(e),
+            other => Stop::Journal(other),
+        }
     }
 }
 
@@ -57,6 +67,8 @@ impl From<JournalError> for Stop {
 pub(crate) struct Ctx {
     pub sh: Arc<Shared>,
     pub id: GroupId,
+    /// The claim this worker works under, and when it was last confirmed.
+    pub held: Held,
     /// Shutdown phase one: start nothing new.
     pub stop: CancellationToken,
     /// Fires on a cancel request or when the shutdown grace is over: drop everything.
@@ -66,6 +78,36 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The fence of this worker's journal writes.
+    pub(super) fn fence(&self) -> Fence {
+        self.held.fence()
+    }
+
+    /// Make sure the claim is still this worker's before anything is sent:
+    /// at once while its lease is confirmed ([`Held::fresh`]); otherwise
+    /// (this process was stopped, or renewals went unanswered, past the
+    /// lease) by renewing it in the journal first. A claim another node
+    /// took over stops the worker ([`Stop::Fenced`]).
+    pub(super) async fn confirm(&self) -> Result<(), Stop> {
+        if self.held.fresh() {
+            return Ok(());
+        }
+        tracing::info!(
+            group = self.id,
+            "this worker's claim went unconfirmed past its lease (the process was stopped, or the journal slow); \
+             re-checking it before anything more is sent"
+        );
+        let claim = self.held.claim();
+        let sent = clock_ms();
+        let lost = self.sh.journal.call(move |j| j.renew_claims(&[claim])).await?;
+        if lost.contains(&claim.id) {
+            let holder = self.sh.journal.call(move |j| j.summary(claim.id)).await.ok().and_then(|s| s.node);
+            return Err(Stop::Fenced(JournalError::Fenced { id: claim.id, token: claim.token, holder }));
+        }
+        self.held.confirm(sent);
+        Ok(())
+    }
+
     pub(super) fn check_stop(&self, inner: &CancellationToken) -> Result<(), Stop> {
         if inner.is_cancelled() {
             Err(Stop::Canceled)
@@ -127,17 +169,25 @@ impl Ctx {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         self.check_stop(inner)?;
-        let policy = self.sh.policy();
-        let r = tokio::select! {
-            r = with_retries(&policy, Retry::new(what, &self.stop, repeat), f) => r,
-            _ = inner.cancelled() => return Err(Stop::Canceled),
+        let mut f = f;
+        let fresh = || self.held.fresh();
+        let r = loop {
+            self.confirm().await?;
+            let policy = self.sh.policy();
+            let r = tokio::select! {
+                r = with_retries(&policy, Retry::new(what, &self.stop, repeat).fresh(&fresh), &mut f) => r,
+                _ = inner.cancelled() => return Err(Stop::Canceled),
+            };
+            if !matches!(r, Err(RetryError::Unconfirmed)) {
+                break r;
+            }
         };
         match r {
             Ok(v) => {
                 self.sh.api_ok.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(v)
             }
-            Err(RetryError::Canceled) => Err(Stop::Shutdown),
+            Err(RetryError::Canceled | RetryError::Unconfirmed) => Err(Stop::Shutdown),
             Err(e @ RetryError::Exhausted { .. }) => Err(Stop::Failed(format!("{what}: {e}"))),
             Err(RetryError::Stopped(e)) => Err(classify_api(what, &e)),
         }
@@ -157,10 +207,50 @@ fn classify_api(what: &str, e: &ApiError) -> Stop {
     }
 }
 
-/// Drive group `ctx.id` to its end and record the end in the journal.
+/// Drive group `ctx.id` to its end and record the end in the journal. A
+/// claim found superseded on the way stops the worker quietly (see
+/// [`superseded`]); it is not an error of the engine.
 pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
+    match drive(&ctx).await {
+        Err(EngineError::Journal(e @ JournalError::Fenced { .. })) => Ok(superseded(&ctx, e).await),
+        other => other,
+    }
+}
+
+/// A newer claim took the group over while this worker was silent past its
+/// lease: it stops without touching the group (the other node goes on),
+/// with a log line and a history line naming both nodes.
+async fn superseded(ctx: &Ctx, e: JournalError) -> GroupOutcome {
+    let id = ctx.id;
+    let me = match ctx.sh.journal.blocking().node() {
+        Some(n) => format!("node {n}"),
+        None => "this agent".to_string(),
+    };
+    let holder = match &e {
+        JournalError::Fenced { holder: Some(h), .. } => format!("node {h}"),
+        _ => "a newer claim".to_string(),
+    };
+    let token = ctx.held.claim().token;
+    tracing::warn!(
+        group = id, claim = token, holder = %holder,
+        "fenced: {me} lost its claim on the group while it was silent past its lease; {holder} holds it now. \
+         The late step was not recorded, and nothing more is sent for the group from here"
+    );
+    let note = format!(
+        "{me} lost its claim (token {token}) while it was silent past its lease; {holder} holds the group: \
+         the late step was refused and {me}'s worker stopped"
+    );
+    if let Err(e) = ctx.sh.journal.call(move |j| j.note(id, &note)).await {
+        tracing::warn!(group = id, error = %e, "cannot record the lost claim in the group's history");
+    }
+    GroupOutcome::Stopped
+}
+
+async fn drive(ctx: &Ctx) -> Result<GroupOutcome, EngineError> {
+    let ctx = ctx.clone();
     let sh = ctx.sh.clone();
     let id = ctx.id;
+    let fence = ctx.fence();
     match upload(&ctx).await {
         Ok(library_id) => {
             tracing::info!(group = id, library_id, "group completed");
@@ -172,7 +262,8 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
             let reason = ctx.reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
             match reason {
                 Some(reason) => {
-                    let end = super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &reason, true).await?;
+                    let end = super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, fence, &reason, true)
+                        .await?;
                     Ok(ended_by_cancel(&sh, id, end, reason).await)
                 }
                 None => Ok(GroupOutcome::Stopped),
@@ -191,7 +282,7 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
                 return Ok(GroupOutcome::Stopped);
             }
             tracing::warn!(group = id, reason = %why, "source changed; canceling the server group");
-            let end = super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, &why, false).await?;
+            let end = super::cancel_now(Some(&sh.client), &sh.journal, &sh.policy(), id, fence, &why, false).await?;
             Ok(ended_by_cancel(&sh, id, end, why).await)
         }
         Err(Stop::Gone(why)) => {
@@ -208,12 +299,12 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
                 let msg = format!(
                     "{why} ({recent} server groups created for this export within the last hour; not creating another)"
                 );
-                return fail(&sh, id, msg).await;
+                return fail(&sh, id, fence, msg).await;
             }
             let g = sh.journal.call(move |j| j.group(id)).await?;
             let unchanged = check_sources(&g);
             let (reason, requeue) = (why.clone(), unchanged.is_ok());
-            let requeued = sh.journal.call(move |j| j.expire_group(id, &reason, requeue)).await?;
+            let requeued = sh.journal.call(move |j| j.expire_group(id, &reason, requeue, fence)).await?;
             match (requeued, unchanged) {
                 (Some(new), _) => {
                     tracing::warn!(group = id, new_group = new, reason = %why, "group expired; re-queued as a new group")
@@ -234,13 +325,13 @@ pub(crate) async fn work(ctx: Ctx) -> Result<GroupOutcome, EngineError> {
         Err(Stop::CanceledOnServer(why)) => {
             // Recorded as canceled by the user: a rescan does not upload it again; `retry` does.
             let reason = format!("canceled on the server: {why}");
-            super::cancel_now(None, &sh.journal, &sh.policy(), id, &reason, true).await?;
+            super::cancel_now(None, &sh.journal, &sh.policy(), id, fence, &reason, true).await?;
             tracing::warn!(group = id, %reason, "group canceled on the server");
             Ok(GroupOutcome::Canceled(reason))
         }
         Err(Stop::Auth(msg)) => Ok(GroupOutcome::AuthRefused(msg)),
-        Err(Stop::Failed(msg)) => fail(&sh, id, msg).await,
-        Err(Stop::Journal(e)) => Err(e.into()),
+        Err(Stop::Failed(msg)) => fail(&sh, id, fence, msg).await,
+        Err(Stop::Fenced(e) | Stop::Journal(e)) => Err(e.into()),
     }
 }
 
@@ -270,11 +361,11 @@ async fn finish_off_runtime(sh: &Arc<Shared>, id: GroupId) {
 }
 
 /// Record `failed` with `msg`; the automatic retry is due after `retry_failed_after`.
-async fn fail(sh: &Shared, id: GroupId, msg: String) -> Result<GroupOutcome, EngineError> {
+async fn fail(sh: &Shared, id: GroupId, fence: Fence, msg: String) -> Result<GroupOutcome, EngineError> {
     let after = sh.cfg().upload.retry_failed_after;
     let retry_at = crate::journal::now_ms() + after.0.as_millis() as i64;
     let error = msg.clone();
-    match sh.journal.call(move |j| j.fail_group(id, &error, Some(retry_at))).await {
+    match sh.journal.call(move |j| j.fail_group(id, &error, Some(retry_at), fence)).await {
         Ok(()) => {}
         // Canceled meanwhile by the CLI (no agent seen): nothing to fail.
         Err(JournalError::IllegalTransition { .. }) => return Ok(GroupOutcome::Stopped),
@@ -359,7 +450,9 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
                 });
             }
             let (session, expires, planned) = (created.session_id.clone(), created.expires_at.clone(), files.clone());
-            let recorded = sh.journal.call(move |j| j.record_session(id, &session, expires.as_deref(), &planned)).await;
+            let fence = ctx.fence();
+            let recorded =
+                sh.journal.call(move |j| j.record_session(id, fence, &session, expires.as_deref(), &planned)).await;
             if let Err(e) = recorded {
                 // Do not leave a live server group behind that nothing will upload.
                 let _ = sh.client.cancel_group(&created.session_id).await;
@@ -370,7 +463,10 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
             }
             tracing::info!(group = id, session = %created.session_id, files = files.len(), "server group created");
         }
-        (GroupState::Queued, Some(_)) => sh.journal.call(move |j| j.resume(id)).await?,
+        (GroupState::Queued, Some(_)) => {
+            let fence = ctx.fence();
+            sh.journal.call(move |j| j.resume(id, fence)).await?
+        }
         (GroupState::Uploading, _) => {}
         // Ended meanwhile (canceled from the CLI with no agent seen): nothing to do.
         _ => return Err(Stop::Shutdown),
@@ -418,7 +514,8 @@ async fn upload(ctx: &Ctx) -> Result<u64, Stop> {
             done.ok_or_else(|| Stop::Failed("every file is completed but the server gave no library id".to_string()))?
         }
     };
-    sh.journal.call(move |j| j.complete_group(id, library_id)).await?;
+    let fence = ctx.fence();
+    sh.journal.call(move |j| j.complete_group(id, library_id, fence)).await?;
     Ok(library_id)
 }
 
@@ -462,7 +559,8 @@ pub(super) async fn complete(
         )));
     }
     let library_id = done.library_id;
-    sh.journal.call(move |j| j.file_completed(file_id, library_id)).await?;
+    let fence = ctx.fence();
+    sh.journal.call(move |j| j.file_completed(file_id, library_id, fence)).await?;
     tracing::debug!(group = ctx.id, file = %f.rel_path, library_id = ?done.library_id, "file completed");
     Ok(done.library_id)
 }

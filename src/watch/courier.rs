@@ -30,6 +30,11 @@ use super::settle::Settle;
 /// What the courier is asked to hand off.
 pub(crate) enum Job {
     Settle(Settle),
+    /// A rescan of watch folder `watch` found exactly these exports.
+    Scanned {
+        watch: usize,
+        present: std::collections::HashSet<PathBuf>,
+    },
     /// Watch folder `watch` went missing (with the error) or came back.
     Folder {
         watch: usize,
@@ -120,6 +125,12 @@ impl Drop for Courier {
 /// One job on the courier's thread.
 fn run(handoff: &mut dyn Handoff, rules: &[WatchRules], job: Job) -> Option<Returned> {
     match job {
+        Job::Scanned { watch, present } => {
+            if let Some(r) = rules.get(watch) {
+                handoff.scanned(r, &present);
+            }
+            None
+        }
         Job::Folder { watch, missing } => {
             if let Some(r) = rules.get(watch) {
                 handoff.watch_folder(r, missing.as_deref());

@@ -271,6 +271,7 @@ impl Driver {
         };
         tracing::debug!(folder = %self.rules[i].root.display(), exports = found.exports.len(), files = found.files, "rescanned");
         let (out, missing) = self.settler.rescan(i, &found.exports, now);
+        self.send(Job::Scanned { watch: i, present: found.exports.keys().cloned().collect() });
         for s in out {
             self.emit(s, None);
         }

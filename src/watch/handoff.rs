@@ -2,6 +2,7 @@
 //! *when*; a [`Handoff`] decides what that means for the rest of the agent
 //! (build the group, write the journal).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -37,6 +38,10 @@ pub trait Handoff: Send {
     /// came back (`None`). Its exports are neither forgotten nor canceled
     /// meanwhile; the default does nothing.
     fn watch_folder(&mut self, _rules: &WatchRules, _missing: Option<&str>) {}
+
+    /// A rescan of the watch folder found exactly the exports `present`.
+    /// The default does nothing.
+    fn scanned(&mut self, _rules: &WatchRules, _present: &HashSet<PathBuf>) {}
 }
 
 /// Sends every settle value, stamped with the moment it was handed off, into
@@ -229,6 +234,29 @@ impl Handoff for JournalHandoff {
             Settle::Empty { key, .. } | Settle::Vanished { key, .. } => self.journal.drop_waiting(key)?,
         }
         Ok(Handed::Done)
+    }
+
+    /// A `waiting` row whose export is neither found by the rescan nor
+    /// there at all was left by an agent that stopped (or died) while the
+    /// export settled, and the export went away meanwhile: dropped, so that
+    /// no row waits for ever for an export that does not exist.
+    fn scanned(&mut self, rules: &WatchRules, present: &HashSet<PathBuf>) {
+        let waiting = match self.journal.waiting_in(&rules.root) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(folder = %rules.root.display(), error = %e, "cannot list the waiting exports");
+                return;
+            }
+        };
+        for key in waiting {
+            if present.contains(&key) || std::fs::symlink_metadata(&key).is_ok() {
+                continue;
+            }
+            tracing::info!(export = %key.display(), "no such export any more; its waiting row (left by an agent that stopped while it settled) is dropped");
+            if let Err(e) = self.journal.drop_waiting(&key) {
+                tracing::warn!(export = %key.display(), error = %e, "cannot drop the waiting row");
+            }
+        }
     }
 
     fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {

@@ -2,6 +2,7 @@
 //! starts the real thread and asserts on the settle values it hands off.
 //! Waits are bounded; settle periods are a few hundred milliseconds.
 
+use crate::journal::Fence;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -491,6 +492,35 @@ impl Handoff for Tee {
     fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {
         self.journal.watch_folder(rules, missing);
     }
+
+    fn scanned(&mut self, rules: &WatchRules, present: &std::collections::HashSet<PathBuf>) {
+        self.journal.scanned(rules, present);
+    }
+}
+
+#[test]
+fn a_waiting_row_left_for_an_export_that_is_gone_is_dropped_by_the_next_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let db = dir.path().join("journal.sqlite3");
+    // An agent stopped while two exports settled; one of them went away meanwhile.
+    {
+        let j = Journal::open(&db).expect("journal opens");
+        j.note_waiting(&root.join("gone"), "gone", Some(&root)).expect("noted");
+        j.note_waiting(&root.join("still"), "still", Some(&root)).expect("noted");
+    }
+    write_file(&root.join("still").join("still.mov"), 500);
+    let mut w = watch(&root);
+    w.settle = Dur(Duration::from_secs(30));
+    let jr = JournalRun::start(&[w], &db);
+    let deadline = Instant::now() + PATIENCE;
+    while jr.states().iter().any(|(n, _)| n == "gone") {
+        assert!(Instant::now() < deadline, "the leftover row is still there: {:?}", jr.states());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(jr.states(), vec![("still".to_string(), GroupState::Waiting)], "the one settling keeps its row");
+    jr.run.stop();
 }
 
 #[test]
@@ -524,8 +554,8 @@ fn settling_export_is_waiting_then_queued_and_a_second_run_queues_nothing() {
             strategy: crate::model::Strategy::SinglePut,
         })
         .collect();
-    jr.journal.record_session(id, "sess-1", None, &session).expect("uploading");
-    jr.journal.complete_group(id, 42).expect("completed");
+    jr.journal.record_session(id, Fence::Unclaimed, "sess-1", None, &session).expect("uploading");
+    jr.journal.complete_group(id, 42, Fence::Unclaimed).expect("completed");
     jr.run.stop();
 
     // Restart: the startup scan settles the same export again; nothing new,

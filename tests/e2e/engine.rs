@@ -616,3 +616,35 @@ async fn a_watch_folder_that_goes_away_mid_upload_holds_the_group_and_it_resumes
     assert_eq!(w.sandbox.sessions().len(), 1, "no second server group");
     assert_library_matches(&w.sandbox, &session, &f);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_claim_was_superseded_stops_quietly_and_the_engine_goes_on() {
+    // A single machine's journal takes the fleet's code path: a newer claim
+    // (what a takeover makes) refuses the old worker's next write.
+    let w = World::new(16 * KIB as u64, "max_parts_in_flight = 2").await;
+    w.sandbox.set_faults(Faults { latency: Duration::from_millis(30), ..Faults::default() });
+    let journal = w.journal();
+    let f = w.export("superseded", &[("v.mov", 400 * KIB)]);
+    let id = w.enqueue(&journal, &w.group(&f, "2D", "Regular"));
+    let logs = captured_logs();
+    let (shutdown, task) = spawn_engine(w.engine(journal.clone(), KEY, fast()));
+    let j = journal.clone();
+    wait_for(Duration::from_secs(20), "a few parts done", || j.summary(id).unwrap().parts_done >= 3).await;
+    let session = journal.group(id).unwrap().session_id;
+    let newer = journal.claim(id).unwrap().expect("the uploading group can be claimed anew");
+    let j = journal.clone();
+    wait_for(Duration::from_secs(30), "the group to complete", || j.group(id).unwrap().state == GroupState::Completed)
+        .await;
+    assert!(!task.is_finished(), "the engine goes on");
+    shutdown.cancel();
+    task.await.unwrap().expect("the engine stops cleanly");
+    let g = journal.group(id).unwrap();
+    assert_eq!(g.session_id, session, "the same server session, resumed by the next claim");
+    assert_library_matches(&w.sandbox, g.session_id.as_deref().unwrap(), &f);
+    assert_eq!(w.sandbox.library().len(), 1);
+    let history = journal.events(id).unwrap();
+    let lost = format!("lost its claim (token {})", newer.token - 1);
+    assert!(history.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains(&lost))), "{history:#?}");
+    let log = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(log.contains("fenced: this agent lost its claim"), "{log}");
+}

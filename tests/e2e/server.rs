@@ -2,6 +2,7 @@
 //! storage that answers 404 `NoSuchUpload` to every PUT while the API is
 //! healthy, plans that do not fit, a cancel refused because the group ended.
 
+use spatialgen_sync::journal::Fence;
 use std::time::Duration;
 
 use spatialgen_sync::api::{Client, CompletedPart, PartUrlsRequest, StartFile, StartGroup};
@@ -120,7 +121,7 @@ async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Cli
             }
         })
         .collect();
-    journal.record_session(id, &created.session_id, created.expires_at.as_deref(), &files).unwrap();
+    journal.record_session(id, Fence::Unclaimed, &created.session_id, created.expires_at.as_deref(), &files).unwrap();
     let mut library_id = None;
     for (f, sf) in g.files.iter().zip(&files) {
         let bytes = std::fs::read(&f.source).unwrap();
@@ -130,7 +131,7 @@ async fn completed_on_the_server_only(w: &World, journal: &Journal, client: &Cli
         for u in &urls.parts {
             let chunk = bytes[u.byte_start as usize..=u.byte_end as usize].to_vec();
             let etag = client.put_part(&u.url, chunk.clone().into(), chunk.len() as u64, None).await.unwrap();
-            journal.part_done(f.id, u.part_number, &etag).unwrap();
+            journal.part_done(f.id, u.part_number, &etag, Fence::Unclaimed).unwrap();
             done.push(CompletedPart { part_number: u.part_number, etag });
         }
         let answer = client.complete_file(&created.session_id, &sf.upload_id, &done).await.unwrap();
@@ -152,9 +153,17 @@ async fn a_cancel_answered_409_for_a_group_completed_on_the_server_is_recorded_a
     assert_eq!(journal.group(id).unwrap().state, GroupState::Uploading);
 
     let policy = RetryPolicy::from_config(&cfg.upload);
-    let end = cancel_now(Some(&client), &AsyncJournal::new(journal.clone()), &policy, id, "canceled by the user", true)
-        .await
-        .unwrap();
+    let end = cancel_now(
+        Some(&client),
+        &AsyncJournal::new(journal.clone()),
+        &policy,
+        id,
+        Fence::Unclaimed,
+        "canceled by the user",
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(end, CancelEnd::CompletedOnServer { library_id });
     let g = journal.group(id).unwrap();
     assert_eq!(g.state, GroupState::Completed, "{:?}", g.error);
@@ -182,14 +191,22 @@ async fn a_cancel_answered_409_for_a_group_canceled_on_the_server_is_recorded_as
         total_parts: c.total_parts,
         strategy: Strategy::Multipart,
     };
-    journal.record_session(id, &created.session_id, None, &[sf]).unwrap();
+    journal.record_session(id, Fence::Unclaimed, &created.session_id, None, &[sf]).unwrap();
     // Canceled elsewhere first: the agent's cancel is answered 409.
     client.cancel_group(&created.session_id).await.unwrap();
 
     let policy = RetryPolicy::from_config(&cfg.upload);
-    let end = cancel_now(Some(&client), &AsyncJournal::new(journal.clone()), &policy, id, "canceled by the user", true)
-        .await
-        .unwrap();
+    let end = cancel_now(
+        Some(&client),
+        &AsyncJournal::new(journal.clone()),
+        &policy,
+        id,
+        Fence::Unclaimed,
+        "canceled by the user",
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(end, CancelEnd::Canceled);
     assert_eq!(journal.group(id).unwrap().state, GroupState::Canceled);
     assert_eq!(w.sandbox.stats().api_count("cancel", 409), 1);

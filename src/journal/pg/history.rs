@@ -7,7 +7,7 @@ use postgres::Transaction;
 use super::{PgJournal, col, db_err, lock_history};
 use crate::journal::codec::now_ms;
 use crate::journal::store::History;
-use crate::journal::{Ended, Event, GroupId, GroupState, JournalError, codec::parse_col};
+use crate::journal::{Ended, Event, Fence, FileId, GroupId, GroupState, JournalError, codec::parse_col};
 
 pub(super) fn state_of(tx: &mut Transaction<'_>, id: GroupId) -> Result<GroupState, JournalError> {
     let row = tx.query_opt("SELECT state FROM groups WHERE id = $1", &[&id]).map_err(db_err)?;
@@ -32,6 +32,41 @@ pub(super) fn event(
     )
     .map_err(db_err)?;
     Ok(())
+}
+
+/// Refuse a write under a claim that a newer one superseded (see [`Fence`]).
+/// The group's row is share-locked for the rest of the transaction, so a
+/// claim (which updates the row) is ordered before or after the write, never
+/// in between: a write that passed the check commits before any takeover.
+pub(super) fn check_fence(tx: &mut Transaction<'_>, id: GroupId, fence: Fence) -> Result<(), JournalError> {
+    let Fence::Claim(token) = fence else { return Ok(()) };
+    let r = tx
+        .query_opt("SELECT claim, node FROM groups WHERE id = $1 FOR SHARE", &[&id])
+        .map_err(db_err)?
+        .ok_or(JournalError::NoSuchGroup(id))?;
+    let current: i64 = col(&r, "claim")?;
+    if current == token {
+        return Ok(());
+    }
+    Err(JournalError::Fenced { id, token, holder: col(&r, "node")? })
+}
+
+/// The group of file `file_id`.
+pub(super) fn group_of_file(tx: &mut Transaction<'_>, file_id: FileId) -> Result<GroupId, JournalError> {
+    tx.query_opt("SELECT group_id FROM files WHERE id = $1", &[&file_id])
+        .map_err(db_err)?
+        .ok_or_else(|| JournalError::Invalid(format!("no file {file_id}")))
+        .and_then(|r| col(&r, "group_id"))
+}
+
+/// Is `id` already in `state` (a terminal one another node reached
+/// first)? Then the move asked for is a no-op, logged.
+pub(super) fn already(tx: &mut Transaction<'_>, id: GroupId, state: GroupState) -> Result<bool, JournalError> {
+    let now = state_of(tx, id)?;
+    if now == state {
+        tracing::info!(group = id, %state, "the group is already {state} (by another node); nothing to do");
+    }
+    Ok(now == state)
 }
 
 /// Move `id` to `to` if that is legal, with a history line (see SQLite's

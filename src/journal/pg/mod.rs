@@ -10,12 +10,15 @@
 //!   the fleet, as SQLite's `IMMEDIATE` transactions do on one machine: two
 //!   nodes enqueueing the same export at once make one group, two nodes
 //!   re-queueing the same failed group move it once.
-//! - **Claims with leases.** [`Queue::next_group`] claims a group with
+//! - **Claims with leases.** [`Queue::next_group`](crate::journal::Queue::next_group) claims a group with
 //!   `FOR UPDATE SKIP LOCKED`, setting `node` and `lease_until` (by the
 //!   database's clock); the engine renews its claims every third of the
 //!   lease ([`Store::renew_claims`]). A node silent past its lease loses
 //!   them, and the next node to ask takes the group over, resuming the same
-//!   server session from the recorded parts. Only a node that has the
+//!   server session from the recorded parts. Each claim or takeover stores
+//!   a larger fencing token (`groups.claim`); a worker's writes are checked
+//!   against it under a share lock on the group's row, so a node that wakes
+//!   after a takeover writes nothing ([`crate::journal::Fence`]). Only a node that has the
 //!   group's watch folder (or that found the export, for staged files and
 //!   one-off uploads) claims it.
 //! - **History in commit order.** The same lock is held by every transaction
@@ -27,7 +30,10 @@
 //!   the notifications and after-upload steps (for groups the node completed).
 //! - **Losing the database.** A call that cannot reach the database fails
 //!   with [`JournalError::Unavailable`]; the connection is dropped and the
-//!   next call connects again.
+//!   next call connects again. A database that stalls counts as lost: every
+//!   statement, lock wait, connection attempt and async call times out
+//!   after half the lease (`db_timeout`), and calls run on a small pool of
+//!   connections, so one stuck on a stopped backend holds only its own.
 //!
 //! Calls block (the `postgres` client runs its own small runtime): async
 //! code reaches them through [`crate::journal::AsyncJournal`], as with SQLite.
@@ -51,7 +57,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use paths::Mounts;
 
 use super::store::Store;
-use super::{AgentLock, EngineLock, GroupId, JournalError};
+use super::{AgentLock, Claim, EngineLock, GroupId, JournalError};
 use crate::config::DatabaseUrl;
 
 /// What a PostgreSQL journal needs to open.
@@ -76,9 +82,25 @@ const EVENT_LOCK: i64 = 0x5347_5359_4e43_0002;
 /// How many times a write is tried when the database reports a conflict.
 const WRITE_ATTEMPTS: u32 = 30;
 
+/// Idle connections kept for the next calls (more are opened while calls
+/// overlap, and closed after).
+const IDLE_CONNECTIONS: usize = 4;
+
+/// How long one statement, a wait for a lock, a connection attempt or a call
+/// may take before the database counts as out of reach: half the lease
+/// (between 1 s and 30 s), so that a stalled server is noticed, and this
+/// node stops claiming and recording, before its claims could lapse.
+pub(super) fn db_timeout(lease: Duration) -> Duration {
+    (lease / 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
 /// The PostgreSQL implementation of [`Store`].
 pub struct PgJournal {
-    conn: Mutex<Option<Client>>,
+    /// Connections not in use. A call takes one (or opens one) and gives it
+    /// back after, so a call stuck on a stalled server holds only its own.
+    idle: Mutex<Vec<Client>>,
+    /// See [`db_timeout`].
+    timeout: Duration,
     config: postgres::Config,
     tls: MakeRustlsConnect,
     node: String,
@@ -104,8 +126,13 @@ pub(super) fn db_err(e: postgres::Error) -> JournalError {
         if *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED
             || *code == SqlState::UNIQUE_VIOLATION
+            || *code == SqlState::LOCK_NOT_AVAILABLE
         {
             return JournalError::Busy(said);
+        }
+        // The statement timeout: the server is alive but does not get through.
+        if *code == SqlState::QUERY_CANCELED || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT {
+            return JournalError::Unavailable(said);
         }
         let class = code.code().get(..2).unwrap_or("");
         if class == "08"
@@ -203,13 +230,20 @@ impl PgJournal {
         if let Some(p) = &opts.password {
             config.password(p);
         }
+        let timeout = db_timeout(opts.lease);
+        // A server that stops answering is noticed within the timeout: on
+        // connect, on unacknowledged data (a network cut), and by TCP
+        // keepalive on an idle connection.
         config
             .application_name(&format!("spatialgen-sync {}", opts.node))
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_user_timeout(Duration::from_secs(20))
-            .keepalives_idle(Duration::from_secs(30));
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout)
+            .keepalives_idle((timeout / 2).max(Duration::from_secs(1)))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3);
         let j = PgJournal {
-            conn: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            timeout,
             config,
             tls,
             node: opts.node,
@@ -224,13 +258,19 @@ impl PgJournal {
     fn new_client(&self) -> Result<Client, JournalError> {
         let mut c = self.config.connect(self.tls.clone()).map_err(db_err)?;
         // A hung statement (a lock held by a stuck node) ends instead of
-        // stalling the engine; a claim never waits (SKIP LOCKED).
-        c.batch_execute("SET statement_timeout = '30s'; SET lock_timeout = '20s'").map_err(db_err)?;
+        // stalling the engine; a claim never waits (SKIP LOCKED). A node
+        // stopped in the middle of a transaction (SIGSTOP, a VM paused) loses
+        // it, and the locks it held, after the same time.
+        let ms = self.timeout.as_millis();
+        c.batch_execute(&format!(
+            "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}"
+        ))
+        .map_err(db_err)?;
         Ok(c)
     }
 
-    fn conn(&self) -> MutexGuard<'_, Option<Client>> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn idle(&self) -> MutexGuard<'_, Vec<Client>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Run `f` on the connection, connecting first if there is none; a
@@ -243,14 +283,19 @@ impl PgJournal {
     }
 
     fn with_here<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, JournalError>) -> Result<T, JournalError> {
-        let mut guard = self.conn();
-        let client = match guard.as_mut() {
-            Some(c) if !c.is_closed() => c,
-            _ => guard.insert(self.new_client()?),
+        let reused = std::iter::from_fn(|| self.idle().pop()).find(|c| !c.is_closed());
+        let mut client = match reused {
+            Some(c) => c,
+            None => self.new_client()?,
         };
-        let out = f(client);
-        if matches!(out, Err(JournalError::Unavailable(_))) {
-            *guard = None;
+        let out = f(&mut client);
+        let lost = matches!(out, Err(JournalError::Unavailable(_))) || client.is_closed();
+        let mut idle = self.idle();
+        if !lost && idle.len() < IDLE_CONNECTIONS {
+            idle.push(client);
+        } else {
+            drop(idle);
+            drop_client(client);
         }
         out
     }
@@ -388,7 +433,7 @@ impl Drop for SessionLock {
 
 impl Drop for PgJournal {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        for c in self.idle.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
             drop_client(c);
         }
     }
@@ -447,24 +492,31 @@ impl Store for PgJournal {
         Some(self.lease)
     }
 
-    fn renew_claims(&self, ids: &[GroupId]) -> Result<Vec<GroupId>, JournalError> {
-        let ids = ids.to_vec();
+    fn call_timeout(&self) -> Option<Duration> {
+        // The server's own timeouts answer first when it is alive; this one
+        // is for a server that does not answer at all.
+        Some(self.timeout + Duration::from_millis(500))
+    }
+
+    fn renew_claims(&self, claims: &[Claim]) -> Result<Vec<GroupId>, JournalError> {
+        let (ids, tokens): (Vec<GroupId>, Vec<i64>) = claims.iter().map(|c| (c.id, c.token)).unzip();
         self.with(|c| {
             self.heartbeat(c)?;
             let held: Vec<GroupId> = c
                 .query(
                     &format!(
-                        "UPDATE groups SET lease_until = CASE WHEN state IN ('queued','uploading')
-                                                              THEN {DB_NOW} + $3 ELSE NULL END
-                         WHERE id = ANY($1) AND node = $2 RETURNING id"
+                        "UPDATE groups g SET lease_until = CASE WHEN g.state IN ('queued','uploading')
+                                                                THEN {DB_NOW} + $4 ELSE NULL END
+                         FROM unnest($1::bigint[], $2::bigint[]) AS mine(id, token)
+                         WHERE g.id = mine.id AND g.claim = mine.token AND g.node = $3 RETURNING g.id"
                     ),
-                    &[&ids, &self.node, &self.lease_ms()],
+                    &[&ids, &tokens, &self.node, &self.lease_ms()],
                 )
                 .map_err(db_err)?
                 .iter()
                 .map(|r| col(r, "id"))
                 .collect::<Result<_, _>>()?;
-            Ok(ids.into_iter().filter(|id| !held.contains(id)).collect())
+            Ok(ids.iter().copied().filter(|id| !held.contains(id)).collect())
         })
     }
 
@@ -479,11 +531,15 @@ impl Store for PgJournal {
         })
     }
 
-    fn release_claims(&self, ids: &[GroupId]) -> Result<(), JournalError> {
-        let ids = ids.to_vec();
+    fn release_claims(&self, claims: &[Claim]) -> Result<(), JournalError> {
+        let (ids, tokens): (Vec<GroupId>, Vec<i64>) = claims.iter().map(|c| (c.id, c.token)).unzip();
         self.with(|c| {
-            c.execute("UPDATE groups SET lease_until = NULL WHERE id = ANY($1) AND node = $2", &[&ids, &self.node])
-                .map_err(db_err)?;
+            c.execute(
+                "UPDATE groups g SET lease_until = NULL FROM unnest($1::bigint[], $2::bigint[]) AS mine(id, token)
+                 WHERE g.id = mine.id AND g.claim = mine.token AND g.node = $3",
+                &[&ids, &tokens, &self.node],
+            )
+            .map_err(db_err)?;
             c.execute("DELETE FROM nodes WHERE node = $1", &[&self.node]).map_err(db_err)?;
             Ok(())
         })

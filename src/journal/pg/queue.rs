@@ -12,7 +12,7 @@ use crate::journal::codec::now_ms;
 use crate::journal::forget::FORGETTABLE;
 use crate::journal::queue::{QUEUE_ORDER, media_json, position_in, queued_detail, violations_text};
 use crate::journal::store::Queue;
-use crate::journal::{Enqueued, GroupId, GroupState, GroupSummary, JournalError};
+use crate::journal::{Claim, Enqueued, GroupId, GroupState, GroupSummary, JournalError};
 
 /// A group with the fingerprint `$1` that makes an export with it a
 /// duplicate (`$2`: its violations as JSON, for a rejection).
@@ -158,6 +158,15 @@ impl Queue for PgJournal {
             tx.execute("DELETE FROM groups WHERE key = $1 AND state = 'waiting'", &[&k]).map_err(db_err)?;
             Ok(())
         })
+    }
+
+    fn waiting_in(&self, watch_path: &Path) -> Result<Vec<std::path::PathBuf>, JournalError> {
+        let wp = self.mounts().encode(watch_path);
+        let rows = self.with(|c| {
+            c.query("SELECT key FROM groups WHERE state = 'waiting' AND watch_path = $1 ORDER BY id", &[&wp])
+                .map_err(db_err)
+        })?;
+        rows.iter().map(|r| Ok(self.mounts().decode(&col::<Vec<u8>>(r, "key")?))).collect()
     }
 
     fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {
@@ -386,7 +395,7 @@ impl Queue for PgJournal {
         })
     }
 
-    fn next_group(&self, busy: &[GroupId]) -> Result<Option<GroupId>, JournalError> {
+    fn next_group(&self, busy: &[GroupId]) -> Result<Option<Claim>, JournalError> {
         let busy = busy.to_vec();
         let names = self.mounts().names();
         self.write_rc(|tx| {
@@ -402,26 +411,46 @@ impl Queue for PgJournal {
                                      (SELECT 1 FROM files f WHERE f.group_id = groups.id AND f.staged))
                              ORDER BY state = 'uploading' DESC, {QUEUE_ORDER}
                              LIMIT 1 FOR UPDATE SKIP LOCKED)
-                         UPDATE groups g SET node = $3, lease_until = {DB_NOW} + $4
+                         UPDATE groups g SET node = $3, lease_until = {DB_NOW} + $4, claim = g.claim + 1
                          FROM pick WHERE g.id = pick.id
-                         RETURNING g.id, pick.was, pick.lease_until IS NOT NULL AND g.state = 'uploading' AS taken"
+                         RETURNING g.id, g.claim, pick.was,
+                                   pick.lease_until IS NOT NULL AND g.state = 'uploading' AS taken"
                     ),
                     &[&busy, &names, &self.node_name(), &self.lease_ms()],
                 )
                 .map_err(db_err)?;
             let Some(r) = row else { return Ok(None) };
-            let id: GroupId = col(&r, "id")?;
+            let claim = Claim { id: col(&r, "id")?, token: col(&r, "claim")? };
             let was: Option<String> = col(&r, "was")?;
             if let Some(was) = was.filter(|w| w != self.node_name())
                 && col::<bool>(&r, "taken")?
             {
-                let why =
-                    format!("node {was} went silent past its lease; node {} takes the upload over", self.node_name());
-                tracing::warn!(group = id, from = %was, "{why}");
-                event(tx, id, None, None, Some(&why))?;
+                let why = format!(
+                    "node {was} went silent past its lease; node {} takes the upload over (claim {})",
+                    self.node_name(),
+                    claim.token
+                );
+                tracing::warn!(group = claim.id, from = %was, "{why}");
+                event(tx, claim.id, None, None, Some(&why))?;
             }
-            Ok(Some(id))
+            Ok(Some(claim))
         })
+    }
+
+    fn claim(&self, id: GroupId) -> Result<Option<Claim>, JournalError> {
+        let row = self.write_rc(|tx| {
+            tx.query_opt(
+                &format!(
+                    "UPDATE groups SET node = $2, lease_until = {DB_NOW} + $3, claim = claim + 1
+                     WHERE id = $1 AND state IN ('queued','uploading')
+                       AND (node IS NULL OR node = $2 OR lease_until IS NULL OR lease_until < {DB_NOW})
+                     RETURNING claim"
+                ),
+                &[&id, &self.node_name(), &self.lease_ms()],
+            )
+            .map_err(db_err)
+        })?;
+        row.map(|r| Ok(Claim { id, token: col(&r, "claim")? })).transpose()
     }
 
     fn retry_group(&self, id: GroupId) -> Result<GroupId, JournalError> {

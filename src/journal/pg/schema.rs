@@ -160,6 +160,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE files ADD COLUMN media TEXT;
     "#,
     ),
+    (
+        7,
+        // Fencing: the token of the group's newest claim (see SQLite's v7).
+        r#"
+    ALTER TABLE groups ADD COLUMN claim BIGINT NOT NULL DEFAULT 0;
+    "#,
+    ),
 ];
 
 /// The version this binary writes: the same number as SQLite's.

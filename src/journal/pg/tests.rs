@@ -4,6 +4,7 @@
 //! ended a group, locks per node, migrations under the lock, and a
 //! database out of reach.
 
+use crate::journal::Fence;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +77,7 @@ fn start(j: &PgJournal, id: GroupId, session: &str) {
             strategy: Strategy::Multipart,
         })
         .collect();
-    j.record_session(id, session, None, &files).unwrap();
+    j.record_session(id, Fence::Unclaimed, session, None, &files).unwrap();
 }
 
 #[test]
@@ -116,28 +117,36 @@ fn a_claim_is_one_node_s_until_its_lease_runs_out_then_another_takes_the_same_se
     let a = node(&url, "a", "/mnt/a", lease);
     let b = node(&url, "b", "/mnt/b", lease);
     let Enqueued::Queued(g) = a.enqueue(&export("/mnt/a", "one", "fp1")).unwrap() else { panic!() };
-    assert_eq!(a.next_group(&[]).unwrap(), Some(g));
+    let ca = a.next_group(&[]).unwrap().expect("a claims it");
+    assert_eq!(ca.id, g);
     assert_eq!(b.next_group(&[]).unwrap(), None, "claimed by a");
     start(&a, g, "sess-1");
     let f = a.group(g).unwrap().files[0].id;
-    a.part_done(f, 1, "e1").unwrap();
+    a.part_done(f, 1, "e1", ca.fence()).unwrap();
     assert_eq!(a.summary(g).unwrap().node.as_deref(), Some("a"));
     // Renewed: still a's after longer than the lease.
     for _ in 0..4 {
         std::thread::sleep(lease / 3);
-        assert!(a.renew_claims(&[g]).unwrap().is_empty());
+        assert!(a.renew_claims(&[ca]).unwrap().is_empty());
     }
-    assert_eq!(b.next_group(&[]).unwrap(), None, "a renews its claim");
+    assert_eq!(b.next_group(&[]).unwrap().map(|c| c.id), None, "a renews its claim");
     // a goes silent: b takes the group over, on the same server session.
     std::thread::sleep(lease + Duration::from_millis(200));
-    assert_eq!(b.next_group(&[]).unwrap(), Some(g));
+    let cb = b.next_group(&[]).unwrap().expect("b takes it over");
+    assert_eq!(cb.id, g);
+    assert!(cb.token > ca.token, "{ca:?} then {cb:?}");
     let rec = b.group(g).unwrap();
     assert_eq!((rec.state, rec.session_id.as_deref()), (GroupState::Uploading, Some("sess-1")));
     assert!(rec.files[0].parts[0].done, "the recorded part is kept");
     assert!(b.events(g).unwrap().iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("node a went silent"))));
-    assert_eq!(a.renew_claims(&[g]).unwrap(), vec![g], "a learns it lost the group");
+    assert_eq!(a.renew_claims(&[ca]).unwrap(), vec![g], "a learns it lost the group");
     assert_eq!(a.next_group(&[]).unwrap(), None, "and cannot take it back while b holds it");
-    b.complete_group(g, 9).unwrap();
+    // a wakes and writes late: refused, naming the holder; nothing changes.
+    let late = a.part_done(f, 1, "late", ca.fence());
+    assert!(matches!(&late, Err(JournalError::Fenced { holder: Some(h), .. }) if h == "b"), "{late:?}");
+    assert!(matches!(a.complete_group(g, 9, ca.fence()), Err(JournalError::Fenced { .. })));
+    assert_eq!(b.group(g).unwrap().files[0].parts[0].etag.as_deref(), Some("e1"));
+    b.complete_group(g, 9, cb.fence()).unwrap();
     let s = a.summary(g).unwrap();
     assert_eq!((s.state, s.node.as_deref()), (GroupState::Completed, Some("b")));
     // The node that ended it notifies and does the housekeeping.
@@ -153,10 +162,10 @@ fn a_clean_stop_releases_claims_at_once() {
     let a = node(&url, "a", "/mnt/a", Duration::from_secs(60));
     let b = node(&url, "b", "/mnt/b", Duration::from_secs(60));
     let Enqueued::Queued(g) = a.enqueue(&export("/mnt/a", "one", "fp1")).unwrap() else { panic!() };
-    assert_eq!(a.next_group(&[]).unwrap(), Some(g));
+    let ca = a.next_group(&[]).unwrap().expect("a claims it");
     assert_eq!(b.next_group(&[]).unwrap(), None);
-    a.release_claims(&[g]).unwrap();
-    assert_eq!(b.next_group(&[]).unwrap(), Some(g), "no need to wait out a minute's lease");
+    a.release_claims(&[ca]).unwrap();
+    assert_eq!(b.next_group(&[]).unwrap().map(|c| c.id), Some(g), "no need to wait out a minute's lease");
 }
 
 #[test]
@@ -177,10 +186,10 @@ fn only_a_node_with_the_watch_folder_or_the_one_that_found_a_staged_export_claim
     staged.files[0].staged = true;
     staged.files[0].source = "/var/lib/spatialgen-sync/staging/x.zip".into();
     let Enqueued::Queued(st) = a.enqueue(&staged).unwrap() else { panic!() };
-    assert_eq!(other.next_group(&[]).unwrap(), None, "no mount of `exports` there");
-    assert_eq!(b.next_group(&[]).unwrap(), Some(plain));
-    assert_eq!(b.next_group(&[plain]).unwrap(), None, "the staged zip is on a's disk");
-    assert_eq!(a.next_group(&[]).unwrap(), Some(st));
+    assert_eq!(other.next_group(&[]).unwrap().map(|c| c.id), None, "no mount of `exports` there");
+    assert_eq!(b.next_group(&[]).unwrap().map(|c| c.id), Some(plain));
+    assert_eq!(b.next_group(&[plain]).unwrap().map(|c| c.id), None, "the staged zip is on a's disk");
+    assert_eq!(a.next_group(&[]).unwrap().map(|c| c.id), Some(st));
 }
 
 #[test]
@@ -190,7 +199,7 @@ fn a_request_is_carried_out_by_the_node_that_holds_the_group() {
     let b = node(&url, "b", "/mnt/b", Duration::from_secs(30));
     let Enqueued::Queued(held) = a.enqueue(&export("/mnt/a", "held", "fp1")).unwrap() else { panic!() };
     let Enqueued::Queued(free) = a.enqueue(&export("/mnt/a", "free", "fp2")).unwrap() else { panic!() };
-    assert_eq!(a.next_group(&[]).unwrap(), Some(held));
+    assert_eq!(a.next_group(&[]).unwrap().map(|c| c.id), Some(held));
     let r1 = b.request(held, RequestKind::Cancel).unwrap();
     let r2 = b.request(free, RequestKind::Cancel).unwrap();
     let taken_by_b: Vec<_> = b.open_requests().unwrap().iter().map(|r| r.id).collect();
@@ -334,7 +343,7 @@ fn forget_drops_old_ended_groups_and_keeps_live_ones() {
     let Enqueued::Queued(done) = a.enqueue(&export("/mnt/a", "done", "fp1")).unwrap() else { panic!() };
     let Enqueued::Queued(live) = a.enqueue(&export("/mnt/a", "live", "fp2")).unwrap() else { panic!() };
     start(&a, done, "s1");
-    a.complete_group(done, 1).unwrap();
+    a.complete_group(done, 1, Fence::Unclaimed).unwrap();
     a.set_finished(done).unwrap();
     let later = crate::journal::now_ms() + 1000;
     assert_eq!(a.forgettable(later).unwrap(), vec![done]);

@@ -2,12 +2,14 @@
 
 use std::path::Path;
 
-use super::history::{event, transition};
+use super::history::{already, check_fence, event, group_of_file, transition};
 use super::queue::requeue_copy;
 use super::{PgJournal, col, db_err};
 use crate::journal::codec::{media_col, now_ms, parse_col};
 use crate::journal::store::Transfers;
-use crate::journal::{FileId, FileRecord, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile};
+use crate::journal::{
+    Fence, FileId, FileRecord, GroupId, GroupRecord, GroupState, JournalError, PartRecord, SessionFile,
+};
 
 fn part_from_row(r: &postgres::Row) -> Result<PartRecord, JournalError> {
     Ok(PartRecord {
@@ -108,11 +110,13 @@ impl Transfers for PgJournal {
     fn record_session(
         &self,
         id: GroupId,
+        fence: Fence,
         session_id: &str,
         expires_at: Option<&str>,
         files: &[SessionFile],
     ) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             transition(self, tx, id, GroupState::Uploading, Some(&format!("server group {session_id} created")))?;
             tx.execute(
                 "UPDATE groups SET session_id = $2, expires_at = $3, session_at = $4, error = NULL WHERE id = $1",
@@ -169,8 +173,9 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn resume(&self, id: GroupId) -> Result<(), JournalError> {
+    fn resume(&self, id: GroupId, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             let session: Option<String> = tx
                 .query_opt("SELECT session_id FROM groups WHERE id = $1", &[&id])
                 .map_err(db_err)?
@@ -190,30 +195,53 @@ impl Transfers for PgJournal {
         rows.iter().map(part_from_row).collect()
     }
 
-    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str) -> Result<(), JournalError> {
-        self.write_rc(|tx| {
-            let n = tx
-                .execute(
-                    "UPDATE parts SET etag = $3, state = 'done' WHERE file_id = $1 AND part_number = $2",
-                    &[&file_id, &i64::from(part_number), &etag],
-                )
-                .map_err(db_err)?;
-            if n != 1 {
-                return Err(JournalError::NoSuchPart { file: file_id, part: part_number });
+    fn part_done(&self, file_id: FileId, part_number: u32, etag: &str, fence: Fence) -> Result<(), JournalError> {
+        // The hot path: one statement, no transaction around it (so a node
+        // stopped between two statements holds no lock), no fleet-wide lock.
+        // The group's row is share-locked while the claim is compared, as in
+        // `check_fence`.
+        let token = match fence {
+            Fence::Claim(t) => Some(t),
+            Fence::Unclaimed => None,
+        };
+        let row = self.with(|c| {
+            c.query_one(
+                "WITH holder AS (
+                     SELECT g.id, g.claim, g.node FROM groups g JOIN files f ON f.group_id = g.id
+                     WHERE f.id = $1 FOR SHARE OF g),
+                 part AS (
+                     UPDATE parts SET etag = $3, state = 'done'
+                     WHERE file_id = $1 AND part_number = $2
+                       AND ($4::bigint IS NULL OR (SELECT claim FROM holder) = $4)
+                     RETURNING 1),
+                 file AS (
+                     UPDATE files SET state = 'uploading'
+                     WHERE id = $1 AND state = 'pending' AND EXISTS (SELECT 1 FROM part)
+                     RETURNING 1)
+                 SELECT (SELECT id FROM holder) AS gid, (SELECT claim FROM holder) AS claim,
+                        (SELECT node FROM holder) AS node,
+                        (SELECT COUNT(*) FROM part) AS n",
+                &[&file_id, &i64::from(part_number), &etag, &token],
+            )
+            .map_err(db_err)
+        })?;
+        let claim: Option<i64> = col(&row, "claim")?;
+        match (claim, token) {
+            (None, _) => Err(JournalError::Invalid(format!("no file {file_id}"))),
+            (Some(now), Some(t)) if now != t => {
+                Err(JournalError::Fenced { id: col(&row, "gid")?, token: t, holder: col(&row, "node")? })
             }
-            tx.execute("UPDATE files SET state = 'uploading' WHERE id = $1 AND state = 'pending'", &[&file_id])
-                .map_err(db_err)?;
-            Ok(())
-        })
+            _ if col::<i64>(&row, "n")? != 1 => Err(JournalError::NoSuchPart { file: file_id, part: part_number }),
+            _ => Ok(()),
+        }
     }
 
-    fn file_completed(&self, file_id: FileId, library_id: Option<u64>) -> Result<(), JournalError> {
-        self.write(|tx| {
-            let gid: GroupId = tx
-                .query_opt("UPDATE files SET state = 'completed' WHERE id = $1 RETURNING group_id", &[&file_id])
-                .map_err(db_err)?
-                .ok_or_else(|| JournalError::Invalid(format!("no file {file_id}")))
-                .and_then(|r| col(&r, "group_id"))?;
+    fn file_completed(&self, file_id: FileId, library_id: Option<u64>, fence: Fence) -> Result<(), JournalError> {
+        // No history line: the fleet-wide lock is not needed.
+        self.write_rc(|tx| {
+            let gid = group_of_file(tx, file_id)?;
+            check_fence(tx, gid, fence)?;
+            tx.execute("UPDATE files SET state = 'completed' WHERE id = $1", &[&file_id]).map_err(db_err)?;
             if let Some(lib) = library_id {
                 tx.execute(
                     "UPDATE groups SET library_id = $2, updated_at = $3 WHERE id = $1",
@@ -225,8 +253,12 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn complete_group(&self, id: GroupId, library_id: u64) -> Result<(), JournalError> {
+    fn complete_group(&self, id: GroupId, library_id: u64, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Completed)? {
+                return Ok(());
+            }
             transition(self, tx, id, GroupState::Completed, Some(&format!("library id {library_id}")))?;
             tx.execute(
                 "UPDATE groups SET library_id = $2, error = NULL, retry_at = NULL WHERE id = $1",
@@ -237,8 +269,9 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>) -> Result<(), JournalError> {
+    fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
             transition(self, tx, id, GroupState::Failed, Some(error))?;
             tx.execute("UPDATE groups SET error = $2, retry_at = $3 WHERE id = $1", &[&id, &error, &retry_at_ms])
                 .map_err(db_err)?;
@@ -246,8 +279,12 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool) -> Result<(), JournalError> {
+    fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool, fence: Fence) -> Result<(), JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Canceled)? {
+                return Ok(());
+            }
             transition(self, tx, id, GroupState::Canceled, Some(reason))?;
             tx.execute(
                 "UPDATE groups SET error = $2, user_canceled = $3, retry_at = NULL WHERE id = $1",
@@ -258,8 +295,18 @@ impl Transfers for PgJournal {
         })
     }
 
-    fn expire_group(&self, id: GroupId, reason: &str, requeue: bool) -> Result<Option<GroupId>, JournalError> {
+    fn expire_group(
+        &self,
+        id: GroupId,
+        reason: &str,
+        requeue: bool,
+        fence: Fence,
+    ) -> Result<Option<GroupId>, JournalError> {
         self.write(|tx| {
+            check_fence(tx, id, fence)?;
+            if already(tx, id, GroupState::Expired)? {
+                return Ok(None);
+            }
             transition(self, tx, id, GroupState::Expired, Some(reason))?;
             tx.execute("UPDATE groups SET error = $2, retry_at = NULL WHERE id = $1", &[&id, &reason])
                 .map_err(db_err)?;

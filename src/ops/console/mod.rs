@@ -325,9 +325,13 @@ async fn health(State(c): State<Console>) -> Response {
         reasons.push(format!("engine stopped: {why}"));
     }
     let source = c.source.clone();
-    let snap = match tokio::task::spawn_blocking(move || source.snapshot().map_err(|e| e.to_string())).await {
-        Ok(r) => r,
-        Err(e) => Err(format!("journal read did not finish: {e}")),
+    let read = tokio::task::spawn_blocking(move || source.snapshot().map_err(|e| e.to_string()));
+    // A stalled database must not stall the health check with it.
+    let limit = c.journal.blocking().call_timeout().unwrap_or(Duration::from_secs(30));
+    let snap = match tokio::time::timeout(limit, read).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(format!("journal read did not finish: {e}")),
+        Err(_) => Err(format!("the journal database did not answer within {}", crate::config::Dur(limit))),
     };
     match snap {
         Ok(s) => reasons.extend(s.held.into_iter().map(|(_, line)| line)),

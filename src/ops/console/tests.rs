@@ -1,6 +1,7 @@
 //! The console's routes over real loopback HTTP against a real SQLite
 //! journal in a temporary folder; the agent's side is a stand-in.
 
+use crate::journal::Fence;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -214,7 +215,7 @@ async fn the_page_is_served_whole_with_nothing_from_elsewhere() {
 async fn writes_without_the_right_token_get_401_and_change_nothing() {
     let e = env(Some(TOKEN)).await;
     let id = e.group("clip-b");
-    e.journal.fail_group(id, "boom", None).unwrap();
+    e.journal.fail_group(id, "boom", None, Fence::Unclaimed).unwrap();
     for token in [None, Some("wrong"), Some("s3cret-console-toke"), Some("s3cret-console-token-")] {
         for path in [
             "/api/v1/pause".to_string(),
@@ -274,7 +275,7 @@ async fn pause_and_resume_are_recorded_in_the_journal_and_shown() {
 async fn retry_and_cancel_do_what_the_commands_do() {
     let e = env(Some(TOKEN)).await;
     let failed = e.group("clip-d");
-    e.journal.fail_group(failed, "storage said 500 five times", None).unwrap();
+    e.journal.fail_group(failed, "storage said 500 five times", None, Fence::Unclaimed).unwrap();
     let (code, v) = e.post(&format!("/api/v1/groups/{failed}/retry"), Some(TOKEN)).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["id"], failed, "a failed group is re-queued on its own row");

@@ -100,7 +100,8 @@ impl Webhook {
                 tracing::info!(group, "webhook {shown} delivered (attempt {last})");
                 Sent::Delivered
             }
-            Err(RetryError::Canceled) => {
+            // No claim gates a webhook: Unconfirmed cannot happen here.
+            Err(RetryError::Canceled | RetryError::Unconfirmed) => {
                 tracing::warn!(group, "webhook {shown} not delivered: shutdown after attempt {last}");
                 Sent::Canceled
             }
