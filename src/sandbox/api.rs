@@ -2,6 +2,7 @@
 //! serves the key-less admin endpoints (`/_sandbox/...`, in [`super::admin`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -37,18 +38,33 @@ pub(crate) fn router(shared: Sh) -> Router {
         .with_state(shared)
 }
 
-/// What every API call goes through before its own work: the violation
-/// record for a missing key, latency, injected faults, then the key check.
-async fn gate(sh: &ServerState, endpoint: &str, headers: &HeaderMap) -> Result<(), SandboxError> {
+/// Who made an API call, and its number in the call log.
+struct Arrival {
+    call: u64,
+    key: Arc<str>,
+}
+
+/// What every API call goes through before its own work: the call log and
+/// the violation record for a missing key, latency, injected faults, then
+/// the key check.
+async fn gate(
+    sh: &ServerState,
+    endpoint: &'static str,
+    session: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Arrival, SandboxError> {
     *lock(&sh.stats).api_received.entry(endpoint.to_string()).or_default() += 1;
     let key = headers.get(KEY_HEADER);
     if key.is_none() {
         sh.violation(ContractViolationKind::MissingKey, format!("{endpoint} call without the {KEY_HEADER} header"));
     }
+    let key: Arc<str> = key.and_then(|k| k.to_str().ok()).map(str::trim).unwrap_or_default().into();
+    let call = lock(&sh.calls).record(&key, endpoint, session.map(str::to_string));
     let (latency, fault, retry_after) = {
         let mut f = lock(&sh.faults);
         let fault = f.api();
-        (f.faults.latency, fault, f.faults.retry_after)
+        let extra = if endpoint == "complete" { f.faults.complete_latency } else { Duration::ZERO };
+        (f.faults.latency + extra, fault, f.faults.retry_after)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -60,12 +76,11 @@ async fn gate(sh: &ServerState, endpoint: &str, headers: &HeaderMap) -> Result<(
             _ => SandboxError::Injected,
         });
     }
-    let key = key.and_then(|k| k.to_str().ok()).map(str::trim).unwrap_or_default();
     let ok = match &sh.opts.api_key {
-        Some(expected) => !key.is_empty() && key == expected,
+        Some(expected) => !key.is_empty() && (*key == **expected || sh.opts.extra_keys.iter().any(|k| *key == **k)),
         None => !key.is_empty(),
     };
-    if ok { Ok(()) } else { Err(SandboxError::Unauthorized) }
+    if ok { Ok(Arrival { call, key }) } else { Err(SandboxError::Unauthorized) }
 }
 
 /// Turn the outcome into a response and count it.
@@ -90,16 +105,19 @@ fn parse_json(body: &Bytes, empty_ok: bool) -> Result<Value, SandboxError> {
 
 async fn start(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -> Response {
     let r = async {
-        gate(&sh, "start", &headers).await?;
+        let arrival = gate(&sh, "start", None, &headers).await?;
         let req = parse_json(&body, false)?;
         super::validate_start_request(&req).map_err(SandboxError::Validation)?;
-        create_session(&sh, &req)
+        let (session_id, resp) = create_session(&sh, &req)?;
+        lock(&sh.calls).set_session(arrival.call, &session_id);
+        Ok(resp)
     }
     .await;
     finish(&sh, "start", r)
 }
 
-fn create_session(sh: &ServerState, req: &Value) -> Result<Response, SandboxError> {
+/// The new session's id, and the answer.
+fn create_session(sh: &ServerState, req: &Value) -> Result<(String, Response), SandboxError> {
     // Validation passed, so every field below is present and well-typed.
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let layout = text(req, "layout")
@@ -183,8 +201,8 @@ fn create_session(sh: &ServerState, req: &Value) -> Result<Response, SandboxErro
         st.uploads.insert(f.upload_id.clone(), (session_id.clone(), i));
     }
     st.order.push(session_id.clone());
-    st.sessions.insert(session_id, session);
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    st.sessions.insert(session_id.clone(), session);
+    Ok((session_id, (StatusCode::CREATED, axum::Json(body)).into_response()))
 }
 
 /// The fields every per-file response shares.
@@ -245,7 +263,7 @@ async fn part_urls(
     body: Bytes,
 ) -> Response {
     let r = async {
-        gate(&sh, "part-urls", &headers).await?;
+        let arrival = gate(&sh, "part-urls", Some(&session_id), &headers).await?;
         let req = parse_json(&body, true)?;
         let mut st = lock(&sh.registry);
         let (s, i) = lookup(&sh, &mut st, "part-urls", &session_id, &upload_id)?;
@@ -267,7 +285,7 @@ async fn part_urls(
                     "sizeBytes": end - start + 1,
                     "byteStart": start,
                     "byteEnd": end,
-                    "url": super::storage::presign(&sh, &path, expires),
+                    "url": super::storage::presign(&sh, &path, expires, &arrival.key),
                     "expiresAt": expires_iso,
                 })
             })
@@ -332,7 +350,7 @@ async fn complete(
     body: Bytes,
 ) -> Response {
     let r = async {
-        gate(&sh, "complete", &headers).await?;
+        gate(&sh, "complete", Some(&session_id), &headers).await?;
         let req = parse_json(&body, true)?;
         let not_completed = lock(&sh.faults).faults.complete_not_completed;
         let mut guard = lock(&sh.registry);
@@ -494,7 +512,7 @@ fn shelve(sh: &ServerState, s: &mut Session, library_id: u64) -> Result<LibraryR
 
 async fn cancel(State(sh): State<Sh>, Path(session_id): Path<String>, headers: HeaderMap) -> Response {
     let r = async {
-        gate(&sh, "cancel", &headers).await?;
+        gate(&sh, "cancel", Some(&session_id), &headers).await?;
         let now = sh.now();
         let mut st = lock(&sh.registry);
         let Some(s) = st.sessions.get_mut(&session_id) else {

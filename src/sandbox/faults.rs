@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 /// What to break, as probabilities in `0.0..=1.0` per request.
 ///
 /// The JSON form (for `POST /_sandbox/faults`) uses the field names below,
-/// with `retry_after_ms` and `latency_ms` in milliseconds; missing fields are 0.
+/// with `retry_after_ms`, `latency_ms` and `complete_latency_ms` in
+/// milliseconds; missing fields are 0.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -32,6 +33,11 @@ pub struct Faults {
     /// Added before every API call and storage PUT is handled.
     #[serde(rename = "latency_ms", with = "millis")]
     pub latency: Duration,
+    /// Added to `latency` before a Complete File Upload call is handled:
+    /// the call has arrived (and is in [`super::Sandbox::calls`]) but is
+    /// neither done nor answered for this long.
+    #[serde(rename = "complete_latency_ms", with = "millis")]
+    pub complete_latency: Duration,
     /// A storage PUT stores the bytes but answers with a wrong `ETag`.
     pub corrupt_etag: f64,
     /// A storage PUT answers 404 `NoSuchUpload` (S3-style XML) after its

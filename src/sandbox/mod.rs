@@ -38,7 +38,9 @@
 //! - Time is `SystemTime::now()` plus an offset that only grows
 //!   (`advance_clock`), so group expiry (5 days) and URL expiry are testable.
 //! - URLs carry a serial number under the signature; `expire_all_urls` makes
-//!   every serial issued so far expired, and nothing else.
+//!   every serial issued so far expired, and nothing else. The server
+//!   remembers which key each serial was issued to: the call log
+//!   ([`Sandbox::calls`]) names the node behind every PUT.
 //!
 //! # Choices where the contract leaves room
 //! - Start answers 201; malformed JSON answers 400, a broken rule 422 with
@@ -90,14 +92,14 @@ use tower_service::Service;
 pub use error::SandboxError;
 pub use faults::Faults;
 pub use records::{
-    ContractViolation, ContractViolationKind, FileInfo, FileStatus, LibraryEntry, LibraryFile, SessionInfo,
+    Call, ContractViolation, ContractViolationKind, FileInfo, FileStatus, LibraryEntry, LibraryFile, SessionInfo,
     SessionStatus,
 };
 pub use stats::Stats;
 pub use validate::validate_start_request;
 
 use faults::FaultState;
-use state::{Registry, ServerState, lock};
+use state::{CallLog, Registry, ServerState, lock};
 
 /// The header that carries the API key.
 pub const KEY_HEADER: &str = "X-SPATIALGEN-APPKEY";
@@ -114,8 +116,12 @@ pub struct SandboxOptions {
     /// The part size the server chooses for every file (the contract lets the
     /// server choose; 100 MiB as in the documented example).
     pub part_size: u64,
-    /// The one key accepted; `None` accepts any non-empty key.
+    /// The key accepted; `None` accepts any non-empty key.
     pub api_key: Option<String>,
+    /// More keys accepted beside `api_key` (say one per node of a fleet, so
+    /// that [`Sandbox::calls`] tells the nodes apart); moot when `api_key`
+    /// is `None`.
+    pub extra_keys: Vec<String>,
     /// Where objects and the library are written.
     pub data_dir: PathBuf,
     /// How long a presigned URL stays valid.
@@ -127,6 +133,7 @@ impl std::fmt::Debug for SandboxOptions {
         f.debug_struct("SandboxOptions")
             .field("part_size", &self.part_size)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("extra_keys", &format_args!("<{} redacted>", self.extra_keys.len()))
             .field("data_dir", &self.data_dir)
             .field("url_ttl", &self.url_ttl)
             .finish()
@@ -138,6 +145,7 @@ impl SandboxOptions {
         SandboxOptions {
             part_size: 100 * 1024 * 1024,
             api_key: None,
+            extra_keys: Vec::new(),
             data_dir: data_dir.into(),
             url_ttl: Duration::from_secs(3600),
         }
@@ -189,6 +197,7 @@ impl Sandbox {
             min_serial: AtomicU64::new(0),
             stats: Mutex::new(Stats::default()),
             violations: Mutex::new(Vec::new()),
+            calls: Mutex::new(CallLog::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -247,6 +256,12 @@ impl Sandbox {
 
     pub fn stats(&self) -> Stats {
         lock(&self.shared.stats).clone()
+    }
+
+    /// Every API call and storage PUT in the order they arrived (the latest
+    /// 131,072): who made it, for which group, when. See [`Call`].
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.shared.calls).calls()
     }
 
     /// Stop accepting, drop open connections, and wait for every task.

@@ -2,6 +2,7 @@
 //! its groups and their files, and the library of completed groups.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -15,6 +16,25 @@ pub struct ContractViolation {
     pub kind: ContractViolationKind,
     /// What happened, in plain words (never the key itself).
     pub detail: String,
+}
+
+/// One API call or storage PUT, as it arrived ([`super::Sandbox::calls`]):
+/// which key made it, for which group, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// When it arrived, before any latency, fault or check.
+    pub at: Instant,
+    /// The API key that made it (as sent, trimmed; empty when missing). For
+    /// a storage PUT, the key of the `part-urls` call that issued its URL
+    /// (empty for a URL the server did not sign, or one issued so long ago
+    /// that the log no longer remembers it).
+    pub caller: String,
+    /// `start`, `part-urls`, `complete`, `cancel`, or `put` (a storage PUT).
+    pub endpoint: &'static str,
+    /// The group it was for: the session in the path; for `start`, the
+    /// session it created (`None` until then, or when it was refused); for a
+    /// PUT, the session its upload belongs to (`None` for an unknown upload).
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

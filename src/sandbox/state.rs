@@ -4,11 +4,11 @@
 //! files and the library. Also the views of it the [`super::Sandbox`]
 //! handle returns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use crate::model::{FileRole, Layout, Perspective};
 use super::SandboxOptions;
 use super::faults::{Fault, FaultState};
 use super::records::{
-    ContractViolation, ContractViolationKind, FileInfo, FileStatus, LibraryEntry, LibraryFile, SessionInfo,
+    Call, ContractViolation, ContractViolationKind, FileInfo, FileStatus, LibraryEntry, LibraryFile, SessionInfo,
     SessionStatus,
 };
 use super::stats::Stats;
@@ -42,6 +42,7 @@ pub(crate) struct ServerState {
     pub(super) min_serial: AtomicU64,
     pub(super) stats: Mutex<Stats>,
     pub(super) violations: Mutex<Vec<ContractViolation>>,
+    pub(super) calls: Mutex<CallLog>,
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
 }
@@ -130,6 +131,74 @@ pub(crate) struct LibraryFileRecord {
     pub(super) path: PathBuf,
     /// Filled on first `library()` call.
     pub(super) sha256: Option<String>,
+}
+
+/// The calls the log keeps (the latest); about 150 bytes each.
+pub(crate) const MAX_CALLS: usize = 1 << 17;
+
+/// URL serials whose issuing key the log keeps (the latest); 16 bytes each.
+pub(crate) const MAX_URL_KEYS: usize = 1 << 20;
+
+/// Every API call and storage PUT as it arrived, and which key each URL
+/// serial was issued to (so a PUT is attributed to the node that asked
+/// for its URL, without anything new in the URL). Both bounded: the oldest
+/// entries go first.
+#[derive(Default)]
+pub(crate) struct CallLog {
+    calls: VecDeque<Call>,
+    /// Calls dropped from the front so far: a call's number minus this is
+    /// its index.
+    dropped: u64,
+    /// The key of serial `first_serial + i` at index `i`.
+    url_keys: VecDeque<Arc<str>>,
+    first_serial: u64,
+}
+
+impl CallLog {
+    /// Record a call now; returns its number (for [`CallLog::set_session`]).
+    pub(super) fn record(&mut self, caller: &str, endpoint: &'static str, session: Option<String>) -> u64 {
+        let n = self.dropped + self.calls.len() as u64;
+        self.calls.push_back(Call { at: Instant::now(), caller: caller.to_string(), endpoint, session });
+        if self.calls.len() > MAX_CALLS {
+            self.calls.pop_front();
+            self.dropped += 1;
+        }
+        n
+    }
+
+    /// The session call `n` turned out to be for (a `start` that created it).
+    pub(super) fn set_session(&mut self, n: u64, session: &str) {
+        let i = n.checked_sub(self.dropped).and_then(|i| usize::try_from(i).ok());
+        if let Some(call) = i.and_then(|i| self.calls.get_mut(i)) {
+            call.session = Some(session.to_string());
+        }
+    }
+
+    pub(super) fn calls(&self) -> Vec<Call> {
+        self.calls.iter().cloned().collect()
+    }
+
+    /// Take the next URL serial from `next` for a URL issued to `caller`.
+    /// Serials are taken only here, under the log's lock, so they follow
+    /// one another in `url_keys`.
+    pub(super) fn issue_serial(&mut self, next: &AtomicU64, caller: &Arc<str>) -> u64 {
+        let serial = next.fetch_add(1, Ordering::SeqCst);
+        if self.url_keys.is_empty() {
+            self.first_serial = serial;
+        }
+        self.url_keys.push_back(caller.clone());
+        if self.url_keys.len() > MAX_URL_KEYS {
+            self.url_keys.pop_front();
+            self.first_serial += 1;
+        }
+        serial
+    }
+
+    /// The key URL `serial` was issued to, if the log still knows.
+    pub(super) fn url_caller(&self, serial: u64) -> Option<&str> {
+        let i = usize::try_from(serial.checked_sub(self.first_serial)?).ok()?;
+        self.url_keys.get(i).map(|k| &**k)
+    }
 }
 
 /// Lock, ignoring poisoning: every critical section leaves the state

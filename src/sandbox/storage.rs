@@ -58,15 +58,16 @@ fn mac(sh: &ServerState, path: &str, expires: i64, serial: u64) -> Hmac<Sha256> 
     mac
 }
 
-/// A presigned PUT URL for `path`, valid until `expires` (Unix seconds).
-pub(crate) fn presign(sh: &ServerState, path: &str, expires: i64) -> String {
-    let serial = sh.url_serial.fetch_add(1, Ordering::SeqCst);
+/// A presigned PUT URL for `path`, valid until `expires` (Unix seconds),
+/// issued to the API key `caller` (remembered by its serial, for the call log).
+pub(crate) fn presign(sh: &ServerState, path: &str, expires: i64, caller: &Arc<str>) -> String {
+    let serial = lock(&sh.calls).issue_serial(&sh.url_serial, caller);
     let sig = hex::encode(mac(sh, path, expires, serial).finalize().into_bytes());
     format!("{}{path}?X-Expires={expires}&X-Serial={serial}&X-Signature={sig}", sh.storage_url)
 }
 
-/// Signature first (a forged URL learns nothing about expiry), then expiry.
-fn verify(sh: &ServerState, path: &str, query: Option<&str>) -> Result<(), SandboxError> {
+/// The URL's expiry (Unix seconds) and serial, if the server signed it.
+fn signed(sh: &ServerState, path: &str, query: Option<&str>) -> Result<(i64, u64), SandboxError> {
     let (mut expires, mut serial, mut sig) = (None, None, None);
     for kv in query.unwrap_or_default().split('&') {
         match kv.split_once('=') {
@@ -80,6 +81,12 @@ fn verify(sh: &ServerState, path: &str, query: Option<&str>) -> Result<(), Sandb
         return Err(SandboxError::BadSignature);
     };
     mac(sh, path, expires, serial).verify_slice(&sig).map_err(|_| SandboxError::BadSignature)?;
+    Ok((expires, serial))
+}
+
+/// Signature first (a forged URL learns nothing about expiry), then expiry.
+fn verify(sh: &ServerState, signed: Result<(i64, u64), SandboxError>) -> Result<(), SandboxError> {
+    let (expires, serial) = signed?;
     let expired_at = jiff::Timestamp::from_second(expires).map_err(|_| SandboxError::BadSignature)?;
     if serial < sh.min_serial.load(Ordering::SeqCst) || sh.now() >= expired_at {
         return Err(SandboxError::UrlExpired);
@@ -114,13 +121,24 @@ fn count(sh: &ServerState, status: StatusCode, bytes: u64) {
 async fn handle(sh: Sh, upload: String, part: Option<String>, req: Request) -> Response {
     lock(&sh.stats).storage_puts += 1;
     let path = req.uri().path().to_string();
+    let signed = signed(&sh, &path, req.uri().query());
+    record_put(&sh, &upload, signed.as_ref().ok().map(|(_, serial)| *serial));
     let mut received = 0u64;
-    let r = put_object(&sh, &upload, part.as_deref(), req, &mut received).await;
+    let r = put_object(&sh, &upload, part.as_deref(), req, signed, &mut received).await;
     let resp = r.unwrap_or_else(IntoResponse::into_response);
     // The query string holds the signature: log the path only.
     tracing::debug!(%path, status = resp.status().as_u16(), bytes = received, "storage PUT");
     count(&sh, resp.status(), received);
     resp
+}
+
+/// Log a PUT as it arrives: the key its URL (of `serial`) was issued to,
+/// and the session of `upload`.
+fn record_put(sh: &ServerState, upload: &str, serial: Option<u64>) {
+    let session = lock(&sh.registry).uploads.get(upload).map(|(s, _)| s.clone());
+    let mut log = lock(&sh.calls);
+    let caller = serial.and_then(|s| log.url_caller(s)).unwrap_or_default().to_string();
+    log.record(&caller, "put", session);
 }
 
 /// What a PUT needs to know about its target, read under the registry lock.
@@ -191,6 +209,7 @@ async fn put_object(
     upload: &str,
     part: Option<&str>,
     req: Request,
+    signed: Result<(i64, u64), SandboxError>,
     received: &mut u64,
 ) -> Result<Response, SandboxError> {
     let (parts, body) = req.into_parts();
@@ -200,7 +219,7 @@ async fn put_object(
             format!("storage PUT {} carried the {KEY_HEADER} header", parts.uri.path()),
         );
     }
-    verify(sh, parts.uri.path(), parts.uri.query())?;
+    verify(sh, signed)?;
     let length = match parts.headers.get("content-length") {
         _ if parts.headers.contains_key("transfer-encoding") => return Err(SandboxError::MissingContentLength),
         None => return Err(SandboxError::MissingContentLength),

@@ -61,7 +61,12 @@ impl Env {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, self.url(path)).header(KEY_HEADER, KEY);
+        self.call_as(KEY, method, path, body).await
+    }
+
+    /// An API call made with `key`.
+    async fn call_as(&self, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).header(KEY_HEADER, key);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -1170,4 +1175,100 @@ async fn shutdown_closes_both_listeners() {
     let fresh = reqwest::Client::builder().no_proxy().build().expect("client");
     assert!(fresh.get(format!("{base_url}/_sandbox/state")).send().await.is_err());
     assert!(fresh.put(format!("{storage}/objects/x")).body("x").send().await.is_err());
+}
+
+// ---------------------------------------------------------------- call log
+
+#[tokio::test]
+async fn the_call_log_names_the_key_and_group_of_every_call_and_put() {
+    let e = env_with(1000, |o| {
+        o.api_key = Some("key-a".into());
+        o.extra_keys = vec!["key-b".into()];
+    })
+    .await;
+    let t0 = Instant::now();
+    let bytes = data(2500, 7);
+    let files = json!([{"fileName": "v.mov", "fileRole": "video", "sizeBytes": bytes.len()}]);
+    let (status, g) = e
+        .call_as("key-a", reqwest::Method::POST, "", Some(json!({"videoName": "v", "layout": "2D", "files": files})))
+        .await;
+    assert_eq!(status, 201, "{g}");
+    let (sid, uid, _) = file(&g, 0);
+    let urls = format!("/{sid}/files/{uid}/part-urls");
+    // Node a asks for every URL; node b for part 3 again.
+    let (_, va) = e.call_as("key-a", reqwest::Method::POST, &urls, Some(json!({"partNumbers": [1, 2, 3]}))).await;
+    let (_, vb) = e.call_as("key-b", reqwest::Method::POST, &urls, Some(json!({"partNumbers": [3]}))).await;
+    let url = |v: &Value, i: usize| v["parts"][i]["url"].as_str().expect("url").to_string();
+    let mut etags = Vec::new();
+    for (u, range) in [(url(&va, 0), 0..1000), (url(&va, 1), 1000..2000), (url(&vb, 0), 2000..2500)] {
+        let resp = e.put(&u, bytes[range].to_vec()).await;
+        assert_eq!(resp.status(), 200);
+        etags.push(resp.headers()["etag"].to_str().expect("etag").to_string());
+    }
+    // A URL the server did not sign: logged, with no caller.
+    let forged = url(&va, 0).replace("X-Signature=", "X-Signature=00");
+    assert_eq!(e.put(&forged, bytes[..1000].to_vec()).await.status(), 403);
+    // A key the server does not accept: logged under that key, refused.
+    let parts: Vec<Value> = etags.iter().enumerate().map(|(i, t)| json!({"partNumber": i + 1, "etag": t})).collect();
+    let complete = format!("/{sid}/files/{uid}/complete");
+    let (status, _) = e.call_as("key-c", reqwest::Method::POST, &complete, Some(json!({"parts": parts}))).await;
+    assert_eq!(status, 401);
+    let (status, done) = e.call_as("key-b", reqwest::Method::POST, &complete, Some(json!({"parts": parts}))).await;
+    assert_eq!(status, 200, "{done}");
+    let (status, _) = e.call_as("key-a", reqwest::Method::DELETE, &format!("/{sid}"), None).await;
+    assert_eq!(status, 409, "a completed group cannot be canceled");
+
+    let calls = e.sb.calls();
+    let seen: Vec<(&str, &str, Option<&str>)> =
+        calls.iter().map(|c| (c.caller.as_str(), c.endpoint, c.session.as_deref())).collect();
+    let s = Some(sid);
+    assert_eq!(
+        seen,
+        vec![
+            ("key-a", "start", s),
+            ("key-a", "part-urls", s),
+            ("key-b", "part-urls", s),
+            ("key-a", "put", s),
+            ("key-a", "put", s),
+            ("key-b", "put", s),
+            ("", "put", s),
+            ("key-c", "complete", s),
+            ("key-b", "complete", s),
+            ("key-a", "cancel", s),
+        ]
+    );
+    assert!(calls.windows(2).all(|w| w[0].at <= w[1].at), "in the order they arrived");
+    assert!(calls[0].at >= t0 && calls[calls.len() - 1].at <= Instant::now());
+    // A refused start, and a PUT for an upload the server does not know.
+    let (status, _) = e.call_as("key-a", reqwest::Method::POST, "", Some(json!({"videoName": ""}))).await;
+    assert_eq!(status, 422);
+    let last = e.sb.calls().pop().expect("logged");
+    assert_eq!((last.caller.as_str(), last.endpoint, last.session), ("key-a", "start", None));
+    e.sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn complete_latency_holds_complete_calls_after_they_are_logged() {
+    let e = env(1 << 20).await;
+    let (sid, uid, url, bytes) = one_url(&e).await;
+    assert_eq!(e.put(&url, bytes).await.status(), 200);
+    e.sb.set_faults(Faults { complete_latency: Duration::from_millis(400), ..Faults::default() });
+    // Other calls are not held.
+    let t = Instant::now();
+    assert_eq!(e.start(base()).await.0, 201);
+    assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+    let t = Instant::now();
+    let path = format!("{}/api/videos/uploads/{sid}/files/{uid}/complete", e.sb.base_url());
+    let call = e.http.post(path).header(KEY_HEADER, KEY).json(&json!({})).send();
+    let answer = tokio::spawn(call);
+    let arrived = |sb: &Sandbox| sb.calls().iter().any(|c| c.endpoint == "complete");
+    eventually("the complete call in the log", || arrived(&e.sb)).await;
+    assert_eq!(e.sb.sessions().iter().find(|s| s.id == sid).expect("session").status, SessionStatus::Pending);
+    let resp = answer.await.expect("task").expect("complete");
+    assert_eq!(resp.status(), 200);
+    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+    assert_eq!(e.sb.sessions().iter().find(|s| s.id == sid).expect("session").status, SessionStatus::Completed);
+    let json: Faults = serde_json::from_value(json!({"complete_latency_ms": 250})).expect("faults JSON");
+    assert_eq!(json.complete_latency, Duration::from_millis(250));
+    e.sb.shutdown().await;
 }

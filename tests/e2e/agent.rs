@@ -95,9 +95,19 @@ impl Agent {
         .await;
     }
 
+    /// The process id (while it has not been waited for).
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    /// Has the process not exited?
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     #[cfg(unix)]
     pub(crate) fn signal(&self, sig: i32) {
-        let pid = self.child.id().expect("running") as i32;
+        let pid = self.pid();
         // SAFETY: signalling our own child process.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     }

@@ -31,10 +31,17 @@ impl World {
     /// A sandbox with `part_size` and key [`KEY`], and a config whose
     /// `[upload]` table gets `upload_extra` lines on top of fast retries.
     pub async fn new(part_size: u64, upload_extra: &str) -> World {
+        World::with_sandbox(part_size, upload_extra, |_| {}).await
+    }
+
+    /// [`World::new`] whose sandbox options are then changed by `edit`
+    /// (say, more keys accepted).
+    pub async fn with_sandbox(part_size: u64, upload_extra: &str, edit: impl FnOnce(&mut SandboxOptions)) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut opts = SandboxOptions::new(dir.path().join("sandbox"));
         opts.part_size = part_size;
         opts.api_key = Some(KEY.to_string());
+        edit(&mut opts);
         let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), opts).await.expect("sandbox starts");
         let exports = dir.path().join("exports");
         std::fs::create_dir_all(&exports).unwrap();
