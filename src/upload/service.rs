@@ -34,7 +34,8 @@ pub async fn run_engine(
     let mut held = Vec::new();
     loop {
         let began = Instant::now();
-        let once = run_engine_once(cfg.clone(), journal.clone(), key.clone(), opts.clone(), shutdown.clone(), &mut held);
+        let once =
+            run_engine_once(cfg.clone(), journal.clone(), key.clone(), opts.clone(), shutdown.clone(), &mut held);
         match once.await {
             Err(EngineError::Journal(e)) if e.is_transient() && !shutdown.is_cancelled() => {
                 if began.elapsed() > Duration::from_secs(60) {

@@ -4,7 +4,7 @@
 
 use postgres::Transaction;
 
-use super::{PgJournal, col, db_err, lock_history};
+use super::{EVENT_LOCK, PgJournal, col, db_err};
 use crate::journal::codec::now_ms;
 use crate::journal::store::History;
 use crate::journal::{Ended, Event, Fence, FileId, GroupId, GroupState, JournalError, codec::parse_col};
@@ -18,6 +18,10 @@ pub(super) fn state_of(tx: &mut Transaction<'_>, id: GroupId) -> Result<GroupSta
     s.parse().map_err(JournalError::Invalid)
 }
 
+/// Add a history line, taking the history lock first (in the same
+/// statement) if the transaction does not hold it yet: the line's id is
+/// drawn under the lock, which is held until the commit, so ids commit in
+/// increasing order.
 pub(super) fn event(
     tx: &mut Transaction<'_>,
     id: GroupId,
@@ -25,23 +29,26 @@ pub(super) fn event(
     to: Option<GroupState>,
     detail: Option<&str>,
 ) -> Result<(), JournalError> {
-    lock_history(tx)?;
     tx.execute(
-        "INSERT INTO events (group_id, at, from_state, to_state, detail) VALUES ($1, $2, $3, $4, $5)",
-        &[&id, &now_ms(), &from.map(|s| s.as_str()), &to.map(|s| s.as_str()), &detail],
+        "INSERT INTO events (group_id, at, from_state, to_state, detail)
+         SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6)) AS held",
+        &[&id, &now_ms(), &from.map(|s| s.as_str()), &to.map(|s| s.as_str()), &detail, &EVENT_LOCK],
     )
     .map_err(db_err)?;
     Ok(())
 }
 
 /// Refuse a write under a claim that a newer one superseded (see [`Fence`]).
-/// The group's row is share-locked for the rest of the transaction, so a
-/// claim (which updates the row) is ordered before or after the write, never
-/// in between: a write that passed the check commits before any takeover.
+/// The group's row is locked for the rest of the transaction, so a claim
+/// (which updates the row) is ordered before or after the write, never in
+/// between: a write that passed the check commits before any takeover. The
+/// lock is the one a move takes anyway (`FOR NO KEY UPDATE`), so a write that
+/// goes on to move the group never has to upgrade it (two writers upgrading
+/// a shared lock would deadlock).
 pub(super) fn check_fence(tx: &mut Transaction<'_>, id: GroupId, fence: Fence) -> Result<(), JournalError> {
     let Fence::Claim(token) = fence else { return Ok(()) };
     let r = tx
-        .query_opt("SELECT claim, node FROM groups WHERE id = $1 FOR SHARE", &[&id])
+        .query_opt("SELECT claim, node FROM groups WHERE id = $1 FOR NO KEY UPDATE", &[&id])
         .map_err(db_err)?
         .ok_or(JournalError::NoSuchGroup(id))?;
     let current: i64 = col(&r, "claim")?;
@@ -79,7 +86,14 @@ pub(super) fn transition(
     to: GroupState,
     detail: Option<&str>,
 ) -> Result<GroupState, JournalError> {
-    let from = state_of(tx, id)?;
+    // The row stays locked until the commit: two moves of one group (a
+    // worker's and an operator's) are one after the other, whichever lock
+    // the transaction took first.
+    let row = tx.query_opt("SELECT state FROM groups WHERE id = $1 FOR NO KEY UPDATE", &[&id]).map_err(db_err)?;
+    let from: GroupState = match row {
+        Some(r) => col::<String>(&r, "state")?.parse().map_err(JournalError::Invalid)?,
+        None => return Err(JournalError::NoSuchGroup(id)),
+    };
     if !from.can_become(to) {
         return Err(JournalError::IllegalTransition { id, from, to });
     }
@@ -165,7 +179,7 @@ impl History for PgJournal {
     }
 
     fn note_error(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
+        self.write_lines(|tx| {
             state_of(tx, id)?;
             tx.execute("UPDATE groups SET error = $2 WHERE id = $1", &[&id, &detail]).map_err(db_err)?;
             event(tx, id, None, None, Some(detail))
@@ -203,7 +217,7 @@ impl History for PgJournal {
     }
 
     fn note(&self, id: GroupId, detail: &str) -> Result<(), JournalError> {
-        self.write(|tx| {
+        self.write_lines(|tx| {
             state_of(tx, id)?;
             event(tx, id, None, None, Some(detail))
         })

@@ -57,7 +57,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use paths::Mounts;
 
 use super::store::Store;
-use super::{AgentLock, Claim, EngineLock, GroupId, JournalError};
+use super::{AgentLock, Claim, EngineLock, Fence, GroupId, JournalError};
 use crate::config::DatabaseUrl;
 
 /// What a PostgreSQL journal needs to open.
@@ -308,12 +308,45 @@ impl PgJournal {
     /// conflict (a deadlock with a claim, a unique key taken meanwhile).
     pub(super) fn write<T: Send>(
         &self,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError> + Send,
+    ) -> Result<T, JournalError> {
+        self.write_locking(true, f)
+    }
+
+    /// A write under a claim (`fence`: see [`crate::journal::Fence`]): the
+    /// claim, not the fleet-wide lock, keeps other writers off the group (its
+    /// row is locked by the fence check and the move), so the history lock
+    /// is taken only by the history line, the transaction's last statement,
+    /// and held just until the commit. An unclaimed write (an operator's
+    /// act) takes it first, as every other move does.
+    pub(super) fn write_for<T: Send>(
+        &self,
+        fence: Fence,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError> + Send,
+    ) -> Result<T, JournalError> {
+        self.write_locking(fence == Fence::Unclaimed, f)
+    }
+
+    /// A write that adds history lines without moving a group: the history
+    /// lock is taken by the first line, held until the commit.
+    pub(super) fn write_lines<T: Send>(
+        &self,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError> + Send,
+    ) -> Result<T, JournalError> {
+        self.write_locking(false, f)
+    }
+
+    fn write_locking<T: Send>(
+        &self,
+        lock_first: bool,
         mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, JournalError> + Send,
     ) -> Result<T, JournalError> {
         let mut attempt = 0;
         loop {
             let run = |tx: &mut Transaction<'_>| {
-                lock_history(tx)?;
+                if lock_first {
+                    lock_history(tx)?;
+                }
                 f(tx)
             };
             match self.with(|c| with_tx(c, IsolationLevel::ReadCommitted, run)) {

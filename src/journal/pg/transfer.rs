@@ -117,9 +117,9 @@ impl Transfers for PgJournal {
         expires_at: Option<&str>,
         files: &[SessionFile],
     ) -> Result<(), JournalError> {
-        self.write(|tx| {
+        // The move (and its history line, which takes the history lock) comes last.
+        self.write_for(fence, |tx| {
             check_fence(tx, id, fence)?;
-            transition(self, tx, id, GroupState::Uploading, Some(&format!("server group {session_id} created")))?;
             tx.execute(
                 "UPDATE groups SET session_id = $2, expires_at = $3, session_at = $4, error = NULL WHERE id = $1",
                 &[&id, &session_id, &expires_at, &now_ms()],
@@ -171,12 +171,13 @@ impl Transfers for PgJournal {
                     tx.execute(&ins, &[&f.file_id, &i64::from(n), &(start as i64), &(len as i64)]).map_err(db_err)?;
                 }
             }
+            transition(self, tx, id, GroupState::Uploading, Some(&format!("server group {session_id} created")))?;
             Ok(())
         })
     }
 
     fn resume(&self, id: GroupId, fence: Fence) -> Result<(), JournalError> {
-        self.write(|tx| {
+        self.write_for(fence, |tx| {
             check_fence(tx, id, fence)?;
             let session: Option<String> = tx
                 .query_opt("SELECT session_id FROM groups WHERE id = $1", &[&id])
@@ -186,8 +187,8 @@ impl Transfers for PgJournal {
             let Some(session) = session else {
                 return Err(JournalError::Refused(format!("group {id} has no server session to resume")));
             };
-            transition(self, tx, id, GroupState::Uploading, Some(&format!("resuming server group {session}")))?;
             tx.execute("UPDATE groups SET error = NULL WHERE id = $1", &[&id]).map_err(db_err)?;
+            transition(self, tx, id, GroupState::Uploading, Some(&format!("resuming server group {session}")))?;
             Ok(())
         })
     }
@@ -224,7 +225,12 @@ impl Transfers for PgJournal {
                  SELECT (SELECT id FROM holder) AS gid, (SELECT claim FROM holder) AS claim,
                         (SELECT node FROM holder) AS node,
                         (SELECT COUNT(*) FROM part) AS n",
-                &[(&file_id, Type::INT8), (&i64::from(part_number), Type::INT8), (&etag, Type::TEXT), (&token, Type::INT8)],
+                &[
+                    (&file_id, Type::INT8),
+                    (&i64::from(part_number), Type::INT8),
+                    (&etag, Type::TEXT),
+                    (&token, Type::INT8),
+                ],
             )
             .map_err(db_err)
         })?;
@@ -257,43 +263,43 @@ impl Transfers for PgJournal {
     }
 
     fn complete_group(&self, id: GroupId, library_id: u64, fence: Fence) -> Result<(), JournalError> {
-        self.write(|tx| {
+        self.write_for(fence, |tx| {
             check_fence(tx, id, fence)?;
             if already(tx, id, GroupState::Completed)? {
                 return Ok(());
             }
-            transition(self, tx, id, GroupState::Completed, Some(&format!("library id {library_id}")))?;
             tx.execute(
                 "UPDATE groups SET library_id = $2, error = NULL, retry_at = NULL WHERE id = $1",
                 &[&id, &(library_id as i64)],
             )
             .map_err(db_err)?;
+            transition(self, tx, id, GroupState::Completed, Some(&format!("library id {library_id}")))?;
             Ok(())
         })
     }
 
     fn fail_group(&self, id: GroupId, error: &str, retry_at_ms: Option<i64>, fence: Fence) -> Result<(), JournalError> {
-        self.write(|tx| {
+        self.write_for(fence, |tx| {
             check_fence(tx, id, fence)?;
-            transition(self, tx, id, GroupState::Failed, Some(error))?;
             tx.execute("UPDATE groups SET error = $2, retry_at = $3 WHERE id = $1", &[&id, &error, &retry_at_ms])
                 .map_err(db_err)?;
+            transition(self, tx, id, GroupState::Failed, Some(error))?;
             Ok(())
         })
     }
 
     fn cancel_group(&self, id: GroupId, reason: &str, by_user: bool, fence: Fence) -> Result<(), JournalError> {
-        self.write(|tx| {
+        self.write_for(fence, |tx| {
             check_fence(tx, id, fence)?;
             if already(tx, id, GroupState::Canceled)? {
                 return Ok(());
             }
-            transition(self, tx, id, GroupState::Canceled, Some(reason))?;
             tx.execute(
                 "UPDATE groups SET error = $2, user_canceled = $3, retry_at = NULL WHERE id = $1",
                 &[&id, &reason, &by_user],
             )
             .map_err(db_err)?;
+            transition(self, tx, id, GroupState::Canceled, Some(reason))?;
             Ok(())
         })
     }
@@ -305,7 +311,7 @@ impl Transfers for PgJournal {
         requeue: bool,
         fence: Fence,
     ) -> Result<Option<GroupId>, JournalError> {
-        self.write(|tx| {
+        self.write_for(fence, |tx| {
             check_fence(tx, id, fence)?;
             if already(tx, id, GroupState::Expired)? {
                 return Ok(None);
