@@ -152,18 +152,7 @@ async fn a_cancel_answered_409_for_a_group_completed_on_the_server_is_recorded_a
     let library_id = completed_on_the_server_only(&w, &journal, &client, id).await;
     assert_eq!(journal.group(id).unwrap().state, GroupState::Uploading);
 
-    let policy = RetryPolicy::from_config(&cfg.upload);
-    let end = cancel_now(
-        Some(&client),
-        &AsyncJournal::new(journal.clone()),
-        &policy,
-        id,
-        Fence::Unclaimed,
-        "canceled by the user",
-        true,
-    )
-    .await
-    .unwrap();
+    let end = user_cancel(&client, &journal, &cfg, id).await;
     assert_eq!(end, CancelEnd::CompletedOnServer { library_id });
     let g = journal.group(id).unwrap();
     assert_eq!(g.state, GroupState::Completed, "{:?}", g.error);
@@ -195,18 +184,7 @@ async fn a_cancel_answered_409_for_a_group_canceled_on_the_server_is_recorded_as
     // Canceled elsewhere first: the agent's cancel is answered 409.
     client.cancel_group(&created.session_id).await.unwrap();
 
-    let policy = RetryPolicy::from_config(&cfg.upload);
-    let end = cancel_now(
-        Some(&client),
-        &AsyncJournal::new(journal.clone()),
-        &policy,
-        id,
-        Fence::Unclaimed,
-        "canceled by the user",
-        true,
-    )
-    .await
-    .unwrap();
+    let end = user_cancel(&client, &journal, &cfg, id).await;
     assert_eq!(end, CancelEnd::Canceled);
     assert_eq!(journal.group(id).unwrap().state, GroupState::Canceled);
     assert_eq!(w.sandbox.stats().api_count("cancel", 409), 1);
@@ -291,4 +269,16 @@ async fn a_start_that_times_out_is_not_repeated_and_the_group_fails_naming_the_t
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(w.sandbox.stats().api_received("start"), 1, "one start only");
     assert_eq!(w.sandbox.stats().api_received("part-urls"), 0);
+}
+
+/// What `spatialgen-sync cancel` does with no agent running.
+async fn user_cancel(
+    client: &Client,
+    journal: &std::sync::Arc<Journal>,
+    cfg: &spatialgen_sync::config::Config,
+    id: GroupId,
+) -> CancelEnd {
+    let policy = RetryPolicy::from_config(&cfg.upload);
+    let journal = AsyncJournal::new(journal.clone());
+    cancel_now(Some(client), &journal, &policy, id, Fence::Unclaimed, "canceled by the user", true).await.unwrap()
 }

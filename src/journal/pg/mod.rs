@@ -5,26 +5,32 @@
 //! - **One group per export across nodes.** A path under a watch folder is
 //!   stored by the folder's fleet-wide name (`paths.rs`), so the key of an
 //!   export is the same on every node that sees it, and its pending row is
-//!   unique. Every write that moves a group or writes its history takes one
-//!   advisory lock first (`write`), so those writes run one at a time across
-//!   the fleet, as SQLite's `IMMEDIATE` transactions do on one machine: two
-//!   nodes enqueueing the same export at once make one group, two nodes
-//!   re-queueing the same failed group move it once.
-//! - **Claims with leases.** [`Queue::next_group`](crate::journal::Queue::next_group) claims a group with
-//!   `FOR UPDATE SKIP LOCKED`, setting `node` and `lease_until` (by the
-//!   database's clock); the engine renews its claims every third of the
-//!   lease ([`Store::renew_claims`]). A node silent past its lease loses
-//!   them, and the next node to ask takes the group over, resuming the same
-//!   server session from the recorded parts. Each claim or takeover stores
-//!   a larger fencing token (`groups.claim`); a worker's writes are checked
-//!   against it under a share lock on the group's row, so a node that wakes
-//!   after a takeover writes nothing ([`crate::journal::Fence`]). Only a node that has the
-//!   group's watch folder (or that found the export, for staged files and
-//!   one-off uploads) claims it.
-//! - **History in commit order.** The same lock is held by every transaction
-//!   that writes a history line, so event ids commit in increasing order and
-//!   a reader tailing by id misses none. The hot path (a part recorded) and
-//!   claims do not take it: they touch one row, under its row lock.
+//!   unique. Every write of the watcher and of an operator that moves a
+//!   group or writes its history takes one advisory lock first (`write`), so
+//!   those writes run one at a time across the fleet, as SQLite's
+//!   `IMMEDIATE` transactions do on one machine: two nodes enqueueing the
+//!   same export at once make one group, two nodes re-queueing the same
+//!   failed group move it once.
+//! - **Claims with leases.** [`Queue::next_group`](crate::journal::Queue::next_group)
+//!   claims a group with `FOR UPDATE SKIP LOCKED`, setting `node` and
+//!   `lease_until` (by the database's clock); the engine renews its claims
+//!   every third of the lease ([`Store::renew_claims`]). A node silent past
+//!   its lease loses them, and the next node to ask takes the group over,
+//!   resuming the same server session from the recorded parts. Each claim or
+//!   takeover stores a larger fencing token (`groups.claim`); a worker's
+//!   writes are checked against it under a lock on the group's row, so a
+//!   node that wakes after a takeover writes nothing
+//!   ([`crate::journal::Fence`]). Only a node that has the group's watch
+//!   folder (or that found the export, for staged files and one-off
+//!   uploads) claims it.
+//! - **History in commit order.** A history line takes the same lock in the
+//!   statement that inserts it, and it is held until the commit, so event
+//!   ids commit in increasing order and a reader tailing by id misses none.
+//!   A worker's moves under its claim (`write_for`) and notes take it only
+//!   there, as their last statement: the claim and the group's row lock keep
+//!   other writers off the group, so the fleet-wide lock is held for one
+//!   statement and the commit. The hot path (a part recorded, a file
+//!   completed), claims and renewals do not take it at all.
 //! - **Per node:** pauses (a refused key, an unmounted share), the engine
 //!   and agent locks (session advisory locks on a connection of their own),
 //!   the notifications and after-upload steps (for groups the node completed).
