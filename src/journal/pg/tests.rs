@@ -361,3 +361,19 @@ fn cursors_are_each_node_s_own() {
     assert_eq!(a.cursor("webhook").unwrap(), Some(7));
     assert_eq!(b.cursor("webhook").unwrap(), None, "b notifies for the groups it ends");
 }
+
+#[test]
+fn the_database_timeout_is_half_the_lease_between_one_and_thirty_seconds() {
+    let s = Duration::from_secs;
+    assert_eq!(db_timeout(s(4)), s(2), "the e2e fleets' lease");
+    assert_eq!(db_timeout(s(30)), s(15), "the default lease");
+    assert_eq!(db_timeout(s(3)), Duration::from_millis(1500), "the shortest lease check accepts");
+    assert_eq!(db_timeout(s(1)), s(1));
+    assert_eq!(db_timeout(s(600)), s(30));
+    let j = node(&db(), "t", "/mnt/t", s(4));
+    assert_eq!(
+        j.call_timeout(),
+        Some(Duration::from_millis(2500)),
+        "async callers wait a little longer than the server"
+    );
+}
