@@ -304,8 +304,7 @@ impl Engine {
             let check = orphans.clone();
             let lost = sh.journal.call(move |j| j.renew_claims(&check)).await?;
             for claim in orphans.into_iter().filter(|c| lost.contains(&c.id)) {
-                let holder = sh.journal.call(move |j| j.summary(claim.id)).await.ok().and_then(|s| s.node);
-                worker::lost_claim(sh, claim, holder).await;
+                worker::lost_claim(sh, claim, None).await;
             }
             self.orphans.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
@@ -365,9 +364,7 @@ impl Engine {
                     // Another node took it over after a silence past the
                     // lease: stop without touching it (it goes on there).
                     a.tok.cancel();
-                    let claim = a.held.claim();
-                    let holder = sh.journal.call(move |j| j.summary(claim.id)).await.ok().and_then(|s| s.node);
-                    worker::lost_claim(sh, claim, holder).await;
+                    worker::lost_claim(sh, a.held.claim(), None).await;
                 }
             }
             // Control requests first: a cancel must not wait for scheduling.

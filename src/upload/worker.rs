@@ -101,8 +101,7 @@ impl Ctx {
         let sent = clock_ms();
         let lost = self.sh.journal.call(move |j| j.renew_claims(&[claim])).await?;
         if lost.contains(&claim.id) {
-            let holder = self.sh.journal.call(move |j| j.summary(claim.id)).await.ok().and_then(|s| s.node);
-            return Err(Stop::Fenced(JournalError::Fenced { id: claim.id, token: claim.token, holder }));
+            return Err(Stop::Fenced(JournalError::Fenced { id: claim.id, token: claim.token, holder: None }));
         }
         self.held.confirm(sent);
         Ok(())
@@ -228,10 +227,15 @@ async fn superseded(ctx: &Ctx, e: JournalError) -> GroupOutcome {
     GroupOutcome::Stopped
 }
 
-/// Say that this engine lost `claim` to a newer one (of node `holder`, when
-/// known): a log line and a history line naming both nodes.
+/// Say that this engine lost `claim` to a newer one (of node `holder`; when
+/// not known, the group's holder as the journal has it now): a log line and
+/// a history line naming both nodes.
 pub(super) async fn lost_claim(sh: &Shared, claim: Claim, holder: Option<String>) {
     let id = claim.id;
+    let holder = match holder {
+        Some(h) => Some(h),
+        None => sh.journal.call(move |j| j.summary(id)).await.ok().and_then(|s| s.node),
+    };
     let me = match sh.journal.blocking().node() {
         Some(n) => format!("node {n}"),
         None => "this agent".to_string(),
