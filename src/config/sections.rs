@@ -286,7 +286,7 @@ pub const DEFAULT_HTTP_LISTEN: SocketAddr =
 /// `[http]`: the one listener for `/metrics`, `/healthz`, `/api/v1/…` and
 /// the console page. With neither this section nor `[metrics] listen` the
 /// agent serves no HTTP at all.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// The address; left out, [`DEFAULT_HTTP_LISTEN`] (loopback).
@@ -296,6 +296,42 @@ pub struct HttpConfig {
     /// Without it the API is read-only. Required for a non-loopback address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Host names a request's `Host` header may carry besides the listen
+    /// address and loopback names (`localhost`, `127.0.0.1`, `[::1]`): the
+    /// names this console is reached by. Anything else is refused (421), so
+    /// a web page cannot read the console through a rebinding DNS name.
+    /// `.example.com` allows every name under it; `*` allows any (behind a
+    /// proxy that checks the name itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Open connections at most; beyond it new ones are refused at once
+    /// (503), so idle clients cannot take the descriptors the watcher and
+    /// the uploads need.
+    #[serde(default = "HttpConfig::default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    /// Browsers open up to six connections per host; a few tabs, a
+    /// Prometheus and scripts fit well within it.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+    /// The highest `max_connections` accepted.
+    pub const MAX_CONNECTIONS_LIMIT: usize = 4096;
+
+    fn default_max_connections() -> usize {
+        HttpConfig::DEFAULT_MAX_CONNECTIONS
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            token_file: None,
+            allowed_hosts: Vec::new(),
+            max_connections: HttpConfig::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// `[hooks]`: commands run (without a shell) when a group ends, and a webhook.

@@ -287,6 +287,53 @@ fn durations_and_rates_parse() {
 }
 
 #[test]
+fn rates_and_durations_beyond_their_limits_are_refused_naming_the_limit() {
+    assert_eq!("100GiB/s".parse::<Rate>(), Ok(Rate::MAX));
+    for huge in ["101GiB/s", "99999999999999999999GiB/s", "1000Gbit/s"] {
+        let e = huge.parse::<Rate>().unwrap_err();
+        assert!(e.contains("above the limit of 100GiB/s") && e.contains(huge), "{huge}: {e}");
+    }
+    assert_eq!("3650d".parse::<Dur>(), Ok(Dur::MAX));
+    for huge in ["3651d", "100000000h", "99999999999s"] {
+        let e = huge.parse::<Dur>().unwrap_err();
+        assert!(e.contains("above the limit of"), "{huge}: {e}");
+    }
+    // A config value goes through the same parse, so it is refused with its line.
+    let (location, message) = parse_error("[upload]\nbandwidth = \"99999999999999999999GiB/s\"\n");
+    assert!(location.ends_with(":2"), "{location}");
+    assert!(message.contains("100GiB/s"), "{message}");
+    let (location, message) = parse_error("[[watch]]\npath = \"/x\"\nrescan = \"99999999h\"\n");
+    assert!(location.ends_with(":3"), "{location}");
+    assert!(message.contains("above the limit"), "{message}");
+}
+
+#[test]
+fn http_limits_default_and_are_bounded() {
+    let h = parse("[http]\n").unwrap().http.unwrap();
+    assert_eq!(h.max_connections, 64);
+    assert!(h.allowed_hosts.is_empty());
+    let ok = parse(
+        "[http]\nallowed_hosts = [\"sync.render07.studio.lan\", \".farm.lan\", \"10.0.0.5\", \"::1\", \"*\"]\nmax_connections = 4096\n",
+    );
+    assert_eq!(ok.unwrap().http.unwrap().allowed_hosts.len(), 5);
+    for (text, line, what) in [
+        ("[http]\nmax_connections = 0\n", 2, "http.max_connections: 0 is out of range; use 1 to 4096"),
+        ("[http]\nmax_connections = 5000\n", 2, "http.max_connections: 5000 is out of range"),
+        ("[http]\nallowed_hosts = [\"http://sync.lan\"]\n", 2, "is a URL"),
+        ("[http]\nallowed_hosts = [\"sync.lan:9464\"]\n", 2, "has a port"),
+        ("[http]\nallowed_hosts = [\"\"]\n", 2, "is empty"),
+        ("[http]\nallowed_hosts = [\"*.lan\"]\n", 2, "is not a host name"),
+    ] {
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{text}: {p:?}");
+        assert!(
+            p[0].starts_with(&format!("/etc/sgs/config.toml:{line}: http.")) && p[0].contains(what),
+            "{text}: {p:?}"
+        );
+    }
+}
+
+#[test]
 fn weekdays_and_times() {
     assert_eq!(parse_weekday("mon"), Some(0));
     assert_eq!(parse_weekday("Sunday"), Some(6));

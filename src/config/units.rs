@@ -14,6 +14,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// The longest duration any setting takes: ten years. Longer ones are
+    /// refused when parsed, so no deadline computed from one can overflow.
+    pub const MAX: Dur = Dur::secs(3650 * 24 * 3600);
+
     pub const fn secs(s: u64) -> Dur {
         Dur(Duration::from_secs(s))
     }
@@ -46,8 +50,14 @@ impl FromStr for Dur {
             })
             .map_err(|e| e.to_string())
             .and_then(|d| Duration::try_from(d).map_err(|_| "a duration cannot be negative".to_string()))
-            .map(Dur)
             .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"2h\""))
+            .and_then(|d| {
+                if d > Dur::MAX.0 {
+                    Err(format!("duration {s:?} is above the limit of {}", Dur::MAX))
+                } else {
+                    Ok(Dur(d))
+                }
+            })
     }
 }
 
@@ -67,6 +77,12 @@ impl Serialize for Dur {
 /// A transfer rate written like `200MiB/s`, `50MB/s` or `800Mbit/s`, in bytes per second.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Rate(pub u64);
+
+impl Rate {
+    /// The highest rate a limit may name, 100 GiB/s: beyond any link the
+    /// agent uploads over, and far from the arithmetic's edge.
+    pub const MAX: Rate = Rate(100 * 1024 * 1024 * 1024);
+}
 
 impl FromStr for Rate {
     type Err = String;
@@ -93,6 +109,9 @@ impl FromStr for Rate {
         let bytes = num * mult;
         if !(bytes >= 1.0 && bytes.is_finite()) {
             return Err(format!("rate {s:?} must be at least 1 B/s"));
+        }
+        if bytes > Rate::MAX.0 as f64 {
+            return Err(format!("rate {s:?} is above the limit of 100GiB/s (leave the limit out for none)"));
         }
         Ok(Rate(bytes as u64))
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::env::check_endpoint;
 use super::fleet::fleet_name_problem;
 use super::locate::{Seg, key_path, line_of, locate};
-use super::sections::{ApiConfig, HooksConfig, JournalConfig, LogConfig, UploadConfig, WindowConfig};
+use super::sections::{ApiConfig, HooksConfig, HttpConfig, JournalConfig, LogConfig, UploadConfig, WindowConfig};
 use super::units::{parse_hhmm, parse_weekday};
 use super::watch::{AfterUpload, WatchConfig};
 use super::{Config, ConfigError};
@@ -76,6 +76,18 @@ impl Config {
                 "and metrics.listen are both set; metrics.listen is the older spelling of http.listen: keep one".into(),
             ));
         }
+        if let Some(h) = &self.http {
+            let at = |k: &'static str| vec![Seg::Key("http"), Seg::Key(k)];
+            let limit = HttpConfig::MAX_CONNECTIONS_LIMIT;
+            if h.max_connections == 0 || h.max_connections > limit {
+                out.push((at("max_connections"), format!("{} is out of range; use 1 to {limit}", h.max_connections)));
+            }
+            for (i, name) in h.allowed_hosts.iter().enumerate() {
+                if let Some(why) = allowed_host_problem(name) {
+                    out.push((vec![Seg::Key("http"), Seg::Key("allowed_hosts"), Seg::Index(i)], why));
+                }
+            }
+        }
         let has_token = self.http.as_ref().is_some_and(|h| h.token_file.is_some());
         if let Some(addr) = self.http_listen()
             && !addr.ip().is_loopback()
@@ -91,6 +103,30 @@ impl Config {
             ));
         }
     }
+}
+
+/// Why `name` cannot be an `[http] allowed_hosts` entry: it must be a
+/// host name or an IP address as a `Host` header carries it, without
+/// scheme, port or path (the port is not compared).
+fn allowed_host_problem(name: &str) -> Option<String> {
+    let bare = name.strip_prefix('.').unwrap_or(name);
+    if name == "*" {
+        return None;
+    }
+    if bare.is_empty() {
+        return Some("is empty; write a host name such as \"sync.studio.lan\"".into());
+    }
+    if name.contains("://") || name.contains('/') {
+        return Some(format!("{name:?} is a URL; write the host name alone, e.g. \"sync.studio.lan\""));
+    }
+    let is_v6 = bare.starts_with('[') || bare.parse::<std::net::Ipv6Addr>().is_ok();
+    if !is_v6 && bare.contains(':') {
+        return Some(format!("{name:?} has a port; write the host name alone (the port is not compared)"));
+    }
+    if bare.chars().any(|c| c.is_whitespace() || c.is_control() || c == '*') {
+        return Some(format!("{name:?} is not a host name (\"*\" alone allows any host)"));
+    }
+    None
 }
 
 impl ApiConfig {
