@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::supervise;
 use crate::config::{Config, Rate};
+use crate::ops::console::listen::{self, Settings, SettingsSource};
 use crate::ops::console::{AgentView, BandwidthView, Console, Controls, WindowsView};
 use crate::ops::metrics::{Metrics, MetricsError};
 use crate::ops::throttle::Throttle;
@@ -120,11 +121,18 @@ impl HttpServer {
         let stop = shutdown.child_token();
         let s = stop.clone();
         tracing::info!("console on http://{addr}/, metrics on http://{addr}/metrics");
+        let controls = console.controls.clone();
+        let settings: SettingsSource = Arc::new(move || {
+            let cfg = controls.config();
+            Settings {
+                max_connections: cfg.http_max_connections(),
+                grace: cfg.upload.shutdown_grace.0,
+                header_timeout: listen::HEADER_TIMEOUT,
+            }
+        });
         supervise(tracker, failure, shutdown, "http server", async move {
-            axum::serve(listener, crate::ops::console::router(console))
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await
-                .map_err(MetricsError::Serve)
+            listen::serve(listener, crate::ops::console::router(console), settings, s).await;
+            Ok::<(), MetricsError>(())
         });
         HttpServer { addr, stop }
     }

@@ -9,6 +9,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         Ok(()) => Ok(Outcome::Success),
         // Exit code 2: the operator asked for something that cannot be.
         Err(e @ AgentError::AlreadyRunning { .. }) => Err(UsageError(e.to_string()).into()),
+        // Exit code 2, as for a config that does not parse: the key or a
+        // token file it names cannot be read.
+        Err(AgentError::Config(e)) => Err(e.into()),
         Err(e) => Err(e.into()),
     }
 }

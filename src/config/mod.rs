@@ -138,6 +138,11 @@ impl Config {
         }
     }
 
+    /// `[http] max_connections`, or its default (also for `[metrics] listen`).
+    pub fn http_max_connections(&self) -> usize {
+        self.http.as_ref().map_or(HttpConfig::DEFAULT_MAX_CONNECTIONS, |h| h.max_connections)
+    }
+
     /// A config with one watch folder and every default, for `upload`/`demo`.
     pub fn minimal(endpoint: &str, journal: &Path) -> Config {
         let mut cfg: Config = toml::from_str("").expect("empty config takes every default");

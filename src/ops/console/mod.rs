@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Serialize;
@@ -34,6 +35,11 @@ use crate::ops::metrics::{Metrics, StateSource};
 use crate::ops::status::{file_json, history_json, json_row, json_rows};
 use crate::upload::EngineError;
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
+
+pub mod guard;
+pub mod listen;
+
+use self::guard::GroupPath;
 
 /// The page, with its CSS and script inline: no CDN, no build step.
 pub const PAGE: &str = include_str!("page.html");
@@ -62,6 +68,10 @@ pub enum ConsoleError {
     Engine(#[from] EngineError),
     #[error("cannot render the answer: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("the request body is over the limit of {} KiB", guard::BODY_LIMIT / 1024)]
+    TooLarge,
+    #[error("no such page or API route")]
+    NotFound,
 }
 
 impl From<JournalError> for ConsoleError {
@@ -78,7 +88,8 @@ impl IntoResponse for ConsoleError {
         let code = match &self {
             ConsoleError::Unauthorized => StatusCode::UNAUTHORIZED,
             ConsoleError::ReadOnly => StatusCode::FORBIDDEN,
-            ConsoleError::NoSuchGroup(_) => StatusCode::NOT_FOUND,
+            ConsoleError::NoSuchGroup(_) | ConsoleError::NotFound => StatusCode::NOT_FOUND,
+            ConsoleError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ConsoleError::Conflict(_) => StatusCode::CONFLICT,
             ConsoleError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -170,21 +181,32 @@ impl Console {
     }
 }
 
-/// Every route of the listener.
+/// Every route of the listener, behind the guards of [`guard`]: the Host
+/// check on everything, the token (from the headers) and then the body cap
+/// on writes, JSON errors and security headers on every answer.
 pub fn router(console: Console) -> Router {
     let metrics = crate::ops::metrics::metrics_router(console.metrics.clone(), console.source.clone());
-    Router::new()
-        .route("/", get(page))
-        .route("/healthz", get(health))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/groups/{id}", get(group))
+    let writes = Router::new()
         .route("/api/v1/groups/{id}/cancel", post(cancel))
         .route("/api/v1/groups/{id}/retry", post(retry))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/bandwidth", put(bandwidth))
-        .with_state(console)
+        // Layers run last-added first: the token, then the body's size.
+        .route_layer(middleware::from_fn(guard::limit_body))
+        .route_layer(middleware::from_fn_with_state(console.clone(), guard::require_token));
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(health))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/groups/{id}", get(group))
+        .merge(writes)
+        .with_state(console.clone())
         .merge(metrics)
+        .fallback(|| async { ConsoleError::NotFound })
+        .layer(DefaultBodyLimit::max(guard::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(console, guard::check_host))
+        .layer(middleware::from_fn(guard::harden))
 }
 
 async fn page() -> Response {
@@ -218,7 +240,7 @@ async fn status(State(c): State<Console>) -> Result<Response, ConsoleError> {
     Ok(axum::Json(body).into_response())
 }
 
-async fn group(State(c): State<Console>, Path(id): Path<GroupId>) -> Result<Response, ConsoleError> {
+async fn group(State(c): State<Console>, GroupPath(id): GroupPath) -> Result<Response, ConsoleError> {
     let (row, record, events, pauses) =
         c.journal.call(move |j| Ok((j.summary(id)?, j.group(id)?, j.events(id)?, j.pauses()?))).await?;
     let mut v = json_row(&row, &pauses)?;
@@ -230,12 +252,7 @@ async fn group(State(c): State<Console>, Path(id): Path<GroupId>) -> Result<Resp
     Ok(axum::Json(v).into_response())
 }
 
-async fn cancel(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    Path(id): Path<GroupId>,
-) -> Result<Response, ConsoleError> {
-    c.authorize(&headers)?;
+async fn cancel(State(c): State<Console>, GroupPath(id): GroupPath) -> Result<Response, ConsoleError> {
     c.journal.call(move |j| j.summary(id)).await?;
     let cfg = c.controls.config();
     let answer = control::cancel(&cfg, &c.journal, id, CANCEL_WAIT).await?;
@@ -266,12 +283,7 @@ async fn cancel(
     Ok((code, axum::Json(json!({ "result": result, "message": message, "id": id }))).into_response())
 }
 
-async fn retry(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    Path(id): Path<GroupId>,
-) -> Result<Response, ConsoleError> {
-    c.authorize(&headers)?;
+async fn retry(State(c): State<Console>, GroupPath(id): GroupPath) -> Result<Response, ConsoleError> {
     match c.journal.call(move |j| control::retry(j, id)).await? {
         RetryAnswer::Requeued { id: new } => {
             tracing::info!(group = id, requeued_as = new, "retry from the console");
@@ -286,23 +298,20 @@ async fn retry(
     }
 }
 
-async fn pause(State(c): State<Console>, headers: HeaderMap) -> Result<Response, ConsoleError> {
-    c.authorize(&headers)?;
+async fn pause(State(c): State<Console>) -> Result<Response, ConsoleError> {
     let changed = c.journal.call(|j| control::pause(j, "from the console")).await?;
     tracing::info!(changed, "pause from the console");
     Ok(axum::Json(json!({ "paused": true, "changed": changed })).into_response())
 }
 
-async fn resume(State(c): State<Console>, headers: HeaderMap) -> Result<Response, ConsoleError> {
-    c.authorize(&headers)?;
+async fn resume(State(c): State<Console>) -> Result<Response, ConsoleError> {
     let changed = c.journal.call(control::resume).await?;
     tracing::info!(changed, "resume from the console");
     Ok(axum::Json(json!({ "paused": false, "changed": changed })).into_response())
 }
 
 /// `PUT /api/v1/bandwidth` with `{"limit": "200MiB/s"}` or `{"limit": null}`.
-async fn bandwidth(State(c): State<Console>, headers: HeaderMap, body: Bytes) -> Result<Response, ConsoleError> {
-    c.authorize(&headers)?;
+async fn bandwidth(State(c): State<Console>, body: Bytes) -> Result<Response, ConsoleError> {
     let bad = || ConsoleError::BadRequest(r#"expected {"limit": "200MiB/s"} or {"limit": null}"#.into());
     let v: Value = serde_json::from_slice(&body).map_err(|_| bad())?;
     let limit = match v.get("limit").ok_or_else(bad)? {
@@ -348,12 +357,15 @@ async fn health(State(c): State<Console>) -> Response {
             reasons.push(format!("watch folder {shown} is missing (unmounted or deleted?)"));
         }
     }
-    if reasons.is_empty() {
+    let mut resp = if reasons.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         let text: String = reasons.iter().map(|r| format!("{r}\n")).collect();
         (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
-    }
+    };
+    // One line per reason, for people and probes alike.
+    resp.extensions_mut().insert(guard::PlainText);
+    resp
 }
 
 #[cfg(test)]
