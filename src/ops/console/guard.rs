@@ -179,11 +179,8 @@ async fn as_json_error(resp: Response) -> Response {
         Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
         Err(_) => String::new(),
     };
-    let text = if text.is_empty() {
-        parts.status.canonical_reason().unwrap_or("error").to_ascii_lowercase()
-    } else {
-        text
-    };
+    let text =
+        if text.is_empty() { parts.status.canonical_reason().unwrap_or("error").to_ascii_lowercase() } else { text };
     let body = json!({ "error": text }).to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -140,10 +140,7 @@ pub async fn serve(listener: TcpListener, router: Router, settings: SettingsSour
 
 /// An accept error that concerns only the connection being accepted.
 fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
 }
 
 /// Counts a request in flight on one connection while it lives.

@@ -369,4 +369,6 @@ async fn health(State(c): State<Console>) -> Response {
 }
 
 #[cfg(test)]
+mod siege_tests;
+#[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use crate::journal::{Enqueued, GroupState, Journal, PauseReason, Store};
 use crate::model::{FileRole, Layout, Perspective};
 use crate::ops::metrics::{SnapshotError, StateSnapshot};
 
-const TOKEN: &str = "s3cret-console-token";
+pub(super) const TOKEN: &str = "s3cret-console-token";
 
 struct Stub {
     cfg: Arc<Config>,
@@ -44,14 +44,19 @@ impl Controls for Stub {
     }
 }
 
-struct Env {
+pub(super) struct Env {
     _dir: tempfile::TempDir,
-    journal: Arc<Journal>,
+    pub(super) journal: Arc<Journal>,
     stub: Arc<Stub>,
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    watch: PathBuf,
+    pub(super) base: String,
+    pub(super) addr: std::net::SocketAddr,
+    pub(super) http: reqwest::Client,
+    pub(super) stop: CancellationToken,
+    pub(super) watch: PathBuf,
+    /// The listener's settings, changed by a test as a reload would.
+    pub(super) settings: Arc<Mutex<listen::Settings>>,
+    /// The listener's task: it ends when the stop is done.
+    pub(super) served: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Env {
@@ -60,12 +65,36 @@ impl Drop for Env {
     }
 }
 
-async fn env(token: Option<&str>) -> Env {
+pub(super) async fn env(token: Option<&str>) -> Env {
+    env_with(token, |_| {}).await
+}
+
+/// Serve `console` on a loopback port with the real listener until `stop`.
+pub(super) async fn serve(
+    console: Console,
+    settings: Arc<Mutex<listen::Settings>>,
+    stop: CancellationToken,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let source: listen::SettingsSource = Arc::new(move || *settings.lock().unwrap());
+    let task = tokio::spawn(listen::serve(listener, router(console), source, stop));
+    (addr, task)
+}
+
+/// The agent's settings, but a short grace.
+pub(super) fn settings() -> listen::Settings {
+    listen::Settings { max_connections: 64, grace: Duration::from_secs(2), header_timeout: listen::HEADER_TIMEOUT }
+}
+
+/// An agent whose config `edit` changed (e.g. its `[http]` section).
+pub(super) async fn env_with(token: Option<&str>, edit: impl FnOnce(&mut Config)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let watch = dir.path().join("exports");
     std::fs::create_dir(&watch).unwrap();
     let mut cfg = Config::minimal("http://127.0.0.1:9", &dir.path().join("j.sqlite3"));
     cfg.watch.push(crate::config::WatchConfig::new(&watch));
+    edit(&mut cfg);
     let journal = Arc::new(Journal::open(&cfg.journal.path).unwrap());
     let stub = Arc::new(Stub { cfg: Arc::new(cfg), bandwidth: Mutex::new(None), stopped: Mutex::new(None) });
     let store: Arc<dyn Store> = journal.clone();
@@ -86,18 +115,25 @@ async fn env(token: Option<&str>) -> Env {
         metrics: Arc::new(Metrics::new()),
         source,
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router(console)).with_graceful_shutdown(s.cancelled_owned()).await.unwrap();
-    });
-    Env { _dir: dir, journal, stub, base: format!("http://{addr}"), http: reqwest::Client::new(), stop, watch }
+    let settings = Arc::new(Mutex::new(settings()));
+    let (addr, served) = serve(console, settings.clone(), stop.clone()).await;
+    Env {
+        _dir: dir,
+        journal,
+        stub,
+        base: format!("http://{addr}"),
+        addr,
+        http: reqwest::Client::new(),
+        stop,
+        watch,
+        settings,
+        served,
+    }
 }
 
 impl Env {
-    fn group(&self, name: &str) -> GroupId {
+    pub(super) fn group(&self, name: &str) -> GroupId {
         let root = self.watch.join(name);
         let g = UploadGroup {
             name: name.into(),
@@ -134,12 +170,12 @@ impl Env {
         }
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(super) async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn write(
+    pub(super) async fn write(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -157,7 +193,7 @@ impl Env {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+    pub(super) async fn post(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         self.write(reqwest::Method::POST, path, token, None).await
     }
 
@@ -349,12 +385,7 @@ async fn healthz_says_when_the_journal_is_unreachable() {
         metrics: Arc::new(Metrics::new()),
         source: failing,
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = e.stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router(console)).with_graceful_shutdown(stop.cancelled_owned()).await.unwrap();
-    });
+    let (addr, _) = serve(console, e.settings.clone(), e.stop.clone()).await;
     let r = e.http.get(format!("http://{addr}/healthz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     let text = r.text().await.unwrap();
