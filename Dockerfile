@@ -11,6 +11,9 @@
 # config's [metrics] listen; keep that line in a config of your own): 200 is
 # healthy, a 503 (key refused, watch folder missing, journal unreadable) or
 # no answer is not. The image has no curl: bash's /dev/tcp does the GET.
+# Open files: the agent raises its soft limit to the hard one when it starts
+# (Docker's default hard limit is 524288 or more); where a runtime gives a low
+# hard limit, add --ulimit nofile=65536:65536 (compose: ulimits: nofile: 65536).
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

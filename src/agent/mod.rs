@@ -35,6 +35,7 @@
 //! settings need a restart and say so.
 
 mod console;
+pub mod fds;
 mod metrics;
 mod notify;
 mod reload;
@@ -107,6 +108,14 @@ pub fn serve(cfg: Config) -> Result<(), AgentError> {
     };
     let key = cfg.api_key()?;
     let _log = crate::logging::init(&cfg.log)?;
+    if let Some((before, after)) = fds::raise_soft_limit() {
+        tracing::info!("open-file limit raised from {before} to {after} (the hard limit)");
+    }
+    if let Some((soft, hard)) = fds::limits()
+        && let Some(w) = fds::warning(&cfg, soft, hard)
+    {
+        tracing::warn!("{w}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(AgentError::Runtime)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();

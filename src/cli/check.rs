@@ -69,5 +69,10 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
     print!("{token_line}");
     println!("# effective settings (defaults filled in, paths made absolute):");
     print!("{}", cfg.to_toml());
+    if let Some((soft, hard)) = crate::agent::fds::limits()
+        && let Some(w) = crate::agent::fds::warning(&cfg, soft, hard)
+    {
+        eprintln!("warning: {w}");
+    }
     Ok(Outcome::Success)
 }

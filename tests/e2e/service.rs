@@ -48,6 +48,34 @@ fn check_accepts_a_good_config_and_never_prints_the_key() {
     assert!(!all.contains("sk-live-0123456789"), "the key leaked: {all}");
 }
 
+// `prlimit` (util-linux) runs the binary under a given limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn check_warns_when_the_open_file_limit_is_low_for_the_config() {
+    let (_dir, file) = config_with(&format!("{GOOD}[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 900\n"));
+    let run = |limit: &str| {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={limit}")).arg(env!("CARGO_BIN_EXE_spatialgen-sync"));
+        cmd.args(["check", "--config"]).arg(&file).env("SPATIALGEN_API_KEY", "k").env_remove("RUST_LOG");
+        cmd.output().expect("prlimit runs the binary")
+    };
+    let low = run("256:256");
+    let all = text(&low);
+    assert_eq!(low.status.code(), Some(0), "a warning, not an error: {all}");
+    assert!(all.contains("warning: the open-file limit is 256") && all.contains("max_connections 900"), "{all}");
+    assert!(all.contains("LimitNOFILE"), "says how to raise it: {all}");
+    // A hard limit can be lowered but not raised here: use this process's own.
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
+    let hard = r.rlim_max;
+    assert!(hard >= 2048, "this test needs a hard limit of 2048 or more, not {hard}");
+    let liftable = text(&run(&format!("256:{hard}")));
+    assert!(liftable.contains(&format!("raises its soft limit to the hard limit ({hard})")), "{liftable}");
+    let enough = text(&run(&format!("{hard}:{hard}")));
+    assert!(!enough.contains("open-file limit"), "{enough}");
+}
+
 #[test]
 fn check_rejects_each_kind_of_mistake_with_exit_2_and_a_precise_message() {
     let cases: &[(&str, &str, Option<&str>)] = &[
