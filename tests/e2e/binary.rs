@@ -85,6 +85,26 @@ async fn exit_codes_for_rejected_groups_bad_usage_and_a_refused_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_2_on_every_kind_of_configuration_error() {
+    let w = World::new(64 * KIB as u64, "").await;
+    let cfg = w.config_path.to_str().unwrap();
+    // The key variable is empty.
+    let r = w.run("", &["run", "--config", cfg]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("E2E_SPATIALGEN_KEY"), "{r:?}");
+    // The token file named by [http] cannot be read.
+    w.write_config("", "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"/no/such/token\"\n");
+    let r = w.run(KEY, &["run", "--config", cfg]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("http.token_file") && r.stderr.contains("/no/such/token"), "{r:?}");
+    // A value past its limit, with its line.
+    w.write_config("bandwidth = \"99999999999999999999GiB/s\"", "");
+    let r = w.run(KEY, &["run", "--config", cfg]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("above the limit of 100GiB/s"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_from_another_process_during_upload() {
     let w = World::new(32 * KIB as u64, "max_parts_in_flight = 2").await;
     w.sandbox.set_faults(Faults { latency: Duration::from_millis(300), ..Faults::default() });
