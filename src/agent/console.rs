@@ -128,6 +128,7 @@ impl HttpServer {
                 max_connections: cfg.http_max_connections(),
                 grace: cfg.upload.shutdown_grace.0,
                 header_timeout: listen::HEADER_TIMEOUT,
+                stall: listen::STALL,
             }
         });
         supervise(tracker, failure, shutdown, "http server", async move {

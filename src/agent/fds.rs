@@ -26,7 +26,7 @@ pub fn limits() -> Option<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return None;
     }
-    Some((r.rlim_cur as u64, r.rlim_max as u64))
+    Some((r.rlim_cur, r.rlim_max))
 }
 
 #[cfg(not(unix))]

@@ -8,6 +8,9 @@
 //!   request head within it, and the clock starts again while a kept-alive
 //!   connection waits for its next request, so it is also the idle timeout.
 //! - **Small heads**: hyper's read buffer is capped ([`MAX_HEAD`]).
+//! - **Stalled requests**: a request in flight whose client stops reading
+//!   the answer (or sending the body) for [`STALL`] is dropped, so slow
+//!   readers cannot hold connections (and their answers' memory) for ever.
 //! - **Accept errors** (out of descriptors) are logged once per streak and
 //!   retried after a growing pause, never in a busy loop.
 //! - **A bounded stop**: on shutdown the listening socket closes, a
@@ -18,15 +21,18 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +45,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's read buffer, which bounds a request head (the API's heads are a
 /// few hundred bytes; hyper's smallest allowed value is 8 KiB).
 pub const MAX_HEAD: usize = 16 * 1024;
+
+/// A request in flight whose connection moves no byte for this long is dropped.
+pub const STALL: Duration = Duration::from_secs(30);
 
 /// The longest pause between accept attempts after errors.
 const ACCEPT_BACKOFF_CAP: Duration = Duration::from_secs(1);
@@ -62,6 +71,8 @@ pub struct Settings {
     pub grace: Duration,
     /// A request head must arrive within this; also the keep-alive idle timeout.
     pub header_timeout: Duration,
+    /// A request in flight whose connection moves no byte this long is dropped.
+    pub stall: Duration,
 }
 
 /// Where the settings come from: the config in force.
@@ -111,7 +122,7 @@ pub async fn serve(listener: TcpListener, router: Router, settings: SettingsSour
                 }
             }
         };
-        let Settings { max_connections: max, header_timeout, .. } = settings();
+        let Settings { max_connections: max, header_timeout, stall, .. } = settings();
         if conns.len() >= max {
             if !refusing {
                 refusing = true;
@@ -126,7 +137,7 @@ pub async fn serve(listener: TcpListener, router: Router, settings: SettingsSour
             refusing = false;
             tracing::info!("the console accepts new connections again");
         }
-        conns.spawn(connection(stream, router.clone(), header_timeout, closing.clone()));
+        conns.spawn(connection(stream, router.clone(), header_timeout, stall, closing.clone()));
     }
     drop(listener);
     closing.cancel();
@@ -159,9 +170,64 @@ impl Drop for InFlight {
     }
 }
 
+/// A stream that notes when bytes last moved either way.
+struct Watched {
+    inner: TcpStream,
+    born: Instant,
+    /// Milliseconds after `born` of the last read or write that moved bytes.
+    last: Arc<AtomicU64>,
+}
+
+impl Watched {
+    fn moved(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.moved();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.moved();
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// One connection, until the client is done, a timeout closes it, or the stop.
-async fn connection(stream: TcpStream, router: Router, header_timeout: Duration, closing: CancellationToken) {
+async fn connection(
+    stream: TcpStream,
+    router: Router,
+    header_timeout: Duration,
+    stall: Duration,
+    closing: CancellationToken,
+) {
     let local = stream.local_addr().ok();
+    let last = Arc::new(AtomicU64::new(0));
+    let stream = Watched { inner: stream, born: Instant::now(), last: last.clone() };
+    let born = stream.born;
     let in_flight = Arc::new(AtomicUsize::new(0));
     let counter = in_flight.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -183,9 +249,22 @@ async fn connection(stream: TcpStream, router: Router, header_timeout: Duration,
     builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(MAX_HEAD).keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = closing.cancelled() => {}
+    // A request whose answer the client stops reading (or whose body it
+    // stops sending) is dropped after `stall` without progress; the header
+    // timeout covers a connection with no request in flight.
+    let mut tick = tokio::time::interval(stall / 4);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = closing.cancelled() => break,
+            _ = tick.tick() => {
+                let quiet = born.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                if in_flight.load(Ordering::SeqCst) > 0 && quiet >= stall {
+                    tracing::debug!("a console client stopped reading or sending for {}; connection closed", crate::config::Dur(quiet));
+                    return;
+                }
+            }
+        }
     }
     if in_flight.load(Ordering::SeqCst) == 0 {
         return;

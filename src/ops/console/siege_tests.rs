@@ -295,3 +295,22 @@ async fn the_stop_does_not_wait_for_half_sent_requests() {
     assert!(started.elapsed() < Duration::from_secs(1), "stopped in {:?} with a 30 s grace", started.elapsed());
     assert!(TcpStream::connect(e.addr).await.is_err(), "the port is closed");
 }
+
+#[tokio::test]
+async fn a_request_whose_client_stops_sending_its_body_is_dropped() {
+    let e = env(Some(TOKEN)).await;
+    e.settings.lock().unwrap().stall = Duration::from_millis(600);
+    let mut s = TcpStream::connect(e.addr).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/bandwidth HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 40\r\n\r\n{{\"limit\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut rest = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "closed: {closed:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "closed after {took:?}");
+    assert_eq!(e.get("/api/v1/status").await.1["agent"]["bandwidth"]["bytesPerSecond"], Value::Null);
+}

@@ -84,7 +84,12 @@ pub(super) async fn serve(
 
 /// The agent's settings, but a short grace.
 pub(super) fn settings() -> listen::Settings {
-    listen::Settings { max_connections: 64, grace: Duration::from_secs(2), header_timeout: listen::HEADER_TIMEOUT }
+    listen::Settings {
+        max_connections: 64,
+        grace: Duration::from_secs(2),
+        header_timeout: listen::HEADER_TIMEOUT,
+        stall: listen::STALL,
+    }
 }
 
 /// An agent whose config `edit` changed (e.g. its `[http]` section).
