@@ -174,6 +174,20 @@ async fn the_page_shows_progress_and_retry_requeues_a_failed_group() {
     assert!(nums.contains("/s") && nums.contains("MiB"), "rate and sizes shown: {nums:?}");
     let bar = c.find(Locator::Css(&format!("{card} .bar > span"))).await.unwrap();
     assert!(bar.attr("style").await.unwrap().unwrap_or_default().contains("width"), "a progress bar");
+    // Under the page's CSP (script and style by hash, nothing inline in
+    // markup): the style block applies and the bar's width is set.
+    let csp = reqwest::get(&page).await.unwrap().headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'sha256-") && !csp.contains("unsafe-inline"), "{csp}");
+    let styled = c
+        .execute(
+            "const b = document.querySelector(arguments[0]); const s = getComputedStyle(b); \
+             return [getComputedStyle(b.parentElement).height, s.width];",
+            vec![serde_json::json!(format!("{card} .bar > span"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(styled[0], "8px", "the page's style block applies: {styled}");
+    assert_ne!(styled[1], "0px", "the bar has a width: {styled}");
     // The failed group, its error and a Retry button; the completed one.
     let failed_card = format!("#attention .group[data-group-id=\"{failed_id}\"]");
     let err = text_of(&c, &format!("{failed_card} .error")).await.expect("the failed group's error");
