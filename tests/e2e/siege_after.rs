@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use spatialgen_sync::journal::GroupState;
+use spatialgen_sync::journal::prelude::*;
 
 use crate::agent::{Agent, drop_folder, publish, row, wait_state, watch_table};
 use crate::support::*;
@@ -55,6 +56,7 @@ fn make_full(dir: &Path, export: &str) -> Full {
     if mounted {
         return Full::Tmpfs(dir.to_path_buf());
     }
+    eprintln!("mounting a tmpfs was refused here; a file in the way stands in for the full disk");
     std::fs::write(dir.join(export), b"in the way").unwrap();
     Full::FileInTheWay
 }
