@@ -11,7 +11,10 @@ use std::time::Duration;
 use spatialgen_sync::journal::GroupState;
 use spatialgen_sync::journal::prelude::*;
 
-use crate::agent::{Agent, drop_folder, publish, row, wait_state, watch_table};
+use fantoccini::Locator;
+
+use crate::agent::{Agent, drop_folder, free_port, publish, row, wait_state, watch_table};
+use crate::console::{browser, driver, text_of};
 use crate::support::*;
 
 const MIB: usize = 1024 * 1024;
@@ -66,24 +69,39 @@ fn json(out: &Run) -> serde_json::Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
 }
 
-#[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_move_to_disk_shows_as_a_pending_after_upload_retry_and_loses_nothing() {
+/// A running agent whose `move_to` is full, with one completed export
+/// waiting for its after-upload retry.
+struct Siege {
+    w: World,
+    agent: Agent,
+    journal: std::sync::Arc<spatialgen_sync::journal::Journal>,
+    export: PathBuf,
+    moved: PathBuf,
+    config: String,
+    /// The console's port.
+    port: u16,
+    full: Full,
+}
+
+async fn siege() -> Siege {
     let w = World::new(256 * 1024, "").await;
     let folder = drop_folder(&w, "drop");
     let moved = w.dir.path().join("uploaded");
     std::fs::create_dir_all(&moved).unwrap();
     let full = make_full(&moved, "big");
+    let port = free_port();
     w.write_config(
         "",
-        &format!("{}after_upload = \"move\"\nmove_to = \"{}\"\n", watch_table(&folder), moved.display()),
+        &format!(
+            "{}after_upload = \"move\"\nmove_to = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            watch_table(&folder),
+            moved.display()
+        ),
     );
     let config = w.config_path.to_str().unwrap().to_string();
     let agent = Agent::start(&w);
     let journal = w.journal();
     let export = publish(&w, &folder, "big", &[("v.mov", 2 * MIB)]);
-    let source = sha256_file(&export.join("v.mov"));
-
     wait_state(&journal, &export, GroupState::Completed, Duration::from_secs(60)).await;
     wait_for_then(
         Duration::from_secs(30),
@@ -91,6 +109,13 @@ async fn a_full_move_to_disk_shows_as_a_pending_after_upload_retry_and_loses_not
         || format!("a pending after-upload retry; agent output:\n{}", agent.log()),
     )
     .await;
+    Siege { w, agent, journal, export, moved, config, port, full }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_move_to_disk_shows_as_a_pending_after_upload_retry_and_loses_nothing() {
+    let Siege { w, agent, journal, export, moved, config, port: _, full } = siege().await;
 
     // status --json: a field of its own, and the row's `error` for scripts that read only that.
     let rows = json(&w.run(KEY, &["status", "--config", &config, "--json"]).await);
@@ -131,7 +156,8 @@ async fn a_full_move_to_disk_shows_as_a_pending_after_upload_retry_and_loses_not
     assert_eq!(shown["afterUpload"], *a, "{shown}");
 
     // Nothing lost: the export is where it was, whole; the full disk holds no part of it.
-    assert_eq!(sha256_file(&export.join("v.mov")), source);
+    let source = container_for("v.mov", "big/v.mov", 2 * MIB).unwrap();
+    assert!(std::fs::read(export.join("v.mov")).unwrap() == source, "the export is whole");
     if let Full::Tmpfs(dir) = &full {
         let copied = dir.join("big/v.mov");
         assert!(!copied.exists(), "no partial copy left at {}", copied.display());
@@ -139,4 +165,41 @@ async fn a_full_move_to_disk_shows_as_a_pending_after_upload_retry_and_loses_not
     assert_eq!(journal.group(r["id"].as_i64().unwrap()).unwrap().state, GroupState::Completed);
     agent.stop().await;
     drop(full);
+}
+
+/// The console page (in a real browser) words the pending retry as `status`
+/// does, in the completed group's card and in its detail.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_after_upload_retry_shows_on_the_console_page() {
+    let s = siege().await;
+    let id = row(&s.journal, &s.export).unwrap().id;
+    let d = driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&d, profile.path()).await;
+    c.goto(&format!("http://127.0.0.1:{}/", s.port)).await.unwrap();
+    let card = format!("#done .group[data-group-id=\"{id}\"]");
+    let line = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(&format!("{card} .after-upload")))
+        .await
+        .expect("the card's after-upload line");
+    let text = line.text().await.unwrap_or_default();
+    assert!(text.starts_with("completed · after-upload step failed (attempt 1 of 6): move to "), "{text}");
+    assert!(text.contains(s.full.reason()) && text.contains("; next try "), "{text}");
+    assert!(text_of(&c, &format!("{card} .error")).await.is_none(), "the same words are not repeated as an error");
+
+    c.find(Locator::Css(&format!("{card} .name"))).await.unwrap().click().await.unwrap();
+    let detail = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#detail-panel .after-upload"))
+        .await
+        .expect("the detail's after-upload line");
+    assert_eq!(detail.text().await.unwrap_or_default(), text);
+    c.close().await.unwrap();
+    s.agent.stop().await;
+    drop(s.full);
+    drop(s.w);
 }
