@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{Outcome, ShowArgs, UsageError};
-use crate::journal::{Event, FileRecord, GroupRecord, format_ms};
+use crate::journal::{AfterUploadRetry, Event, FileRecord, GroupRecord, format_ms};
 
 pub fn run(args: ShowArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
@@ -59,6 +59,7 @@ pub fn to_json(g: &GroupRecord, events: &[Event]) -> Value {
         })
         .collect();
     let history = crate::ops::status::history_json(events);
+    let after = pending_after_upload(g);
     json!({
         "id": g.id,
         "name": g.name,
@@ -74,12 +75,18 @@ pub fn to_json(g: &GroupRecord, events: &[Event]) -> Value {
         "error": g.error,
         "retryAt": g.retry_at_ms.map(format_ms),
         "retryOf": g.retry_of,
+        "afterUpload": after,
         "createdAt": format_ms(g.created_at_ms),
         "bytesTotal": g.total_bytes(),
         "bytesUploaded": g.uploaded_bytes(),
         "files": files,
         "history": history,
     })
+}
+
+/// A pending retry of the group's after-upload step, as `status` shows it.
+fn pending_after_upload(g: &GroupRecord) -> Option<AfterUploadRetry> {
+    AfterUploadRetry::from_columns(g.finished, g.after_failures.into(), g.after_error.clone(), g.after_next_ms)
 }
 
 /// The group for a terminal: a heading, its facts, one line per file, then
@@ -103,6 +110,9 @@ pub fn to_text(g: &GroupRecord, events: &[Event]) -> String {
     }
     if let Some(at) = g.retry_at_ms {
         fact("retry at", format_ms(at));
+    }
+    if let Some(a) = pending_after_upload(g) {
+        fact("after", a.describe(&format_ms(a.next_attempt_ms)));
     }
     if let Some(of) = g.retry_of {
         fact("retry of", format!("group {of}"));

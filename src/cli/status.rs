@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use jiff::tz::TimeZone;
 
 use super::{GroupArgs, Outcome, PauseArgs, StatusArgs, UsageError};
 use crate::config::Config;
@@ -58,7 +59,26 @@ fn human(bytes: u64) -> String {
 
 /// The `status` table: one line per group, its error on the next line. `#`
 /// is a queued group's place in the queue (1 = the engine takes it next).
+/// A completed group whose after-upload step failed and will be tried again
+/// says so on the next line, with the next attempt's local time.
 pub fn table(rows: &[GroupSummary]) -> String {
+    table_in(rows, &TimeZone::system())
+}
+
+/// The time of day of `ms` in `tz`, `HH:MM`, with the date when it is not
+/// on the day of `now_ms` (an overdue attempt of an agent that is not running).
+fn time_of_day(ms: i64, now_ms: i64, tz: &TimeZone) -> String {
+    let zoned = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_zoned(tz.clone()));
+    match (zoned(ms), zoned(now_ms)) {
+        (Ok(at), Ok(now)) if at.date() == now.date() => at.strftime("%H:%M").to_string(),
+        (Ok(at), _) => at.strftime("%Y-%m-%d %H:%M").to_string(),
+        (Err(_), _) => journal::format_ms(ms),
+    }
+}
+
+/// [`table`] with times in `tz`.
+fn table_in(rows: &[GroupSummary], tz: &TimeZone) -> String {
+    let now = journal::now_ms();
     if rows.is_empty() {
         return "no groups in the journal\n".to_string();
     }
@@ -78,6 +98,10 @@ pub fn table(rows: &[GroupSummary]) -> String {
             "{:>5} {:>3}  {:<10} {:>24}  {:>9}  {}  ({}){node}\n",
             r.id, place, r.state, progress, lib, r.name, r.path
         ));
+        if let Some(a) = &r.after_upload {
+            let line = a.describe(&time_of_day(a.next_attempt_ms, now, tz));
+            out.push_str(&format!("{:>5} {:>3}  {} · {line}\n", "", "", r.state));
+        }
         if let Some(e) = &r.error {
             out.push_str(&format!("{:>5} {:>3}  {}\n", "", "", e));
         }
@@ -172,8 +196,6 @@ pub fn resume(args: PauseArgs) -> anyhow::Result<Outcome> {
 
 #[cfg(test)]
 mod tests {
-    use jiff::tz::TimeZone;
-
     use super::*;
     use crate::config::WindowConfig;
     use crate::journal::GroupState;
@@ -198,6 +220,7 @@ mod tests {
             retry_of: None,
             watch_path: None,
             node: None,
+            after_upload: None,
             created_at: String::new(),
             updated_at: String::new(),
         }
@@ -236,6 +259,49 @@ mod tests {
         assert_eq!(place(lines[1]).as_deref(), Some("uploading"), "no place for a running group: {t}");
         assert_eq!(place(lines[2]).as_deref(), Some("2"), "{t}");
         assert_eq!(place(lines[3]).as_deref(), Some("1"), "{t}");
+    }
+
+    #[test]
+    fn a_pending_after_upload_retry_is_shown_under_its_completed_group() {
+        let next: jiff::Timestamp = "2026-03-30T14:05:00Z".parse().unwrap();
+        let mut r = row(7, GroupState::Completed, None);
+        r.after_upload = Some(journal::AfterUploadRetry {
+            failures: 2,
+            attempts: 6,
+            error: "move to /mnt/done: /mnt/done/g7/v.mov: No space left on device (os error 28)".into(),
+            next_attempt_ms: next.as_millisecond(),
+        });
+        let t = table_in(std::slice::from_ref(&r), &TimeZone::UTC);
+        let line = t.lines().nth(2).unwrap_or_default().trim().to_string();
+        assert!(line.starts_with("completed · after-upload step failed (attempt 2 of 6): move to /mnt/done: "), "{t}");
+        assert!(line.contains("No space left on device"), "{t}");
+        assert!(line.ends_with("; next try 14:05") || line.ends_with("; next try 2026-03-30 14:05"), "{t}");
+        assert_eq!(time_of_day(next.as_millisecond(), next.as_millisecond() - 60_000, &TimeZone::UTC), "14:05");
+        assert_eq!(
+            time_of_day(next.as_millisecond(), next.as_millisecond() + 86_400_000, &TimeZone::UTC),
+            "2026-03-30 14:05"
+        );
+
+        // `status --json`: a field of its own, and the `error` of a row that had none.
+        let v = crate::ops::status::json_row(&r, &[]).unwrap();
+        assert_eq!(v["afterUpload"]["failures"], 2);
+        assert_eq!(v["afterUpload"]["attempts"], 6);
+        assert_eq!(v["afterUpload"]["nextAttempt"], "2026-03-30T14:05:00Z");
+        assert!(v["afterUpload"]["error"].as_str().unwrap().contains("No space left on device"));
+        assert_eq!(
+            v["error"].as_str().unwrap(),
+            format!(
+                "after-upload step failed (attempt 2 of 6): {}; next try 2026-03-30T14:05:00Z",
+                r.after_upload.as_ref().unwrap().error
+            )
+        );
+        // An error of its own stays the row's error.
+        r.error = Some("after upload, left in place: x".into());
+        assert_eq!(crate::ops::status::json_row(&r, &[]).unwrap()["error"], "after upload, left in place: x");
+        // None pending: null, and no line.
+        let done = row(8, GroupState::Completed, None);
+        assert!(crate::ops::status::json_row(&done, &[]).unwrap()["afterUpload"].is_null());
+        assert_eq!(table_in(&[done], &TimeZone::UTC).lines().count(), 2);
     }
 
     #[test]

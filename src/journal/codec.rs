@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Row;
 use rusqlite::types::ValueRef;
 
-use super::{GroupState, GroupSummary, JournalError, PartRecord};
+use super::{AfterUploadRetry, GroupState, GroupSummary, JournalError, PartRecord};
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -73,6 +73,7 @@ pub(super) fn parse_col<T: std::str::FromStr<Err = String>>(v: Option<String>) -
 pub(super) const SUMMARY_SQL: &str = "
     SELECT g.id, g.name, g.key, g.state, g.session_id, g.library_id, g.error, g.priority, g.layout, g.retry_of,
            g.watch_path, g.created_at, g.updated_at,
+           g.finished, g.after_failures, g.after_error, g.after_next_ms,
            (SELECT COUNT(*) FROM files f WHERE f.group_id = g.id) AS nfiles,
            (SELECT COALESCE(SUM(f.size), 0) FROM files f WHERE f.group_id = g.id) AS total,
            (SELECT COUNT(*) FROM parts p JOIN files f ON p.file_id = f.id WHERE f.group_id = g.id) AS nparts,
@@ -104,6 +105,12 @@ pub(super) fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<(GroupSummary, S
         retry_of: r.get("retry_of")?,
         watch_path: get_opt_path(r, "watch_path")?.map(|p| p.display().to_string()),
         node: None,
+        after_upload: AfterUploadRetry::from_columns(
+            r.get("finished")?,
+            r.get("after_failures")?,
+            r.get("after_error")?,
+            r.get("after_next_ms")?,
+        ),
         created_at: format_ms(r.get("created_at")?),
         updated_at: format_ms(r.get("updated_at")?),
     };

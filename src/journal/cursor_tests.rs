@@ -26,7 +26,7 @@ fn migrates_a_version_4_journal() {
     }
     let j = Journal::open(&path).unwrap();
     assert_eq!(j.schema_version().unwrap(), schema::LATEST);
-    assert_eq!(schema::LATEST, 7);
+    assert_eq!(schema::LATEST, 8);
     // What version 4 held reads back; files looked into by no media check have no facts.
     let list = j.list().unwrap();
     assert_eq!(list.len(), 9);
@@ -36,6 +36,9 @@ fn migrates_a_version_4_journal() {
     assert!(c.files.iter().all(|f| f.media.is_none()));
     // Groups from before fencing have had no claim: the first one gets token 1.
     assert_eq!(j.test_sql("SELECT claim FROM groups WHERE id = 2").unwrap(), Some(0));
+    // v8: no after-upload step has failed yet, and none is pending.
+    assert_eq!(j.test_sql("SELECT SUM(after_failures) FROM groups").unwrap(), Some(0));
+    assert!(list.iter().all(|r| r.after_upload.is_none()));
     let auth = j.pause(&PauseReason::Auth).unwrap().expect("the auth pause is kept");
     assert_eq!(auth.since_ms, 1_700_000_090_000);
     // No reader has a cursor yet; the history is where it was and still tail-able.

@@ -33,6 +33,10 @@
 //!   canceled by the user is never enqueued again ([`Enqueued::Duplicate`]);
 //!   nor is a rejected one with the same violations (a config change that
 //!   fixes them lets the same files through).
+//! - A completed group's after-upload step is state in typed columns
+//!   (`after_failures`, `after_error`, `after_next_ms`), written by
+//!   [`Transfers::after_upload_failed`]; its history lines are for people
+//!   and nothing reads them back.
 //!
 //! # On disk
 //! One SQLite file (`[journal] path`), created mode 0600, in WAL mode with
@@ -130,8 +134,8 @@ pub(crate) use codec::now_ms;
 pub use lock::{AgentLock, EngineLock};
 pub use pauses::{Pause, PauseReason, PauseView};
 pub use records::{
-    Claim, Ended, Enqueued, Event, Fence, FileRecord, GroupRecord, GroupSummary, PartRecord, Request, RequestKind,
-    RequestResult, SessionFile,
+    AFTER_UPLOAD_ATTEMPTS, AfterUploadRetry, Claim, Ended, Enqueued, Event, Fence, FileRecord, GroupRecord,
+    GroupSummary, PartRecord, Request, RequestKind, RequestResult, SessionFile,
 };
 pub use state::{FileState, GroupState};
 pub use store::{AsyncJournal, History, Pauses, Queue, Requests, Store, Transfers};

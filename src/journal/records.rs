@@ -78,9 +78,66 @@ pub struct GroupSummary {
     /// In a fleet, the node that holds or ended the group (`None` on a
     /// single machine's journal, and for a group no node has taken yet).
     pub node: Option<String>,
+    /// A completed group's after-upload step that failed and will be tried
+    /// again (`None` when none is pending: never failed, done, or given up).
+    pub after_upload: Option<AfterUploadRetry>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// How many times the after-upload step of a completed group is tried
+/// before its files are kept where they are.
+pub const AFTER_UPLOAD_ATTEMPTS: u32 = 6;
+
+/// A pending retry of a completed group's after-upload step (delete or move
+/// the export, write the receipt), from the group's `after_*` columns: in
+/// `status --json` as `afterUpload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AfterUploadRetry {
+    /// Attempts that failed so far (1 after the first).
+    pub failures: u32,
+    /// How many attempts there are in all ([`AFTER_UPLOAD_ATTEMPTS`]).
+    pub attempts: u32,
+    /// Why the newest attempt failed.
+    pub error: String,
+    /// When the next attempt is due (ms since the epoch; RFC 3339 in JSON).
+    #[serde(rename = "nextAttempt", serialize_with = "ms_as_rfc3339")]
+    pub next_attempt_ms: i64,
+}
+
+impl AfterUploadRetry {
+    /// The pending retry from a group's columns: `None` unless the group's
+    /// housekeeping is still to do and a next attempt is recorded.
+    pub(crate) fn from_columns(
+        finished: bool,
+        failures: i64,
+        error: Option<String>,
+        next_ms: Option<i64>,
+    ) -> Option<AfterUploadRetry> {
+        let next_attempt_ms = next_ms.filter(|_| !finished && failures > 0)?;
+        Some(AfterUploadRetry {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            attempts: AFTER_UPLOAD_ATTEMPTS,
+            error: error.unwrap_or_default(),
+            next_attempt_ms,
+        })
+    }
+
+    /// One line for people, `when` being the next attempt's time as the
+    /// reader should see it: `after-upload step failed (attempt 2 of 6):
+    /// <error>; next try <when>`.
+    pub fn describe(&self, when: &str) -> String {
+        format!(
+            "after-upload step failed (attempt {} of {}): {}; next try {when}",
+            self.failures, self.attempts, self.error
+        )
+    }
+}
+
+fn ms_as_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::format_ms(*ms))
 }
 
 /// Everything the engine needs to upload one group.
@@ -110,6 +167,13 @@ pub struct GroupRecord {
     pub user_canceled: bool,
     /// The end-of-group housekeeping (after-upload action, staged files) is done.
     pub finished: bool,
+    /// Failed attempts of the after-upload step so far.
+    pub after_failures: u32,
+    /// Why the newest attempt of the after-upload step failed.
+    pub after_error: Option<String>,
+    /// When the after-upload step is tried next (ms since the epoch);
+    /// `None`: at once (it never failed), or not again.
+    pub after_next_ms: Option<i64>,
     pub created_at_ms: i64,
     pub files: Vec<FileRecord>,
 }

@@ -173,6 +173,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE groups ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v8: a completed group's after-upload step (delete or move the export,
+    // write the receipt) as typed facts: how many attempts failed, the
+    // newest error, and when the next attempt is due (NULL: none pending).
+    // Rows from older versions start at no failures: the history lines an
+    // older binary wrote for failed attempts stay for people to read, and a
+    // pending retry among them is simply tried at once.
+    r#"
+    ALTER TABLE groups ADD COLUMN after_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groups ADD COLUMN after_error TEXT;
+    ALTER TABLE groups ADD COLUMN after_next_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -170,8 +170,17 @@ pub trait Transfers {
     ) -> Result<Option<GroupId>, JournalError>;
 
     /// The end-of-group housekeeping (after-upload action, receipt, staged
-    /// files) is done for `id`.
+    /// files) is done for `id`, or given up: no after-upload attempt is
+    /// pending any more (`after_next_ms` cleared); the count of failed
+    /// attempts and the newest error stay as facts.
     fn set_finished(&self, id: GroupId) -> Result<(), JournalError>;
+
+    /// An attempt of the after-upload step of `id` failed with `error`: one
+    /// more failure counted, the error kept, the next attempt due at
+    /// `next_ms` (`None`: none; the caller gives up and finishes the group),
+    /// and a history line for people, in one transaction. Returns the
+    /// number of failed attempts so far.
+    fn after_upload_failed(&self, id: GroupId, error: &str, next_ms: Option<i64>) -> Result<u32, JournalError>;
 
     /// Does a live group other than `except` still upload the staged file `source`?
     fn staged_in_use(&self, source: &Path, except: GroupId) -> Result<bool, JournalError>;

@@ -1140,3 +1140,77 @@ both! {
         assert_eq!(j.group(again).unwrap().files[0].media, Some(facts()), "a re-queued copy keeps the facts");
     }
 }
+
+both! {
+    fn a_failed_after_upload_step_is_counted_in_typed_columns_until_finished(j) {
+        let id = queued(j, "/x/a", "fp", &[5]);
+        j.test_sql(&format!("UPDATE groups SET state = 'completed', library_id = 3 WHERE id = {id}")).unwrap();
+        let g = j.group(id).unwrap();
+        assert_eq!((g.after_failures, g.after_error.as_deref(), g.after_next_ms), (0, None, None));
+        assert_eq!(j.summary(id).unwrap().after_upload, None);
+
+        let error = "move to /done: /done/a/video.mov: No space left on device (os error 28)";
+        assert_eq!(j.after_upload_failed(id, error, Some(1_700_000_060_000)).unwrap(), 1);
+        let g = j.group(id).unwrap();
+        assert_eq!((g.after_failures, g.after_error.as_deref(), g.after_next_ms), (1, Some(error), Some(1_700_000_060_000)));
+        assert!(!g.finished);
+        assert_eq!(g.state, GroupState::Completed, "the group stays completed");
+        assert_eq!(
+            j.summary(id).unwrap().after_upload,
+            Some(AfterUploadRetry {
+                failures: 1,
+                attempts: AFTER_UPLOAD_ATTEMPTS,
+                error: error.into(),
+                next_attempt_ms: 1_700_000_060_000,
+            })
+        );
+        assert_eq!(j.summary(id).unwrap().error, None, "the row's own error is untouched");
+        let last = j.events(id).unwrap().pop().and_then(|e| e.detail).unwrap_or_default();
+        assert_eq!(last, format!("after-upload step failed (attempt 1): {error}"), "a line for people");
+
+        assert_eq!(j.after_upload_failed(id, "delete: busy", Some(1_700_000_200_000)).unwrap(), 2);
+        let row = serde_json::to_value(j.summary(id).unwrap()).unwrap();
+        assert_eq!(row["afterUpload"]["failures"], 2);
+        assert_eq!(row["afterUpload"]["error"], "delete: busy");
+        assert_eq!(row["afterUpload"]["nextAttempt"], "2023-11-14T22:16:40Z");
+
+        // Finished (done, or given up): nothing pending; the count and the error stay as facts.
+        j.set_finished(id).unwrap();
+        let g = j.group(id).unwrap();
+        assert!(g.finished);
+        assert_eq!((g.after_failures, g.after_error.as_deref(), g.after_next_ms), (2, Some("delete: busy"), None));
+        assert_eq!(j.summary(id).unwrap().after_upload, None);
+        assert!(j.list().unwrap().iter().all(|r| r.after_upload.is_none()));
+
+        assert!(matches!(j.after_upload_failed(id + 100, "x", None), Err(JournalError::NoSuchGroup(_))));
+    }
+}
+
+#[test]
+fn a_version_7_journal_gains_empty_after_upload_columns() {
+    let d = tmp();
+    let path = d.path().join("v7.sqlite3");
+    let id = {
+        let j = Journal::open(&path).unwrap();
+        let id = queued(&j, "/x/a", "fp", &[5]);
+        j.test_sql(&format!("UPDATE groups SET state = 'completed', library_id = 3 WHERE id = {id}")).unwrap();
+        j.note(id, "after-upload step failed: after_upload: /done: No space left on device").unwrap();
+        id
+    };
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "ALTER TABLE groups DROP COLUMN after_failures; ALTER TABLE groups DROP COLUMN after_error;
+             ALTER TABLE groups DROP COLUMN after_next_ms; PRAGMA user_version = 7;",
+        )
+        .unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.schema_version().unwrap(), 8);
+    let g = j.group(id).unwrap();
+    assert_eq!((g.after_failures, g.after_error, g.after_next_ms), (0, None, None), "nothing derived from notes");
+    assert_eq!(j.unfinished().unwrap(), vec![id], "its after-upload step is due at once");
+    assert_eq!(j.summary(id).unwrap().after_upload, None);
+    let notes: Vec<String> = j.events(id).unwrap().into_iter().filter_map(|e| e.detail).collect();
+    assert!(notes.iter().any(|n| n.contains("No space left on device")), "the history lines stay: {notes:?}");
+}

@@ -43,6 +43,9 @@ impl Transfers for Journal {
                         retry_of: r.get("retry_of")?,
                         user_canceled: r.get("user_canceled")?,
                         finished: r.get("finished")?,
+                        after_failures: u32::try_from(r.get::<_, i64>("after_failures")?).unwrap_or(0),
+                        after_error: r.get("after_error")?,
+                        after_next_ms: r.get("after_next_ms")?,
                         created_at_ms: r.get("created_at")?,
                         files: Vec::new(),
                     },
@@ -294,8 +297,24 @@ impl Transfers for Journal {
 
     fn set_finished(&self, id: GroupId) -> Result<(), JournalError> {
         self.write(|tx| {
-            tx.execute("UPDATE groups SET finished = 1 WHERE id = ?1", [id])?;
+            tx.execute("UPDATE groups SET finished = 1, after_next_ms = NULL WHERE id = ?1", [id])?;
             Ok(())
+        })
+    }
+
+    fn after_upload_failed(&self, id: GroupId, error: &str, next_ms: Option<i64>) -> Result<u32, JournalError> {
+        self.write(|tx| {
+            let failures: i64 = tx
+                .query_row(
+                    "UPDATE groups SET after_failures = after_failures + 1, after_error = ?2, after_next_ms = ?3
+                     WHERE id = ?1 RETURNING after_failures",
+                    params![id, error, next_ms],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(JournalError::NoSuchGroup(id))?;
+            event(tx, id, None, None, Some(&format!("after-upload step failed (attempt {failures}): {error}")))?;
+            Ok(u32::try_from(failures).unwrap_or(u32::MAX))
         })
     }
 

@@ -24,7 +24,10 @@ pub fn select(rows: Vec<GroupSummary>, states: &[GroupState], limit: Option<usiz
 /// plus `paused` (a [`PauseView`], or null) when it is `queued` or
 /// `uploading` and a recorded pause holds it (the refused key and an
 /// operator's pause hold them all; a missing watch folder holds the groups
-/// found in it).
+/// found in it). A pending retry of the after-upload step is `afterUpload`
+/// (`failures`, `attempts`, `error`, `nextAttempt`; null when none), and
+/// also the row's `error` when that is empty ([`AfterUploadRetry::describe`](crate::journal::AfterUploadRetry::describe)), for
+/// scripts that read only `error`.
 pub fn json_row(r: &GroupSummary, pauses: &[Pause]) -> serde_json::Result<Value> {
     let mut v = serde_json::to_value(r)?;
     let held = matches!(r.state, GroupState::Queued | GroupState::Uploading)
@@ -32,6 +35,9 @@ pub fn json_row(r: &GroupSummary, pauses: &[Pause]) -> serde_json::Result<Value>
         .flatten();
     if let Value::Object(m) = &mut v {
         m.insert("paused".into(), serde_json::to_value(held.map(PauseView::from))?);
+        if let (None, Some(a)) = (&r.error, &r.after_upload) {
+            m.insert("error".into(), Value::String(a.describe(&format_ms(a.next_attempt_ms))));
+        }
     }
     Ok(v)
 }

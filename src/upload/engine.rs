@@ -232,6 +232,12 @@ impl Engine {
         Ok(Engine { sh: Arc::new(sh), opts, claims: Mutex::default(), orphans: Mutex::default() })
     }
 
+    /// What the workers share, for tests that drive one step of it.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
+
     /// The claims this engine's workers held when it stopped (or hold now),
     /// with those it adopted and did not get to check.
     pub fn claims(&self) -> Vec<Claim> {

@@ -27,6 +27,9 @@ fn record(root: &Path, key: &Path, files: &[&str]) -> GroupRecord {
         retry_of: None,
         user_canceled: false,
         finished: false,
+        after_failures: 0,
+        after_error: None,
+        after_next_ms: None,
         created_at_ms: 0,
         files: files
             .iter()

@@ -9,26 +9,41 @@ use std::time::Duration;
 use super::EngineError;
 use super::engine::Shared;
 use super::finish::{self, AfterOutcome};
-use crate::config::Dur;
-use crate::journal::{GroupId, GroupState, JournalError, now_ms};
+use crate::config::{AfterUpload, Config, Dur};
+use crate::journal::{GroupId, GroupRecord, GroupState, now_ms};
 
 /// How many times a failing after-upload step is tried before the files are kept.
-pub(crate) const AFTER_UPLOAD_ATTEMPTS: usize = 6;
-
-/// The history note that marks a failed after-upload attempt.
-const AFTER_UPLOAD_FAILED: &str = "after-upload step failed: ";
+pub(crate) use crate::journal::AFTER_UPLOAD_ATTEMPTS;
 
 /// The wait after the `failures`-th failed after-upload attempt: 1 min,
 /// doubling, at most 1 h.
-pub(crate) fn after_upload_delay(failures: usize) -> Duration {
-    let exp = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX).min(6);
+pub(crate) fn after_upload_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
     Duration::from_secs(60 * (1u64 << exp)).min(Duration::from_secs(3600))
+}
+
+/// Is the after-upload step of `g` due: never failed, or the next attempt
+/// recorded in its columns has come (`now_ms` ≥ `after_next_ms`)?
+pub(crate) fn after_upload_due(g: &GroupRecord, now_ms: i64) -> bool {
+    g.after_next_ms.is_none_or(|next| now_ms >= next)
+}
+
+/// The after-upload step of `g` in a few words, to head its error:
+/// `move to <move_to>`, `delete`.
+fn step_words(cfg: &Config, g: &GroupRecord) -> String {
+    match finish::watch_for(cfg, g).map(|w| (w.after_upload, w.move_to.as_deref())) {
+        Some((AfterUpload::Move, Some(to))) => format!("move to {}", to.display()),
+        Some((AfterUpload::Delete, _)) => "delete".to_string(),
+        _ => "after_upload".to_string(),
+    }
 }
 
 impl Shared {
     /// After-upload action, receipt and staged files of a completed group.
-    /// A failure is logged and noted in the group's history; housekeeping
-    /// tries again after a growing delay ([`after_upload_delay`]), at most
+    /// A failure is logged and recorded in the group's columns
+    /// ([`Transfers::after_upload_failed`](crate::journal::Transfers::after_upload_failed),
+    /// with a history line for people); housekeeping tries again once the
+    /// recorded next attempt is due ([`after_upload_delay`]), at most
     /// [`AFTER_UPLOAD_ATTEMPTS`] times, after which the files are kept and
     /// the group's note says so and why.
     ///
@@ -36,10 +51,12 @@ impl Shared {
     pub(crate) fn finish_completed(&self, id: GroupId) {
         let j = self.journal.blocking();
         let Err(e) = self.try_finish_completed(id) else { return };
-        let failures = self.after_upload_failures(id).map(|f| f.len()).unwrap_or(0) + 1;
+        let before = j.group(id).map(|g| g.after_failures).unwrap_or(0);
+        let failures = before.saturating_add(1);
         if failures >= AFTER_UPLOAD_ATTEMPTS {
             let note = format!("after-upload step gave up after {failures} attempts; the files were kept: {e}");
             tracing::warn!(group = id, error = %e, attempts = failures, "after-upload step gave up; the files were kept");
+            let _ = j.after_upload_failed(id, &e, None);
             let _ = j.note_error(id, &note);
             if let Ok(g) = j.group(id) {
                 finish::remove_staged(j.as_ref(), &g);
@@ -47,31 +64,11 @@ impl Shared {
             let _ = j.set_finished(id);
         } else {
             let next = after_upload_delay(failures);
+            let next_ms = now_ms().saturating_add(i64::try_from(next.as_millis()).unwrap_or(i64::MAX));
             tracing::warn!(group = id, error = %e, attempt = failures, retry_in = %Dur(next), "after-upload step failed");
-            let _ = j.note(id, &format!("{AFTER_UPLOAD_FAILED}{e}"));
-        }
-    }
-
-    /// When (ms) the after-upload step of `id` failed before.
-    fn after_upload_failures(&self, id: GroupId) -> Result<Vec<i64>, JournalError> {
-        Ok(self
-            .journal
-            .blocking()
-            .events(id)?
-            .into_iter()
-            .filter(|e| e.detail.as_deref().is_some_and(|d| d.starts_with(AFTER_UPLOAD_FAILED)))
-            .map(|e| e.at_ms)
-            .collect())
-    }
-
-    /// Is the after-upload step of `id` due (never failed, or its delay has passed)?
-    fn after_upload_due(&self, id: GroupId) -> bool {
-        match self.after_upload_failures(id) {
-            Ok(f) => f.last().is_none_or(|last| {
-                let wait = i64::try_from(after_upload_delay(f.len()).as_millis()).unwrap_or(i64::MAX);
-                now_ms() >= last.saturating_add(wait)
-            }),
-            Err(_) => true,
+            if let Err(je) = j.after_upload_failed(id, &e, Some(next_ms)) {
+                tracing::warn!(group = id, error = %je, "the failed after-upload attempt could not be recorded");
+            }
         }
     }
 
@@ -79,7 +76,7 @@ impl Shared {
         let j = self.journal.blocking();
         let g = j.group(id).map_err(|e| e.to_string())?;
         let cfg = self.cfg();
-        let report = finish::after_upload(&cfg, &g).map_err(|e| format!("after_upload: {e}"))?;
+        let report = finish::after_upload(&cfg, &g).map_err(|e| format!("{}: {e}", step_words(&cfg, &g)))?;
         let after = report.outcome;
         match &after {
             AfterOutcome::Kept => {}
@@ -116,7 +113,7 @@ impl Shared {
         for id in j.unfinished()? {
             let g = j.group(id)?;
             if g.state == GroupState::Completed {
-                if self.after_upload_due(id) {
+                if after_upload_due(&g, now_ms()) {
                     self.finish_completed(id);
                 }
             } else {

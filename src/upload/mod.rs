@@ -83,6 +83,8 @@ pub mod control;
 mod engine;
 pub mod finish;
 mod housekeeping;
+#[cfg(test)]
+mod housekeeping_tests;
 mod lease;
 #[cfg(all(test, target_os = "linux"))]
 mod mount_tests;

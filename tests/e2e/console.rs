@@ -28,7 +28,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const TOKEN: &str = "page-test-token-5c1e";
 
 /// chromedriver on a free loopback port, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: std::process::Child,
     url: String,
 }
@@ -40,7 +40,7 @@ impl Drop for Driver {
     }
 }
 
-async fn driver() -> Driver {
+pub(crate) async fn driver() -> Driver {
     for p in [CHROMEDRIVER, CHROMIUM] {
         assert!(
             Path::new(p).exists(),
@@ -72,7 +72,7 @@ async fn driver() -> Driver {
     d
 }
 
-async fn browser(d: &Driver, profile: &Path) -> Client {
+pub(crate) async fn browser(d: &Driver, profile: &Path) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -102,7 +102,7 @@ where
     }
 }
 
-async fn text_of(c: &Client, css: &str) -> Option<String> {
+pub(crate) async fn text_of(c: &Client, css: &str) -> Option<String> {
     c.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 

@@ -20,3 +20,4 @@ mod notify;
 mod server;
 mod service;
 mod siege;
+mod siege_after;

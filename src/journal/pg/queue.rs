@@ -12,7 +12,7 @@ use crate::journal::codec::now_ms;
 use crate::journal::forget::FORGETTABLE;
 use crate::journal::queue::{QUEUE_ORDER, media_json, position_in, queued_detail, violations_text};
 use crate::journal::store::Queue;
-use crate::journal::{Claim, Enqueued, GroupId, GroupState, GroupSummary, JournalError};
+use crate::journal::{AfterUploadRetry, Claim, Enqueued, GroupId, GroupState, GroupSummary, JournalError};
 
 /// A group with the fingerprint `$1` that makes an export with it a
 /// duplicate (`$2`: its violations as JSON, for a rejection).
@@ -25,6 +25,7 @@ const DUPLICATE: &str = "fingerprint = $1
 pub(super) const SUMMARY_SQL: &str = "
     SELECT g.id, g.name, g.key, g.state, g.session_id, g.library_id, g.error, g.priority, g.layout, g.retry_of,
            g.watch_path, g.created_at, g.updated_at, g.node,
+           g.finished, g.after_failures, g.after_error, g.after_next_ms,
            (SELECT COUNT(*) FROM files f WHERE f.group_id = g.id) AS nfiles,
            (SELECT COALESCE(SUM(f.size), 0)::bigint FROM files f WHERE f.group_id = g.id) AS total,
            (SELECT COUNT(*) FROM parts p JOIN files f ON p.file_id = f.id WHERE f.group_id = g.id) AS nparts,
@@ -64,6 +65,12 @@ impl PgJournal {
             retry_of: col(r, "retry_of")?,
             watch_path: watch_path.map(|b| self.mounts().decode(&b).display().to_string()),
             node: col(r, "node")?,
+            after_upload: AfterUploadRetry::from_columns(
+                col(r, "finished")?,
+                col::<i32>(r, "after_failures")?.into(),
+                col(r, "after_error")?,
+                col(r, "after_next_ms")?,
+            ),
             created_at: crate::journal::format_ms(col(r, "created_at")?),
             updated_at: crate::journal::format_ms(col(r, "updated_at")?),
         })

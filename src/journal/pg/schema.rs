@@ -167,6 +167,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE groups ADD COLUMN claim BIGINT NOT NULL DEFAULT 0;
     "#,
     ),
+    (
+        8,
+        // The after-upload step as typed facts: failed attempts, the newest
+        // error, when the next attempt is due (see SQLite's v8).
+        r#"
+    ALTER TABLE groups ADD COLUMN after_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groups ADD COLUMN after_error TEXT;
+    ALTER TABLE groups ADD COLUMN after_next_ms BIGINT;
+    "#,
+    ),
 ];
 
 /// The version this binary writes: the same number as SQLite's.

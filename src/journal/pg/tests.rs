@@ -377,3 +377,21 @@ fn the_database_timeout_is_half_the_lease_between_one_and_thirty_seconds() {
         "async callers wait a little longer than the server"
     );
 }
+
+#[test]
+fn a_version_7_database_gains_empty_after_upload_columns() {
+    let url = db();
+    let a = node(&url, "a", "/mnt", Duration::from_secs(30));
+    let Enqueued::Queued(id) = a.enqueue(&export("/mnt", "A", "fp")).unwrap() else { panic!("not queued") };
+    a.test_sql(&format!("UPDATE groups SET state = 'completed', library_id = 3 WHERE id = {id}")).unwrap();
+    a.test_sql("ALTER TABLE groups DROP COLUMN after_failures, DROP COLUMN after_error, DROP COLUMN after_next_ms")
+        .unwrap();
+    a.test_sql("UPDATE spatialgen_schema SET version = 7").unwrap();
+    drop(a);
+    let a = node(&url, "a", "/mnt", Duration::from_secs(30));
+    assert_eq!(a.schema_version().unwrap(), schema::LATEST);
+    let g = a.group(id).unwrap();
+    assert_eq!((g.after_failures, g.after_error, g.after_next_ms), (0, None, None));
+    assert_eq!(a.unfinished().unwrap(), vec![id]);
+    assert_eq!(a.summary(id).unwrap().after_upload, None);
+}

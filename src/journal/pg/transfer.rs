@@ -73,6 +73,9 @@ impl Transfers for PgJournal {
             retry_of: col(&r, "retry_of")?,
             user_canceled: col(&r, "user_canceled")?,
             finished: col(&r, "finished")?,
+            after_failures: u32::try_from(col::<i32>(&r, "after_failures")?).unwrap_or(0),
+            after_error: col(&r, "after_error")?,
+            after_next_ms: col(&r, "after_next_ms")?,
             created_at_ms: col(&r, "created_at")?,
             files: Vec::new(),
         };
@@ -335,8 +338,24 @@ impl Transfers for PgJournal {
 
     fn set_finished(&self, id: GroupId) -> Result<(), JournalError> {
         self.write_rc(|tx| {
-            tx.execute("UPDATE groups SET finished = true WHERE id = $1", &[&id]).map_err(db_err)?;
+            tx.execute("UPDATE groups SET finished = true, after_next_ms = NULL WHERE id = $1", &[&id])
+                .map_err(db_err)?;
             Ok(())
+        })
+    }
+
+    fn after_upload_failed(&self, id: GroupId, error: &str, next_ms: Option<i64>) -> Result<u32, JournalError> {
+        self.write_lines(|tx| {
+            let row = tx
+                .query_opt(
+                    "UPDATE groups SET after_failures = after_failures + 1, after_error = $2, after_next_ms = $3
+                     WHERE id = $1 RETURNING after_failures",
+                    &[&id, &error, &next_ms],
+                )
+                .map_err(db_err)?;
+            let failures: i32 = col(&row.ok_or(JournalError::NoSuchGroup(id))?, "after_failures")?;
+            event(tx, id, None, None, Some(&format!("after-upload step failed (attempt {failures}): {error}")))?;
+            Ok(u32::try_from(failures).unwrap_or(u32::MAX))
         })
     }
 

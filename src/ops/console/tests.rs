@@ -396,3 +396,36 @@ async fn healthz_says_when_the_journal_is_unreachable() {
     let text = r.text().await.unwrap();
     assert!(text.starts_with("journal unreachable: database disk image is malformed"), "{text}");
 }
+
+#[tokio::test]
+async fn a_pending_after_upload_retry_is_in_the_status_rows_and_the_group_detail() {
+    let e = env(Some(TOKEN)).await;
+    let id = e.group("clip-a");
+    e.journal.test_sql(&format!("UPDATE groups SET state = 'completed', library_id = 9 WHERE id = {id}")).unwrap();
+    let reason = "move to /mnt/done: /mnt/done/clip-a/video.mov: No space left on device (os error 28)";
+    e.journal.after_upload_failed(id, reason, Some(1_900_000_000_000)).unwrap();
+
+    let (code, v) = e.get("/api/v1/status").await;
+    assert_eq!(code, 200, "{v}");
+    let row = &v["groups"][0];
+    assert_eq!(row["state"], "completed");
+    assert_eq!(
+        row["afterUpload"],
+        json!({"failures": 1, "attempts": 6, "error": reason, "nextAttempt": "2030-03-17T17:46:40Z"})
+    );
+    assert_eq!(
+        row["error"],
+        format!("after-upload step failed (attempt 1 of 6): {reason}; next try 2030-03-17T17:46:40Z")
+    );
+
+    let (code, g) = e.get(&format!("/api/v1/groups/{id}")).await;
+    assert_eq!(code, 200, "{g}");
+    assert_eq!(g["afterUpload"], row["afterUpload"]);
+    let history = g["history"].as_array().expect("history");
+    assert!(history.iter().any(|h| h["detail"].as_str().is_some_and(|d| d.contains("No space left"))), "{g}");
+
+    // The page words it and builds the line as text, not markup.
+    let page = include_str!("page.html");
+    assert!(page.contains("after-upload step failed (attempt ${a.failures} of ${a.attempts})"));
+    assert!(page.contains("line.textContent = afterText(g)"));
+}
