@@ -67,6 +67,16 @@ pub enum WatchError {
         #[source]
         source: io::Error,
     },
+    /// Something inside a watch folder is there but could not be read: no
+    /// descriptors left (EMFILE, ENFILE), an I/O error (EIO), a permission
+    /// (EACCES). Never taken for an empty export or one that is gone: the
+    /// export keeps its state and is read again with backoff.
+    #[error("{}: cannot read: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// notify could not watch a folder (and it was not the OS watch limit,
     /// which falls back to polling instead).
     #[error("{}: cannot watch: {source}", path.display())]
@@ -201,6 +211,8 @@ pub fn start(
         missing: vec![false; rules.len()],
         force_poll: opts.force_poll,
         mounted: rules.iter().map(|r| scan::root_present(r).is_ok() && scan::is_mount_point(r)).collect(),
+        root_check: vec![false; rules.len()],
+        faults: rules.iter().map(|_| driver::ReadFault::default()).collect(),
         settler: Settler::new(rules.iter().map(|r| r.policy).collect()),
         next_rescan: rules.iter().map(|r| now + r.rescan).collect(),
         rescan_pending: vec![false; rules.len()],

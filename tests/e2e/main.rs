@@ -19,3 +19,4 @@ mod media;
 mod notify;
 mod server;
 mod service;
+mod siege_watch;
