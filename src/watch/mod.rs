@@ -24,6 +24,13 @@
 //! - Never miss an export: the startup scan finds what arrived while the
 //!   agent was stopped; a periodic rescan and a rescan on lost or dropped
 //!   events find what notify did not report.
+//! - A read error is never "empty" or "gone": an export or folder that
+//!   cannot be read (EMFILE, ENFILE, EIO, EACCES: anything but "not
+//!   there") keeps its state and is read again with backoff (1 s doubling
+//!   to 60 s) until it reads; the fault is logged when it begins and ends
+//!   and recorded for `/healthz` ([`crate::journal::PauseReason::WatchUnreadable`]).
+//! - A watch folder deleted or renamed away is reported missing as soon as
+//!   an event on its own path arrives, not at the next rescan.
 //! - The notify callback never blocks, and the watcher never follows
 //!   symlinks unless the folder says so.
 //! - Idle costs nothing but the periodic rescan: timers run only while an

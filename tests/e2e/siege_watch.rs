@@ -71,7 +71,7 @@ async fn an_export_published_while_the_agent_has_no_descriptor_left_uploads_once
     let pid = agent.pid();
     let soft = soft_nofile(pid);
     set_soft_nofile(pid, lowest_free_fd(pid));
-    let exp = publish(&w, &drop, "siege", &[("v.mov", 8 * KIB), ("audio.m4a", 2 * KIB)]);
+    let exp = publish(&w, &drop, "siege", &[("v.mov", 8 * KIB), ("siege.en.m4a", 2 * KIB)]);
     let unreadable = PauseReason::WatchUnreadable(drop.clone());
     wait_for_then(
         Duration::from_secs(15),
@@ -96,7 +96,12 @@ async fn an_export_published_while_the_agent_has_no_descriptor_left_uploads_once
 
     set_soft_nofile(pid, soft);
     let relieved = Instant::now();
-    wait_state(&journal, &exp, GroupState::Completed, Duration::from_secs(30)).await;
+    wait_for_then(
+        Duration::from_secs(30),
+        || row(&journal, &exp).is_some_and(|r| r.state == GroupState::Completed),
+        || format!("not uploaded: {:?}; output:\n{}", row(&journal, &exp), agent.log()),
+    )
+    .await;
     assert!(relieved.elapsed() < Duration::from_secs(30), "long before the 10-minute rescan");
     wait_for(Duration::from_secs(10), "the read error cleared", || journal.pause(&unreadable).ok().flatten().is_none())
         .await;
