@@ -192,7 +192,7 @@ impl Driver {
         let ev = match event {
             Ok(ev) => ev,
             Err(e) => {
-                if e.paths.iter().any(|p| *p == rules.root) {
+                if e.paths.contains(&rules.root) {
                     // The watch folder itself: deleted, renamed away, unmounted.
                     self.root_check[watch] = true;
                 }
@@ -207,7 +207,7 @@ impl Driver {
             tracing::info!(folder = %rules.root.display(), "the OS reported lost events; rescanning");
             self.rescan_pending[watch] = true;
         }
-        if ev.paths.iter().any(|p| *p == rules.root) {
+        if ev.paths.contains(&rules.root) {
             // inotify's DELETE_SELF and MOVE_SELF arrive on the folder's own path.
             self.root_check[watch] = true;
         }
