@@ -1,9 +1,9 @@
 //! The real `run` binary when reads in a watch folder fail or the folder is
 //! renamed away: no descriptor left (its file limit lowered from outside
-//! with `prlimit`) is a read error shown in `status` and the journal, not
-//! an empty export, and the export uploads soon after descriptors come
-//! back, long before the 10-minute rescan; a watch folder renamed away is
-//! reported missing within seconds.
+//! with `prlimit`) is a read error shown in `/healthz`, `status` and the
+//! journal, not an empty export, and the export uploads soon after
+//! descriptors come back, long before the 10-minute rescan; a watch folder
+//! renamed away is reported missing within seconds.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use spatialgen_sync::journal::prelude::*;
 use spatialgen_sync::journal::{GroupState, PauseReason};
 
-use crate::agent::{Agent, drop_folder, publish, row, wait_state};
+use crate::agent::{Agent, drop_folder, free_port, publish, row, wait_state};
 use crate::support::*;
 
 const KIB: usize = 1024;
@@ -60,13 +60,19 @@ async fn an_export_published_while_the_agent_has_no_descriptor_left_uploads_once
     }
     let w = World::new(64 * KIB as u64, "").await;
     let drop = drop_folder(&w, "drop");
-    w.write_config("", &slow_rescan_table(&drop));
+    let port = free_port();
+    w.write_config("", &format!("{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n", slow_rescan_table(&drop)));
     let journal = w.journal();
     let agent = Agent::start(&w);
     agent.wait_log("agent started", 1, Duration::from_secs(20)).await;
     // The startup scan is over and the agent is idle.
     publish(&w, &drop, "before", &[("v.mov", 2 * KIB)]);
     wait_state(&journal, &drop.join("before"), GroupState::Completed, Duration::from_secs(30)).await;
+    // A connection opened now is kept: the agent cannot accept a new one
+    // while it has no descriptor left.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    assert_eq!(http.get(&healthz).send().await.unwrap().status(), 200);
 
     let pid = agent.pid();
     let soft = soft_nofile(pid);
@@ -89,6 +95,11 @@ async fn an_export_published_while_the_agent_has_no_descriptor_left_uploads_once
         assert!(r.as_ref().is_some_and(|r| r.state == GroupState::Waiting), "{r:?}\n{}", agent.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let health = http.get(&healthz).send().await.expect("asked on the kept connection");
+    assert_eq!(health.status(), 503);
+    let text = health.text().await.unwrap();
+    assert!(text.contains(&format!("watch folder {} cannot be read", drop.display())), "{text}");
+    assert!(text.contains("Too many open files"), "{text}");
     // `status` (another process, with descriptors of its own) shows it.
     let cfg = w.config_path.to_str().unwrap().to_string();
     let status = w.run(KEY, &["status", "--config", &cfg]).await;
@@ -105,6 +116,7 @@ async fn an_export_published_while_the_agent_has_no_descriptor_left_uploads_once
     assert!(relieved.elapsed() < Duration::from_secs(30), "long before the 10-minute rescan");
     wait_for(Duration::from_secs(10), "the read error cleared", || journal.pause(&unreadable).ok().flatten().is_none())
         .await;
+    assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
     let out = agent.stop().await;
     assert_eq!(out.matches("cannot read in the watch folder").count(), 1, "warned once:\n{out}");
     assert_eq!(out.matches("the watch folder reads again").count(), 1, "cleared once:\n{out}");
