@@ -18,6 +18,8 @@ use super::{Journal, JournalError, format_ms, now_ms};
 
 /// Prefix of a [`PauseReason::WatchMissing`] row's key.
 const WATCH_PREFIX: &str = "watch:";
+/// Prefix of a [`PauseReason::WatchUnreadable`] row's key.
+const UNREADABLE_PREFIX: &str = "unreadable:";
 
 /// Why uploads (or one watch folder) are held.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,6 +29,11 @@ pub enum PauseReason {
     /// The watch folder is missing (an unmounted share, a deleted folder):
     /// nothing in it is enqueued, canceled or forgotten until it is back.
     WatchMissing(PathBuf),
+    /// Reads in the watch folder fail (no descriptors left, EIO, EACCES):
+    /// its exports keep their state and the folder is read again with
+    /// backoff. A fault, but it holds no upload: groups already queued
+    /// read their files themselves.
+    WatchUnreadable(PathBuf),
     /// An operator paused the queue (`pause`, or the console): nothing new
     /// starts until `resume`; parts in flight finish. Kept across restarts.
     Operator,
@@ -37,6 +44,7 @@ impl PauseReason {
         match self {
             PauseReason::Auth => "auth".to_string(),
             PauseReason::WatchMissing(p) => format!("{WATCH_PREFIX}{}", p.display()),
+            PauseReason::WatchUnreadable(p) => format!("{UNREADABLE_PREFIX}{}", p.display()),
             PauseReason::Operator => "operator".to_string(),
         }
     }
@@ -45,7 +53,10 @@ impl PauseReason {
         match key {
             "auth" => Some(PauseReason::Auth),
             "operator" => Some(PauseReason::Operator),
-            k => k.strip_prefix(WATCH_PREFIX).map(|p| PauseReason::WatchMissing(PathBuf::from(p))),
+            k => k
+                .strip_prefix(WATCH_PREFIX)
+                .map(|p| PauseReason::WatchMissing(PathBuf::from(p)))
+                .or_else(|| k.strip_prefix(UNREADABLE_PREFIX).map(|p| PauseReason::WatchUnreadable(PathBuf::from(p)))),
         }
     }
 
@@ -56,14 +67,17 @@ impl PauseReason {
             PauseReason::Auth => "auth".to_string(),
             PauseReason::Operator => "operator".to_string(),
             PauseReason::WatchMissing(_) => format!("{WATCH_PREFIX}%"),
+            PauseReason::WatchUnreadable(_) => format!("{UNREADABLE_PREFIX}%"),
         }
     }
 
-    /// The short word metrics use as a label (`auth`, `watch_missing`).
+    /// The short word metrics use as a label (`auth`, `watch_missing`,
+    /// `watch_unreadable`).
     pub fn label(&self) -> &'static str {
         match self {
             PauseReason::Auth => crate::model::PauseKind::Auth.as_str(),
             PauseReason::WatchMissing(_) => "watch_missing",
+            PauseReason::WatchUnreadable(_) => "watch_unreadable",
             PauseReason::Operator => crate::model::PauseKind::Operator.as_str(),
         }
     }
@@ -99,6 +113,11 @@ impl Pause {
                 "watch folder {} is missing since {since} (unmounted or deleted?); its exports wait for it{detail}",
                 p.display()
             ),
+            PauseReason::WatchUnreadable(p) => format!(
+                "watch folder {} cannot be read since {since}; its exports keep their state and it is read again \
+                 with backoff{detail}",
+                p.display()
+            ),
             PauseReason::Operator => format!("paused by operator since {since}{detail}"),
         }
     }
@@ -108,6 +127,7 @@ impl Pause {
         match &self.reason {
             PauseReason::Auth | PauseReason::Operator => true,
             PauseReason::WatchMissing(p) => watch_path == Some(p.as_path()),
+            PauseReason::WatchUnreadable(_) => false,
         }
     }
 }
@@ -249,5 +269,28 @@ mod tests {
         j.clear_pauses_like(&PauseReason::WatchMissing(PathBuf::new())).unwrap();
         let left: Vec<_> = j.pauses().unwrap().into_iter().map(|p| p.reason).collect();
         assert_eq!(left, vec![PauseReason::Auth]);
+    }
+
+    #[test]
+    fn an_unreadable_watch_folder_is_a_fault_that_holds_no_group_and_keeps_its_own_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+        let root = PathBuf::from("/mnt/share/exports");
+        let unreadable = PauseReason::WatchUnreadable(root.clone());
+        let detail = "/mnt/share/exports/shot1: cannot read: Too many open files (os error 24)";
+        j.set_pause(&unreadable, Some(detail), None).unwrap();
+        j.set_pause(&PauseReason::WatchMissing(root.clone()), None, None).unwrap();
+        let p = j.pause(&unreadable).unwrap().expect("recorded");
+        assert_eq!(p.reason, unreadable, "read back as the same kind, not as a missing folder");
+        assert!(p.reason.is_fault());
+        assert_eq!(p.reason.label(), "watch_unreadable");
+        assert!(!p.holds(Some(&root)) && !p.holds(None), "uploads go on");
+        let text = p.describe();
+        assert!(text.contains("watch folder /mnt/share/exports cannot be read") && text.contains(detail), "{text}");
+        j.clear_pauses_like(&PauseReason::WatchMissing(PathBuf::new())).unwrap();
+        let left: Vec<_> = j.pauses().unwrap().into_iter().map(|p| p.reason).collect();
+        assert_eq!(left, vec![unreadable.clone()]);
+        assert!(j.clear_pause(&unreadable).unwrap());
+        assert!(j.pauses().unwrap().is_empty());
     }
 }

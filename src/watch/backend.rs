@@ -66,6 +66,8 @@ pub struct WatchStats {
     pub fallbacks: AtomicU64,
     /// Watch folders missing now (unmounted, deleted).
     pub missing: AtomicU64,
+    /// Watch folders with a read error now (EMFILE, EIO, ...), retried with backoff.
+    pub unreadable: AtomicU64,
     /// Times a watch was started again on a folder that came back or was replaced.
     pub rewatched: AtomicU64,
 }

@@ -40,6 +40,12 @@ pub(crate) enum Job {
         watch: usize,
         missing: Option<String>,
     },
+    /// Reads in watch folder `watch` began to fail (with the path and the
+    /// OS error) or work again.
+    Unreadable {
+        watch: usize,
+        error: Option<String>,
+    },
 }
 
 /// What a hand-off asks of the settler.
@@ -134,6 +140,12 @@ fn run(handoff: &mut dyn Handoff, rules: &[WatchRules], job: Job) -> Option<Retu
         Job::Folder { watch, missing } => {
             if let Some(r) = rules.get(watch) {
                 handoff.watch_folder(r, missing.as_deref());
+            }
+            None
+        }
+        Job::Unreadable { watch, error } => {
+            if let Some(r) = rules.get(watch) {
+                handoff.watch_unreadable(r, error.as_deref());
             }
             None
         }

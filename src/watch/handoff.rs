@@ -39,6 +39,12 @@ pub trait Handoff: Send {
     /// meanwhile; the default does nothing.
     fn watch_folder(&mut self, _rules: &WatchRules, _missing: Option<&str>) {}
 
+    /// Reads in the watch folder began to fail (`Some` with the path and
+    /// the OS error: EMFILE, EIO, EACCES, ...) or work again (`None`). Its
+    /// exports keep their state meanwhile and are read again with backoff;
+    /// the default does nothing.
+    fn watch_unreadable(&mut self, _rules: &WatchRules, _error: Option<&str>) {}
+
     /// A rescan of the watch folder found exactly the exports `present`.
     /// The default does nothing.
     fn scanned(&mut self, _rules: &WatchRules, _present: &HashSet<PathBuf>) {}
@@ -267,6 +273,19 @@ impl Handoff for JournalHandoff {
         };
         if let Err(e) = r {
             tracing::warn!(folder = %rules.root.display(), error = %e, "cannot record the watch folder's state");
+        }
+    }
+
+    /// Recorded like a missing folder: a fault row that `/healthz`,
+    /// metrics and `status` show; it holds no upload.
+    fn watch_unreadable(&mut self, rules: &WatchRules, error: Option<&str>) {
+        let reason = PauseReason::WatchUnreadable(rules.root.clone());
+        let r = match error {
+            Some(error) => self.journal.set_pause(&reason, Some(error), None),
+            None => self.journal.clear_pause(&reason).map(drop),
+        };
+        if let Err(e) = r {
+            tracing::warn!(folder = %rules.root.display(), error = %e, "cannot record the watch folder's read error");
         }
     }
 }

@@ -24,6 +24,13 @@
 //! - Never miss an export: the startup scan finds what arrived while the
 //!   agent was stopped; a periodic rescan and a rescan on lost or dropped
 //!   events find what notify did not report.
+//! - A read error is never "empty" or "gone": an export or folder that
+//!   cannot be read (EMFILE, ENFILE, EIO, EACCES: anything but "not
+//!   there") keeps its state and is read again with backoff (1 s doubling
+//!   to 60 s) until it reads; the fault is logged when it begins and ends
+//!   and recorded for `/healthz` ([`crate::journal::PauseReason::WatchUnreadable`]).
+//! - A watch folder deleted or renamed away is reported missing as soon as
+//!   an event on its own path arrives, not at the next rescan.
 //! - The notify callback never blocks, and the watcher never follows
 //!   symlinks unless the folder says so.
 //! - Idle costs nothing but the periodic rescan: timers run only while an
@@ -63,6 +70,16 @@ pub enum WatchError {
     /// A watch folder or export could not be read.
     #[error("{}: {source}", path.display())]
     Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Something inside a watch folder is there but could not be read: no
+    /// descriptors left (EMFILE, ENFILE), an I/O error (EIO), a permission
+    /// (EACCES). Never taken for an empty export or one that is gone: the
+    /// export keeps its state and is read again with backoff.
+    #[error("{}: cannot read: {source}", path.display())]
+    Unreadable {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -201,6 +218,8 @@ pub fn start(
         missing: vec![false; rules.len()],
         force_poll: opts.force_poll,
         mounted: rules.iter().map(|r| scan::root_present(r).is_ok() && scan::is_mount_point(r)).collect(),
+        root_check: vec![false; rules.len()],
+        faults: rules.iter().map(|_| driver::ReadFault::default()).collect(),
         settler: Settler::new(rules.iter().map(|r| r.policy).collect()),
         next_rescan: rules.iter().map(|r| now + r.rescan).collect(),
         rescan_pending: vec![false; rules.len()],

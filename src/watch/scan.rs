@@ -148,45 +148,108 @@ impl WatchRules {
     }
 
     /// Does `key` (from [`WatchRules::route`]) name an export that exists?
-    /// Used for keys the settler does not know yet.
-    pub fn exists(&self, key: &Path) -> bool {
+    /// Used for keys the settler does not know yet. `Err`
+    /// ([`WatchError::Unreadable`]) when the answer could not be read: then
+    /// the export may well exist, and the caller must look again later.
+    pub fn exists(&self, key: &Path) -> Result<bool, WatchError> {
         match self.mode {
-            WatchMode::Folders => self.export_dir_meta(key).is_some(),
+            WatchMode::Folders => Ok(self.export_dir_meta(key)?.is_some()),
             WatchMode::Flat => {
-                let Some(stem) = key.file_name().and_then(|s| s.to_str()) else { return false };
-                let Ok(rd) = fs::read_dir(&self.root) else { return false };
-                rd.flatten().any(|e| {
+                let Some(stem) = key.file_name().and_then(|s| s.to_str()) else { return Ok(false) };
+                let rd = match fs::read_dir(&self.root) {
+                    Ok(rd) => rd,
+                    Err(e) if is_absent(&e) => return Ok(false),
+                    Err(e) => return Err(unreadable(&self.root, e)),
+                };
+                for e in rd {
+                    let e = e.map_err(|e| unreadable(&self.root, e))?;
                     let path = e.path();
-                    e.file_name().to_str().is_some_and(|n| {
-                        self.flat_stem(n, path.is_dir()).as_deref() == Some(stem) && self.flat_candidate(&path)
-                    })
-                })
+                    let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+                    let is_dir = e.file_type().map_err(|e| unreadable(&path, e))?.is_dir();
+                    if self.flat_stem(&name, is_dir).as_deref() == Some(stem) && self.flat_candidate(&path)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
             }
         }
     }
 
-    fn export_dir_meta(&self, dir: &Path) -> Option<Metadata> {
-        let meta = fs::symlink_metadata(dir).ok()?;
+    /// The export folder's metadata; `None`: not there, or not an export
+    /// folder (a file, a symlink not followed, a dangling one).
+    fn export_dir_meta(&self, dir: &Path) -> Result<Option<Metadata>, WatchError> {
+        let meta = match fs::symlink_metadata(dir) {
+            Ok(m) => m,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(unreadable(dir, e)),
+        };
         let meta = if meta.file_type().is_symlink() {
             if !self.follow_symlinks {
-                return None;
+                return Ok(None);
             }
-            fs::metadata(dir).ok()?
+            match fs::metadata(dir) {
+                Ok(m) => m,
+                Err(e) if is_absent(&e) => return Ok(None),
+                Err(e) => return Err(unreadable(dir, e)),
+            }
         } else {
             meta
         };
-        meta.is_dir().then_some(meta)
+        Ok(meta.is_dir().then_some(meta))
     }
 
     /// A plain file or bundle directory (or, when followed, a symlink to
     /// one) directly in a flat drop folder.
-    fn flat_candidate(&self, path: &Path) -> bool {
+    fn flat_candidate(&self, path: &Path) -> Result<bool, WatchError> {
         match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_symlink() => self.follow_symlinks,
-            Ok(m) => m.is_file() || m.is_dir(),
-            Err(_) => false,
+            Ok(m) if m.file_type().is_symlink() => Ok(self.follow_symlinks),
+            Ok(m) => Ok(m.is_file() || m.is_dir()),
+            Err(e) if is_absent(&e) => Ok(false),
+            Err(e) => Err(unreadable(path, e)),
         }
     }
+}
+
+/// Does this error say the thing is not there (rather than that it could
+/// not be read)? `NotFound`, and `NotADirectory` (a component of the path
+/// is a file now). Everything else (EMFILE, ENFILE, EIO, EACCES, ...) is a
+/// read error: it says nothing about what is there.
+pub fn is_absent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
+/// Is this error one that passes by itself (no descriptors or memory left,
+/// an interrupted or timed-out read, an I/O error of a share)? A file that
+/// does not open for such a reason is not a verdict on the file: the
+/// export is looked at again later instead of being rejected.
+pub fn is_transient(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return matches!(
+            code,
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ENOBUFS
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::EIO
+                | libc::ETIMEDOUT
+                | libc::ESTALE
+        );
+    }
+    matches!(
+        e.kind(),
+        io::ErrorKind::OutOfMemory
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::StaleNetworkFileHandle
+    )
+}
+
+fn unreadable(path: &Path, source: io::Error) -> WatchError {
+    WatchError::Unreadable { path: path.to_owned(), source }
 }
 
 /// What looking at one export found, with what the readability check needs.
@@ -195,16 +258,12 @@ pub struct ExportLook {
     pub look: Look,
     /// Every file of the export, absolute (temporary ones and the marker excluded).
     pub files: Vec<PathBuf>,
-    /// A file or folder that could not be read while walking.
-    pub error: Option<(PathBuf, io::Error)>,
 }
 
 impl ExportLook {
-    /// Does every file open for reading? The first failure, with the OS error.
+    /// Does every file open for reading? The first failure, with the OS
+    /// error ([`is_transient`] tells a verdict from a passing failure).
     pub fn check_readable(&self) -> Result<(), (PathBuf, io::Error)> {
-        if let Some((p, e)) = &self.error {
-            return Err((p.clone(), io::Error::new(e.kind(), e.to_string())));
-        }
         for f in &self.files {
             open_for_reading(f).map_err(|e| (f.clone(), e))?;
         }
@@ -243,11 +302,16 @@ impl Acc {
         self.files += 1;
     }
 
-    fn finish(self) -> (Look, Vec<PathBuf>, Option<(PathBuf, io::Error)>) {
+    /// The look, the files, or the first read error met while walking (a
+    /// walk that could not read everything says nothing about the export).
+    fn finish(self) -> Result<(Look, Vec<PathBuf>), WatchError> {
+        if let Some((path, source)) = self.error {
+            return Err(WatchError::Unreadable { path, source });
+        }
         let mut h = DefaultHasher::new();
         (self.digest, self.files).hash(&mut h);
         let look = Look { digest: h.finish(), files: self.files, temporary: self.temporary, marker: self.marker };
-        (look, self.paths.unwrap_or_default(), self.error)
+        Ok((look, self.paths.unwrap_or_default()))
     }
 }
 
@@ -309,13 +373,15 @@ pub fn is_mount_point(_rules: &WatchRules) -> bool {
 }
 
 /// Look at one export now. `Ok(None)`: it is gone (or no longer an export).
-/// `Err` when the watch folder itself is missing: then nothing is known
-/// about its exports, and none may be taken for gone.
+/// `Err` when the watch folder itself is missing ([`WatchError::Io`]), or
+/// when something in the way could not be read ([`WatchError::Unreadable`]:
+/// EMFILE, EIO, EACCES, ...): then nothing is known about the export, and
+/// it may be taken neither for empty nor for gone.
 pub fn look_export(rules: &WatchRules, key: &Path) -> Result<Option<ExportLook>, WatchError> {
     root_present(rules)?;
     let acc = match rules.mode {
         WatchMode::Folders => {
-            if rules.export_dir_meta(key).is_none() {
+            if rules.export_dir_meta(key)?.is_none() {
                 return Ok(None);
             }
             let mut acc = Acc { paths: Some(Vec::new()), ..Acc::default() };
@@ -328,24 +394,25 @@ pub fn look_export(rules: &WatchRules, key: &Path) -> Result<Option<ExportLook>,
             let rd = match fs::read_dir(&rules.root) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(WatchError::Io { path: rules.root.clone(), source: e }),
+                Err(e) => return Err(unreadable(&rules.root, e)),
             };
-            for e in rd.flatten() {
+            for e in rd {
+                let e = e.map_err(|e| unreadable(&rules.root, e))?;
                 let name = e.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                let is_dir = e.file_type().map_err(|err| unreadable(&e.path(), err))?.is_dir();
                 if rules.flat_stem(name, is_dir).as_deref() == Some(stem) {
                     flat_file(rules, &e.path(), name, &mut acc);
                 }
             }
-            if acc.files == 0 {
+            if acc.files == 0 && acc.error.is_none() {
                 return Ok(None);
             }
             acc
         }
     };
-    let (look, files, error) = acc.finish();
-    Ok(Some(ExportLook { look, files, error }))
+    let (look, files) = acc.finish()?;
+    Ok(Some(ExportLook { look, files }))
 }
 
 fn flat_file(rules: &WatchRules, path: &Path, name: &str, acc: &mut Acc) {
@@ -364,7 +431,7 @@ fn flat_file(rules: &WatchRules, path: &Path, name: &str, acc: &mut Acc) {
 fn file_meta(rules: &WatchRules, path: &Path, acc: &mut Acc) -> Option<Metadata> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) if is_absent(&e) => return None,
         Err(e) => {
             acc.error.get_or_insert((path.to_owned(), e));
             return None;
@@ -415,7 +482,8 @@ fn note_file(rules: &WatchRules, path: &Path, rel: &str, meta: &Metadata, acc: &
 fn walk(rules: &WatchRules, dir: &Path, rel: &str, depth: usize, acc: &mut Acc) {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        // Gone (or replaced by a file) since its entry was read: nothing to see.
+        Err(e) if is_absent(&e) => return,
         Err(e) => {
             acc.error.get_or_insert((dir.to_owned(), e));
             return;
@@ -458,45 +526,80 @@ pub struct Scan {
     pub exports: HashMap<PathBuf, u64>,
     /// Files seen in all exports.
     pub files: usize,
+    /// Exports that are there but could not be read in full (by key), with
+    /// the first file or folder that failed and the OS error. They are in
+    /// neither `exports` nor "gone": nothing is known about them.
+    pub unreadable: HashMap<PathBuf, (PathBuf, io::Error)>,
 }
 
 /// Walk a whole watch folder. A missing watch folder is an error (not "every
 /// export vanished"): an unmounted share must not make the agent forget.
+/// A watch folder whose listing cannot be read (EMFILE, EIO, ...) is an
+/// error too ([`WatchError::Unreadable`]), never an empty folder.
 pub fn scan(rules: &WatchRules) -> Result<Scan, WatchError> {
-    let rd = fs::read_dir(&rules.root).map_err(|e| WatchError::Io { path: rules.root.clone(), source: e })?;
+    let rd = fs::read_dir(&rules.root).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            WatchError::Io { path: rules.root.clone(), source: e }
+        } else {
+            unreadable(&rules.root, e)
+        }
+    })?;
     let mut out = Scan::default();
     match rules.mode {
         WatchMode::Folders => {
-            for e in rd.flatten() {
-                let path = e.path();
+            for e in rd {
+                let path = e.map_err(|e| unreadable(&rules.root, e))?.path();
                 let Some(key) = rules.route(&path) else { continue };
-                if rules.export_dir_meta(&key).is_none() {
-                    continue;
+                match rules.export_dir_meta(&key) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => continue,
+                    Err(WatchError::Unreadable { path, source }) => {
+                        out.unreadable.insert(key, (path, source));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
                 let mut acc = Acc::default();
                 walk(rules, &key, "", 0, &mut acc);
                 let files = acc.files;
-                let (look, _, _) = acc.finish();
-                out.files += files;
-                out.exports.insert(key, look.digest);
+                match acc.finish() {
+                    Ok((look, _)) => {
+                        out.files += files;
+                        out.exports.insert(key, look.digest);
+                    }
+                    Err(WatchError::Unreadable { path, source }) => {
+                        out.unreadable.insert(key, (path, source));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         WatchMode::Flat => {
             let mut by_stem: HashMap<PathBuf, Acc> = HashMap::new();
-            for e in rd.flatten() {
+            for e in rd {
+                let e = e.map_err(|e| unreadable(&rules.root, e))?;
                 let name = e.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                let is_dir = e.file_type().map_err(|err| unreadable(&e.path(), err))?.is_dir();
                 let Some(stem) = rules.flat_stem(name, is_dir) else { continue };
                 let acc = by_stem.entry(rules.root.join(stem)).or_default();
                 flat_file(rules, &e.path(), name, acc);
             }
             for (key, acc) in by_stem {
-                if acc.files == 0 {
+                if acc.files == 0 && acc.error.is_none() {
                     continue;
                 }
-                out.files += acc.files;
-                out.exports.insert(key, acc.finish().0.digest);
+                let files = acc.files;
+                match acc.finish() {
+                    Ok((look, _)) => {
+                        out.files += files;
+                        out.exports.insert(key, look.digest);
+                    }
+                    Err(WatchError::Unreadable { path, source }) => {
+                        out.unreadable.insert(key, (path, source));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }

@@ -107,5 +107,73 @@ fn scan_digests_match_looks_in_both_modes() {
     let l = look_export(&r, &clip).expect("look").expect("exists");
     assert_eq!(l.look.files, 3);
     assert_eq!(s.exports[&clip], l.look.digest);
-    assert!(r.exists(&clip) && !r.exists(&flat.path().join("nothing")));
+    assert!(r.exists(&clip).expect("reads") && !r.exists(&flat.path().join("nothing")).expect("reads"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_folder_that_cannot_be_read_is_an_error_never_an_empty_or_missing_export() {
+    use crate::watch::tests::{Starved, siege_child};
+    if !siege_child("watch::scan::tests::a_folder_that_cannot_be_read_is_an_error_never_an_empty_or_missing_export") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for s in ["a", "b"] {
+        fs::create_dir(dir.path().join(s)).expect("mkdir");
+        fs::write(dir.path().join(s).join("v.mov"), s).expect("write");
+    }
+    let r = rules(dir.path(), WatchMode::Folders);
+    let flat = rules(dir.path(), WatchMode::Flat);
+    let a = dir.path().join("a");
+    let emfile = |e: &WatchError, at: &Path| match e {
+        WatchError::Unreadable { path, source } => path == at && source.raw_os_error() == Some(libc::EMFILE),
+        _ => false,
+    };
+    {
+        let _starved = Starved::now(0);
+        let e = scan(&r).expect_err("the watch folder does not list");
+        assert!(emfile(&e, dir.path()), "{e}");
+        let e = look_export(&r, &a).expect_err("the export does not list");
+        assert!(emfile(&e, &a), "{e}");
+        assert!(r.exists(&a).expect("a stat takes no descriptor"));
+        let e = flat.exists(&dir.path().join("clip")).expect_err("the drop folder does not list");
+        assert!(emfile(&e, dir.path()), "{e}");
+        let e = look_export(&flat, &dir.path().join("clip")).expect_err("the drop folder does not list");
+        assert!(emfile(&e, dir.path()), "{e}");
+    }
+    {
+        // One descriptor: the watch folder lists, its exports do not.
+        let _starved = Starved::now(1);
+        let s = scan(&r).expect("the watch folder lists");
+        assert!(s.exports.is_empty(), "{:?}", s.exports);
+        let mut keys: Vec<&PathBuf> = s.unreadable.keys().collect();
+        keys.sort();
+        assert_eq!(keys, [&a, &dir.path().join("b")]);
+        for (key, (path, e)) in &s.unreadable {
+            assert_eq!(path, key);
+            assert_eq!(e.raw_os_error(), Some(libc::EMFILE));
+        }
+    }
+    let s = scan(&r).expect("scan");
+    assert_eq!(s.exports.len(), 2);
+    assert!(s.unreadable.is_empty());
+    println!("siege-child-ok");
+}
+
+#[test]
+fn errors_that_say_nothing_is_there_differ_from_read_errors() {
+    assert!(is_absent(&io::Error::from(io::ErrorKind::NotFound)));
+    assert!(is_absent(&io::Error::from(io::ErrorKind::NotADirectory)));
+    assert!(!is_absent(&io::Error::from(io::ErrorKind::PermissionDenied)));
+    #[cfg(unix)]
+    {
+        for code in [libc::EMFILE, libc::ENFILE, libc::EIO, libc::ENOMEM] {
+            let e = io::Error::from_raw_os_error(code);
+            assert!(!is_absent(&e) && is_transient(&e), "{e}");
+        }
+        // A file the OS refuses, or a dangling link, is a verdict on the file.
+        for code in [libc::EACCES, libc::ENOENT, libc::ELOOP] {
+            assert!(!is_transient(&io::Error::from_raw_os_error(code)), "{code}");
+        }
+    }
 }

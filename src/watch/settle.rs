@@ -245,6 +245,31 @@ impl Settler {
         }
     }
 
+    /// A look at `key` could not be made (a read error: no descriptors
+    /// left, EIO, ...), or a just-settled `key` had a file that did not open
+    /// for such a passing reason: nothing is concluded, and the key is
+    /// looked at again at `at`. A settling key keeps its baseline and its
+    /// last event; a held one stays held; a just-settled one settles again
+    /// once a look at `at` or later sees it unchanged.
+    pub fn retry(&mut self, key: &Path, now: Instant, at: Instant) {
+        let Some(entry) = self.entries.get_mut(key) else { return };
+        match &mut entry.phase {
+            Phase::Settling { look_at, .. } => *look_at = Some(at),
+            Phase::Held { look_at, .. } => *look_at = at,
+            Phase::Done { digest, held_since: Some(since) } => {
+                entry.phase = Phase::Held { digest: *digest, since: *since, look_at: at };
+            }
+            Phase::Done { digest, held_since: None } => {
+                entry.phase = Phase::Settling {
+                    last_event: now,
+                    baseline: Some((now, *digest)),
+                    seen: Some(*digest),
+                    look_at: Some(at),
+                };
+            }
+        }
+    }
+
     /// The hand-off found a container in the just-settled `key` still being
     /// written: keep it, and look at it again at `look_at`. A key held
     /// before and unchanged since keeps the moment it was first held.
@@ -611,6 +636,42 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         let (out, _) = s.rescan(0, &[(key(), 5)].into(), now);
         assert_eq!(out, vec![Settle::Changed { key: key(), watch_index: 0 }]);
+    }
+
+    #[test]
+    fn a_failed_look_concludes_nothing_and_is_made_again_when_asked() {
+        let clock = ManualClock::new();
+        let mut s = settler(false);
+        let t0 = clock.now();
+        s.observe(&key(), 0, t0);
+        // The first look fails (no descriptors): no verdict, looked at again at the retry.
+        let first = s.due(t0 + Duration::from_secs(1));
+        assert_eq!(first, vec![(key(), 0)]);
+        let retry_at = t0 + Duration::from_secs(1) + Duration::from_secs(2);
+        s.retry(&key(), t0 + Duration::from_secs(1), retry_at);
+        assert_eq!(s.next_deadline(), Some(retry_at));
+        assert!(s.tracks(&key()) && s.settling() == 1, "still settling, not empty nor gone");
+        clock.advance(Duration::from_secs(3));
+        let out = run_until(&mut s, &clock, t0 + Duration::from_secs(600), &|_| Some(look(1)));
+        assert!(matches!(out.as_slice(), [(_, Settle::Settled { held_for: None, .. })]), "{out:?}");
+        // Settled, but a file did not open for a passing reason: settles again, unchanged.
+        let now = clock.now();
+        s.retry(&key(), now, now + Duration::from_secs(1));
+        let out = run_until(&mut s, &clock, now + Duration::from_secs(600), &|_| Some(look(1)));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].0 >= now + SETTLE, "quiet for the settle period first");
+        assert!(matches!(out[0].1, Settle::Settled { .. }), "{out:?}");
+        // A held export that is retried stays held, with its start.
+        let now = clock.now();
+        s.hold(&key(), now, now + SETTLE);
+        let later = now + SETTLE;
+        clock.advance(SETTLE);
+        s.retry(&key(), later, later + Duration::from_secs(4));
+        let out = run_until(&mut s, &clock, later + Duration::from_secs(4), &|_| Some(look(1)));
+        assert!(
+            matches!(out.as_slice(), [(_, Settle::Settled { held_for: Some(d), .. })] if *d == SETTLE + Duration::from_secs(4)),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -496,6 +496,10 @@ impl Handoff for Tee {
     fn scanned(&mut self, rules: &WatchRules, present: &std::collections::HashSet<PathBuf>) {
         self.journal.scanned(rules, present);
     }
+
+    fn watch_unreadable(&mut self, rules: &WatchRules, error: Option<&str>) {
+        self.journal.watch_unreadable(rules, error);
+    }
 }
 
 #[test]
@@ -812,4 +816,174 @@ fn a_watch_folder_behind_a_symlink_sees_new_exports_by_events() {
     write_file(&real.join("late/v.mov"), 10);
     run.wait_all_settled(&[link.join("late")]);
     run.stop();
+}
+
+#[test]
+fn a_watch_folder_renamed_away_is_reported_missing_at_once_and_back_when_it_returns() {
+    use crate::journal::PauseReason;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("share");
+    fs::create_dir(&root).expect("mkdir");
+    let w = watch(&root);
+    assert!(w.rescan.0 >= Duration::from_secs(600), "the periodic rescan is far off");
+    let jr = JournalRun::start(std::slice::from_ref(&w), &dir.path().join("j.sqlite3"));
+    write_file(&root.join("shot1/shot1.mov"), 100);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+
+    let aside = dir.path().join("share.old");
+    fs::rename(&root, &aside).expect("rename the watch folder away");
+    let renamed = Instant::now();
+    let missing = PauseReason::WatchMissing(root.clone());
+    eventually("the missing folder in the journal", || jr.journal.pause(&missing).expect("read").is_some());
+    assert!(renamed.elapsed() < Duration::from_secs(5), "reported after {:?}", renamed.elapsed());
+    assert_eq!(WatchStats::get(&jr.run.stats().missing), 1);
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Waiting)], "its exports keep their state");
+
+    // Renamed back: the watch on the folder sees that too.
+    fs::rename(&aside, &root).expect("rename it back");
+    let back = Instant::now();
+    eventually("the note cleared", || jr.journal.pause(&missing).expect("read").is_none());
+    assert!(back.elapsed() < Duration::from_secs(5), "cleared after {:?}", back.elapsed());
+    let (_, outcome) = jr.outcome_for(&root.join("shot1"));
+    assert!(matches!(outcome, Enqueued::Queued(_)), "{outcome:?}");
+    jr.run.stop();
+}
+
+// ---- read errors for real: a descriptor limit in a child process -------------------
+
+const SIEGE_CHILD: &str = "SPATIALGEN_WATCH_SIEGE_CHILD";
+
+/// `true` in the child, which then runs the test's body. In the parent,
+/// runs test `name` (its full path) again as a child process of its own
+/// with one test thread, where it may lower its own descriptor limit
+/// without touching the tests running beside it here, and asserts that the
+/// child passed; then `false`.
+pub(crate) fn siege_child(name: &str) -> bool {
+    if std::env::var_os(SIEGE_CHILD).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(SIEGE_CHILD, "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name}: {}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("siege-child-ok"), "{name} did not run: {stdout}\n{stderr}");
+    false
+}
+
+/// This process's descriptor limit lowered to what is open now plus
+/// `spare`: past those, every open fails with EMFILE. Restored on drop.
+/// Only in a child of [`siege_child`].
+#[cfg(target_os = "linux")]
+pub(crate) struct Starved(libc::rlimit);
+
+#[cfg(target_os = "linux")]
+impl Starved {
+    pub(crate) fn now(spare: u64) -> Starved {
+        use std::os::fd::AsRawFd;
+        assert!(std::env::var_os(SIEGE_CHILD).is_some(), "only in a child process of its own");
+        let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct passed.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+        // Descriptors are handed out lowest first: with the limit at the
+        // lowest free one, nothing more opens.
+        let lowest = fs::File::open("/dev/null").expect("a descriptor is free").as_raw_fd() as u64;
+        let starved = libc::rlimit { rlim_cur: lowest + spare, rlim_max: old.rlim_max };
+        // SAFETY: setrlimit reads the struct passed.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &starved) }, 0);
+        Starved(old)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Starved {
+    fn drop(&mut self) {
+        // SAFETY: setrlimit reads the struct passed.
+        let restored = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.0) };
+        assert_eq!(restored, 0, "the descriptor limit is restored");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_export_that_arrives_while_no_descriptor_is_left_keeps_waiting_and_is_queued_once_reads_work() {
+    use crate::journal::PauseReason;
+    if !siege_child(
+        "watch::tests::an_export_that_arrives_while_no_descriptor_is_left_keeps_waiting_and_is_queued_once_reads_work",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let w = watch(&root);
+    assert!(w.rescan.0 >= Duration::from_secs(600), "only a retry can find it in time");
+    let jr = JournalRun::start(&[w], &dir.path().join("j.sqlite3"));
+    startup_scan_begun(&jr.run);
+    let made = dir.path().join("made");
+    write_file(&made.join("shot1.mov"), 2000);
+    let exp = root.join("shot1");
+    let unreadable = PauseReason::WatchUnreadable(root.clone());
+
+    let starved = Starved::now(0);
+    // A rename takes no descriptor; looking inside the export does.
+    fs::rename(&made, &exp).expect("publish");
+    eventually("the read error in the journal", || jr.journal.pause(&unreadable).ok().flatten().is_some());
+    let note = jr.journal.pause(&unreadable).expect("read").expect("recorded");
+    let detail = note.detail.unwrap_or_default();
+    assert!(detail.contains("shot1") && detail.contains("Too many open files"), "{detail}");
+    assert_eq!(WatchStats::get(&jr.run.stats().unreadable), 1);
+    let seen = jr.run.collect_for(Duration::from_secs(3));
+    assert!(seen.iter().all(|s| matches!(s, Settle::Waiting { .. })), "only waiting while unreadable: {seen:?}");
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Waiting)], "neither empty nor rejected");
+    let looks = WatchStats::get(&jr.run.stats().looks);
+    assert!(looks <= 6, "looked {looks} times in about 3 s: backoff, not a hot loop");
+
+    drop(starved);
+    let (_, outcome) = jr.outcome_for(&exp);
+    assert!(matches!(outcome, Enqueued::Queued(_)), "{outcome:?}");
+    eventually("the read error cleared", || jr.journal.pause(&unreadable).ok().flatten().is_none());
+    assert_eq!(WatchStats::get(&jr.run.stats().unreadable), 0);
+    jr.run.stop();
+    println!("siege-child-ok");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_drop_folder_that_cannot_be_listed_is_scanned_again_with_backoff_not_at_the_next_rescan() {
+    if !siege_child(
+        "watch::tests::a_drop_folder_that_cannot_be_listed_is_scanned_again_with_backoff_not_at_the_next_rescan",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("drop");
+    fs::create_dir(&root).expect("mkdir");
+    let mut w = watch(&root);
+    // Flat mode: whether a stem exists is read from the folder's listing.
+    w.mode = WatchMode::Flat;
+    let run = Run::start(&[w]);
+    startup_scan_begun(&run);
+    let made = dir.path().join("clip.mov");
+    write_file(&made, 100);
+    let rescans = WatchStats::get(&run.stats().rescans);
+
+    let starved = Starved::now(0);
+    fs::rename(&made, root.join("clip.mov")).expect("publish");
+    eventually("the read error", || WatchStats::get(&run.stats().unreadable) == 1);
+    eventually("two retries", || WatchStats::get(&run.stats().rescans) >= rescans + 2);
+    let seen = run.collect_for(Duration::from_secs(2));
+    assert!(seen.is_empty(), "nothing is decided about what cannot be read: {seen:?}");
+    let tries = WatchStats::get(&run.stats().rescans) - rescans;
+    assert!(tries <= 4, "{tries} scans in about 5 s: backoff, not a hot loop");
+
+    drop(starved);
+    run.wait_for("the export found by a retry", settled(&root.join("clip")));
+    eventually("the read error cleared", || WatchStats::get(&run.stats().unreadable) == 0);
+    run.stop();
+    println!("siege-child-ok");
 }

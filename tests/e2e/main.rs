@@ -21,3 +21,4 @@ mod server;
 mod service;
 mod siege;
 mod siege_after;
+mod siege_watch;

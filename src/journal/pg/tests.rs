@@ -219,7 +219,12 @@ fn pauses_are_each_node_s_own() {
     a.set_pause(&PauseReason::Auth, Some("401"), None).unwrap();
     assert_eq!(a.pauses().unwrap().len(), 2);
     assert!(b.pauses().unwrap().is_empty(), "b's share is mounted and its key accepted");
+    let unreadable = PauseReason::WatchUnreadable("/mnt/a".into());
+    a.set_pause(&unreadable, Some("/mnt/a: cannot read: Too many open files (os error 24)"), None).unwrap();
     a.clear_pauses_like(&PauseReason::WatchMissing(PathBuf::new())).unwrap();
+    let left: Vec<_> = a.pauses().unwrap().iter().map(|p| p.reason.clone()).collect();
+    assert_eq!(left, vec![PauseReason::Auth, unreadable.clone()], "a read error is its own kind");
+    assert!(a.clear_pause(&unreadable).unwrap());
     assert_eq!(a.pauses().unwrap().iter().map(|p| p.reason.clone()).collect::<Vec<_>>(), vec![PauseReason::Auth]);
 }
 
