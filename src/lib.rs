@@ -39,5 +39,7 @@ pub mod ops;
 pub mod retry;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(test)]
+mod starved;
 pub mod upload;
 pub mod watch;

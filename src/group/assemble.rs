@@ -164,7 +164,7 @@ pub(super) fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'
     }
 
     // What the containers say decides the layout before their names do.
-    let probed = inspect::probe_files(&mut files, watch.media_check);
+    let probed = inspect::probe_files(&mut files, watch.media_check)?;
     let (layout, perspective) = layout::resolve(watch, &frame.sidecar, &files);
     let mut group = UploadGroup {
         name: frame.sidecar.video_name.clone().unwrap_or(frame.name),

@@ -45,6 +45,15 @@ pub enum GroupError {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be read for a reason that passes by itself (no
+    /// descriptors left, an I/O error of a share): not a verdict on the
+    /// export, which is looked at again later.
+    #[error("cannot read {} just now: {source}; it is looked at again", path.display())]
+    Busy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A FIFO, socket or device where a file is expected (inside a bundle).
     #[error("{}: {what}", path.display())]
     Special { path: PathBuf, what: &'static str },

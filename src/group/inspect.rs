@@ -16,7 +16,7 @@ use crate::config::MediaCheck;
 use crate::media::{self, MediaError, MediaFacts};
 use crate::model::{FileRole, Layout};
 
-use super::{GroupFile, UploadGroup, Violation};
+use super::{GroupError, GroupFile, UploadGroup, Violation};
 
 /// A container that is not a whole, readable file (`media-truncated`,
 /// `media-unreadable`).
@@ -50,8 +50,11 @@ pub(super) struct Probed {
     pub(super) findings: Vec<Violation>,
 }
 
-/// Probe every file `check` looks into, recording facts on the file.
-pub(super) fn probe_files(files: &mut [GroupFile], check: MediaCheck) -> Probed {
+/// Probe every file `check` looks into, recording facts on the file. A
+/// file that cannot be opened or read for a passing reason
+/// ([`super::open::is_transient`]: no descriptors left, say) is no finding:
+/// the whole group is [`GroupError::Busy`] and is built again later.
+pub(super) fn probe_files(files: &mut [GroupFile], check: MediaCheck) -> Result<Probed, GroupError> {
     let mut out = Probed::default();
     for f in files.iter_mut().filter(|f| is_probed(f, check)) {
         let finding = |rule: &'static str, message: String| Violation { rule, file: Some(f.rel_path.clone()), message };
@@ -60,12 +63,15 @@ pub(super) fn probe_files(files: &mut [GroupFile], check: MediaCheck) -> Probed 
             Err(e @ MediaError::Unfinished(_)) => out.unfinished.push(finding(TRUNCATED, e.to_string())),
             Err(e @ MediaError::Truncated(_)) => out.findings.push(finding(TRUNCATED, e.to_string())),
             Err(e @ MediaError::Unreadable(_)) => out.findings.push(finding(UNREADABLE, e.to_string())),
+            Err(MediaError::Io(e)) if super::open::is_transient(&e) => {
+                return Err(GroupError::Busy { path: f.source.clone(), source: e });
+            }
             Err(MediaError::Io(e)) => {
                 out.findings.push(finding("unreadable-file", format!("cannot be read to look inside: {e}")))
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Probe one file through a descriptor opened without following links; the
@@ -268,6 +274,43 @@ mod tests {
             audio_channels: None,
             sample_rate: None,
         }
+    }
+
+    /// No descriptor left while a container is probed: the group is
+    /// `Busy` (built again later), never rejected as unreadable; with
+    /// descriptors back the same file is probed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_that_cannot_be_opened_for_want_of_descriptors_is_busy_not_a_finding() {
+        use crate::starved::{Starved, siege_child};
+        if !siege_child(
+            "group::inspect::tests::a_file_that_cannot_be_opened_for_want_of_descriptors_is_busy_not_a_finding",
+        ) {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v.mov");
+        let bytes = crate::media::synth::for_name("v.mov", 1).expect("a container for .mov");
+        std::fs::write(&path, &bytes).expect("write");
+        let mut f = GroupFile {
+            source: path.clone(),
+            size: bytes.len() as u64,
+            ..GroupFile::for_tests("v.mov", FileRole::Video)
+        };
+        {
+            let _starved = Starved::now(0);
+            match probe_files(std::slice::from_mut(&mut f), MediaCheck::Reject) {
+                Err(GroupError::Busy { path: p, source }) => {
+                    assert_eq!(p, path);
+                    assert_eq!(source.raw_os_error(), Some(libc::EMFILE));
+                }
+                other => panic!("expected Busy, got {other:?}"),
+            }
+        }
+        let probed = probe_files(std::slice::from_mut(&mut f), MediaCheck::Reject).expect("probed");
+        assert!(probed.findings.is_empty() && probed.unfinished.is_empty(), "{probed:?}");
+        assert!(f.media.is_some());
+        println!("siege-child-ok");
     }
 
     fn file(name: &str, role: FileRole, media: Option<MediaFacts>) -> GroupFile {

@@ -55,3 +55,33 @@ pub fn is_special(meta: &Metadata) -> bool {
     let t = meta.file_type();
     !(t.is_file() || t.is_dir() || t.is_symlink())
 }
+
+/// Is this error one that passes by itself (no descriptors or memory left,
+/// an interrupted or timed-out read, an I/O error of a share)? A file that
+/// does not open for such a reason is not a verdict on the file: the
+/// export is looked at again later instead of being rejected.
+pub fn is_transient(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return matches!(
+            code,
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ENOBUFS
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::EIO
+                | libc::ETIMEDOUT
+                | libc::ESTALE
+        );
+    }
+    matches!(
+        e.kind(),
+        io::ErrorKind::OutOfMemory
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::StaleNetworkFileHandle
+    )
+}

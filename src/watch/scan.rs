@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::{WatchConfig, WatchMode};
+pub use crate::group::open::is_transient;
 use crate::group::{DirClass, RoleMatcher};
 
 use super::WatchError;
@@ -216,36 +217,6 @@ impl WatchRules {
 /// read error: it says nothing about what is there.
 pub fn is_absent(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
-}
-
-/// Is this error one that passes by itself (no descriptors or memory left,
-/// an interrupted or timed-out read, an I/O error of a share)? A file that
-/// does not open for such a reason is not a verdict on the file: the
-/// export is looked at again later instead of being rejected.
-pub fn is_transient(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    if let Some(code) = e.raw_os_error() {
-        return matches!(
-            code,
-            libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOMEM
-                | libc::ENOBUFS
-                | libc::EAGAIN
-                | libc::EINTR
-                | libc::EIO
-                | libc::ETIMEDOUT
-                | libc::ESTALE
-        );
-    }
-    matches!(
-        e.kind(),
-        io::ErrorKind::OutOfMemory
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-            | io::ErrorKind::TimedOut
-            | io::ErrorKind::StaleNetworkFileHandle
-    )
 }
 
 fn unreadable(path: &Path, source: io::Error) -> WatchError {

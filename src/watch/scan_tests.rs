@@ -113,7 +113,7 @@ fn scan_digests_match_looks_in_both_modes() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_folder_that_cannot_be_read_is_an_error_never_an_empty_or_missing_export() {
-    use crate::watch::tests::{Starved, siege_child};
+    use crate::starved::{Starved, siege_child};
     if !siege_child("watch::scan::tests::a_folder_that_cannot_be_read_is_an_error_never_an_empty_or_missing_export") {
         return;
     }
