@@ -250,6 +250,14 @@ impl Metrics {
             "Watch folders that are missing now (an unmounted share, a deleted folder).",
             &[format!("spatialgen_watch_folders_missing {missing}")],
         );
+        let unreadable =
+            snapshot.as_ref().map_or(0, |s| s.held.iter().filter(|(l, _)| l == "watch_unreadable").count());
+        emit(
+            "spatialgen_watch_folders_unreadable",
+            "gauge",
+            "Watch folders that cannot be read now (no descriptors left, EIO, a permission); retried with backoff.",
+            &[format!("spatialgen_watch_folders_unreadable {unreadable}")],
+        );
         let refused = snapshot.as_ref().is_ok_and(|s| s.held.iter().any(|(l, _)| l == PauseKind::Auth.as_str()));
         emit(
             "spatialgen_key_refused",

@@ -172,6 +172,7 @@ async fn a_refused_key_and_a_missing_watch_folder_make_the_agent_unhealthy() {
             held: vec![
                 ("auth".into(), "paused: the API refused the key since 2026-12-01T10:00:00Z".into()),
                 ("watch_missing".into(), "watch folder /mnt/exports is missing since 2026-12-01T10:05:00Z".into()),
+                ("watch_unreadable".into(), "watch folder /mnt/b cannot be read: Too many open files".into()),
             ],
         })
     });
@@ -183,6 +184,7 @@ async fn a_refused_key_and_a_missing_watch_folder_make_the_agent_unhealthy() {
     let s = parse(&reqwest::get(format!("{base}/metrics")).await.expect("scrape").text().await.expect("body"));
     assert_eq!(get(&s, "spatialgen_key_refused", &[]), Some(1.0));
     assert_eq!(get(&s, "spatialgen_watch_folders_missing", &[]), Some(1.0));
+    assert_eq!(get(&s, "spatialgen_watch_folders_unreadable", &[]), Some(1.0));
     shutdown.cancel();
 }
 
