@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,10 @@ pub(crate) struct Driver {
     pub root_check: Vec<bool>,
     /// Read errors per watch folder.
     pub faults: Vec<ReadFault>,
+    /// Raised when the mount table changed ([`super::mounts`]).
+    pub mounts_changed: Arc<AtomicBool>,
+    /// Watches the mount table while the driver runs.
+    pub _mounts: Option<super::mounts::MountWatch>,
 }
 
 impl Driver {
@@ -144,6 +148,10 @@ impl Driver {
                 return Err(WatchError::Died);
             }
             self.check_signals();
+            if self.mounts_changed.swap(false, Ordering::SeqCst) {
+                // A share mounted or unmounted somewhere: is every watch folder still what it was?
+                self.root_check.iter_mut().for_each(|c| *c = true);
+            }
             self.check_touched_roots();
             self.run_due_looks();
             let now = self.clock.now();

@@ -30,7 +30,8 @@
 //!   to 60 s) until it reads; the fault is logged when it begins and ends
 //!   and recorded for `/healthz` ([`crate::journal::PauseReason::WatchUnreadable`]).
 //! - A watch folder deleted or renamed away is reported missing as soon as
-//!   an event on its own path arrives, not at the next rescan.
+//!   an event on its own path arrives, and an unmounted share as soon as the
+//!   mount table changes (`mounts`, Linux), not at the next rescan.
 //! - The notify callback never blocks, and the watcher never follows
 //!   symlinks unless the folder says so.
 //! - Idle costs nothing but the periodic rescan: timers run only while an
@@ -39,6 +40,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -51,6 +53,7 @@ mod backend;
 mod courier;
 mod driver;
 pub mod handoff;
+mod mounts;
 pub mod scan;
 pub mod settle;
 
@@ -213,6 +216,8 @@ pub fn start(
         .collect::<Result<Vec<_>, _>>()?;
     let now = opts.clock.now();
     let courier = courier::Courier::start(handoff, rules.clone(), opts.handoff_capacity, tx.clone())?;
+    let mounts_changed = Arc::new(AtomicBool::new(false));
+    let mounts = mounts::MountWatch::start(tx.clone(), mounts_changed.clone());
     let driver = driver::Driver {
         root_ids: rules.iter().map(scan::root_identity).collect(),
         missing: vec![false; rules.len()],
@@ -220,6 +225,8 @@ pub fn start(
         mounted: rules.iter().map(|r| scan::root_present(r).is_ok() && scan::is_mount_point(r)).collect(),
         root_check: vec![false; rules.len()],
         faults: rules.iter().map(|_| driver::ReadFault::default()).collect(),
+        mounts_changed,
+        _mounts: mounts,
         settler: Settler::new(rules.iter().map(|r| r.policy).collect()),
         next_rescan: rules.iter().map(|r| now + r.rescan).collect(),
         rescan_pending: vec![false; rules.len()],

@@ -849,6 +849,72 @@ fn a_watch_folder_renamed_away_is_reported_missing_at_once_and_back_when_it_retu
     jr.run.stop();
 }
 
+/// A small tmpfs mounted on a folder, unmounted when dropped.
+#[cfg(target_os = "linux")]
+struct Tmpfs(PathBuf);
+
+#[cfg(target_os = "linux")]
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("mount(8) runs");
+        assert!(out.status.success(), "this test mounts a tmpfs (root): {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs(at.to_owned())
+    }
+
+    fn unmount(&mut self) {
+        let out = std::process::Command::new("umount").arg(&self.0).output().expect("umount(8) runs");
+        assert!(out.status.success(), "umount: {}", String::from_utf8_lossy(&out.stderr));
+        self.0 = PathBuf::new();
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unmounted_share_is_reported_missing_when_the_mount_table_changes_not_at_the_next_rescan() {
+    use crate::journal::PauseReason;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("share");
+    fs::create_dir(&root).expect("mkdir");
+    let mut share = Tmpfs::mount(&root);
+    let w = watch(&root);
+    assert!(w.rescan.0 >= Duration::from_secs(600), "the periodic rescan is far off");
+    let jr = JournalRun::start(std::slice::from_ref(&w), &dir.path().join("j.sqlite3"));
+    write_file(&root.join("shot1/shot1.mov"), 100);
+    jr.run.wait_for("waiting", |s| matches!(s, Settle::Waiting { .. }));
+
+    share.unmount();
+    let unmounted = Instant::now();
+    let missing = PauseReason::WatchMissing(root.clone());
+    eventually("the unmounted share in the journal", || jr.journal.pause(&missing).expect("read").is_some());
+    assert!(unmounted.elapsed() < Duration::from_secs(5), "reported after {:?}", unmounted.elapsed());
+    let note = jr.journal.pause(&missing).expect("read").expect("recorded");
+    assert!(note.detail.as_deref().is_some_and(|d| d.contains("nothing is mounted here")), "{note:?}");
+    assert_eq!(jr.states(), vec![("shot1".to_string(), GroupState::Waiting)], "its exports keep their state");
+
+    // Mounted again (empty, as a fresh share would be): back, and watched.
+    let _again = Tmpfs::mount(&root);
+    let back = Instant::now();
+    eventually("the note cleared", || jr.journal.pause(&missing).expect("read").is_none());
+    assert!(back.elapsed() < Duration::from_secs(5), "cleared after {:?}", back.elapsed());
+    write_file(&root.join("shot2/shot2.mov"), 100);
+    let (_, outcome) = jr.outcome_for(&root.join("shot2"));
+    assert!(matches!(outcome, Enqueued::Queued(_)), "a new export on the remounted share: {outcome:?}");
+    jr.run.stop();
+}
+
 // ---- read errors for real: a descriptor limit in a child process -------------------
 
 #[cfg(target_os = "linux")]
