@@ -168,7 +168,8 @@ async fn a_full_move_to_disk_shows_as_a_pending_after_upload_retry_and_loses_not
 }
 
 /// The console page (in a real browser) words the pending retry as `status`
-/// does, in the completed group's card and in its detail.
+/// does, in the completed group's card under "Needs attention" and in its
+/// detail.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_after_upload_retry_shows_on_the_console_page() {
@@ -178,7 +179,8 @@ async fn a_pending_after_upload_retry_shows_on_the_console_page() {
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&d, profile.path()).await;
     c.goto(&format!("http://127.0.0.1:{}/", s.port)).await.unwrap();
-    let card = format!("#done .group[data-group-id=\"{id}\"]");
+    // Under "Needs attention", not among the completed ones.
+    let card = format!("#attention .group[data-group-id=\"{id}\"]");
     let line = c
         .wait()
         .at_most(Duration::from_secs(20))
@@ -189,6 +191,8 @@ async fn a_pending_after_upload_retry_shows_on_the_console_page() {
     assert!(text.starts_with("completed · after-upload step failed (attempt 1 of 6): move to "), "{text}");
     assert!(text.contains(s.full.reason()) && text.contains("; next try "), "{text}");
     assert!(text_of(&c, &format!("{card} .error")).await.is_none(), "the same words are not repeated as an error");
+    let in_done = format!("#done .group[data-group-id=\"{id}\"]");
+    assert!(c.find(Locator::Css(&in_done)).await.is_err(), "not listed as done while its step is pending");
 
     c.find(Locator::Css(&format!("{card} .name"))).await.unwrap().click().await.unwrap();
     let detail = c
