@@ -75,6 +75,17 @@ pub struct JournalHandoff {
 }
 
 impl JournalHandoff {
+    /// Record (`Some` with the OS error) or clear a watch folder's fault.
+    fn folder_fault(&self, rules: &WatchRules, reason: PauseReason, error: Option<&str>) {
+        let r = match error {
+            Some(error) => self.journal.set_pause(&reason, Some(error), None),
+            None => self.journal.clear_pause(&reason).map(drop),
+        };
+        if let Err(e) = r {
+            tracing::warn!(folder = %rules.root.display(), error = %e, "cannot record the watch folder's state");
+        }
+    }
+
     /// `staging_dir` receives zipped `.fcpxmld` bundles.
     pub fn new(journal: Arc<dyn Store>, staging_dir: PathBuf) -> JournalHandoff {
         JournalHandoff { journal, staging_dir, outcomes: None }
@@ -266,26 +277,12 @@ impl Handoff for JournalHandoff {
     }
 
     fn watch_folder(&mut self, rules: &WatchRules, missing: Option<&str>) {
-        let reason = PauseReason::WatchMissing(rules.root.clone());
-        let r = match missing {
-            Some(error) => self.journal.set_pause(&reason, Some(error), None),
-            None => self.journal.clear_pause(&reason).map(drop),
-        };
-        if let Err(e) = r {
-            tracing::warn!(folder = %rules.root.display(), error = %e, "cannot record the watch folder's state");
-        }
+        self.folder_fault(rules, PauseReason::WatchMissing(rules.root.clone()), missing);
     }
 
     /// Recorded like a missing folder: a fault row that `/healthz`,
     /// metrics and `status` show; it holds no upload.
     fn watch_unreadable(&mut self, rules: &WatchRules, error: Option<&str>) {
-        let reason = PauseReason::WatchUnreadable(rules.root.clone());
-        let r = match error {
-            Some(error) => self.journal.set_pause(&reason, Some(error), None),
-            None => self.journal.clear_pause(&reason).map(drop),
-        };
-        if let Err(e) = r {
-            tracing::warn!(folder = %rules.root.display(), error = %e, "cannot record the watch folder's read error");
-        }
+        self.folder_fault(rules, PauseReason::WatchUnreadable(rules.root.clone()), error);
     }
 }

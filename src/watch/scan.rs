@@ -503,6 +503,24 @@ pub struct Scan {
     pub unreadable: HashMap<PathBuf, (PathBuf, io::Error)>,
 }
 
+impl Scan {
+    /// The export `key` as its walk found it: read in full, or unreadable.
+    fn add(&mut self, key: PathBuf, acc: Acc) -> Result<(), WatchError> {
+        let files = acc.files;
+        match acc.finish() {
+            Ok((look, _)) => {
+                self.files += files;
+                self.exports.insert(key, look.digest);
+            }
+            Err(WatchError::Unreadable { path, source }) => {
+                self.unreadable.insert(key, (path, source));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
 /// Walk a whole watch folder. A missing watch folder is an error (not "every
 /// export vanished"): an unmounted share must not make the agent forget.
 /// A watch folder whose listing cannot be read (EMFILE, EIO, ...) is an
@@ -532,17 +550,7 @@ pub fn scan(rules: &WatchRules) -> Result<Scan, WatchError> {
                 }
                 let mut acc = Acc::default();
                 walk(rules, &key, "", 0, &mut acc);
-                let files = acc.files;
-                match acc.finish() {
-                    Ok((look, _)) => {
-                        out.files += files;
-                        out.exports.insert(key, look.digest);
-                    }
-                    Err(WatchError::Unreadable { path, source }) => {
-                        out.unreadable.insert(key, (path, source));
-                    }
-                    Err(e) => return Err(e),
-                }
+                out.add(key, acc)?;
             }
         }
         WatchMode::Flat => {
@@ -560,17 +568,7 @@ pub fn scan(rules: &WatchRules) -> Result<Scan, WatchError> {
                 if acc.files == 0 && acc.error.is_none() {
                     continue;
                 }
-                let files = acc.files;
-                match acc.finish() {
-                    Ok((look, _)) => {
-                        out.files += files;
-                        out.exports.insert(key, look.digest);
-                    }
-                    Err(WatchError::Unreadable { path, source }) => {
-                        out.unreadable.insert(key, (path, source));
-                    }
-                    Err(e) => return Err(e),
-                }
+                out.add(key, acc)?;
             }
         }
     }
