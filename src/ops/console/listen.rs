@@ -107,10 +107,7 @@ pub async fn serve(listener: TcpListener, router: Router, settings: SettingsSour
             Err(e) => {
                 let pause = match accept_failing {
                     None => {
-                        tracing::warn!(
-                            "the console cannot accept connections: {e}; trying again with a growing pause \
-                             (the watcher and the uploads are not affected by the console's connections)"
-                        );
+                        tracing::warn!("the console cannot accept connections: {e}; trying again with a growing pause");
                         Duration::from_millis(10)
                     }
                     Some(p) => (p * 2).min(ACCEPT_BACKOFF_CAP),
@@ -252,7 +249,7 @@ async fn connection(
     // A request whose answer the client stops reading (or whose body it
     // stops sending) is dropped after `stall` without progress; the header
     // timeout covers a connection with no request in flight.
-    let mut tick = tokio::time::interval(stall / 4);
+    let mut tick = tokio::time::interval((stall / 4).max(Duration::from_millis(10)));
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
