@@ -50,17 +50,22 @@ impl Shared {
     /// Blocking (it may copy gigabytes): call it on the blocking pool.
     pub(crate) fn finish_completed(&self, id: GroupId) {
         let j = self.journal.blocking();
-        let Err(e) = self.try_finish_completed(id) else { return };
-        let before = j.group(id).map(|g| g.after_failures).unwrap_or(0);
-        let failures = before.saturating_add(1);
+        let g = match j.group(id) {
+            Ok(g) => g,
+            Err(e) => {
+                // Not a failure of the step: the next housekeeping round reads it again.
+                tracing::warn!(group = id, error = %e, "cannot read the group for its after-upload step");
+                return;
+            }
+        };
+        let Err(e) = self.try_finish_completed(&g) else { return };
+        let failures = g.after_failures.saturating_add(1);
         if failures >= AFTER_UPLOAD_ATTEMPTS {
             let note = format!("after-upload step gave up after {failures} attempts; the files were kept: {e}");
             tracing::warn!(group = id, error = %e, attempts = failures, "after-upload step gave up; the files were kept");
             let _ = j.after_upload_failed(id, &e, None);
             let _ = j.note_error(id, &note);
-            if let Ok(g) = j.group(id) {
-                finish::remove_staged(j.as_ref(), &g);
-            }
+            finish::remove_staged(j.as_ref(), &g);
             let _ = j.set_finished(id);
         } else {
             let next = after_upload_delay(failures);
@@ -72,11 +77,11 @@ impl Shared {
         }
     }
 
-    fn try_finish_completed(&self, id: GroupId) -> Result<(), String> {
+    fn try_finish_completed(&self, g: &GroupRecord) -> Result<(), String> {
         let j = self.journal.blocking();
-        let g = j.group(id).map_err(|e| e.to_string())?;
+        let id = g.id;
         let cfg = self.cfg();
-        let report = finish::after_upload(&cfg, &g).map_err(|e| format!("{}: {e}", step_words(&cfg, &g)))?;
+        let report = finish::after_upload(&cfg, g).map_err(|e| format!("{}: {e}", step_words(&cfg, g)))?;
         let after = report.outcome;
         match &after {
             AfterOutcome::Kept => {}
@@ -87,10 +92,10 @@ impl Shared {
         }
         if let Some(dir) = &cfg.upload.receipt_dir {
             let path =
-                finish::write_receipt(dir, &g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
+                finish::write_receipt(dir, g, &after).map_err(|e| format!("receipt in {}: {e}", dir.display()))?;
             tracing::debug!(group = id, receipt = %path.display(), "receipt written");
         }
-        finish::remove_staged(j.as_ref(), &g);
+        finish::remove_staged(j.as_ref(), g);
         let note = match &after {
             AfterOutcome::Kept => "export kept".to_string(),
             AfterOutcome::Deleted => "export deleted".to_string(),

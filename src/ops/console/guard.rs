@@ -101,14 +101,16 @@ pub fn host_allowed(
     })
 }
 
+/// This machine's host name, asked once (not a system call per request).
+static HOST_NAME: LazyLock<String> = LazyLock::new(crate::config::host_name);
+
 /// Refuse a request whose `Host` this console does not answer to (421).
 pub async fn check_host(State(c): State<Console>, req: Request, next: Next) -> Response {
     let Some(value) = req.headers().get(header::HOST) else { return next.run(req).await };
     let cfg = c.controls.config();
     let allowed = cfg.http.as_ref().map(|h| h.allowed_hosts.as_slice()).unwrap_or_default();
     let local = req.extensions().get::<LocalAddr>().map(|l| l.0.ip());
-    let node = crate::config::host_name();
-    let ok = value.to_str().is_ok_and(|v| host_allowed(v, local, cfg.http_listen(), allowed, Some(&node)));
+    let ok = value.to_str().is_ok_and(|v| host_allowed(v, local, cfg.http_listen(), allowed, Some(&HOST_NAME)));
     if ok {
         return next.run(req).await;
     }
