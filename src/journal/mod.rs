@@ -108,6 +108,7 @@
 mod backend;
 mod codec;
 mod cursors;
+mod filter;
 mod forget;
 mod history;
 mod lock;
@@ -131,6 +132,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 pub use backend::{open_configured, open_configured_read_only, pg_options, probe};
 pub use codec::format_ms;
 pub(crate) use codec::now_ms;
+pub use filter::{GroupFilter, MAX_PAGE};
 pub use lock::{AgentLock, EngineLock};
 pub use pauses::{Pause, PauseReason, PauseView};
 pub use records::{

@@ -7,15 +7,26 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{SUMMARY_SQL, get_path, now_ms, path_bytes, summary_from_row};
+use super::filter::{self, Param};
 use super::forget;
 use super::history::{event, state_of, transition};
 use super::store::Queue;
-use super::{Claim, Enqueued, GroupId, GroupState, GroupSummary, Journal, JournalError};
+use super::{Claim, Enqueued, GroupFilter, GroupId, GroupState, GroupSummary, Journal, JournalError};
 use crate::group::{UploadGroup, Violation};
 
 /// `id`'s 1-based place in `order`.
 pub(super) fn position_in(order: &[GroupId], id: GroupId) -> Option<u32> {
     order.iter().position(|g| *g == id).map(|i| i as u32 + 1)
+}
+
+/// Give each queued row of `rows` its 1-based place in `order` (one map,
+/// not a search of the queue per row).
+pub(super) fn set_positions(rows: &mut [GroupSummary], order: &[GroupId]) {
+    let place: std::collections::HashMap<GroupId, u32> =
+        order.iter().enumerate().map(|(i, id)| (*id, i as u32 + 1)).collect();
+    for r in rows.iter_mut().filter(|r| r.state == GroupState::Queued) {
+        r.queue_position = place.get(&r.id).copied();
+    }
 }
 
 /// The order in which the engine takes queued groups: priority (higher
@@ -29,6 +40,18 @@ fn queue_order(conn: &Connection) -> Result<Vec<GroupId>, JournalError> {
         conn.prepare_cached(&format!("SELECT id FROM groups WHERE state = 'queued' ORDER BY {QUEUE_ORDER}"))?;
     let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<GroupId>, _>>()?;
     Ok(ids)
+}
+
+/// The rows of a [`SUMMARY_SQL`] query, states parsed.
+fn summaries(
+    rows: impl Iterator<Item = rusqlite::Result<(GroupSummary, String)>>,
+) -> Result<Vec<GroupSummary>, JournalError> {
+    rows.map(|row| {
+        let (mut s, state) = row?;
+        s.state = state.parse().map_err(JournalError::Invalid)?;
+        Ok(s)
+    })
+    .collect()
 }
 
 fn insert_files(tx: &Connection, id: GroupId, group: &UploadGroup) -> Result<(), JournalError> {
@@ -250,15 +273,27 @@ impl Queue for Journal {
 
     fn list(&self) -> Result<Vec<GroupSummary>, JournalError> {
         let conn = self.conn();
-        let order = queue_order(&conn)?;
         let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} ORDER BY g.id"))?;
-        let rows = stmt.query_map([], summary_from_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (mut s, state) = row?;
-            s.state = state.parse().map_err(JournalError::Invalid)?;
-            s.queue_position = position_in(&order, s.id);
-            out.push(s);
+        let mut out = summaries(stmt.query_map([], summary_from_row)?)?;
+        set_positions(&mut out, &queue_order(&conn)?);
+        Ok(out)
+    }
+
+    fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupSummary>, JournalError> {
+        let conn = self.conn();
+        let (ids, params) = filter.ids_sql(&filter::SQLITE);
+        let params: Vec<rusqlite::types::Value> = params
+            .into_iter()
+            .map(|p| match p {
+                Param::Text(t) => rusqlite::types::Value::Text(t),
+                Param::Int(i) => rusqlite::types::Value::Integer(i),
+            })
+            .collect();
+        // The page's ids first (an index walk), then its rows' sums.
+        let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} WHERE g.id IN ({ids}) ORDER BY g.id DESC"))?;
+        let mut out = summaries(stmt.query_map(rusqlite::params_from_iter(params), summary_from_row)?)?;
+        if out.iter().any(|r| r.state == GroupState::Queued) {
+            set_positions(&mut out, &queue_order(&conn)?);
         }
         Ok(out)
     }

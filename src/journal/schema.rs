@@ -184,6 +184,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE groups ADD COLUMN after_error TEXT;
     ALTER TABLE groups ADD COLUMN after_next_ms INTEGER;
     "#,
+    // v9: indexes for what the console and `status` ask on every poll, so
+    // that a page costs the same with a year of history. Pages walk
+    // `groups_state` (its entries are ordered by state, then id: SQLite
+    // appends the rowid). `groups_updated` serves `status --since`;
+    // `groups_after_pending` the completed groups whose after-upload step
+    // will be tried again (the console's "needs attention").
+    r#"
+    CREATE INDEX groups_updated ON groups(updated_at);
+    CREATE INDEX groups_after_pending ON groups(id) WHERE finished = 0 AND after_failures > 0;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{
-    AgentLock, Claim, Ended, EngineLock, Enqueued, Event, Fence, FileId, GroupId, GroupRecord, GroupState,
+    AgentLock, Claim, Ended, EngineLock, Enqueued, Event, Fence, FileId, GroupFilter, GroupId, GroupRecord, GroupState,
     GroupSummary, JournalError, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult,
     SessionFile,
 };
@@ -59,6 +59,11 @@ pub trait Queue {
 
     /// Rows for `status`, oldest first, queued ones with their queue position.
     fn list(&self) -> Result<Vec<GroupSummary>, JournalError>;
+
+    /// One page of `status` rows: the groups `filter` keeps, newest first,
+    /// queued ones with their queue position. The query walks an index, not
+    /// the whole history (see [`GroupFilter`]).
+    fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupSummary>, JournalError>;
 
     /// One row for `status`.
     fn summary(&self, id: GroupId) -> Result<GroupSummary, JournalError>;

@@ -1206,11 +1206,84 @@ fn a_version_7_journal_gains_empty_after_upload_columns() {
         .unwrap();
     }
     let j = Journal::open(&path).unwrap();
-    assert_eq!(j.schema_version().unwrap(), 8);
+    assert_eq!(j.schema_version().unwrap(), 9);
     let g = j.group(id).unwrap();
     assert_eq!((g.after_failures, g.after_error, g.after_next_ms), (0, None, None), "nothing derived from notes");
     assert_eq!(j.unfinished().unwrap(), vec![id], "its after-upload step is due at once");
     assert_eq!(j.summary(id).unwrap().after_upload, None);
     let notes: Vec<String> = j.events(id).unwrap().into_iter().filter_map(|e| e.detail).collect();
     assert!(notes.iter().any(|n| n.contains("No space left on device")), "the history lines stay: {notes:?}");
+}
+
+/// The ids of `rows`, in their order.
+fn ids(rows: &[GroupSummary]) -> Vec<GroupId> {
+    rows.iter().map(|r| r.id).collect()
+}
+
+both! {
+    /// Pages of history: newest first, a cursor that holds while groups
+    /// are added, states, a search over name and path, what changed since a
+    /// history line, and queued rows with their place in the queue.
+    fn a_page_of_groups_is_newest_first_filtered_and_resumable_by_its_cursor(j) {
+        let mut done = Vec::new();
+        for i in 0..7 {
+            let id = queued(j, &format!("/w/Trailer_{i}_final"), &format!("fp{i}"), &[10, 20]);
+            start(j, id, &format!("s{i}"), 100);
+            j.complete_group(id, 100 + i, Fence::Unclaimed).unwrap();
+            done.push(id);
+        }
+        let canceled = queued(j, "/w/promo 100%_cut", "fpc", &[5]);
+        j.cancel_group(canceled, "by test", true, Fence::Unclaimed).unwrap();
+        let failed = queued(j, "/w/Broken", "fpf", &[5]);
+        start(j, failed, "sf", 100);
+        j.fail_group(failed, "server said no", None, Fence::Unclaimed).unwrap();
+        let waiting_for_engine = [queued(j, "/w/q1", "fq1", &[1]), queued(j, "/w/q2", "fq2", &[1])];
+
+        let ended = [GroupState::Completed, GroupState::Canceled, GroupState::Expired];
+        let first = j.groups(&GroupFilter::newest(&ended, 3)).unwrap();
+        assert_eq!(ids(&first), vec![canceled, done[6], done[5]]);
+        assert_eq!((first[1].files, first[1].bytes_total), (2, 30), "rows carry their sums");
+        // A group added meanwhile does not shift the next page.
+        queued(j, "/w/late", "fpl", &[1]);
+        let next = GroupFilter { before: Some(first[2].id), ..GroupFilter::newest(&ended, 3) };
+        assert_eq!(ids(&j.groups(&next).unwrap()), vec![done[4], done[3], done[2]]);
+        let last = GroupFilter { before: Some(done[2]), ..GroupFilter::newest(&ended, 3) };
+        assert_eq!(ids(&j.groups(&last).unwrap()), vec![done[1], done[0]]);
+
+        // The search: any case, over the name and the path; `%` and `_` are plain.
+        let search = |text: &str| {
+            ids(&j.groups(&GroupFilter { text: Some(text.into()), ..GroupFilter::default() }).unwrap())
+        };
+        assert_eq!(search("trailer_3"), vec![done[3]]);
+        assert_eq!(search("TRAILER_"), done.iter().rev().copied().collect::<Vec<_>>());
+        assert_eq!(search("100%"), vec![canceled]);
+        assert_eq!(search("0%_"), vec![canceled]);
+        assert_eq!(search("r%l"), Vec::<GroupId>::new(), "% is no wildcard");
+        assert_eq!(search("/w/brok"), vec![failed], "the path is searched");
+
+        // Queued rows know their place.
+        let q = j.groups(&GroupFilter::newest(&[GroupState::Queued], 10)).unwrap();
+        let places: Vec<(GroupId, Option<u32>)> = q.iter().map(|r| (r.id, r.queue_position)).collect();
+        assert!(places.contains(&(waiting_for_engine[0], Some(1))) && places.contains(&(waiting_for_engine[1], Some(2))), "{places:?}");
+
+        // What changed after a history line: only the groups written since.
+        let cursor = j.last_event_id().unwrap();
+        assert!(j.groups(&GroupFilter { changed_after: Some(cursor), ..GroupFilter::default() }).unwrap().is_empty());
+        j.note(done[1], "looked at again").unwrap();
+        j.cancel_group(waiting_for_engine[0], "by test", true, Fence::Unclaimed).unwrap();
+        let changed = j.groups(&GroupFilter { changed_after: Some(cursor), ..GroupFilter::default() }).unwrap();
+        assert_eq!(ids(&changed), vec![waiting_for_engine[0], done[1]]);
+
+        // Changed at or after a time.
+        let since = GroupFilter { updated_since_ms: Some(crate::journal::codec::now_ms() + 60_000), ..GroupFilter::default() };
+        assert!(j.groups(&since).unwrap().is_empty());
+        let since = GroupFilter { updated_since_ms: Some(0), limit: Some(2), ..GroupFilter::default() };
+        assert_eq!(j.groups(&since).unwrap().len(), 2);
+
+        // A completed group whose after-upload step will be tried again.
+        let pending = GroupFilter { after_pending: true, ..GroupFilter::default() };
+        assert!(j.groups(&pending).unwrap().is_empty());
+        j.after_upload_failed(done[4], "move to /full: No space left on device", Some(1)).unwrap();
+        assert_eq!(ids(&j.groups(&pending).unwrap()), vec![done[4]]);
+    }
 }

@@ -9,10 +9,11 @@ use super::history::{event, state_of, transition};
 use super::{DB_NOW, PgJournal, col, db_err};
 use crate::group::UploadGroup;
 use crate::journal::codec::now_ms;
+use crate::journal::filter::{self, Param};
 use crate::journal::forget::FORGETTABLE;
-use crate::journal::queue::{QUEUE_ORDER, media_json, position_in, queued_detail, violations_text};
+use crate::journal::queue::{QUEUE_ORDER, media_json, position_in, queued_detail, set_positions, violations_text};
 use crate::journal::store::Queue;
-use crate::journal::{AfterUploadRetry, Claim, Enqueued, GroupId, GroupState, GroupSummary, JournalError};
+use crate::journal::{AfterUploadRetry, Claim, Enqueued, GroupFilter, GroupId, GroupState, GroupSummary, JournalError};
 
 /// A group with the fingerprint `$1` that makes an export with it a
 /// duplicate (`$2`: its violations as JSON, for a rejection).
@@ -331,13 +332,34 @@ impl Queue for PgJournal {
             let rows = c.query(&format!("{SUMMARY_SQL} ORDER BY g.id"), &[]).map_err(db_err)?;
             Ok((order, rows))
         })?;
-        rows.iter()
-            .map(|r| {
-                let mut s = self.summary_from_row(r)?;
-                s.queue_position = position_in(&order, s.id);
-                Ok(s)
+        let mut out = rows.iter().map(|r| self.summary_from_row(r)).collect::<Result<Vec<_>, _>>()?;
+        set_positions(&mut out, &order);
+        Ok(out)
+    }
+
+    fn groups(&self, filter: &GroupFilter) -> Result<Vec<GroupSummary>, JournalError> {
+        let (ids, params) = filter.ids_sql(&filter::POSTGRES);
+        let params: Vec<Box<dyn postgres::types::ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn postgres::types::ToSql + Sync + Send> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Int(i) => Box::new(i),
+                }
             })
-            .collect()
+            .collect();
+        let sql = format!("{SUMMARY_SQL} WHERE g.id IN ({ids}) ORDER BY g.id DESC");
+        let (rows, order) = self.with(move |c| {
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync)).collect();
+            let rows = c.query(&sql, &refs).map_err(db_err)?;
+            let queued = rows.iter().any(|r| r.try_get::<_, String>("state").is_ok_and(|s| s == "queued"));
+            let order = if queued { queue_order(c)? } else { Vec::new() };
+            Ok((rows, order))
+        })?;
+        let mut out = rows.iter().map(|r| self.summary_from_row(r)).collect::<Result<Vec<_>, _>>()?;
+        set_positions(&mut out, &order);
+        Ok(out)
     }
 
     fn summary(&self, id: GroupId) -> Result<GroupSummary, JournalError> {

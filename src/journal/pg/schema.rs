@@ -177,6 +177,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE groups ADD COLUMN after_next_ms BIGINT;
     "#,
     ),
+    (
+        9,
+        // Indexes for what the console and `status` ask on every poll (see
+        // SQLite's v9). PostgreSQL's index on `state` does not order by id
+        // within a state: `groups_state` carries the id.
+        r#"
+    CREATE INDEX groups_state ON groups(state, id);
+    CREATE INDEX groups_updated ON groups(updated_at);
+    CREATE INDEX groups_after_pending ON groups(id) WHERE NOT finished AND after_failures > 0;
+    "#,
+    ),
 ];
 
 /// The version this binary writes: the same number as SQLite's.
