@@ -35,6 +35,9 @@ pub struct GroupFilter {
     pub after_pending: bool,
     /// At most this many rows, the newest (none: every matching row).
     pub limit: Option<u32>,
+    /// Take the rows in the order the engine takes queued groups (the next
+    /// one first) rather than newest first; `limit` keeps the first ones.
+    pub queue_order: bool,
 }
 
 /// One value bound into a filter's SQL.
@@ -144,7 +147,11 @@ impl GroupFilter {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(" ORDER BY g.id DESC");
+        if self.queue_order {
+            sql.push_str(&format!(" ORDER BY {}", super::queue::QUEUE_ORDER));
+        } else {
+            sql.push_str(" ORDER BY g.id DESC");
+        }
         if let Some(limit) = self.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
         }
@@ -180,6 +187,7 @@ mod tests {
             node: Some("render-01".into()),
             after_pending: true,
             limit: Some(50),
+            queue_order: false,
         };
         let (sql, params) = f.ids_sql(&POSTGRES);
         assert!(sql.contains("g.state IN ($1, $2)"), "{sql}");

@@ -295,6 +295,9 @@ impl Queue for Journal {
         if out.iter().any(|r| r.state == GroupState::Queued) {
             set_positions(&mut out, &queue_order(&conn)?);
         }
+        if filter.queue_order {
+            out.sort_by_key(|r| r.queue_position.unwrap_or(u32::MAX));
+        }
         Ok(out)
     }
 

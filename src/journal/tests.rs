@@ -1265,6 +1265,8 @@ both! {
         let q = j.groups(&GroupFilter::newest(&[GroupState::Queued], 10)).unwrap();
         let places: Vec<(GroupId, Option<u32>)> = q.iter().map(|r| (r.id, r.queue_position)).collect();
         assert!(places.contains(&(waiting_for_engine[0], Some(1))) && places.contains(&(waiting_for_engine[1], Some(2))), "{places:?}");
+        let next_up = GroupFilter { queue_order: true, ..GroupFilter::newest(&[GroupState::Queued], 1) };
+        assert_eq!(ids(&j.groups(&next_up).unwrap()), vec![waiting_for_engine[0]], "the queue's head, not the newest");
 
         // What changed after a history line: only the groups written since.
         let cursor = j.last_event_id().unwrap();

@@ -359,6 +359,9 @@ impl Queue for PgJournal {
         })?;
         let mut out = rows.iter().map(|r| self.summary_from_row(r)).collect::<Result<Vec<_>, _>>()?;
         set_positions(&mut out, &order);
+        if filter.queue_order {
+            out.sort_by_key(|r| r.queue_position.unwrap_or(u32::MAX));
+        }
         Ok(out)
     }
 

@@ -32,12 +32,13 @@ use serde_json::{Value, json};
 use crate::config::{Config, HttpToken, Rate};
 use crate::journal::{AsyncJournal, GroupId, JournalError, Pause, PauseView};
 use crate::ops::metrics::{Metrics, StateSource};
-use crate::ops::status::{file_json, history_json, json_row, json_rows};
+use crate::ops::status::{file_json, history_json, json_row};
 use crate::upload::EngineError;
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
 pub mod guard;
 pub mod listen;
+pub mod pages;
 
 use self::guard::GroupPath;
 
@@ -198,7 +199,8 @@ pub fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(health))
-        .route("/api/v1/status", get(status))
+        .route("/api/v1/status", get(pages::status))
+        .route("/api/v1/groups", get(pages::groups))
         .route("/api/v1/groups/{id}", get(group))
         .merge(writes)
         .with_state(console.clone())
@@ -227,17 +229,6 @@ fn pauses_json(pauses: &[Pause], windows: &WindowsView) -> serde_json::Result<Ve
         }));
     }
     Ok(out)
-}
-
-async fn status(State(c): State<Console>) -> Result<Response, ConsoleError> {
-    let (rows, pauses) = c.journal.call(|j| Ok((j.list()?, j.pauses()?))).await?;
-    let agent = c.controls.agent();
-    let mut agent_json = serde_json::to_value(&agent)?;
-    if let Value::Object(m) = &mut agent_json {
-        m.insert("pauses".into(), Value::Array(pauses_json(&pauses, &agent.windows)?));
-    }
-    let body = json!({ "agent": agent_json, "groups": json_rows(&rows, &pauses)? });
-    Ok(axum::Json(body).into_response())
 }
 
 async fn group(State(c): State<Console>, GroupPath(id): GroupPath) -> Result<Response, ConsoleError> {
@@ -368,6 +359,8 @@ async fn health(State(c): State<Console>) -> Response {
     resp
 }
 
+#[cfg(test)]
+mod pages_tests;
 #[cfg(test)]
 mod siege_tests;
 #[cfg(test)]

@@ -215,9 +215,11 @@ async fn status_lists_the_rows_status_json_prints_and_the_agent() {
     let (code, v) = e.get("/api/v1/status").await;
     assert_eq!(code, 200, "{v}");
     let rows = crate::ops::status::json_rows(&e.journal.list().unwrap(), &e.journal.pauses().unwrap()).unwrap();
-    assert_eq!(v["groups"], Value::Array(rows), "the same rows as status --json");
-    assert_eq!(v["groups"][0]["id"], id);
-    assert_eq!(v["groups"][0]["state"], "queued");
+    assert_eq!(v["active"], Value::Array(rows), "the same rows as status --json");
+    assert_eq!(v["active"][0]["id"], id);
+    assert_eq!(v["active"][0]["state"], "queued");
+    assert_eq!(v["counts"]["queued"], 1);
+    assert_eq!(v["ended"], json!({"groups": [], "next": null}));
     assert_eq!(v["agent"]["node"], "render-07");
     assert_eq!(v["agent"]["pauses"], json!([]));
     assert_eq!(v["agent"]["windows"]["open"], true);
@@ -303,7 +305,7 @@ async fn pause_and_resume_are_recorded_in_the_journal_and_shown() {
     let (_, s) = e.get("/api/v1/status").await;
     assert_eq!(s["agent"]["pauses"][0]["reason"], "operator", "{s}");
     assert!(s["agent"]["pauses"][0]["message"].as_str().unwrap().starts_with("paused by operator"), "{s}");
-    assert_eq!(s["groups"][0]["paused"]["reason"], "operator", "the queued group says what holds it: {s}");
+    assert_eq!(s["active"][0]["paused"]["reason"], "operator", "the queued group says what holds it: {s}");
     let (code, text) = e.health().await;
     assert_eq!((code, text.as_str()), (200, "ok\n"), "an operator's pause is not unhealthy");
     let (code, v) = e.post("/api/v1/resume", Some(TOKEN)).await;
@@ -407,8 +409,9 @@ async fn a_pending_after_upload_retry_is_in_the_status_rows_and_the_group_detail
 
     let (code, v) = e.get("/api/v1/status").await;
     assert_eq!(code, 200, "{v}");
-    let row = &v["groups"][0];
-    assert_eq!(row["state"], "completed");
+    let row = &v["attention"][0];
+    assert_eq!(row["state"], "completed", "a pending retry needs attention: {v}");
+    assert_eq!(v["ended"]["groups"][0], *row, "and it is in the history");
     assert_eq!(
         row["afterUpload"],
         json!({"failures": 1, "attempts": 6, "error": reason, "nextAttempt": "2030-03-17T17:46:40Z"})
