@@ -155,16 +155,25 @@ pub struct UploadArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Print one JSON array instead of a table.
+    /// Print one JSON array (every group, unless `--state`, `--limit`,
+    /// `--since` or `--node` narrow it) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The table lists every group, not only those at work, those needing
+    /// attention and the newest 20 ended ones.
+    #[arg(long)]
+    pub all: bool,
     /// Only groups in this state (repeat or separate with commas:
     /// `--state queued,uploading`).
     #[arg(long, value_name = "S", value_delimiter = ',')]
     pub state: Vec<crate::journal::GroupState>,
     /// Only the newest N groups (after `--state`).
     #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    pub limit: Option<u32>,
+    /// Only groups changed since then: a duration back from now (`24h`,
+    /// `7d`) or a time (`2026-12-01T00:00:00Z`).
+    #[arg(long, value_name = "WHEN", value_parser = status::parse_since)]
+    pub since: Option<i64>,
     /// In a fleet: only the groups this node holds or ended.
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,

@@ -9,39 +9,106 @@ use jiff::tz::TimeZone;
 
 use super::{GroupArgs, Outcome, PauseArgs, StatusArgs, UsageError};
 use crate::config::Config;
-use crate::journal::{self, AsyncJournal, GroupSummary};
-use crate::ops::status::{json_rows, pause_lines, select, window_line};
+use crate::journal::{self, AsyncJournal, GroupFilter, GroupState, GroupSummary, Pause, Store};
+use crate::ops::status::{ENDED, active, attention, counts_line, json_rows, pause_lines, thousands, window_line};
 use crate::ops::window::Schedule;
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
 /// How long `cancel` waits for a running engine to carry out its request.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
+/// How many ended groups the table shows unless `--all`.
+pub const ENDED_SHOWN: u32 = 20;
+
+/// `--since`: a duration back from now (`24h`) or a time (RFC 3339), as
+/// milliseconds since the epoch.
+pub fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.trim().parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    let back: crate::config::Dur = s.parse().map_err(|e: String| {
+        format!("{e}; or write a time like \"2026-12-01T00:00:00Z\"")
+    })?;
+    Ok(journal::now_ms().saturating_sub(i64::try_from(back.0.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// What `status` prints, read from the journal.
+struct Read {
+    rows: Vec<GroupSummary>,
+    /// The table's summary: counts per state and how many ended groups it
+    /// leaves out (`None` when it lists every row asked for).
+    summary: Option<(Vec<(GroupState, u64)>, u64)>,
+    pauses: Vec<Pause>,
+    agent_running: Option<bool>,
+}
+
+fn read(j: &dyn Store, args: &StatusArgs) -> Result<Read, journal::JournalError> {
+    let narrowed = !args.state.is_empty() || args.limit.is_some() || args.since.is_some() || args.node.is_some();
+    let (rows, summary) = if narrowed {
+        let filter = GroupFilter {
+            states: args.state.clone(),
+            updated_since_ms: args.since,
+            node: args.node.clone(),
+            limit: args.limit,
+            ..GroupFilter::default()
+        };
+        let mut rows = j.groups(&filter)?;
+        rows.reverse();
+        (rows, None)
+    } else if args.json || args.all {
+        (j.list()?, None)
+    } else {
+        // At work, needing attention, and the newest ended ones: what a
+        // person looks for, in one screen whatever the journal's size.
+        let counts = j.count_by_state()?;
+        let mut rows = active(j, None)?;
+        rows.extend(attention(j)?);
+        rows.extend(j.groups(&GroupFilter::newest(&ENDED, ENDED_SHOWN))?);
+        rows.sort_by_key(|r| r.id);
+        rows.dedup_by_key(|r| r.id);
+        let ended: u64 = counts.iter().filter(|(s, _)| ENDED.contains(s)).map(|(_, n)| n).sum();
+        let shown = rows.iter().filter(|r| ENDED.contains(&r.state)).count() as u64;
+        (rows, Some((counts, ended.saturating_sub(shown))))
+    };
+    Ok(Read { rows, summary, pauses: j.pauses()?, agent_running: j.engine_running().ok() })
+}
+
 pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
     // No journal yet: nothing has happened; do not create one just to say so.
     // Otherwise read-only: `status` never creates, migrates or renames a journal.
-    let (rows, pauses, agent_running) = if super::journal_exists(&cfg) {
+    let read = if super::journal_exists(&cfg) {
         let journal = journal::open_configured_read_only(&cfg)?;
-        (journal.list()?, journal.pauses()?, journal.engine_running().ok())
+        read(journal.as_ref(), &args)?
     } else {
-        (Vec::new(), Vec::new(), None)
+        Read { rows: Vec::new(), summary: None, pauses: Vec::new(), agent_running: None }
     };
-    let rows: Vec<GroupSummary> =
-        rows.into_iter().filter(|r| args.node.as_ref().is_none_or(|n| r.node.as_ref() == Some(n))).collect();
-    let rows = select(rows, &args.state, args.limit);
     if args.json {
         // One array, as interface.md fixes it; the window state is in the table view.
-        println!("{}", serde_json::to_string_pretty(&json_rows(&rows, &pauses)?)?);
-    } else {
-        for line in pause_lines(&pauses, agent_running) {
-            println!("{line}");
-        }
-        let schedule = Schedule::from_config(&cfg.upload).context("upload.window")?;
-        if let Some(line) = window_line(&schedule.state_now(), schedule.is_always_open(), &rows) {
-            println!("{line}");
-        }
-        print!("{}", table(&rows));
+        println!("{}", serde_json::to_string_pretty(&json_rows(&read.rows, &read.pauses)?)?);
+        return Ok(Outcome::Success);
+    }
+    for line in pause_lines(&read.pauses, read.agent_running) {
+        println!("{line}");
+    }
+    let schedule = Schedule::from_config(&cfg.upload).context("upload.window")?;
+    let queued = match &read.summary {
+        Some((counts, _)) => counts.iter().find(|(s, _)| *s == GroupState::Queued).map_or(0, |(_, n)| *n),
+        None => read.rows.iter().filter(|r| r.state == GroupState::Queued).count() as u64,
+    };
+    if let Some(line) = window_line(&schedule.state_now(), schedule.is_always_open(), queued) {
+        println!("{line}");
+    }
+    // What holds the queue first, then the counts and the rows.
+    if let Some((counts, _)) = &read.summary {
+        println!("{}", counts_line(counts));
+    }
+    match &read.summary {
+        Some(_) if read.rows.is_empty() => {}
+        _ => print!("{}", table(&read.rows)),
+    }
+    if let Some((_, more)) = read.summary.filter(|(_, more)| *more > 0) {
+        println!("{} more ended group(s): --all lists every one (or narrow with --state, --limit, --since)", thousands(more));
     }
     Ok(Outcome::Success)
 }
@@ -227,22 +294,21 @@ mod tests {
     }
 
     #[test]
-    fn state_and_limit_keep_the_newest_rows_of_the_states_asked_for() {
-        let rows = || {
-            vec![
-                row(1, GroupState::Completed, None),
-                row(2, GroupState::Failed, None),
-                row(3, GroupState::Completed, None),
-                row(4, GroupState::Queued, Some(1)),
-            ]
-        };
-        let ids = |r: Vec<GroupSummary>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(select(rows(), &[], None)), vec![1, 2, 3, 4]);
-        assert_eq!(ids(select(rows(), &[GroupState::Completed], None)), vec![1, 3]);
-        assert_eq!(ids(select(rows(), &[GroupState::Completed, GroupState::Queued], Some(2))), vec![3, 4]);
-        assert_eq!(ids(select(rows(), &[], Some(1))), vec![4]);
-        assert_eq!(ids(select(rows(), &[], Some(10))), vec![1, 2, 3, 4]);
-        assert!(select(rows(), &[GroupState::Expired], None).is_empty());
+    fn the_counts_line_names_each_state_with_groups_in_order() {
+        let counts = [(GroupState::Completed, 1_204_500), (GroupState::Queued, 3), (GroupState::Failed, 0)];
+        assert_eq!(crate::ops::status::counts_line(&counts), "3 queued · 1,204,500 completed");
+        assert_eq!(crate::ops::status::counts_line(&[(GroupState::Failed, 0)]), "no groups in the journal");
+        assert_eq!(crate::ops::status::thousands(999), "999");
+        assert_eq!(crate::ops::status::thousands(1000), "1,000");
+    }
+
+    #[test]
+    fn since_takes_a_duration_back_from_now_or_a_time() {
+        assert_eq!(parse_since("2026-12-01T00:00:00Z").unwrap(), 1_796_083_200_000);
+        let back = journal::now_ms() - parse_since("24h").unwrap();
+        assert!((86_400_000..86_500_000).contains(&back), "{back}");
+        let e = parse_since("yesterday").unwrap_err();
+        assert!(e.contains("invalid duration") && e.contains("2026-12-01T00:00:00Z"), "{e}");
     }
 
     #[test]
@@ -308,18 +374,17 @@ mod tests {
     fn the_window_line_says_paused_until_or_open_until() {
         let night = WindowConfig { days: vec![], from: "19:00".into(), to: "07:00".into(), bandwidth: None };
         let s = Schedule::new(&[night], None, TimeZone::UTC).unwrap();
-        let rows = [row(1, GroupState::Queued, Some(1))];
         let noon = s.state_at("2026-03-30T12:00:00Z".parse().unwrap());
         assert_eq!(
-            window_line(&noon, false, &rows).unwrap(),
+            window_line(&noon, false, 1).unwrap(),
             "paused until Mon 2026-03-30 19:00 UTC (outside every upload window; 1 group(s) queued)"
         );
         let evening = s.state_at("2026-03-30T20:00:00Z".parse().unwrap());
         assert_eq!(
-            window_line(&evening, false, &rows).unwrap(),
+            window_line(&evening, false, 1).unwrap(),
             "uploads run only inside windows; open until Tue 2026-03-31 07:00 UTC"
         );
         let always = Schedule::new(&[], None, TimeZone::UTC).unwrap();
-        assert_eq!(window_line(&always.state_now(), always.is_always_open(), &rows), None);
+        assert_eq!(window_line(&always.state_now(), always.is_always_open(), 1), None);
     }
 }

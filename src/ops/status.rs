@@ -6,18 +6,62 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::journal::{Event, FileRecord, GroupState, GroupSummary, Pause, PauseView, format_ms};
+use crate::journal::{
+    Event, FileRecord, GroupFilter, GroupState, GroupSummary, JournalError, Pause, PauseView, Store, format_ms,
+};
 use crate::ops::window::WindowState;
 
-/// The rows `--state` and `--limit` keep: those in one of `states` (all
-/// when empty), then the newest `limit` of them, still oldest first.
-pub fn select(rows: Vec<GroupSummary>, states: &[GroupState], limit: Option<usize>) -> Vec<GroupSummary> {
-    let mut rows: Vec<GroupSummary> =
-        rows.into_iter().filter(|r| states.is_empty() || states.contains(&r.state)).collect();
-    if let Some(n) = limit {
-        rows.drain(..rows.len().saturating_sub(n));
+/// The states whose groups are work in flight.
+pub const ACTIVE: [GroupState; 3] = [GroupState::Waiting, GroupState::Queued, GroupState::Uploading];
+
+/// The states whose groups wait for a person.
+pub const ATTENTION: [GroupState; 2] = [GroupState::Failed, GroupState::Rejected];
+
+/// The states of the history: groups that ended and need nothing more.
+pub const ENDED: [GroupState; 3] = [GroupState::Completed, GroupState::Canceled, GroupState::Expired];
+
+/// Work in flight: every uploading group, then the queued ones in the
+/// order the engine takes them, then the waiting ones, newest first; at
+/// most `shown` queued and `shown` waiting (none: all).
+pub fn active(j: &dyn Store, shown: Option<u32>) -> Result<Vec<GroupSummary>, JournalError> {
+    let of = |state| GroupFilter { limit: shown, ..GroupFilter::newest(&[state], 0) };
+    let mut rows = j.groups(&GroupFilter { limit: None, ..of(GroupState::Uploading) })?;
+    rows.extend(j.groups(&GroupFilter { queue_order: true, ..of(GroupState::Queued) })?);
+    rows.extend(j.groups(&of(GroupState::Waiting))?);
+    Ok(rows)
+}
+
+/// What waits for a person, newest first: failed and rejected groups, and
+/// completed ones whose after-upload step failed and will be tried again.
+pub fn attention(j: &dyn Store) -> Result<Vec<GroupSummary>, JournalError> {
+    let mut rows = j.groups(&GroupFilter { limit: None, ..GroupFilter::newest(&ATTENTION, 0) })?;
+    let after = GroupFilter { after_pending: true, limit: None, ..GroupFilter::newest(&[GroupState::Completed], 0) };
+    rows.extend(j.groups(&after)?);
+    rows.sort_by_key(|r| std::cmp::Reverse(r.id));
+    Ok(rows)
+}
+
+/// One line of counts per state, in the order of [`GroupState::ALL`],
+/// states with no group left out: `3 queued · 1 uploading · 1,204 completed`.
+pub fn counts_line(counts: &[(GroupState, u64)]) -> String {
+    let shown: Vec<String> = GroupState::ALL
+        .iter()
+        .filter_map(|s| counts.iter().find(|(c, _)| c == s).filter(|(_, n)| *n > 0).map(|(_, n)| format!("{} {s}", thousands(*n))))
+        .collect();
+    if shown.is_empty() { "no groups in the journal".to_string() } else { shown.join(" · ") }
+}
+
+/// `n` with a comma between each group of three digits.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
     }
-    rows
+    out
 }
 
 /// One row of `status --json`: the group as the journal summarises it,
@@ -98,14 +142,13 @@ pub fn pause_lines(pauses: &[Pause], agent_running: Option<bool>) -> Vec<String>
 
 /// The line above the table when upload windows are configured: paused (and
 /// until when) or open (and until when). `None` without windows.
-pub fn window_line(state: &WindowState, always_open: bool, rows: &[GroupSummary]) -> Option<String> {
+pub fn window_line(state: &WindowState, always_open: bool, queued: u64) -> Option<String> {
     if always_open {
         return None;
     }
     let when = |label: &str| {
         state.until.as_ref().map(|u| format!(" {label} {}", u.strftime("%a %Y-%m-%d %H:%M %Z"))).unwrap_or_default()
     };
-    let queued = rows.iter().filter(|r| r.state == GroupState::Queued).count();
     Some(if state.open {
         format!("uploads run only inside windows; open{}", when("until"))
     } else {

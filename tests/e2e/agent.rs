@@ -456,7 +456,9 @@ async fn outside_every_window_the_agent_holds_the_queue_until_a_reload_opens_it(
     let m = scrape().await;
     assert_eq!(m.get(&("spatialgen_paused".into(), String::new())), Some(&0.0));
     let st = w.run(KEY, &["status", "--config", &cfg]).await;
-    assert!(st.stdout.lines().next().unwrap().trim_start().starts_with("ID"), "no window line: {}", st.stdout);
+    let lines: Vec<&str> = st.stdout.lines().collect();
+    assert_eq!(lines[0], "1 completed", "no window line, the counts first: {}", st.stdout);
+    assert!(lines[1].trim_start().starts_with("ID"), "then the table: {}", st.stdout);
     agent.stop().await;
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{Console, ConsoleError, pauses_json};
 use crate::journal::{GroupFilter, GroupId, GroupState, GroupSummary, MAX_PAGE, Pause};
-use crate::ops::status::json_rows;
+use crate::ops::status::{ENDED, active, attention, json_rows};
 
 /// Rows in a page of ended groups unless `?limit=` says otherwise.
 pub const DEFAULT_PAGE: u32 = 50;
@@ -32,15 +32,6 @@ pub const ACTIVE_SHOWN: u32 = 200;
 /// The most changed groups one `?since=` answer carries; beyond it the
 /// answer says `more` and the reader loads the first page again.
 pub const MAX_CHANGED: u32 = 100;
-
-/// The states whose groups are work in flight.
-pub const ACTIVE: [GroupState; 3] = [GroupState::Waiting, GroupState::Queued, GroupState::Uploading];
-
-/// The states whose groups wait for a person.
-pub const ATTENTION: [GroupState; 2] = [GroupState::Failed, GroupState::Rejected];
-
-/// The states of the history pages unless `?state=` says otherwise.
-pub const ENDED: [GroupState; 3] = [GroupState::Completed, GroupState::Canceled, GroupState::Expired];
 
 /// The query string of a page, as sent; [`PageQuery::parse`] checks it.
 #[derive(Debug, Default, Deserialize)]
@@ -144,14 +135,8 @@ fn read(j: &dyn crate::journal::Store, page: &Page) -> Result<Snapshot, crate::j
     // next time, never missed.
     let cursor = j.last_event_id()?;
     let counts = j.count_by_state()?;
-    let mut active = j.groups(&GroupFilter::newest(&[GroupState::Uploading], MAX_PAGE))?;
-    let queued = GroupFilter { queue_order: true, ..GroupFilter::newest(&[GroupState::Queued], ACTIVE_SHOWN) };
-    active.extend(j.groups(&queued)?);
-    active.extend(j.groups(&GroupFilter::newest(&[GroupState::Waiting], ACTIVE_SHOWN))?);
-    let mut attention = j.groups(&GroupFilter::newest(&ATTENTION, MAX_PAGE))?;
-    let after = GroupFilter { after_pending: true, ..GroupFilter::newest(&[GroupState::Completed], MAX_PAGE) };
-    attention.extend(j.groups(&after)?);
-    attention.sort_by_key(|r| std::cmp::Reverse(r.id));
+    let active = active(j, Some(ACTIVE_SHOWN))?;
+    let attention = attention(j)?;
     let ended = match page.since {
         Some(since) => j.groups(&GroupFilter {
             changed_after: Some(since),
