@@ -26,9 +26,8 @@ pub fn parse_since(s: &str) -> Result<i64, String> {
     if let Ok(t) = s.trim().parse::<jiff::Timestamp>() {
         return Ok(t.as_millisecond());
     }
-    let back: crate::config::Dur = s.parse().map_err(|e: String| {
-        format!("{e}; or write a time like \"2026-12-01T00:00:00Z\"")
-    })?;
+    let back: crate::config::Dur =
+        s.parse().map_err(|e: String| format!("{e}; or write a time like \"2026-12-01T00:00:00Z\""))?;
     Ok(journal::now_ms().saturating_sub(i64::try_from(back.0.as_millis()).unwrap_or(i64::MAX)))
 }
 
@@ -108,7 +107,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
         _ => print!("{}", table(&read.rows)),
     }
     if let Some((_, more)) = read.summary.filter(|(_, more)| *more > 0) {
-        println!("{} more ended group(s): --all lists every one (or narrow with --state, --limit, --since)", thousands(more));
+        println!(
+            "{} more ended group(s): --all lists every one (or narrow with --state, --limit, --since)",
+            thousands(more)
+        );
     }
     Ok(Outcome::Success)
 }
@@ -266,6 +268,7 @@ mod tests {
     use super::*;
     use crate::config::WindowConfig;
     use crate::journal::GroupState;
+    use crate::journal::prelude::*;
 
     fn row(id: i64, state: GroupState, queue_position: Option<u32>) -> GroupSummary {
         GroupSummary {
@@ -386,5 +389,55 @@ mod tests {
         );
         let always = Schedule::new(&[], None, TimeZone::UTC).unwrap();
         assert_eq!(window_line(&always.state_now(), always.is_always_open(), 1), None);
+    }
+
+    /// A journal with `ended` completed groups, then one queued and one failed.
+    fn journal_with(ended: usize) -> (tempfile::TempDir, crate::journal::Journal) {
+        let d = tempfile::tempdir().unwrap();
+        let j = crate::journal::Journal::open(&d.path().join("j.sqlite3")).unwrap();
+        for i in 0..ended + 2 {
+            let key = format!("/w/clip-{i}");
+            j.note_waiting(std::path::Path::new(&key), &format!("clip-{i}"), None).unwrap();
+        }
+        let last = (ended + 2) as i64;
+        j.test_sql(&format!("UPDATE groups SET state = 'completed' WHERE id <= {ended}")).unwrap();
+        j.test_sql(&format!("UPDATE groups SET state = 'queued', queued_at = 1 WHERE id = {}", last - 1)).unwrap();
+        j.test_sql(&format!("UPDATE groups SET state = 'failed', error = 'no' WHERE id = {last}")).unwrap();
+        (d, j)
+    }
+
+    fn args(edit: impl FnOnce(&mut StatusArgs)) -> StatusArgs {
+        let mut a = StatusArgs {
+            config: super::super::ConfigArg { config: None },
+            json: false,
+            all: false,
+            state: Vec::new(),
+            limit: None,
+            since: None,
+            node: None,
+        };
+        edit(&mut a);
+        a
+    }
+
+    #[test]
+    fn the_table_shows_work_attention_and_the_newest_twenty_ended_and_counts_the_rest() {
+        let (_d, j) = journal_with(25);
+        let r = read(&j, &args(|_| {})).unwrap();
+        let ids: Vec<i64> = r.rows.iter().map(|r| r.id).collect();
+        assert_eq!(ids, (6..=27).collect::<Vec<_>>(), "the newest 20 ended, the queued and the failed one");
+        let (counts, more) = r.summary.expect("a summary");
+        assert_eq!(more, 5);
+        assert!(counts.contains(&(GroupState::Completed, 25)));
+        // --all and --json: every row; a filter: what it keeps, oldest first.
+        assert_eq!(read(&j, &args(|a| a.all = true)).unwrap().rows.len(), 27);
+        let json = read(&j, &args(|a| a.json = true)).unwrap();
+        assert_eq!((json.rows.len(), json.summary.is_none()), (27, true));
+        let newest = read(&j, &args(|a| (a.state, a.limit) = (vec![GroupState::Completed], Some(3)))).unwrap();
+        assert_eq!(newest.rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![23, 24, 25]);
+        let future = read(&j, &args(|a| a.since = Some(journal::now_ms() + 60_000))).unwrap();
+        assert!(future.rows.is_empty());
+        let recent = read(&j, &args(|a| a.since = parse_since("1h").ok())).unwrap();
+        assert_eq!(recent.rows.len(), 27);
     }
 }

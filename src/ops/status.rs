@@ -46,7 +46,9 @@ pub fn attention(j: &dyn Store) -> Result<Vec<GroupSummary>, JournalError> {
 pub fn counts_line(counts: &[(GroupState, u64)]) -> String {
     let shown: Vec<String> = GroupState::ALL
         .iter()
-        .filter_map(|s| counts.iter().find(|(c, _)| c == s).filter(|(_, n)| *n > 0).map(|(_, n)| format!("{} {s}", thousands(*n))))
+        .filter_map(|s| {
+            counts.iter().find(|(c, _)| c == s).filter(|(_, n)| *n > 0).map(|(_, n)| format!("{} {s}", thousands(*n)))
+        })
         .collect();
     if shown.is_empty() { "no groups in the journal".to_string() } else { shown.join(" · ") }
 }
