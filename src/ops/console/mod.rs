@@ -201,6 +201,7 @@ pub fn router(console: Console) -> Router {
         .route("/healthz", get(health))
         .route("/api/v1/status", get(pages::status))
         .route("/api/v1/groups", get(pages::groups))
+        .route("/api/v1/events", get(pages::events))
         .route("/api/v1/groups/{id}", get(group))
         .merge(writes)
         .with_state(console.clone())

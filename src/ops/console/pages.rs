@@ -10,10 +10,13 @@
 //! groups whose history moved after it; with `If-None-Match` an answer that
 //! did not change is a bodiless `304`.
 
+use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -167,15 +170,8 @@ fn tagged(headers: &HeaderMap, body: &Value) -> Result<Response, ConsoleError> {
     Ok((common, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response())
 }
 
-/// `GET /api/v1/status`: the agent, counts per state, `active`, `attention`,
-/// and a page of ended groups (`ended: {groups, next}`), or with `?since=`
-/// the ended groups that changed after that cursor (`changed`, `more`).
-pub async fn status(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    Query(q): Query<PageQuery>,
-) -> Result<Response, ConsoleError> {
-    let page = q.parse(&ENDED)?;
+/// The body of a `/api/v1/status` answer for `page`.
+async fn answer(c: &Console, page: &Page) -> Result<Value, ConsoleError> {
     let asked = page.clone();
     let snap = c.journal.call(move |j| read(j, &asked)).await?;
     let agent = c.controls.agent();
@@ -202,7 +198,71 @@ pub async fn status(
             m.insert("ended".into(), json!({ "groups": json_rows(&rows, &snap.pauses)?, "next": next }));
         }
     }
-    tagged(&headers, &body)
+    Ok(body)
+}
+
+/// `GET /api/v1/status`: the agent, counts per state, `active`, `attention`,
+/// and a page of ended groups (`ended: {groups, next}`), or with `?since=`
+/// the ended groups that changed after that cursor (`changed`, `more`).
+pub async fn status(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ConsoleError> {
+    let page = q.parse(&ENDED)?;
+    tagged(&headers, &answer(&c, &page).await?)
+}
+
+/// How often `/api/v1/events` looks for a change.
+pub const EVENTS_TICK: Duration = Duration::from_secs(1);
+
+/// `GET /api/v1/events`: Server-Sent Events. Each `update` event is what
+/// `/api/v1/status?since=` would answer, its `id` the new cursor; one is
+/// sent at once, then whenever the answer changes (looked at every
+/// [`EVENTS_TICK`]). A reader that reconnects with `Last-Event-ID` (or
+/// `?since=`) gets what it missed; without either it starts from now.
+pub async fn events(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ConsoleError> {
+    let mut page = q.parse(&ENDED)?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    page.since = match resume.or(page.since) {
+        Some(cursor) => Some(cursor),
+        None => Some(c.journal.call(|j| j.last_event_id()).await?),
+    };
+    struct Follow {
+        c: Console,
+        page: Page,
+        sent: Option<Vec<u8>>,
+        first: bool,
+    }
+    let follow = Follow { c, page, sent: None, first: true };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+        loop {
+            if !std::mem::take(&mut f.first) {
+                tokio::time::sleep(EVENTS_TICK).await;
+            }
+            let body = match answer(&f.c, &f.page).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(error = %e, "console event stream: the journal did not answer; trying again");
+                    continue;
+                }
+            };
+            let Ok(bytes) = serde_json::to_vec(&body) else { continue };
+            if f.sent.as_ref() == Some(&bytes) {
+                continue;
+            }
+            let cursor = body["cursor"].as_str().unwrap_or_default().to_string();
+            let event = Event::default().event("update").id(cursor.clone()).data(String::from_utf8_lossy(&bytes));
+            f.page.since = cursor.parse().ok().or(f.page.since);
+            f.sent = Some(bytes);
+            return Some((Ok::<_, Infallible>(event), f));
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
 /// `GET /api/v1/groups`: one page of groups, newest first, `{groups, next}`

@@ -98,3 +98,56 @@ async fn a_reader_with_a_cursor_gets_only_what_changed_and_304_when_nothing_did(
     let (_, g) = e.get(&format!("/api/v1/groups?since={cursor}")).await;
     assert_eq!(ids(&g["groups"]), vec![done[3]]);
 }
+
+/// The next Server-Sent Event of `resp`: its `id` and `data` (after
+/// `buf`, which keeps what arrived beyond it).
+async fn next_event(resp: &mut reqwest::Response, buf: &mut String) -> (String, Value) {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let field =
+                |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_string());
+            if let (Some(id), Some(data)) = (field("id:"), field("data:")) {
+                assert_eq!(field("event:").as_deref(), Some("update"), "{block}");
+                return (id, serde_json::from_str(&data).expect("the data is JSON"));
+            }
+            continue; // a keep-alive comment
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_the_state_at_once_then_each_change_and_resumes_from_last_event_id() {
+    let e = env(Some(TOKEN)).await;
+    let done: Vec<i64> = (0..5).map(|i| e.group(&format!("clip-{i}"))).collect();
+    e.journal.test_sql("UPDATE groups SET state = 'completed', library_id = 1").unwrap();
+    let queued = e.group("next");
+
+    let mut resp = e.http.get(format!("{}/api/v1/events", e.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut buf = String::new();
+    let (first, v) = next_event(&mut resp, &mut buf).await;
+    assert_eq!(v["cursor"], first.as_str(), "the event's id is its cursor");
+    assert_eq!(ids(&v["active"]), vec![queued]);
+    assert_eq!(v["changed"], json!([]), "a reader without a cursor starts from now");
+
+    e.journal.note(done[2], "receipt written").unwrap();
+    let (second, v) = next_event(&mut resp, &mut buf).await;
+    assert_eq!(ids(&v["changed"]), vec![done[2]]);
+    assert!(second.parse::<i64>().unwrap() > first.parse::<i64>().unwrap());
+    drop(resp);
+
+    // A reader that lost the stream after the first event gets what it missed.
+    let mut again =
+        e.http.get(format!("{}/api/v1/events", e.base)).header("Last-Event-ID", &first).send().await.unwrap();
+    let mut buf = String::new();
+    let (id, v) = next_event(&mut again, &mut buf).await;
+    assert_eq!((id, ids(&v["changed"])), (second, vec![done[2]]));
+}
