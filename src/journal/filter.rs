@@ -142,6 +142,28 @@ impl GroupFilter {
         if self.after_pending {
             conds.push(format!("{} AND g.after_failures > 0", d.unfinished));
         }
+        // Several states and a limit: one arm per state, each walking its
+        // part of the state index backwards and stopping at the limit, then
+        // the newest of them; one `state IN (…)` walk would read and sort
+        // every group of those states (nearly all of them, for history).
+        if let (true, Some(limit), false) = (self.states.len() > 1, self.limit, self.queue_order) {
+            let (state, rest) = conds.split_first().map(|(s, r)| (s.clone(), r.to_vec())).unwrap_or_default();
+            debug_assert!(state.starts_with("g.state IN"));
+            let arms: Vec<String> = (1..=self.states.len())
+                .map(|i| {
+                    let mut arm = vec![format!("g.state = {}", (d.placeholder)(i))];
+                    arm.extend(rest.iter().cloned());
+                    format!(
+                        "SELECT a{i}.id FROM (SELECT g.id FROM groups g WHERE {} ORDER BY g.id DESC LIMIT {limit}) AS a{i}",
+                        arm.join(" AND ")
+                    )
+                })
+                .collect();
+            return (
+                format!("SELECT id FROM ({}) AS arms ORDER BY id DESC LIMIT {limit}", arms.join(" UNION ALL ")),
+                params,
+            );
+        }
         let mut sql = String::from("SELECT g.id FROM groups g");
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
@@ -189,7 +211,7 @@ mod tests {
             limit: Some(50),
             queue_order: false,
         };
-        let (sql, params) = f.ids_sql(&POSTGRES);
+        let (sql, params) = GroupFilter { limit: None, ..f.clone() }.ids_sql(&POSTGRES);
         assert!(sql.contains("g.state IN ($1, $2)"), "{sql}");
         assert!(sql.contains("g.name ILIKE $3 ESCAPE '\\' OR encode(g.key, 'escape') ILIKE $3"), "{sql}");
         assert!(sql.contains("g.id < $4"), "{sql}");
@@ -197,7 +219,7 @@ mod tests {
         assert!(sql.contains("g.updated_at >= $6"), "{sql}");
         assert!(sql.contains("g.node = $7"), "{sql}");
         assert!(sql.contains("NOT g.finished AND g.after_failures > 0"), "{sql}");
-        assert!(sql.ends_with("ORDER BY g.id DESC LIMIT 50"), "{sql}");
+        assert!(sql.ends_with("ORDER BY g.id DESC"), "{sql}");
         assert_eq!(
             params,
             vec![
@@ -211,9 +233,19 @@ mod tests {
             ]
         );
         // SQLite has no node column: a node filter keeps nothing there.
-        let (sql, params) = f.ids_sql(&SQLITE);
+        let (sql, params) = GroupFilter { limit: None, ..f.clone() }.ids_sql(&SQLITE);
         assert!(sql.contains("g.state IN (?1, ?2)") && sql.contains("1 = 0"), "{sql}");
         assert_eq!(params.len(), 6);
+        // With a limit: one arm per state, each with its own limit, the same
+        // parameters.
+        let (sql, limited) = f.ids_sql(&SQLITE);
+        assert!(
+            sql.contains("WHERE g.state = ?1 AND (g.name LIKE ?3") && sql.contains("WHERE g.state = ?2 AND"),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("ORDER BY g.id DESC LIMIT 50").count(), 2, "{sql}");
+        assert!(sql.ends_with("UNION ALL") || sql.ends_with("ORDER BY id DESC LIMIT 50"), "{sql}");
+        assert_eq!(limited, params);
     }
 
     #[test]

@@ -342,6 +342,8 @@ impl Store for Journal {
 #[cfg(test)]
 mod cursor_tests;
 #[cfg(test)]
+mod filter_plans;
+#[cfg(test)]
 mod forget_tests;
 #[cfg(test)]
 mod tests;

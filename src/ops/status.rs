@@ -35,7 +35,9 @@ pub fn active(j: &dyn Store, shown: Option<u32>) -> Result<Vec<GroupSummary>, Jo
 /// completed ones whose after-upload step failed and will be tried again.
 pub fn attention(j: &dyn Store) -> Result<Vec<GroupSummary>, JournalError> {
     let mut rows = j.groups(&GroupFilter { limit: None, ..GroupFilter::newest(&ATTENTION, 0) })?;
-    let after = GroupFilter { after_pending: true, limit: None, ..GroupFilter::newest(&[GroupState::Completed], 0) };
+    // Only completed groups have an after-upload step: no state needed,
+    // and the partial index `groups_after_pending` serves it.
+    let after = GroupFilter { after_pending: true, ..GroupFilter::default() };
     rows.extend(j.groups(&after)?);
     rows.sort_by_key(|r| std::cmp::Reverse(r.id));
     Ok(rows)

@@ -47,6 +47,8 @@
 mod history;
 mod paths;
 mod queue;
+#[cfg(test)]
+pub(in crate::journal) use queue::SUMMARY_SQL;
 mod requests;
 mod schema;
 mod tls;

@@ -23,7 +23,7 @@ const DUPLICATE: &str = "fingerprint = $1
          OR (state = 'rejected' AND violations IS NOT DISTINCT FROM $2))";
 
 /// The columns of a `status` row (see [`PgJournal::summary_from_row`]).
-pub(super) const SUMMARY_SQL: &str = "
+pub(in crate::journal) const SUMMARY_SQL: &str = "
     SELECT g.id, g.name, g.key, g.state, g.session_id, g.library_id, g.error, g.priority, g.layout, g.retry_of,
            g.watch_path, g.created_at, g.updated_at, g.node,
            g.finished, g.after_failures, g.after_error, g.after_next_ms,

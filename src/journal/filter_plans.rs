@@ -1,0 +1,141 @@
+//! The plans of the queries a console poll and `status` run, on a journal
+//! of 100,000 groups: each walks an index (or the primary key backwards,
+//! stopping at its limit), none reads every group. Both backends: SQLite's
+//! `EXPLAIN QUERY PLAN`, PostgreSQL's `EXPLAIN`.
+
+use super::filter::{self, GroupFilter};
+use super::{GroupState, Journal};
+use crate::journal::prelude::*;
+
+/// Groups in the synthetic journal.
+const GROUPS: i64 = 100_000;
+
+/// The filters one console poll (and the `status` table) asks for, named.
+fn per_poll() -> Vec<(&'static str, GroupFilter)> {
+    use crate::ops::status::{ATTENTION, ENDED};
+    let newest = GroupFilter::newest;
+    vec![
+        ("uploading", GroupFilter { limit: None, ..newest(&[GroupState::Uploading], 0) }),
+        ("queued, queue order", GroupFilter { queue_order: true, ..newest(&[GroupState::Queued], 200) }),
+        ("waiting", newest(&[GroupState::Waiting], 200)),
+        ("attention", GroupFilter { limit: None, ..newest(&ATTENTION, 0) }),
+        ("after-upload pending", GroupFilter { after_pending: true, ..GroupFilter::default() }),
+        ("first page", newest(&ENDED, 51)),
+        ("an older page", GroupFilter { before: Some(GROUPS / 2), ..newest(&ENDED, 51) }),
+        ("changed since", GroupFilter { changed_after: Some(GROUPS * 3 - 10), ..newest(&ENDED, 101) }),
+    ]
+}
+
+/// Whether a plan line reads a whole table (`SCAN g` without an index);
+/// `SCAN a1` reads the rows of a page's own arm, already cut to its limit.
+fn sqlite_full_scan(line: &str) -> bool {
+    ["SCAN g", "SCAN e", "SCAN f", "SCAN p"].iter().any(|t| line.trim_start().starts_with(t))
+        && !line.contains("USING INDEX")
+        && !line.contains("USING COVERING INDEX")
+}
+
+#[test]
+fn every_per_poll_query_walks_an_index_on_sqlite_with_100k_groups() {
+    let d = tempfile::tempdir().unwrap();
+    let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
+    j.conn()
+        .execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {GROUPS})
+             INSERT INTO groups (id, key, name, root, watch_path, state, created_at, updated_at, queued_at, finished)
+             SELECT i, CAST('/w/clip-' || i AS BLOB), 'clip-' || i, CAST('/w/clip-' || i AS BLOB), CAST('/w' AS BLOB),
+                    CASE WHEN i % 1000 = 1 THEN 'failed' WHEN i % 997 = 0 THEN 'rejected'
+                         WHEN i > {GROUPS} - 10 THEN 'queued' ELSE 'completed' END, i, i, i, 1 FROM n;
+             INSERT INTO files (group_id, position, source, rel_path, file_name, role, size, mtime_ns)
+                 SELECT id, 0, key, 'video.mov', 'video.mov', 'video', 100, 1 FROM groups;
+             INSERT INTO parts (file_id, part_number, byte_start, size, state)
+                 SELECT id, 1, 0, 100, 'done' FROM files;
+             INSERT INTO events (group_id, at, to_state) SELECT id, id, 'queued' FROM groups;
+             INSERT INTO events (group_id, at, to_state) SELECT id, id, 'uploading' FROM groups;
+             INSERT INTO events (group_id, at, to_state) SELECT id, id, state FROM groups;"
+        ))
+        .unwrap();
+    let conn = j.conn();
+    let mut report = String::new();
+    for (name, f) in per_poll() {
+        let (ids, params) = f.ids_sql(&filter::SQLITE);
+        let sql = format!("{} WHERE g.id IN ({ids}) ORDER BY g.id DESC", super::codec::SUMMARY_SQL);
+        let values: Vec<rusqlite::types::Value> = params.into_iter().map(sqlite_value).collect();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        report.push_str(&format!("{name}:\n  {}\n", plan.join("\n  ")));
+        if let Some(line) = plan.iter().find(|l| sqlite_full_scan(l)) {
+            panic!("{name} reads a whole table: {line}\n{report}");
+        }
+    }
+    println!("{report}");
+}
+
+fn sqlite_value(p: filter::Param) -> rusqlite::types::Value {
+    match p {
+        filter::Param::Text(t) => rusqlite::types::Value::Text(t),
+        filter::Param::Int(i) => rusqlite::types::Value::Integer(i),
+    }
+}
+
+#[test]
+fn every_per_poll_query_walks_an_index_on_postgresql_with_100k_groups() {
+    let url = crate::sandbox::postgres::shared().database();
+    let j = super::pg::PgJournal::open(super::pg::PgOptions {
+        url: crate::config::DatabaseUrl::new(&url),
+        password: None,
+        node: "node-a".into(),
+        lease: std::time::Duration::from_secs(30),
+        mounts: super::pg::Mounts::default(),
+    })
+    .unwrap();
+    let report = j
+        .with(|c| {
+            c.batch_execute(&format!(
+                "INSERT INTO groups (id, key, name, root, watch_path, state, created_at, updated_at, queued_at, finished)
+                 SELECT i, convert_to('/w/clip-' || i, 'UTF8'), 'clip-' || i, convert_to('/w/clip-' || i, 'UTF8'),
+                        convert_to('/w', 'UTF8'),
+                        CASE WHEN i % 1000 = 1 THEN 'failed' WHEN i % 997 = 0 THEN 'rejected'
+                             WHEN i > {GROUPS} - 10 THEN 'queued' ELSE 'completed' END, i, i, i, true
+                 FROM generate_series(1, {GROUPS}) AS i;
+                 INSERT INTO files (group_id, position, source, rel_path, file_name, role, size, mtime_ns)
+                     SELECT id, 0, key, 'video.mov', 'video.mov', 'video', 100, 1 FROM groups;
+                 INSERT INTO parts (file_id, part_number, byte_start, size, state)
+                     SELECT id, 1, 0, 100, 'done' FROM files;
+                 INSERT INTO events (group_id, at, to_state) SELECT id, id, 'queued' FROM groups;
+                 INSERT INTO events (group_id, at, to_state) SELECT id, id, 'uploading' FROM groups;
+                 INSERT INTO events (group_id, at, to_state) SELECT id, id, state FROM groups;
+                 ANALYZE;"
+            ))
+            .map_err(super::pg::db_err)?;
+            let mut report = String::new();
+            for (name, f) in per_poll() {
+                let (ids, params) = f.ids_sql(&filter::POSTGRES);
+                // Literal values: EXPLAIN of a prepared statement plans for them.
+                let mut sql = format!("{} WHERE g.id IN ({ids}) ORDER BY g.id DESC", super::pg::SUMMARY_SQL);
+                for (i, p) in params.iter().enumerate().rev() {
+                    let value = match p {
+                        filter::Param::Text(t) => format!("'{}'", t.replace('\'', "''")),
+                        filter::Param::Int(n) => n.to_string(),
+                    };
+                    sql = sql.replace(&format!("${}", i + 1), &value);
+                }
+                let plan: Vec<String> = c
+                    .query(&format!("EXPLAIN {sql}"), &[])
+                    .map_err(super::pg::db_err)?
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect();
+                report.push_str(&format!("{name}:\n  {}\n", plan.join("\n  ")));
+                if let Some(line) = plan.iter().find(|l| l.contains("Seq Scan")) {
+                    panic!("{name} reads a whole table: {line}\n{report}");
+                }
+            }
+            Ok(report)
+        })
+        .unwrap();
+    println!("{report}");
+}
