@@ -5,7 +5,6 @@
 
 use super::filter::{self, GroupFilter};
 use super::{GroupState, Journal};
-use crate::journal::prelude::*;
 
 /// Groups in the synthetic journal.
 const GROUPS: i64 = 100_000;
