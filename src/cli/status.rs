@@ -10,7 +10,8 @@ use jiff::tz::TimeZone;
 use super::{GroupArgs, Outcome, PauseArgs, StatusArgs, UsageError};
 use crate::config::Config;
 use crate::journal::{self, AsyncJournal, GroupFilter, GroupState, GroupSummary, Pause, Store};
-use crate::ops::status::{ENDED, active, attention, counts_line, json_rows, pause_lines, thousands, window_line};
+use crate::media::thousands;
+use crate::ops::status::{ENDED, active, attention, counts_line, json_rows, pause_lines, window_line};
 use crate::ops::window::Schedule;
 use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
@@ -301,8 +302,6 @@ mod tests {
         let counts = [(GroupState::Completed, 1_204_500), (GroupState::Queued, 3), (GroupState::Failed, 0)];
         assert_eq!(crate::ops::status::counts_line(&counts), "3 queued · 1,204,500 completed");
         assert_eq!(crate::ops::status::counts_line(&[(GroupState::Failed, 0)]), "no groups in the journal");
-        assert_eq!(crate::ops::status::thousands(999), "999");
-        assert_eq!(crate::ops::status::thousands(1000), "1,000");
     }
 
     #[test]

@@ -48,6 +48,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 mod text;
+pub(crate) use text::num as thousands;
 mod walk;
 
 /// The most bytes of `moov` the probe reads into memory.

@@ -19,7 +19,7 @@ pub(super) fn size(n: u64) -> String {
 }
 
 /// `n` with a comma between each group of three digits (`312,000,000`).
-pub(super) fn num(n: u64) -> String {
+pub(crate) fn num(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

@@ -49,23 +49,14 @@ pub fn counts_line(counts: &[(GroupState, u64)]) -> String {
     let shown: Vec<String> = GroupState::ALL
         .iter()
         .filter_map(|s| {
-            counts.iter().find(|(c, _)| c == s).filter(|(_, n)| *n > 0).map(|(_, n)| format!("{} {s}", thousands(*n)))
+            counts
+                .iter()
+                .find(|(c, _)| c == s)
+                .filter(|(_, n)| *n > 0)
+                .map(|(_, n)| format!("{} {s}", crate::media::thousands(*n)))
         })
         .collect();
     if shown.is_empty() { "no groups in the journal".to_string() } else { shown.join(" · ") }
-}
-
-/// `n` with a comma between each group of three digits.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// One row of `status --json`: the group as the journal summarises it,
