@@ -386,7 +386,12 @@ fn main() -> Result<(), BoxError> {
     let arg = |i: usize, default: u64| -> Result<u64, BoxError> {
         Ok(std::env::args().nth(i).map(|s| s.parse()).transpose()?.unwrap_or(default))
     };
-    let a = Args { groups: arg(1, 100_000)?, drain: arg(2, 1000)? as usize, arrive: arg(3, 10_000)? as usize, idle: arg(4, 60)? };
+    let a = Args {
+        groups: arg(1, 100_000)?,
+        drain: arg(2, 1000)? as usize,
+        arrive: arg(3, 10_000)? as usize,
+        idle: arg(4, 60)?,
+    };
     let bin = binary()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let dir = tempfile::tempdir()?;

@@ -18,7 +18,8 @@ use crate::journal::codec::now_ms;
 const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
 
 /// Which state the `i`th synthetic group ended in, as SQL over `i`.
-const STATE_OF_I: &str = "CASE WHEN i % 1000 = 1 THEN 'failed' WHEN i % 1000 = 500 THEN 'rejected' ELSE 'completed' END";
+const STATE_OF_I: &str =
+    "CASE WHEN i % 1000 = 1 THEN 'failed' WHEN i % 1000 = 500 THEN 'rejected' ELSE 'completed' END";
 
 /// The error a synthetic failed group shows.
 const FAILED: &str = "the server answered 500 to every attempt";

@@ -352,8 +352,10 @@ impl Transfers for Journal {
 
     fn unfinished(&self) -> Result<Vec<GroupId>, JournalError> {
         let conn = self.conn();
+        // `+state`: the few unfinished rows come from `groups_unfinished`;
+        // the state index would walk every ended group of the history.
         let mut stmt = conn.prepare(
-            "SELECT id FROM groups WHERE finished = 0 AND state IN ('completed','rejected','canceled','expired') ORDER BY id",
+            "SELECT id FROM groups WHERE finished = 0 AND +state IN ('completed','rejected','canceled','expired') ORDER BY id",
         )?;
         let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         Ok(ids)

@@ -12,7 +12,7 @@
 
 use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -125,21 +125,43 @@ fn cut<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> GroupId) -> (Vec<T>, 
 /// What one `/api/v1/status` answer is made of, read in one journal call.
 struct Snapshot {
     cursor: i64,
-    counts: Vec<(GroupState, u64)>,
+    /// The counts and attention, as of `cursor`.
+    unmoved: Unmoved,
     active: Vec<GroupSummary>,
-    attention: Vec<GroupSummary>,
     /// The page of ended groups, or (with `since`) those that changed.
     ended: Vec<GroupSummary>,
     pauses: Vec<Pause>,
 }
 
-fn read(j: &dyn crate::journal::Store, page: &Page) -> Result<Snapshot, crate::journal::JournalError> {
+/// What an event stream reuses while the history has not moved: the counts
+/// per state and the groups needing attention change only with a history
+/// line, so a tick that finds the same newest line reads neither again
+/// (the counts read the whole state index). Reused for [`REUSE_FOR`] at
+/// most: on PostgreSQL a line with a smaller id may commit after a larger one.
+#[derive(Clone)]
+struct Unmoved {
+    cursor: i64,
+    read_at: Instant,
+    counts: Vec<(GroupState, u64)>,
+    attention: Vec<GroupSummary>,
+}
+
+/// The longest counts and attention are reused while the history has not moved.
+const REUSE_FOR: Duration = Duration::from_secs(10);
+
+fn read(
+    j: &dyn crate::journal::Store,
+    page: &Page,
+    known: Option<Unmoved>,
+) -> Result<Snapshot, crate::journal::JournalError> {
     // The cursor first: a line written while the rest is read is sent again
     // next time, never missed.
     let cursor = j.last_event_id()?;
-    let counts = j.count_by_state()?;
+    let unmoved = match known.filter(|k| k.cursor == cursor && k.read_at.elapsed() < REUSE_FOR) {
+        Some(k) => k,
+        None => Unmoved { cursor, read_at: Instant::now(), counts: j.count_by_state()?, attention: attention(j)? },
+    };
     let active = active(j, Some(ACTIVE_SHOWN))?;
-    let attention = attention(j)?;
     let ended = match page.since {
         Some(since) => j.groups(&GroupFilter {
             changed_after: Some(since),
@@ -148,7 +170,7 @@ fn read(j: &dyn crate::journal::Store, page: &Page) -> Result<Snapshot, crate::j
         })?,
         None => j.groups(&page.filter())?,
     };
-    Ok(Snapshot { cursor, counts, active, attention, ended, pauses: j.pauses()? })
+    Ok(Snapshot { cursor, unmoved, active, ended, pauses: j.pauses()? })
 }
 
 /// The answer as JSON, with an `ETag` of its bytes; `304` when the
@@ -170,22 +192,23 @@ fn tagged(headers: &HeaderMap, body: &Value) -> Result<Response, ConsoleError> {
     Ok((common, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response())
 }
 
-/// The body of a `/api/v1/status` answer for `page`.
-async fn answer(c: &Console, page: &Page) -> Result<Value, ConsoleError> {
+/// The body of a `/api/v1/status` answer for `page`, and what the next
+/// answer of the same reader may reuse.
+async fn answer(c: &Console, page: &Page, known: Option<Unmoved>) -> Result<(Value, Unmoved), ConsoleError> {
     let asked = page.clone();
-    let snap = c.journal.call(move |j| read(j, &asked)).await?;
+    let snap = c.journal.call(move |j| read(j, &asked, known)).await?;
     let agent = c.controls.agent();
     let mut agent_json = serde_json::to_value(&agent)?;
     if let Value::Object(m) = &mut agent_json {
         m.insert("pauses".into(), Value::Array(pauses_json(&snap.pauses, &agent.windows)?));
     }
     let counts: serde_json::Map<String, Value> =
-        snap.counts.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect();
+        snap.unmoved.counts.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect();
     let mut body = json!({
         "agent": agent_json,
         "counts": counts,
         "active": json_rows(&snap.active, &snap.pauses)?,
-        "attention": json_rows(&snap.attention, &snap.pauses)?,
+        "attention": json_rows(&snap.unmoved.attention, &snap.pauses)?,
         "cursor": snap.cursor.to_string(),
     });
     if let Value::Object(m) = &mut body {
@@ -198,7 +221,7 @@ async fn answer(c: &Console, page: &Page) -> Result<Value, ConsoleError> {
             m.insert("ended".into(), json!({ "groups": json_rows(&rows, &snap.pauses)?, "next": next }));
         }
     }
-    Ok(body)
+    Ok((body, snap.unmoved))
 }
 
 /// `GET /api/v1/status`: the agent, counts per state, `active`, `attention`,
@@ -210,7 +233,7 @@ pub async fn status(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ConsoleError> {
     let page = q.parse(&ENDED)?;
-    tagged(&headers, &answer(&c, &page).await?)
+    tagged(&headers, &answer(&c, &page, None).await?.0)
 }
 
 /// How often `/api/v1/events` looks for a change.
@@ -237,15 +260,19 @@ pub async fn events(
         page: Page,
         sent: Option<Vec<u8>>,
         first: bool,
+        unmoved: Option<Unmoved>,
     }
-    let follow = Follow { c, page, sent: None, first: true };
+    let follow = Follow { c, page, sent: None, first: true, unmoved: None };
     let stream = futures_util::stream::unfold(follow, |mut f| async move {
         loop {
             if !std::mem::take(&mut f.first) {
                 tokio::time::sleep(EVENTS_TICK).await;
             }
-            let body = match answer(&f.c, &f.page).await {
-                Ok(b) => b,
+            let body = match answer(&f.c, &f.page, f.unmoved.take()).await {
+                Ok((b, unmoved)) => {
+                    f.unmoved = Some(unmoved);
+                    b
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "console event stream: the journal did not answer; trying again");
                     continue;
