@@ -9,6 +9,9 @@ use super::{GroupState, Journal};
 /// Groups in the synthetic journal.
 const GROUPS: i64 = 100_000;
 
+/// The newest ten groups wait in the queue (the synthetic history has none).
+const QUEUED: &str = "UPDATE groups SET state = 'queued', finished = false WHERE id > (SELECT MAX(id) - 10 FROM groups);";
+
 /// The filters one console poll (and the `status` table) asks for, named.
 fn per_poll() -> Vec<(&'static str, GroupFilter)> {
     use crate::ops::status::{ATTENTION, ENDED};
@@ -37,22 +40,8 @@ fn sqlite_full_scan(line: &str) -> bool {
 fn every_per_poll_query_walks_an_index_on_sqlite_with_100k_groups() {
     let d = tempfile::tempdir().unwrap();
     let j = Journal::open(&d.path().join("j.sqlite3")).unwrap();
-    j.conn()
-        .execute_batch(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {GROUPS})
-             INSERT INTO groups (id, key, name, root, watch_path, state, created_at, updated_at, queued_at, finished)
-             SELECT i, CAST('/w/clip-' || i AS BLOB), 'clip-' || i, CAST('/w/clip-' || i AS BLOB), CAST('/w' AS BLOB),
-                    CASE WHEN i % 1000 = 1 THEN 'failed' WHEN i % 997 = 0 THEN 'rejected'
-                         WHEN i > {GROUPS} - 10 THEN 'queued' ELSE 'completed' END, i, i, i, 1 FROM n;
-             INSERT INTO files (group_id, position, source, rel_path, file_name, role, size, mtime_ns)
-                 SELECT id, 0, key, 'video.mov', 'video.mov', 'video', 100, 1 FROM groups;
-             INSERT INTO parts (file_id, part_number, byte_start, size, state)
-                 SELECT id, 1, 0, 100, 'done' FROM files;
-             INSERT INTO events (group_id, at, to_state) SELECT id, id, 'queued' FROM groups;
-             INSERT INTO events (group_id, at, to_state) SELECT id, id, 'uploading' FROM groups;
-             INSERT INTO events (group_id, at, to_state) SELECT id, id, state FROM groups;"
-        ))
-        .unwrap();
+    j.synthesize_history(GROUPS as u64).unwrap();
+    j.conn().execute_batch(QUEUED).unwrap();
     let conn = j.conn();
     let mut report = String::new();
     for (name, f) in per_poll() {
@@ -91,25 +80,10 @@ fn every_per_poll_query_walks_an_index_on_postgresql_with_100k_groups() {
         mounts: super::pg::Mounts::default(),
     })
     .unwrap();
+    j.synthesize_history(GROUPS as u64).unwrap();
     let report = j
         .with(|c| {
-            c.batch_execute(&format!(
-                "INSERT INTO groups (id, key, name, root, watch_path, state, created_at, updated_at, queued_at, finished)
-                 SELECT i, convert_to('/w/clip-' || i, 'UTF8'), 'clip-' || i, convert_to('/w/clip-' || i, 'UTF8'),
-                        convert_to('/w', 'UTF8'),
-                        CASE WHEN i % 1000 = 1 THEN 'failed' WHEN i % 997 = 0 THEN 'rejected'
-                             WHEN i > {GROUPS} - 10 THEN 'queued' ELSE 'completed' END, i, i, i, true
-                 FROM generate_series(1, {GROUPS}) AS i;
-                 INSERT INTO files (group_id, position, source, rel_path, file_name, role, size, mtime_ns)
-                     SELECT id, 0, key, 'video.mov', 'video.mov', 'video', 100, 1 FROM groups;
-                 INSERT INTO parts (file_id, part_number, byte_start, size, state)
-                     SELECT id, 1, 0, 100, 'done' FROM files;
-                 INSERT INTO events (group_id, at, to_state) SELECT id, id, 'queued' FROM groups;
-                 INSERT INTO events (group_id, at, to_state) SELECT id, id, 'uploading' FROM groups;
-                 INSERT INTO events (group_id, at, to_state) SELECT id, id, state FROM groups;
-                 ANALYZE;"
-            ))
-            .map_err(super::pg::db_err)?;
+            c.batch_execute(&format!("{QUEUED} ANALYZE groups;")).map_err(super::pg::db_err)?;
             let mut report = String::new();
             for (name, f) in per_poll() {
                 let (ids, params) = f.ids_sql(&filter::POSTGRES);

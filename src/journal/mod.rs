@@ -122,6 +122,7 @@ mod requests;
 mod schema;
 mod state;
 mod store;
+mod synthetic;
 mod transfer;
 
 use std::path::{Path, PathBuf};

@@ -188,11 +188,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // that a page costs the same with a year of history. Pages walk
     // `groups_state` (its entries are ordered by state, then id: SQLite
     // appends the rowid). `groups_updated` serves `status --since`;
-    // `groups_after_pending` the completed groups whose after-upload step
-    // will be tried again (the console's "needs attention").
+    // `groups_unfinished` the few groups whose end-of-group step is still
+    // to do: the engine's housekeeping round, and the completed groups
+    // whose after-upload step will be tried again (the console's "needs
+    // attention").
     r#"
     CREATE INDEX groups_updated ON groups(updated_at);
-    CREATE INDEX groups_after_pending ON groups(id) WHERE finished = 0 AND after_failures > 0;
+    CREATE INDEX groups_unfinished ON groups(id) WHERE finished = 0;
     "#,
 ];
 

@@ -36,7 +36,7 @@ pub fn active(j: &dyn Store, shown: Option<u32>) -> Result<Vec<GroupSummary>, Jo
 pub fn attention(j: &dyn Store) -> Result<Vec<GroupSummary>, JournalError> {
     let mut rows = j.groups(&GroupFilter { limit: None, ..GroupFilter::newest(&ATTENTION, 0) })?;
     // Only completed groups have an after-upload step: no state needed,
-    // and the partial index `groups_after_pending` serves it.
+    // and the partial index `groups_unfinished` serves it.
     let after = GroupFilter { after_pending: true, ..GroupFilter::default() };
     rows.extend(j.groups(&after)?);
     rows.sort_by_key(|r| std::cmp::Reverse(r.id));

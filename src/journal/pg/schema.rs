@@ -185,7 +185,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         r#"
     CREATE INDEX groups_state ON groups(state, id);
     CREATE INDEX groups_updated ON groups(updated_at);
-    CREATE INDEX groups_after_pending ON groups(id) WHERE NOT finished AND after_failures > 0;
+    CREATE INDEX groups_unfinished ON groups(id) WHERE NOT finished;
     "#,
     ),
 ];
