@@ -169,6 +169,44 @@ async fn with_ten_thousand_groups_an_update_stays_small_the_search_finds_one_and
     let full = names.iter().filter(|n| n.ends_with("/api/v1/status")).count();
     assert_eq!(full, 1, "the full status once, at load: {names:?}");
 
+    // The stream given up (three errors in a row, as when something between
+    // cannot hold it open): the page asks `?since=` every 2 s instead, an
+    // unchanged answer is a bodiless 304, and a changed one is small too.
+    let given_up = c
+        .execute("for (let i = 0; i < 3; i++) stream.dispatchEvent(new Event('error')); return stream === null", vec![])
+        .await
+        .unwrap();
+    assert_eq!(given_up, Value::Bool(true), "the page gives the stream up");
+    let polls = |c: Client| async move {
+        let v = c
+            .execute(
+                "return performance.getEntriesByType('resource')
+                   .filter((e) => e.name.includes('/api/v1/status?since='))
+                   .map((e) => e.responseStatus || 0)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        v.as_array().unwrap().iter().filter_map(|s| s.as_u64()).collect::<Vec<u64>>()
+    };
+    page_until(Duration::from_secs(15), "an unchanged poll answered 304", || {
+        let c = c.clone();
+        async move { polls(c).await.contains(&304) }
+    })
+    .await;
+    let before = cursor(&c).await;
+    let start = proxy.down.load(Ordering::SeqCst);
+    journal.note(id, "after-upload step done").unwrap();
+    page_until(Duration::from_secs(10), "the poll after the change", || {
+        let c = c.clone();
+        let before = before.clone();
+        async move { cursor(&c).await != before }
+    })
+    .await;
+    let update = proxy.down.load(Ordering::SeqCst) - start;
+    eprintln!("one poll after the change: {update} bytes");
+    assert!(update > 0 && update < UPDATE_LIMIT, "the poll carried {update} bytes");
+
     // Scrolling to the end of the history loads the next older page.
     c.execute("document.getElementById('done-sentinel').scrollIntoView()", vec![]).await.unwrap();
     page_until(Duration::from_secs(20), "an older page on scroll", || {
