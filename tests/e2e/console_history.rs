@@ -215,10 +215,7 @@ async fn with_ten_thousand_groups_an_update_stays_small_the_search_finds_one_and
     })
     .await;
     let ids: Value = c
-        .execute(
-            "return [...document.querySelectorAll('#done .group')].map((e) => Number(e.dataset.groupId))",
-            vec![],
-        )
+        .execute("return [...document.querySelectorAll('#done .group')].map((e) => Number(e.dataset.groupId))", vec![])
         .await
         .unwrap();
     let ids: Vec<i64> = ids.as_array().unwrap().iter().filter_map(|v| v.as_i64()).collect();
