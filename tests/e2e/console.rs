@@ -90,7 +90,7 @@ pub(crate) async fn browser(d: &Driver, profile: &Path) -> Client {
 }
 
 /// Poll the page (through `f`) until it says yes, within `limit`.
-async fn page_until<F, Fut>(limit: Duration, what: &str, mut f: F)
+pub(crate) async fn page_until<F, Fut>(limit: Duration, what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -9,6 +9,7 @@ mod agent;
 mod binary;
 mod commands;
 mod console;
+mod console_history;
 mod controls;
 mod crash;
 mod dashboards;
