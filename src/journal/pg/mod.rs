@@ -65,7 +65,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use paths::Mounts;
 
 use super::store::Store;
-use super::{AgentLock, Claim, EngineLock, Fence, GroupId, JournalError};
+use super::{AgentLock, Claim, EngineLock, Fence, GroupId, JournalError, NodeInfo};
 use crate::config::DatabaseUrl;
 
 /// What a PostgreSQL journal needs to open.
@@ -559,6 +559,39 @@ impl Store for PgJournal {
                 .collect::<Result<_, _>>()?;
             Ok(ids.iter().copied().filter(|id| !held.contains(id)).collect())
         })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeInfo>, JournalError> {
+        // One clock reading for every row; the held groups come by the
+        // `groups_state` index (few rows are `uploading`), joined to the
+        // handful of `nodes` rows.
+        let rows = self.with(|c| {
+            c.query(
+                &format!(
+                    "WITH now AS (SELECT {DB_NOW} AS ms)
+                     SELECT n.node, n.seen_at, n.lease_ms, n.version, n.seen_at + n.lease_ms < now.ms AS silent,
+                            count(g.id) AS held
+                     FROM nodes n CROSS JOIN now
+                     LEFT JOIN groups g ON g.state = 'uploading' AND g.node = n.node AND g.lease_until > now.ms
+                     GROUP BY n.node, n.seen_at, n.lease_ms, n.version, now.ms
+                     ORDER BY n.node"
+                ),
+                &[],
+            )
+            .map_err(db_err)
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeInfo {
+                    name: col(r, "node")?,
+                    last_seen_ms: col(r, "seen_at")?,
+                    held: u64::try_from(col::<i64>(r, "held")?).unwrap_or(0),
+                    version: col(r, "version")?,
+                    lease_ms: col(r, "lease_ms")?,
+                    silent: col(r, "silent")?,
+                })
+            })
+            .collect()
     }
 
     #[cfg(test)]
