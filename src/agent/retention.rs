@@ -135,7 +135,13 @@ pub async fn retention_loop(journal: AsyncJournal, age: Option<Duration>, when: 
         wait = match forget_before(&journal, before, &shutdown).await {
             Ok(s) => {
                 if s.forgot > 0 {
-                    tracing::info!(forgot = s.forgot, kept = s.kept, "forgot {} ended groups older than {}", s.forgot, shown(age));
+                    tracing::info!(
+                        forgot = s.forgot,
+                        kept = s.kept,
+                        "forgot {} ended groups older than {}",
+                        s.forgot,
+                        shown(age)
+                    );
                 } else {
                     tracing::debug!(kept = s.kept, "no ended groups older than {} to forget", shown(age));
                 }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use super::{
     AgentLock, Claim, Ended, EngineLock, Enqueued, Event, Fence, FileId, GroupFilter, GroupId, GroupRecord, GroupState,
-    GroupSummary, JournalError, NodeInfo, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult,
-    SessionFile,
+    GroupSummary, JournalError, NodeInfo, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind,
+    RequestResult, SessionFile,
 };
 use crate::group::UploadGroup;
 

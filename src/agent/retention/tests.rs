@@ -163,7 +163,8 @@ async fn the_task_sweeps_soon_after_the_start_and_stops_at_once_on_shutdown() {
     tokio::time::timeout(Duration::from_secs(5), off).await.expect("ends at once").unwrap();
 
     let shutdown = CancellationToken::new();
-    let when = Every { first: Duration::from_millis(20), every: Duration::from_secs(3600), after_error: Duration::ZERO };
+    let when =
+        Every { first: Duration::from_millis(20), every: Duration::from_secs(3600), after_error: Duration::ZERO };
     let task = tokio::spawn(retention_loop(
         e.async_journal(),
         Some(Duration::from_secs(180 * 24 * 3600)),

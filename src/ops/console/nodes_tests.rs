@@ -175,7 +175,10 @@ async fn a_fleet_lists_every_node_and_marks_the_one_silent_past_its_lease() {
     assert_eq!(v["fleet"], true, "{v}");
     assert_eq!(v["nodes"].as_array().map(Vec::len), Some(2), "{v}");
     let (na, nb) = (by_name(&v, "a"), by_name(&v, "b"));
-    assert_eq!((na["held"].clone(), na["silent"].clone(), na["leaseMs"].clone()), (json!(1), json!(false), json!(30000)));
+    assert_eq!(
+        (na["held"].clone(), na["silent"].clone(), na["leaseMs"].clone()),
+        (json!(1), json!(false), json!(30000))
+    );
     assert_eq!((nb["held"].clone(), nb["silent"].clone(), nb["leaseMs"].clone()), (json!(1), json!(false), json!(800)));
     assert_eq!(na["version"], env!("CARGO_PKG_VERSION"), "the version each node wrote");
     assert!(nb["lastSeen"].as_i64().unwrap() > 0);
@@ -193,7 +196,10 @@ async fn a_fleet_lists_every_node_and_marks_the_one_silent_past_its_lease() {
     // A clean stop removes the node from the list.
     b.release_claims(&[]).unwrap();
     let v = get().await;
-    assert_eq!(v["nodes"].as_array().map(|n| n.iter().map(|n| n["name"].clone()).collect::<Vec<_>>()), Some(vec![json!("a")]));
+    assert_eq!(
+        v["nodes"].as_array().map(|n| n.iter().map(|n| n["name"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("a")])
+    );
 
     stop.cancel();
     served.await.unwrap();
