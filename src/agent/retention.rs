@@ -113,7 +113,7 @@ pub async fn forget_before(
 /// `age` as the config would write it: whole days as `180d`.
 fn shown(age: Duration) -> String {
     let secs = age.as_secs();
-    if secs > 0 && secs % 86_400 == 0 && age.subsec_nanos() == 0 {
+    if secs > 0 && secs.is_multiple_of(86_400) && age.subsec_nanos() == 0 {
         format!("{}d", secs / 86_400)
     } else {
         crate::config::Dur(age).to_string()
