@@ -84,6 +84,21 @@ pub struct PgOptions {
 /// are measured by one clock, whatever the nodes' clocks say.
 const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// [`Store::nodes`]: one clock reading for every row; the held groups
+/// come by the `groups_state` index (few rows are `uploading`), joined to
+/// the handful of `nodes` rows.
+fn nodes_sql() -> String {
+    format!(
+        "WITH now AS (SELECT {DB_NOW} AS ms)
+         SELECT n.node, n.seen_at, n.lease_ms, n.version, n.seen_at + n.lease_ms < now.ms AS silent,
+                count(g.id) AS held
+         FROM nodes n CROSS JOIN now
+         LEFT JOIN groups g ON g.state = 'uploading' AND g.node = n.node AND g.lease_until > now.ms
+         GROUP BY n.node, n.seen_at, n.lease_ms, n.version, now.ms
+         ORDER BY n.node"
+    )
+}
+
 /// The advisory lock every write that moves a group or writes history takes (see the module doc).
 const EVENT_LOCK: i64 = 0x5347_5359_4e43_0002;
 
@@ -562,24 +577,7 @@ impl Store for PgJournal {
     }
 
     fn nodes(&self) -> Result<Vec<NodeInfo>, JournalError> {
-        // One clock reading for every row; the held groups come by the
-        // `groups_state` index (few rows are `uploading`), joined to the
-        // handful of `nodes` rows.
-        let rows = self.with(|c| {
-            c.query(
-                &format!(
-                    "WITH now AS (SELECT {DB_NOW} AS ms)
-                     SELECT n.node, n.seen_at, n.lease_ms, n.version, n.seen_at + n.lease_ms < now.ms AS silent,
-                            count(g.id) AS held
-                     FROM nodes n CROSS JOIN now
-                     LEFT JOIN groups g ON g.state = 'uploading' AND g.node = n.node AND g.lease_until > now.ms
-                     GROUP BY n.node, n.seen_at, n.lease_ms, n.version, now.ms
-                     ORDER BY n.node"
-                ),
-                &[],
-            )
-            .map_err(db_err)
-        })?;
+        let rows = self.with(|c| c.query(&nodes_sql(), &[]).map_err(db_err))?;
         rows.iter()
             .map(|r| {
                 Ok(NodeInfo {
