@@ -147,8 +147,9 @@ impl ApiConfig {
 }
 
 impl JournalConfig {
-    /// `[journal]`: `forget_after` not under a day; `path` or `url`, a vetted URL, the node's name, the
-    /// lease; with `url`, every `[[watch]]` has a `name`, each its own.
+    /// `[journal]`: `forget_after` not under a day; `path` or `url`, a
+    /// vetted URL, the node's name, the lease; with `url`, every
+    /// `[[watch]]` has a `name`, each its own.
     fn problems(&self, watches: &[WatchConfig], out: &mut Vec<Problem>) {
         let at = |k: &'static str| vec![Seg::Key("journal"), Seg::Key(k)];
         let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
