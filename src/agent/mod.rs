@@ -12,6 +12,8 @@
 //!   clock; a small task turns that state into the engine's open/closed gate;
 //! - the notifier (`notify`): one task per hook and for the webhook, each
 //!   tailing the journal's history from its own cursor (at least once);
+//! - the retention task ([`retention`]): with `[journal] forget_after`,
+//!   ended groups older than that are forgotten once a day;
 //! - the HTTP listener (`console`): `/metrics` (fed by the engine's
 //!   observer and one aggregate journal query per scrape), `/healthz`, the
 //!   control API and the console page ([`crate::ops::console`]).
@@ -39,6 +41,7 @@ pub mod fds;
 mod metrics;
 mod notify;
 mod reload;
+pub mod retention;
 pub mod service;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,6 +235,13 @@ impl Agent {
         };
         let mut http_server =
             listener.map(|(addr, l)| HttpServer::serve(addr, l, &tracker, &failure, &shutdown, console.clone()));
+        // Ended groups older than `[journal] forget_after`, once a day.
+        tracker.spawn(retention::retention_loop(
+            journal.clone(),
+            cfg.journal.forget_after.map(|d| d.0),
+            retention::Every::DAILY,
+            shutdown.clone(),
+        ));
         tracker.spawn(notify_loop(Notifications {
             journal: journal.clone(),
             notifier,

@@ -10,13 +10,17 @@
 //! the user); forgotten, the next scan would upload it (or report it)
 //! again. With `after_upload = "delete"` or `"move"` uploaded exports are
 //! gone and their groups can be forgotten; with `"keep"` they stay until
-//! their export is removed. Safe while the agent runs: the drop is one
+//! their export is removed. A group whose watch folder is not here (an
+//! unmounted share) is kept too: missing files there prove nothing. The
+//! running agent applies the same rules with `[journal] forget_after`
+//! ([`crate::agent::retention`]). Safe while the agent runs: the drop is one
 //! journal transaction, and an ended group is nothing the engine works on.
 
 use anyhow::Context;
 
 use super::{ForgetArgs, Outcome};
-use crate::journal::{GroupRecord, format_ms, now_ms};
+use crate::agent::retention::export_may_remain;
+use crate::journal::{format_ms, now_ms};
 
 pub fn run(args: ForgetArgs) -> anyhow::Result<Outcome> {
     let cfg = args.config.load()?;
@@ -28,7 +32,7 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<Outcome> {
     let mut kept = 0usize;
     for id in journal.forgettable(before)? {
         let g = journal.group(id).with_context(|| format!("reading group {id}"))?;
-        if export_still_there(&g) {
+        if export_may_remain(&g) {
             kept += 1;
         } else {
             drop.push(id);
@@ -39,16 +43,9 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<Outcome> {
     println!("forgot {n} group(s) that ended before {since} ({})", crate::config::Dur(args.older_than.0));
     if kept > 0 {
         println!(
-            "kept {kept} ended group(s) whose export is still in place: forgotten, the watcher would upload \
-             (or report) it again; remove the export first"
+            "kept {kept} ended group(s) whose export is still in place (or whose watch folder is not here to \
+             look): forgotten, the watcher would upload (or report) it again; remove the export first"
         );
     }
     Ok(Outcome::Success)
-}
-
-/// Is any file of `g` still at its path? (Staged copies, which the agent
-/// made itself and removes after the upload, do not count.)
-fn export_still_there(g: &GroupRecord) -> bool {
-    g.files.iter().filter(|f| !f.staged).any(|f| std::fs::symlink_metadata(&f.source).is_ok())
-        || (g.files.is_empty() && std::fs::symlink_metadata(&g.key).is_ok())
 }

@@ -90,6 +90,10 @@ pub struct JournalConfig {
     /// The database password, if not in the URL or `PGPASSWORD` (mode 0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// The running agent forgets ended groups older than this once a day,
+    /// by `forget`'s rules. `None` (absent, or `"off"`): history is kept.
+    #[serde(default, with = "off_or_duration")]
+    pub forget_after: Option<Dur>,
     /// `path` was written in the file (not the default).
     #[serde(skip)]
     pub path_given: bool,
@@ -121,7 +125,30 @@ impl Default for JournalConfig {
             node: None,
             lease: Self::default_lease(),
             password_file: None,
+            forget_after: None,
             path_given: false,
+        }
+    }
+}
+
+/// A duration, or `"off"` for none (`[journal] forget_after`).
+mod off_or_duration {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Dur;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        s.parse::<Dur>().map(Some).map_err(|e| serde::de::Error::custom(format!("{e}, or \"off\"")))
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Dur>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => d.serialize(s),
+            None => s.serialize_str("off"),
         }
     }
 }

@@ -503,3 +503,28 @@ fn the_http_token_file_is_checked_like_the_key_file() {
     std::fs::write(&file, "  \n").unwrap();
     assert!(cfg.http_token().unwrap_err().to_string().contains("is empty"));
 }
+
+#[test]
+fn forget_after_is_off_unless_set_and_takes_days() {
+    assert_eq!(parse("").unwrap().journal.forget_after, None, "absent: history is kept");
+    assert_eq!(parse("[journal]\nforget_after = \"off\"\n").unwrap().journal.forget_after, None);
+    assert_eq!(parse("[journal]\nforget_after = \"OFF\"\n").unwrap().journal.forget_after, None);
+    let cfg = parse("[journal]\nforget_after = \"180d\"\n").unwrap();
+    assert_eq!(cfg.journal.forget_after, Some(Dur::secs(180 * 24 * 3600)));
+    assert_eq!(parse("[journal]\nforget_after = \"36h\"\n").unwrap().journal.forget_after, Some(Dur::secs(36 * 3600)));
+}
+
+#[test]
+fn a_bad_forget_after_names_its_line() {
+    let (loc, msg) = parse_error("[journal]\npath = \"/j.sqlite3\"\nforget_after = \"180 fortnights\"\n");
+    assert_eq!(loc, "/etc/sgs/config.toml:3");
+    assert!(msg.contains("invalid duration") && msg.contains("\"off\""), "{msg}");
+    let (loc, _) = parse_error("[journal]\nforget_after = 180\n");
+    assert_eq!(loc, "/etc/sgs/config.toml:2", "a number is not a duration");
+    let p = problems("[journal]\n\nforget_after = \"2h\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("/etc/sgs/config.toml:3: journal.forget_after: 2h is too short; use at least 1d"),
+        "{p:?}"
+    );
+}

@@ -11,9 +11,12 @@ use super::env::check_endpoint;
 use super::fleet::fleet_name_problem;
 use super::locate::{Seg, key_path, line_of, locate};
 use super::sections::{ApiConfig, HooksConfig, HttpConfig, JournalConfig, LogConfig, UploadConfig, WindowConfig};
-use super::units::{parse_hhmm, parse_weekday};
+use super::units::{Dur, parse_hhmm, parse_weekday};
 use super::watch::{AfterUpload, WatchConfig};
 use super::{Config, ConfigError};
+
+/// The shortest `[journal] forget_after`: one day.
+pub const MIN_FORGET_AFTER: Dur = Dur::secs(24 * 3600);
 
 /// One problem: the key path it is at, and what is wrong there.
 type Problem = (Vec<Seg<'static>>, String);
@@ -144,11 +147,23 @@ impl ApiConfig {
 }
 
 impl JournalConfig {
-    /// `[journal]`: `path` or `url`, a vetted URL, the node's name, the
-    /// lease; with `url`, every `[[watch]]` has a `name`, each its own.
+    /// `[journal]`: `forget_after` not under a day; `path` or `url`, a
+    /// vetted URL, the node's name, the lease; with `url`, every
+    /// `[[watch]]` has a `name`, each its own.
     fn problems(&self, watches: &[WatchConfig], out: &mut Vec<Problem>) {
         let at = |k: &'static str| vec![Seg::Key("journal"), Seg::Key(k)];
         let mut err = |path: Vec<Seg<'static>>, msg: String| out.push((path, msg));
+        if let Some(age) = self.forget_after
+            && age < MIN_FORGET_AFTER
+        {
+            // The sweep runs once a day, so a shorter age would not be kept
+            // to anyway; and a day leaves time to read what happened (and
+            // for notifications held up by a hook or webhook that was down).
+            err(
+                at("forget_after"),
+                format!("{age} is too short; use at least 1d (ended groups are forgotten once a day), or \"off\""),
+            );
+        }
         let Some(url) = &self.url else {
             for k in ["node", "password_file"] {
                 let set = if k == "node" { self.node.is_some() } else { self.password_file.is_some() };

@@ -138,7 +138,7 @@ pub use lock::{AgentLock, EngineLock};
 pub use pauses::{Pause, PauseReason, PauseView};
 pub use records::{
     AFTER_UPLOAD_ATTEMPTS, AfterUploadRetry, Claim, Ended, Enqueued, Event, Fence, FileRecord, GroupRecord,
-    GroupSummary, PartRecord, Request, RequestKind, RequestResult, SessionFile,
+    GroupSummary, NodeInfo, PartRecord, Request, RequestKind, RequestResult, SessionFile,
 };
 pub use state::{FileState, GroupState};
 pub use store::{AsyncJournal, History, Pauses, Queue, Requests, Store, Transfers};
@@ -326,6 +326,11 @@ impl Store for Journal {
             }
         }
         Ok(lost)
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeInfo>, JournalError> {
+        // One machine's journal keeps no heartbeats: there is no fleet to list.
+        Ok(Vec::new())
     }
 
     #[cfg(test)]

@@ -351,3 +351,23 @@ pub struct Event {
     pub to: Option<GroupState>,
     pub detail: Option<String>,
 }
+
+/// One node of a fleet as the journal last heard from it
+/// ([`Store::nodes`](super::Store::nodes)): what the console's node list shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's name (`[journal] node`, or its host name).
+    pub name: String,
+    /// When its engine last said it is alive (ms since the epoch, by the
+    /// database's clock).
+    pub last_seen_ms: i64,
+    /// Groups it is uploading under a claim whose lease still runs.
+    pub held: u64,
+    /// The version of `spatialgen-sync` it runs.
+    pub version: String,
+    /// Its lease: silent for longer than this, its claims may be taken over.
+    pub lease_ms: i64,
+    /// Not heard from within its lease (stopped, frozen, cut off): another
+    /// node may take its groups over.
+    pub silent: bool,
+}

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use super::{
     AgentLock, Claim, Ended, EngineLock, Enqueued, Event, Fence, FileId, GroupFilter, GroupId, GroupRecord, GroupState,
-    GroupSummary, JournalError, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind, RequestResult,
-    SessionFile,
+    GroupSummary, JournalError, NodeInfo, PartRecord, Pause, PauseReason, Request, RequestId, RequestKind,
+    RequestResult, SessionFile,
 };
 use crate::group::UploadGroup;
 
@@ -316,6 +316,16 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
     /// over after this node was silent past its lease): their workers must
     /// stop without touching them.
     fn renew_claims(&self, claims: &[Claim]) -> Result<Vec<GroupId>, JournalError>;
+
+    /// The nodes of a fleet, by name: each engine that renewed its
+    /// heartbeat and has not stopped cleanly (a clean stop removes its
+    /// row), with the groups it uploads under a live lease, and whether it
+    /// has been silent past its lease (measured by the database's clock, so
+    /// a frozen node is marked whatever its own clock says). One query; the
+    /// rows are few. A single machine's journal (SQLite) records no nodes
+    /// and answers an empty list: the agent itself knows it is the only one
+    /// (the console lists it with `fleet: false`).
+    fn nodes(&self) -> Result<Vec<NodeInfo>, JournalError>;
 
     /// Tests only: run one SQL statement as it is written (both backends
     /// read the same plain SQL) and return the first column of its first

@@ -65,7 +65,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use paths::Mounts;
 
 use super::store::Store;
-use super::{AgentLock, Claim, EngineLock, Fence, GroupId, JournalError};
+use super::{AgentLock, Claim, EngineLock, Fence, GroupId, JournalError, NodeInfo};
 use crate::config::DatabaseUrl;
 
 /// What a PostgreSQL journal needs to open.
@@ -83,6 +83,21 @@ pub struct PgOptions {
 /// The milliseconds-since-the-epoch of the database's clock, in SQL: leases
 /// are measured by one clock, whatever the nodes' clocks say.
 const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// [`Store::nodes`]: one clock reading for every row; the held groups
+/// come by the `groups_state` index (few rows are `uploading`), joined to
+/// the handful of `nodes` rows.
+fn nodes_sql() -> String {
+    format!(
+        "WITH now AS (SELECT {DB_NOW} AS ms)
+         SELECT n.node, n.seen_at, n.lease_ms, n.version, n.seen_at + n.lease_ms < now.ms AS silent,
+                count(g.id) AS held
+         FROM nodes n CROSS JOIN now
+         LEFT JOIN groups g ON g.state = 'uploading' AND g.node = n.node AND g.lease_until > now.ms
+         GROUP BY n.node, n.seen_at, n.lease_ms, n.version, now.ms
+         ORDER BY n.node"
+    )
+}
 
 /// The advisory lock every write that moves a group or writes history takes (see the module doc).
 const EVENT_LOCK: i64 = 0x5347_5359_4e43_0002;
@@ -559,6 +574,22 @@ impl Store for PgJournal {
                 .collect::<Result<_, _>>()?;
             Ok(ids.iter().copied().filter(|id| !held.contains(id)).collect())
         })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeInfo>, JournalError> {
+        let rows = self.with(|c| c.query(&nodes_sql(), &[]).map_err(db_err))?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeInfo {
+                    name: col(r, "node")?,
+                    last_seen_ms: col(r, "seen_at")?,
+                    held: u64::try_from(col::<i64>(r, "held")?).unwrap_or(0),
+                    version: col(r, "version")?,
+                    lease_ms: col(r, "lease_ms")?,
+                    silent: col(r, "silent")?,
+                })
+            })
+            .collect()
     }
 
     #[cfg(test)]

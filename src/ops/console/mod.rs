@@ -38,6 +38,7 @@ use crate::upload::control::{self, CancelAnswer, RetryAnswer};
 
 pub mod guard;
 pub mod listen;
+pub mod nodes;
 pub mod pages;
 
 use self::guard::GroupPath;
@@ -202,6 +203,7 @@ pub fn router(console: Console) -> Router {
         .route("/api/v1/status", get(pages::status))
         .route("/api/v1/groups", get(pages::groups))
         .route("/api/v1/events", get(pages::events))
+        .route("/api/v1/nodes", get(nodes::nodes))
         .route("/api/v1/groups/{id}", get(group))
         .merge(writes)
         .with_state(console.clone())
@@ -360,6 +362,8 @@ async fn health(State(c): State<Console>) -> Response {
     resp
 }
 
+#[cfg(test)]
+mod nodes_tests;
 #[cfg(test)]
 mod pages_tests;
 #[cfg(test)]
