@@ -353,7 +353,7 @@ fn bench(bin: &Path, backend: &Backend, a: &Args, sandbox: &Sandbox) -> Result<(
     println!("  GET /api/v1/status:      {:>7.1} ms {:>11}", wall * 1000.0, kib(bytes));
     let v: serde_json::Value = serde_json::from_slice(&http_get(&w.console, "/api/v1/status", None)?.1)?;
     let next = v["ended"]["next"].as_i64().ok_or("no ended.next")?;
-    let cursor = v["cursor"].as_i64().ok_or("no cursor")?;
+    let cursor = v["cursor"].as_str().ok_or("no cursor")?;
     let (wall, bytes, _) = get(&w.console, &format!("/api/v1/groups?before={next}&limit=50"), None)?;
     println!("  GET /api/v1/groups page: {:>7.1} ms {:>11}", wall * 1000.0, kib(bytes));
     let since = format!("/api/v1/status?since={cursor}");

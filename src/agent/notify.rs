@@ -145,9 +145,18 @@ struct Feeds {
     newest: watch::Receiver<i64>,
 }
 
-/// Every [`NOTIFY_POLL`], the newest history line's id, sent when it moves.
+/// Every [`NOTIFY_POLL`], the newest history line's id, sent when it moves;
+/// not looked at while no consumer runs (no hook, no webhook: the
+/// [`Feeds`] template holds the one receiver), so that an agent without
+/// notifications does not wake the journal for them.
 async fn watch_history(journal: AsyncJournal, newest: watch::Sender<i64>, stop: CancellationToken) {
     loop {
+        if newest.receiver_count() <= 1 {
+            if pause(&stop, NOTIFY_POLL * 8).await {
+                return;
+            }
+            continue;
+        }
         match journal.call(|j| j.last_event_id()).await {
             Ok(id) => {
                 newest.send_if_modified(|v| std::mem::replace(v, id) != id);

@@ -297,6 +297,15 @@ impl Store for Journal {
         self.path.display().to_string()
     }
 
+    fn generation(&self) -> Result<Option<u128>, JournalError> {
+        // `data_version` moves with the other connections' commits, this
+        // connection's row changes count its own (a transaction that
+        // changed nothing, as most idle rounds' are, moves neither).
+        let conn = self.conn();
+        let others: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(Some((u128::from(others as u64) << 64) | u128::from(conn.total_changes())))
+    }
+
     fn schema_version(&self) -> Result<i64, JournalError> {
         Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }

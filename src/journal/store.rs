@@ -299,6 +299,15 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
     /// without waiting: `None` if another agent has it.
     fn try_lock_agent(&self) -> Result<Option<AgentLock>, JournalError>;
 
+    /// A number that changes whenever anything was committed to the journal
+    /// (by this handle or any other process or connection), read without
+    /// a transaction: an idle engine looks at it instead of asking its
+    /// questions again. `None`: the backend cannot tell (PostgreSQL), the
+    /// engine asks every time.
+    fn generation(&self) -> Result<Option<u128>, JournalError> {
+        Ok(None)
+    }
+
     /// This agent's name in a fleet; `None` for a single machine's journal.
     fn node(&self) -> Option<&str> {
         None

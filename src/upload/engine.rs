@@ -88,6 +88,18 @@ impl std::fmt::Debug for EngineOptions {
     }
 }
 
+/// The longest an idle engine goes without asking the journal its
+/// questions (requests, due retries, the operator's pause, the next group)
+/// when nothing was committed meanwhile: what changes by the clock alone
+/// (an automatic retry falling due, housekeeping) waits at most this long.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+
+/// An idle engine looks at the journal's generation this many times less
+/// often than it polls while working (the default 500 ms: every 2 s), so
+/// that an agent with nothing to do costs next to nothing; a new export
+/// starts at most that much later.
+const IDLE_SLOWER: u32 = 4;
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
@@ -339,6 +351,13 @@ impl Engine {
         let lease = sh.journal.blocking().lease();
         let renew_every = lease.map(|l| l / 3);
         let mut last_renewal = Instant::now();
+        // The journal's generation when the last round asked its
+        // questions, and when that was (see `IDLE_RECHECK`).
+        let mut asked_at: Option<u128> = None;
+        let mut last_round = Instant::now();
+        // Something besides the journal changed (the upload window, the
+        // config): the next round asks in any case.
+        let mut woken = false;
 
         'main: loop {
             if let Some(rx) = config_rx.as_mut()
@@ -346,6 +365,7 @@ impl Engine {
             {
                 let new = rx.borrow_and_update().clone();
                 sh.reconfigure(new);
+                woken = true;
                 let u = &sh.cfg().upload;
                 tracing::info!(
                     max_groups = u.max_groups,
@@ -373,6 +393,25 @@ impl Engine {
                     worker::lost_claim(sh, a.held.claim(), None).await;
                 }
             }
+            // Idle, with nothing committed to the journal since the last
+            // round: its questions would get the same answers. Asked again
+            // at least every `IDLE_RECHECK` (a retry falls due by the clock).
+            let idle = active.is_empty() && held.is_empty() && backoff.is_empty() && paused_until.is_none();
+            let generation = if idle { sh.journal.call(|j| j.generation()).await? } else { None };
+            if !std::mem::take(&mut woken)
+                && generation.is_some()
+                && generation == asked_at
+                && last_round.elapsed() < IDLE_RECHECK
+            {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'main,
+                    _ = tokio::time::sleep(self.opts.poll * IDLE_SLOWER) => {}
+                    () = gate_changed(&mut gate_rx) => woken = true,
+                }
+                continue;
+            }
+            asked_at = generation;
+            last_round = Instant::now();
             // Control requests first: a cancel must not wait for scheduling.
             for req in sh.journal.call(|j| j.open_requests()).await? {
                 let rid = req.id;

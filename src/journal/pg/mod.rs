@@ -544,6 +544,18 @@ impl Store for PgJournal {
         Some(&self.node)
     }
 
+    fn generation(&self) -> Result<Option<u128>, JournalError> {
+        // Where the server's write-ahead log ends: it moves with every
+        // commit that wrote anything (in any database of the server, so it
+        // moves more often than needed, never less).
+        let at: i64 = self.with(|c| {
+            c.query_one("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint", &[])
+                .map_err(db_err)
+                .map(|r| r.get(0))
+        })?;
+        Ok(Some(u128::from(at as u64)))
+    }
+
     fn lease(&self) -> Option<Duration> {
         Some(self.lease)
     }
