@@ -123,6 +123,27 @@ impl UploadGroup {
         }
     }
 
+    /// The export `name` in watch folder `watch`: one `video.mov` of
+    /// `size` bytes, 2D, a fingerprint of its own (for tests).
+    #[cfg(test)]
+    pub(crate) fn one_video_in(watch: &std::path::Path, name: &str, size: u64) -> UploadGroup {
+        let root = watch.join(name);
+        let video = GroupFile {
+            source: root.join("video.mov"),
+            size,
+            mtime_ns: 1,
+            ..GroupFile::for_tests("video.mov", FileRole::Video)
+        };
+        UploadGroup {
+            key: root.clone(),
+            root,
+            watch_path: Some(watch.to_path_buf()),
+            perspective: None,
+            fingerprint: format!("fp-{}-{name}", watch.display()),
+            ..UploadGroup::for_tests(name, Layout::TwoD, vec![video])
+        }
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }

@@ -74,13 +74,14 @@ fn traced(sql: &str) {
 
 /// What the engine asks the journal on every poll of an idle agent (control
 /// requests, due retries, the operator's pause, the next group) and on each
-/// housekeeping round (unfinished groups, the next retry), plus the counts
+/// housekeeping round (unfinished groups, the next retry), what the watcher
+/// asks of each export it sees (known by its path?), plus the counts
 /// a console poll and a metrics scrape read: the real calls, their SQL as
 /// SQLite ran it (traced, parameters written in), each statement's plan.
 /// The counts read the state index from end to end (one entry per group,
 /// no table row); every other statement seeks.
 #[test]
-fn every_query_of_an_idle_engine_poll_seeks_an_index_on_sqlite_with_100k_groups() {
+fn every_query_of_an_idle_poll_and_an_arrival_seeks_an_index_on_sqlite_with_100k_groups() {
     use super::PauseReason;
     use super::prelude::*;
     let d = tempfile::tempdir().unwrap();
@@ -94,6 +95,9 @@ fn every_query_of_an_idle_engine_poll_seeks_an_index_on_sqlite_with_100k_groups(
     assert!(j.next_group(&[]).unwrap().is_none(), "the synthetic history has nothing to upload");
     assert!(j.unfinished().unwrap().is_empty(), "the synthetic history is finished");
     j.next_retry_at().unwrap();
+    // What the watcher asks of each export it sees: is it known already?
+    assert!(j.find("/synthetic/shot-000123").unwrap().is_some());
+    assert!(j.find("/exports/new-render").unwrap().is_none());
     let started = std::time::Instant::now();
     let counts = j.count_by_state().unwrap();
     let took = started.elapsed();

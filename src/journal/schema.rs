@@ -191,10 +191,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // `groups_unfinished` the few groups whose end-of-group step is still
     // to do: the engine's housekeeping round, and the completed groups
     // whose after-upload step will be tried again (the console's "needs
-    // attention").
+    // attention"). `groups_key` and `groups_root`: the watcher asks whether
+    // each export it sees is known already, by its path.
     r#"
     CREATE INDEX groups_updated ON groups(updated_at);
     CREATE INDEX groups_unfinished ON groups(id) WHERE finished = 0;
+    CREATE INDEX groups_key ON groups(key);
+    CREATE INDEX groups_root ON groups(root);
     "#,
 ];
 

@@ -1200,7 +1200,7 @@ fn a_version_7_journal_gains_empty_after_upload_columns() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
-            "DROP INDEX groups_unfinished; DROP INDEX groups_updated;
+            "DROP INDEX groups_unfinished; DROP INDEX groups_updated; DROP INDEX groups_key; DROP INDEX groups_root;
              ALTER TABLE groups DROP COLUMN after_failures; ALTER TABLE groups DROP COLUMN after_error;
              ALTER TABLE groups DROP COLUMN after_next_ms; PRAGMA user_version = 7;",
         )

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::*;
-use crate::group::{GroupFile, UploadGroup};
+use crate::group::UploadGroup;
 use crate::journal::prelude::*;
 use crate::journal::{Enqueued, Journal, Store};
-use crate::model::{FileRole, Layout};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -39,35 +38,7 @@ impl Env {
             std::fs::create_dir_all(&root).unwrap();
             std::fs::write(root.join("video.mov"), b"x").unwrap();
         }
-        let g = UploadGroup {
-            name: name.into(),
-            key: root.clone(),
-            root: root.clone(),
-            watch_path: Some(watch.to_path_buf()),
-            layout: Layout::TwoD,
-            perspective: None,
-            description: None,
-            folder_name: None,
-            priority: 0,
-            files: vec![GroupFile {
-                source: root.join("video.mov"),
-                rel_path: "video.mov".into(),
-                file_name: "video.mov".into(),
-                role: FileRole::Video,
-                language: None,
-                size: 1,
-                mtime_ns: 1,
-                dev: None,
-                ino: None,
-                staged: false,
-                media: None,
-            }],
-            fingerprint: format!("fp-{}-{name}", watch.display()),
-            violations: Vec::new(),
-            media_check: crate::config::MediaCheck::Reject,
-            unfinished: Vec::new(),
-            warnings: Vec::new(),
-        };
+        let g = UploadGroup::one_video_in(watch, name, 1);
         match self.journal.enqueue(&g).unwrap() {
             Enqueued::Queued(id) => id,
             other => panic!("{other:?}"),

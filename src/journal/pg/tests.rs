@@ -389,7 +389,7 @@ fn a_version_7_database_gains_empty_after_upload_columns() {
     let a = node(&url, "a", "/mnt", Duration::from_secs(30));
     let Enqueued::Queued(id) = a.enqueue(&export("/mnt", "A", "fp")).unwrap() else { panic!("not queued") };
     a.test_sql(&format!("UPDATE groups SET state = 'completed', library_id = 3 WHERE id = {id}")).unwrap();
-    a.test_sql("DROP INDEX groups_state, groups_updated, groups_unfinished").unwrap();
+    a.test_sql("DROP INDEX groups_state, groups_updated, groups_unfinished, groups_root").unwrap();
     a.test_sql("ALTER TABLE groups DROP COLUMN after_failures, DROP COLUMN after_error, DROP COLUMN after_next_ms")
         .unwrap();
     a.test_sql("UPDATE spatialgen_schema SET version = 7").unwrap();

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use super::tests::{TOKEN, env, serve, settings};
 use super::*;
 use crate::config::DatabaseUrl;
-use crate::group::{GroupFile, UploadGroup};
+use crate::group::UploadGroup;
 use crate::journal::pg::{Mounts, PgJournal, PgOptions};
 use crate::journal::prelude::*;
 use crate::journal::{Enqueued, Fence, SessionFile, Store};
-use crate::model::{FileRole, Layout, Strategy};
+use crate::model::Strategy;
 use crate::ops::metrics::{SnapshotError, StateSnapshot};
 
 #[tokio::test]
@@ -79,36 +79,7 @@ fn fleet_node(url: &str, name: &str, lease: Duration) -> PgJournal {
 }
 
 fn export(rel: &str) -> UploadGroup {
-    let root = Path::new("/mnt/exports").join(rel);
-    UploadGroup {
-        name: rel.into(),
-        key: root.clone(),
-        root: root.clone(),
-        watch_path: Some(PathBuf::from("/mnt/exports")),
-        layout: Layout::TwoD,
-        perspective: None,
-        description: None,
-        folder_name: None,
-        priority: 0,
-        files: vec![GroupFile {
-            source: root.join("video.mov"),
-            rel_path: "video.mov".into(),
-            file_name: "video.mov".into(),
-            role: FileRole::Video,
-            language: None,
-            size: 300,
-            mtime_ns: 1,
-            dev: None,
-            ino: None,
-            staged: false,
-            media: None,
-        }],
-        fingerprint: format!("fp-{rel}"),
-        violations: Vec::new(),
-        media_check: crate::config::MediaCheck::Reject,
-        unfinished: Vec::new(),
-        warnings: Vec::new(),
-    }
+    UploadGroup::one_video_in(Path::new("/mnt/exports"), rel, 300)
 }
 
 /// `j` claims the next group and starts its upload.
