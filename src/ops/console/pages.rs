@@ -23,14 +23,15 @@ use serde_json::{Value, json};
 
 use super::{Console, ConsoleError, pauses_json};
 use crate::journal::{GroupFilter, GroupId, GroupState, GroupSummary, MAX_PAGE, Pause};
-use crate::ops::status::{ENDED, active, attention, json_rows};
+use crate::ops::status::{ATTENTION, ENDED, active, attention, json_rows};
 
 /// Rows in a page of ended groups unless `?limit=` says otherwise.
 pub const DEFAULT_PAGE: u32 = 50;
 
 /// The most queued (and, separately, waiting) groups `active` lists: the
-/// next ones to go. The rest are in `counts`.
-pub const ACTIVE_SHOWN: u32 = 200;
+/// next ones to go. The rest are in `counts`. With the attention ids and
+/// the rest, an update stays under 64 KiB however long the queue.
+pub const ACTIVE_SHOWN: u32 = 50;
 
 /// The most changed groups one `?since=` answer carries; beyond it the
 /// answer says `more` and the reader loads the first page again.
@@ -130,6 +131,9 @@ struct Snapshot {
     active: Vec<GroupSummary>,
     /// The page of ended groups, or (with `since`) those that changed.
     ended: Vec<GroupSummary>,
+    /// With `since`: the groups needing attention whose history moved after
+    /// it (`None`: more than [`MAX_CHANGED`], the whole list is sent).
+    attention_changed: Option<Vec<GroupSummary>>,
     pauses: Vec<Pause>,
 }
 
@@ -162,15 +166,21 @@ fn read(
         None => Unmoved { cursor, read_at: Instant::now(), counts: j.count_by_state()?, attention: attention(j)? },
     };
     let active = active(j, Some(ACTIVE_SHOWN))?;
-    let ended = match page.since {
-        Some(since) => j.groups(&GroupFilter {
-            changed_after: Some(since),
+    let changed = |states: &[GroupState]| {
+        j.groups(&GroupFilter {
+            changed_after: page.since,
             limit: Some(MAX_CHANGED + 1),
-            ..GroupFilter::newest(&page.states, 0)
-        })?,
-        None => j.groups(&page.filter())?,
+            ..GroupFilter::newest(states, 0)
+        })
     };
-    Ok(Snapshot { cursor, unmoved, active, ended, pauses: j.pauses()? })
+    let (ended, attention_changed) = match page.since {
+        Some(_) => {
+            let attention = changed(&ATTENTION)?;
+            (changed(&page.states)?, (attention.len() <= MAX_CHANGED as usize).then_some(attention))
+        }
+        None => (j.groups(&page.filter())?, None),
+    };
+    Ok(Snapshot { cursor, unmoved, active, ended, attention_changed, pauses: j.pauses()? })
 }
 
 /// The answer as JSON, with an `ETag` of its bytes; `304` when the
@@ -204,14 +214,24 @@ async fn answer(c: &Console, page: &Page, known: Option<Unmoved>) -> Result<(Val
     }
     let counts: serde_json::Map<String, Value> =
         snap.unmoved.counts.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect();
+    // An update names every group needing attention but carries only the
+    // rows that changed (the list is as long as failures go unhandled).
+    let attention = match &snap.attention_changed {
+        Some(rows) => json_rows(rows, &snap.pauses)?,
+        None => json_rows(&snap.unmoved.attention, &snap.pauses)?,
+    };
     let mut body = json!({
         "agent": agent_json,
         "counts": counts,
         "active": json_rows(&snap.active, &snap.pauses)?,
-        "attention": json_rows(&snap.unmoved.attention, &snap.pauses)?,
+        "attention": attention,
         "cursor": snap.cursor.to_string(),
     });
     if let Value::Object(m) = &mut body {
+        if snap.attention_changed.is_some() {
+            let ids: Vec<GroupId> = snap.unmoved.attention.iter().map(|r| r.id).collect();
+            m.insert("attentionIds".into(), json!(ids));
+        }
         if page.since.is_some() {
             let (rows, more) = cut(snap.ended, MAX_CHANGED, |r| r.id);
             m.insert("changed".into(), Value::Array(json_rows(&rows, &snap.pauses)?));
