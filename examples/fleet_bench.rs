@@ -91,14 +91,7 @@ fn main() -> Result<(), BoxError> {
     let big = build_folder_group(&big, &opts)?;
 
     // A private server unless one is named; it lives as long as `main`.
-    let server = match std::env::var("SPATIALGEN_TEST_POSTGRES") {
-        Ok(u) if !u.is_empty() => None,
-        _ => Some(PgServer::start()?),
-    };
-    let admin = match &server {
-        Some(s) => s.admin_url(),
-        None => std::env::var("SPATIALGEN_TEST_POSTGRES")?,
-    };
+    let (admin, _server) = PgServer::named_or_private()?;
     let mut db = 0;
     let mut fresh = || -> Result<String, BoxError> {
         db += 1;

@@ -25,6 +25,10 @@ use spatialgen_sync::journal::{Journal, Store};
 use spatialgen_sync::sandbox::postgres::{PgServer, create_database};
 use spatialgen_sync::sandbox::{Sandbox, SandboxOptions};
 
+mod common;
+
+use common::fill;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the journal lives.
@@ -157,19 +161,6 @@ fn usage(pid: u32) -> Result<(u64, u64, u64), BoxError> {
             .unwrap_or(0)
     };
     Ok((ticks, kib("VmRSS:"), kib("VmHWM:")))
-}
-
-fn fill(path: &Path, size: usize, seed: u64) -> std::io::Result<()> {
-    let mut x = seed | 1;
-    let mut buf = Vec::with_capacity(size + 8);
-    while buf.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-    buf.truncate(size);
-    std::fs::write(path, buf)
 }
 
 /// Write `n` small exports beside the watch folder, then move them in at
@@ -403,15 +394,8 @@ fn main() -> Result<(), BoxError> {
     let only = std::env::var("HISTORY_BENCH_BACKENDS").unwrap_or_default();
     bench(&bin, &Backend::Sqlite, &a, &sandbox)?;
     if only != "sqlite" {
-        // A private server unless one is named; it lives as long as `main`.
-        let server = match std::env::var("SPATIALGEN_TEST_POSTGRES") {
-            Ok(u) if !u.is_empty() => None,
-            _ => Some(PgServer::start()?),
-        };
-        let admin = match &server {
-            Some(s) => s.admin_url(),
-            None => std::env::var("SPATIALGEN_TEST_POSTGRES")?,
-        };
+        // A private server unless one is named; it lives until the bench ends.
+        let (admin, _server) = PgServer::named_or_private()?;
         bench(&bin, &Backend::Postgres { admin }, &a, &sandbox)?;
     }
     Ok(())

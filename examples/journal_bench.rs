@@ -22,20 +22,11 @@ use spatialgen_sync::sandbox::{Sandbox, SandboxOptions};
 use spatialgen_sync::upload::{Engine, EngineOptions};
 use tokio_util::sync::CancellationToken;
 
-const FILES: [(&str, usize); 3] = [("clip.mov", 24 * 1024), ("clip.en.m4a", 6 * 1024), ("clip.en.srt", 2 * 1024)];
+mod common;
 
-fn fill(path: &Path, size: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut buf = Vec::with_capacity(size + 8);
-    while buf.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf.extend_from_slice(&x.to_le_bytes());
-    }
-    buf.truncate(size);
-    std::fs::write(path, buf).expect("write test file");
-}
+use common::fill;
+
+const FILES: [(&str, usize); 3] = [("clip.mov", 24 * 1024), ("clip.en.m4a", 6 * 1024), ("clip.en.srt", 2 * 1024)];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let groups: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
@@ -53,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(&folder)?;
         for (j, (name, size)) in FILES.iter().enumerate() {
             // Sizes differ per group: the fingerprint (names, sizes, mtimes) must too.
-            fill(&folder.join(name), *size + i, (i * 3 + j) as u64 + 1);
+            fill(&folder.join(name), *size + i, (i * 3 + j) as u64 + 1)?;
         }
         built.push(build_folder_group(&folder, &GroupOptions { watch: &watch, staging_dir: None, matcher: None })?);
     }
@@ -120,7 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let one = exports.join("one-big");
         std::fs::create_dir_all(&one)?;
-        fill(&one.join("clip.mov"), total_bytes as usize, 99);
+        fill(&one.join("clip.mov"), total_bytes as usize, 99)?;
         let big = build_folder_group(&one, &GroupOptions { watch: &watch, staging_dir: None, matcher: None })?;
         let single = upload_all(&sandbox, dir.path(), "one", std::slice::from_ref(&big), max_groups).await?;
         println!(

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::{AsyncJournal, GroupId, GroupRecord, JournalError, now_ms};
+use crate::journal::{AsyncJournal, GroupId, GroupRecord, JournalError, Store, now_ms};
 
 /// Groups dropped per journal transaction.
 pub const BATCH: usize = 500;
@@ -73,6 +73,24 @@ pub fn export_may_remain(g: &GroupRecord) -> bool {
         || (g.files.is_empty() && std::fs::symlink_metadata(&g.key).is_ok())
 }
 
+/// Of `forget`'s candidates `ids`, those whose export is gone (see
+/// [`export_may_remain`]), and how many were kept; a candidate dropped
+/// meanwhile (another node's sweep, a `forget`) is neither. The `forget`
+/// command and the agent's sweep both decide with it.
+pub fn exports_gone(j: &dyn Store, ids: &[GroupId]) -> Result<(Vec<GroupId>, u64), JournalError> {
+    let mut gone = Vec::with_capacity(ids.len());
+    let mut kept = 0u64;
+    for &id in ids {
+        match j.group(id) {
+            Ok(g) if export_may_remain(&g) => kept += 1,
+            Ok(_) => gone.push(id),
+            Err(JournalError::NoSuchGroup(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((gone, kept))
+}
+
 /// Forget the ended groups that last changed before `before_ms` and whose
 /// export is gone, [`BATCH`] at a time, until done or `stop` is cancelled
 /// (the batch under way finishes).
@@ -90,17 +108,7 @@ pub async fn forget_before(
         let ids = chunk.to_vec();
         let (forgot, kept) = journal
             .call(move |j| {
-                let mut gone: Vec<GroupId> = Vec::with_capacity(ids.len());
-                let mut kept = 0u64;
-                for id in ids {
-                    match j.group(id) {
-                        Ok(g) if export_may_remain(&g) => kept += 1,
-                        Ok(_) => gone.push(id),
-                        // Dropped meanwhile (another node's sweep, a `forget`).
-                        Err(JournalError::NoSuchGroup(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                let (gone, kept) = exports_gone(j, &ids)?;
                 Ok((j.forget(&gone, before_ms)?, kept))
             })
             .await?;

@@ -19,7 +19,7 @@
 use anyhow::Context;
 
 use super::{ForgetArgs, Outcome};
-use crate::agent::retention::export_may_remain;
+use crate::agent::retention::exports_gone;
 use crate::journal::{format_ms, now_ms};
 
 pub fn run(args: ForgetArgs) -> anyhow::Result<Outcome> {
@@ -28,16 +28,8 @@ pub fn run(args: ForgetArgs) -> anyhow::Result<Outcome> {
     let journal = crate::journal::open_configured(&cfg)?;
     let age = i64::try_from(args.older_than.0.as_millis()).unwrap_or(i64::MAX);
     let before = now_ms().saturating_sub(age);
-    let mut drop = Vec::new();
-    let mut kept = 0usize;
-    for id in journal.forgettable(before)? {
-        let g = journal.group(id).with_context(|| format!("reading group {id}"))?;
-        if export_may_remain(&g) {
-            kept += 1;
-        } else {
-            drop.push(id);
-        }
-    }
+    let candidates = journal.forgettable(before)?;
+    let (drop, kept) = exports_gone(journal.as_ref(), &candidates).context("reading the ended groups")?;
     let n = journal.forget(&drop, before)?;
     let since = format_ms(before);
     println!("forgot {n} group(s) that ended before {since} ({})", crate::config::Dur(args.older_than.0));

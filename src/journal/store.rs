@@ -302,8 +302,8 @@ pub trait Store: Queue + Transfers + Requests + History + Pauses + Send + Sync +
     /// A number that changes whenever anything was committed to the journal
     /// (by this handle or any other process or connection), read without
     /// a transaction: an idle engine looks at it instead of asking its
-    /// questions again. `None`: the backend cannot tell (PostgreSQL), the
-    /// engine asks every time.
+    /// questions again. `None`: the backend cannot tell, the engine asks
+    /// every time.
     fn generation(&self) -> Result<Option<u128>, JournalError> {
         Ok(None)
     }

@@ -88,6 +88,19 @@ fn postgres_owner() -> Option<(u32, u32)> {
 }
 
 impl PgServer {
+    /// The server `SPATIALGEN_TEST_POSTGRES` names, or else a private one
+    /// started now: its admin URL, and the private server (stopped when
+    /// dropped; keep it as long as the URL is used).
+    pub fn named_or_private() -> Result<(String, Option<PgServer>), String> {
+        match std::env::var("SPATIALGEN_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => Ok((url, None)),
+            _ => {
+                let server = PgServer::start()?;
+                Ok((server.admin_url(), Some(server)))
+            }
+        }
+    }
+
     /// Make a cluster and start it; wait until it accepts connections.
     pub fn start() -> Result<PgServer, String> {
         let bin = find_bindir()?;

@@ -180,8 +180,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         // Indexes for what the console and `status` ask on every poll, and
-        // the watcher's look-up of each export by its path (see SQLite's v9). PostgreSQL's index on `state` does not order by id
-        // within a state: `groups_state` carries the id.
+        // the watcher's look-up of each export by its path (see SQLite's
+        // v9). PostgreSQL's index on `state` does not order by id within a
+        // state: `groups_state` carries the id.
         r#"
     CREATE INDEX groups_state ON groups(state, id);
     CREATE INDEX groups_updated ON groups(updated_at);
