@@ -3,8 +3,6 @@
 //! lower its own descriptor limit without touching the tests running beside
 //! it.
 
-use std::fs;
-
 const SIEGE_CHILD: &str = "SPATIALGEN_WATCH_SIEGE_CHILD";
 
 /// `true` in the child, which then runs the test's body. In the parent,
@@ -45,7 +43,7 @@ impl Starved {
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
         // Descriptors are handed out lowest first: with the limit at the
         // lowest free one, nothing more opens.
-        let lowest = fs::File::open("/dev/null").expect("a descriptor is free").as_raw_fd() as u64;
+        let lowest = std::fs::File::open("/dev/null").expect("a descriptor is free").as_raw_fd() as u64;
         let starved = libc::rlimit { rlim_cur: lowest + spare, rlim_max: old.rlim_max };
         // SAFETY: setrlimit reads the struct passed.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &starved) }, 0);

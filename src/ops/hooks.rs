@@ -49,7 +49,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ConfigError, HooksConfig};
 use crate::retry::ErrorClass;
 use crate::retry::{Repeat, Retry, RetryError, RetryPolicy, Retryable, with_retries};
+use tree::ProcessTree;
 
+mod tree;
 mod webhook;
 
 pub use webhook::{SIGNATURE_HEADER, sign};
@@ -487,9 +489,9 @@ async fn run_hook(
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    #[cfg(unix)]
-    cmd.process_group(0);
+    tree::prepare(&mut cmd);
     let mut child = spawn(&mut cmd).await.map_err(|source| HooksError::Spawn { program: program.clone(), source })?;
+    let tree = ProcessTree::adopt(&child);
     let stdout = child.stdout.take().map(|s| tokio::spawn(read_bounded(s)));
     let stderr = child.stderr.take().map(|s| tokio::spawn(read_bounded(s)));
 
@@ -503,7 +505,7 @@ async fn run_hook(
         () = stop => Err(HooksError::Stopped { program: program.clone() }),
     };
     if status.is_err() {
-        kill_group(&mut child).await;
+        tree.kill(&mut child).await;
     }
     // Output ends when the last writer is gone; a grandchild that left the
     // process group could hold the pipe open, so the wait is bounded.
@@ -535,11 +537,11 @@ async fn run_hook(
 
 /// Start `cmd`, retrying briefly on ETXTBSY: a script that was just written
 /// (or is being replaced) can be "busy" while another process still holds it open.
+#[cfg(unix)]
 async fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
     let mut tries = 0;
     loop {
         match cmd.spawn() {
-            #[cfg(unix)]
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 10 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -549,18 +551,10 @@ async fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::proc
     }
 }
 
-/// Kill the hook and everything it started, then reap it.
-async fn kill_group(child: &mut tokio::process::Child) {
-    #[cfg(unix)]
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) has no memory effects. The child was started with
-        // process_group(0), so its pid is its group id, and it has not been
-        // reaped yet (we hold it), so the id cannot have been reused.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-    let _ = child.kill().await;
+/// Start `cmd` (ETXTBSY is a Unix condition).
+#[cfg(not(unix))]
+async fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    cmd.spawn()
 }
 
 /// Read a stream to its end, keeping the first [`OUTPUT_LIMIT`] bytes.

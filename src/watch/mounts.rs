@@ -8,7 +8,7 @@
 //! unmounted. Elsewhere there is no such file and the rescan notices.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 
 use super::backend::Msg;
@@ -57,7 +57,7 @@ impl MountWatch {
                         return;
                     }
                     if polled[0].revents & (libc::POLLPRI | libc::POLLERR) != 0 {
-                        changed.store(true, Ordering::SeqCst);
+                        changed.store(true, std::sync::atomic::Ordering::SeqCst);
                         if let Err(std::sync::mpsc::TrySendError::Disconnected(_)) = tx.try_send(Msg::Wake) {
                             return;
                         }

@@ -918,8 +918,7 @@ fn an_unmounted_share_is_reported_missing_when_the_mount_table_changes_not_at_th
 // ---- read errors for real: a descriptor limit in a child process -------------------
 
 #[cfg(target_os = "linux")]
-use crate::starved::Starved;
-use crate::starved::siege_child;
+use crate::starved::{Starved, siege_child};
 
 #[cfg(target_os = "linux")]
 #[test]
