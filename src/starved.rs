@@ -30,10 +30,8 @@ pub(crate) fn siege_child(name: &str) -> bool {
 /// This process's descriptor limit lowered to what is open now plus
 /// `spare`: past those, every open fails with EMFILE. Restored on drop.
 /// Only in a child of [`siege_child`].
-#[cfg(target_os = "linux")]
 pub(crate) struct Starved(libc::rlimit);
 
-#[cfg(target_os = "linux")]
 impl Starved {
     pub(crate) fn now(spare: u64) -> Starved {
         use std::os::fd::AsRawFd;
@@ -51,7 +49,6 @@ impl Starved {
     }
 }
 
-#[cfg(target_os = "linux")]
 impl Drop for Starved {
     fn drop(&mut self) {
         // SAFETY: setrlimit reads the struct passed.

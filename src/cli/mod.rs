@@ -54,8 +54,10 @@ pub struct Cli {
 /// `--config FILE`, shared by every command that reads the config.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArg {
-    /// The agent's TOML config file [default: /etc/spatialgen-sync/config.toml,
-    /// else $XDG_CONFIG_HOME/spatialgen-sync/config.toml, whichever exists].
+    /// The agent's TOML config file [default: /etc/spatialgen-sync/config.toml
+    /// (macOS: /usr/local/etc/…, Windows: %ProgramData%\spatialgen-sync\…),
+    /// else $XDG_CONFIG_HOME/spatialgen-sync/config.toml (Windows: %APPDATA%\…),
+    /// whichever exists].
     #[arg(long, short = 'c', value_name = "FILE", env = "SPATIALGEN_SYNC_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -65,9 +67,12 @@ impl ConfigArg {
     pub fn load(&self) -> Result<Config, ConfigError> {
         let path = match &self.config {
             Some(p) => p.clone(),
+            // Windows' per-user config folder is %APPDATA%, where XDG's is.
             None => crate::config::find_config(
-                std::path::Path::new(crate::config::SYSTEM_CONFIG),
-                std::env::var_os("XDG_CONFIG_HOME").as_deref().map(std::path::Path::new),
+                &crate::config::system_config(),
+                std::env::var_os(if cfg!(windows) { "APPDATA" } else { "XDG_CONFIG_HOME" })
+                    .as_deref()
+                    .map(std::path::Path::new),
                 std::env::var_os("HOME").as_deref().map(std::path::Path::new),
             )?,
         };

@@ -136,33 +136,37 @@ fn writable_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// A secret file (`key` names it in messages, e.g. `api.api_key_file`) must
-/// be readable by its owner only.
-#[cfg(unix)]
+/// be readable by its owner only: on Unix no group or other mode bit, on
+/// Windows no read access for Everyone, Users and the like in its DACL.
 pub(super) fn check_secret_permissions(key: &str, file: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(file)
+    let others = crate::owner_only::others_can_read(file)
         .map_err(|e| ConfigError::Secret(format!("{key}: cannot read {}: {e}", file.display())))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ConfigError::Secret(format!(
-            "{key}: {} is readable by group or others (mode {mode:o}); fix it with: chmod 600 {}",
+    match others {
+        None => Ok(()),
+        Some(who) => Err(ConfigError::Secret(format!(
+            "{key}: {} is readable by {who}; fix it with: {}",
             file.display(),
-            file.display()
-        )));
+            crate::owner_only::fix_hint(file)
+        ))),
     }
-    Ok(())
 }
 
-#[cfg(not(unix))]
-pub(super) fn check_secret_permissions(_key: &str, _file: &Path) -> Result<(), ConfigError> {
-    Ok(())
+/// Where the packaged service's config lives: `/etc/spatialgen-sync/` (the
+/// .deb), `/usr/local/etc/spatialgen-sync/` on macOS (the launchd plist's),
+/// `%ProgramData%\spatialgen-sync\` on Windows (`install.ps1`'s).
+pub fn system_config() -> PathBuf {
+    if cfg!(windows) {
+        let data = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+        data.join("spatialgen-sync").join("config.toml")
+    } else if cfg!(target_os = "macos") {
+        PathBuf::from("/usr/local/etc/spatialgen-sync/config.toml")
+    } else {
+        PathBuf::from("/etc/spatialgen-sync/config.toml")
+    }
 }
-
-/// Where the packaged service's config lives.
-pub const SYSTEM_CONFIG: &str = "/etc/spatialgen-sync/config.toml";
 
 /// The config file to use when `--config` is left out: `system` (normally
-/// [`SYSTEM_CONFIG`]) if it exists, else `spatialgen-sync/config.toml` in the
+/// [`system_config`]) if it exists, else `spatialgen-sync/config.toml` in the
 /// XDG config folder (`$XDG_CONFIG_HOME`, or `~/.config` from `home`).
 /// An error names every place looked at.
 pub fn find_config(system: &Path, xdg_config_home: Option<&Path>, home: Option<&Path>) -> Result<PathBuf, ConfigError> {

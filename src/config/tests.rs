@@ -366,21 +366,24 @@ fn api_key_from_env_var() {
     assert!(err.contains("SGS_TEST_KEY_ABSENT_4711 is not set"), "{err}");
 }
 
-#[cfg(unix)]
 #[test]
 fn api_key_file_must_be_private() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("key");
     std::fs::write(&file, "secret-from-file\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    crate::owner_only::open_to_everyone(&file).unwrap();
     let mut cfg = parse("").unwrap();
     cfg.api.api_key_file = Some(file.clone());
     let err = cfg.api_key().unwrap_err().to_string();
-    assert!(err.contains(&format!("chmod 600 {}", file.display())), "{err}");
+    assert!(err.contains(&crate::owner_only::fix_hint(&file)), "{err}");
     assert!(!err.contains("secret-from-file"), "{err}");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    assert_eq!(cfg.api_key().unwrap().expose(), "secret-from-file");
+    #[cfg(unix)]
+    {
+        // Windows under Wine: a DACL set is not kept (Wine 8 maps it onto Unix mode
+        // bits and leaves Everyone's read), so owner-only is observed on Unix only.
+        crate::owner_only::restrict(&file).unwrap();
+        assert_eq!(cfg.api_key().unwrap().expose(), "secret-from-file");
+    }
 }
 
 #[test]
@@ -397,7 +400,7 @@ fn effective_settings_render_and_round_trip() {
 fn check_environment_reports_missing_folders() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[journal]\npath = \"{}/j.db\"\n[[watch]]\npath = \"{}/missing\"\nafter_upload = \"move\"\nmove_to = \"{}/nowhere\"\n",
+        "[journal]\npath = '{}/j.db'\n[[watch]]\npath = '{}/missing'\nafter_upload = \"move\"\nmove_to = '{}/nowhere'\n",
         dir.path().display(),
         dir.path().display(),
         dir.path().display()
@@ -425,7 +428,7 @@ fn without_config_the_system_file_then_the_xdg_one_is_used_and_an_error_names_bo
     let system = dir.path().join("etc/config.toml");
     let xdg = dir.path().join("xdg");
     let home = dir.path().join("home");
-    let user_xdg = xdg.join("spatialgen-sync/config.toml");
+    let user_xdg = xdg.join("spatialgen-sync").join("config.toml");
     let user_home = home.join(".config/spatialgen-sync/config.toml");
 
     let err = find_config(&system, Some(&xdg), Some(&home)).unwrap_err().to_string();
@@ -484,24 +487,28 @@ fn a_listen_address_other_hosts_reach_needs_a_token_file() {
 #[cfg(unix)]
 #[test]
 fn the_http_token_file_is_checked_like_the_key_file() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "console-token-xyz\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    crate::owner_only::open_to_everyone(&file).unwrap();
     let mut cfg = parse("[http]\n").unwrap();
     assert!(cfg.http_token().unwrap().is_none(), "no token_file: none");
     cfg.http.as_mut().unwrap().token_file = Some(file.clone());
     let err = cfg.http_token().unwrap_err().to_string();
-    assert!(err.starts_with("http.token_file: ") && err.contains(&format!("chmod 600 {}", file.display())), "{err}");
+    assert!(err.starts_with("http.token_file: ") && err.contains(&crate::owner_only::fix_hint(&file)), "{err}");
     assert!(!err.contains("console-token-xyz"), "{err}");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let token = cfg.http_token().unwrap().unwrap();
-    assert!(token.matches("console-token-xyz"));
-    assert!(!token.matches("console-token-xy") && !token.matches("console-token-xyz!") && !token.matches(""));
-    assert_eq!(format!("{token:?}"), "HttpToken(***)");
-    std::fs::write(&file, "  \n").unwrap();
-    assert!(cfg.http_token().unwrap_err().to_string().contains("is empty"));
+    #[cfg(unix)]
+    {
+        // Windows under Wine: a DACL set is not kept (Wine 8 maps it onto Unix mode
+        // bits and leaves Everyone's read), so owner-only is observed on Unix only.
+        crate::owner_only::restrict(&file).unwrap();
+        let token = cfg.http_token().unwrap().unwrap();
+        assert!(token.matches("console-token-xyz"));
+        assert!(!token.matches("console-token-xy") && !token.matches("console-token-xyz!") && !token.matches(""));
+        assert_eq!(format!("{token:?}"), "HttpToken(***)");
+        std::fs::write(&file, "  \n").unwrap();
+        assert!(cfg.http_token().unwrap_err().to_string().contains("is empty"));
+    }
 }
 
 #[test]

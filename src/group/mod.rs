@@ -45,6 +45,8 @@ mod special_tests;
 #[cfg(test)]
 mod tests;
 mod walk;
+#[cfg(test)]
+pub(crate) use walk::dev_ino;
 
 pub use assemble::{fingerprint, staged_name};
 pub use build::{

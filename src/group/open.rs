@@ -57,10 +57,31 @@ pub fn is_special(meta: &Metadata) -> bool {
 }
 
 /// Is this error one that passes by itself (no descriptors or memory left,
-/// an interrupted or timed-out read, an I/O error of a share)? A file that
+/// an interrupted or timed-out read, an I/O error of a share; on Windows a
+/// sharing or lock violation: the renderer still holds the file open for
+/// writing without sharing it, so it is still being written)? A file that
 /// does not open for such a reason is not a verdict on the file: the
 /// export is looked at again later instead of being rejected.
 pub fn is_transient(e: &io::Error) -> bool {
+    #[cfg(windows)]
+    if let Some(code) = e.raw_os_error() {
+        use windows_sys::Win32::Foundation::{
+            ERROR_LOCK_VIOLATION, ERROR_NETNAME_DELETED, ERROR_NOT_ENOUGH_MEMORY, ERROR_SEM_TIMEOUT,
+            ERROR_SHARING_VIOLATION, ERROR_TOO_MANY_OPEN_FILES, ERROR_UNEXP_NET_ERR,
+        };
+        let transient = [
+            ERROR_SHARING_VIOLATION,
+            ERROR_LOCK_VIOLATION,
+            ERROR_TOO_MANY_OPEN_FILES,
+            ERROR_NOT_ENOUGH_MEMORY,
+            ERROR_NETNAME_DELETED,
+            ERROR_UNEXP_NET_ERR,
+            ERROR_SEM_TIMEOUT,
+        ];
+        if transient.iter().any(|&c| i64::from(c) == i64::from(code)) {
+            return true;
+        }
+    }
     #[cfg(unix)]
     if let Some(code) = e.raw_os_error() {
         return matches!(

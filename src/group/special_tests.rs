@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::config::WatchConfig;
 
+#[cfg(unix)]
 fn mkfifo(p: &Path) {
     let st = std::process::Command::new("mkfifo").arg(p).status().expect("mkfifo runs");
     assert!(st.success(), "mkfifo {}", p.display());
@@ -32,6 +33,9 @@ fn violation<'a>(g: &'a UploadGroup, rule: &str) -> Option<&'a Violation> {
     g.violations.iter().find(|v| v.rule == rule)
 }
 
+// Unix only: a FIFO lives in a folder there; Windows' named pipes live
+// only under \\.\pipe\, never inside an export.
+#[cfg(unix)]
 #[test]
 fn a_fifo_sidecar_rejects_the_export_and_names_the_file_without_blocking() {
     let d = tempfile::tempdir().expect("tempdir");
@@ -44,6 +48,9 @@ fn a_fifo_sidecar_rejects_the_export_and_names_the_file_without_blocking() {
     assert!(!g.is_valid());
 }
 
+// Unix only: a FIFO lives in a folder there; Windows' named pipes live
+// only under \\.\pipe\, never inside an export.
+#[cfg(unix)]
 #[test]
 fn a_fifo_anywhere_in_an_export_rejects_it_even_under_an_ignored_name() {
     let d = tempfile::tempdir().expect("tempdir");
@@ -77,6 +84,9 @@ fn a_sidecar_over_64_kib_is_a_violation_naming_it() {
     assert!(v.message.contains("64 KiB"), "{v}");
 }
 
+// Unix only: a FIFO lives in a folder there; Windows' named pipes live
+// only under \\.\pipe\, never inside an export.
+#[cfg(unix)]
 #[test]
 fn a_fifo_inside_a_bundle_rejects_the_export_and_names_it() {
     let d = tempfile::tempdir().expect("tempdir");

@@ -262,7 +262,7 @@ impl Scanner<'_> {
 }
 
 /// Device and inode of a file, where the platform has them.
-fn dev_ino(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub(crate) fn dev_ino(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

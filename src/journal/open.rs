@@ -150,18 +150,13 @@ impl Journal {
     }
 }
 
-/// Create `path` empty with mode 0600 if it does not exist, so that SQLite
-/// (which copies the main file's mode to `-wal`/`-shm`) never makes it
-/// readable by others.
+/// Create `path` empty and owner-only (mode 0600; on Windows a protected
+/// DACL) if it does not exist, so that SQLite never makes it readable by
+/// others. On Unix SQLite copies the main file's mode to `-wal`/`-shm`; on
+/// Windows those inherit the folder's ACL (`install.ps1` protects the data
+/// folder).
 fn create_private(path: &Path) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    match opts.open(path) {
+    match crate::owner_only::create_new(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),

@@ -39,16 +39,15 @@ fn postgres_journal() -> pg::PgJournal {
 /// database: `name::sqlite` and `name::postgres`.
 macro_rules! both {
     ($(#[$m:meta])* fn $name:ident($j:ident) $body:block) => {
+        $(#[$m])*
         mod $name {
             use super::*;
             fn run($j: &dyn Store) $body
-            $(#[$m])*
             #[test]
             fn sqlite() {
                 let (_d, j) = sqlite_journal();
                 run(&j)
             }
-            $(#[$m])*
             #[test]
             fn postgres() {
                 run(&postgres_journal())

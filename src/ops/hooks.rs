@@ -579,4 +579,4 @@ async fn read_bounded(mut r: impl AsyncRead + Unpin) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -141,6 +141,17 @@ fn record_put(sh: &ServerState, upload: &str, serial: Option<u64>) {
     log.record(&caller, "put", session);
 }
 
+/// Read a request body to its end (or its first error), counting its bytes.
+async fn drain(body: axum::body::Body, received: &mut u64) {
+    drain_stream(&mut body.into_data_stream(), received).await;
+}
+
+async fn drain_stream(stream: &mut axum::body::BodyDataStream, received: &mut u64) {
+    while let Some(Ok(b)) = stream.next().await {
+        *received += b.len() as u64;
+    }
+}
+
 /// What a PUT needs to know about its target, read under the registry lock.
 struct Target {
     part: u64,
@@ -229,13 +240,22 @@ async fn put_object(
             .and_then(|s| s.trim().parse::<u64>().ok())
             .ok_or_else(|| SandboxError::StorageBadRequest("Content-Length is not a number".into()))?,
     };
-    let t = target(sh, upload, part)?;
-    if length != t.expected {
-        return Err(SandboxError::StorageBadRequest(format!(
-            "Content-Length {length} does not match the size of part {} ({} bytes)",
-            t.part, t.expected
-        )));
-    }
+    let t = match target(sh, upload, part) {
+        Ok(t) if length == t.expected => t,
+        refused => {
+            // Read the body before answering, as S3 does: a server that
+            // closes with the body unread makes the client's TCP stack send
+            // a reset, and Windows then drops the answer already received.
+            drain(body, received).await;
+            return Err(match refused {
+                Ok(t) => SandboxError::StorageBadRequest(format!(
+                    "Content-Length {length} does not match the size of part {} ({} bytes)",
+                    t.part, t.expected
+                )),
+                Err(e) => e,
+            });
+        }
+    };
     let (latency, fault) = {
         let mut f = lock(&sh.faults);
         let fault = f.put();
@@ -248,16 +268,12 @@ async fn put_object(
     match fault {
         Some(Fault::Put5xx) => {
             sh.count_fault(Fault::Put5xx);
-            while let Some(Ok(b)) = stream.next().await {
-                *received += b.len() as u64;
-            }
+            drain_stream(&mut stream, received).await;
             return Err(SandboxError::StorageInternal);
         }
         Some(Fault::Put404) => {
             sh.count_fault(Fault::Put404);
-            while let Some(Ok(b)) = stream.next().await {
-                *received += b.len() as u64;
-            }
+            drain_stream(&mut stream, received).await;
             return Err(SandboxError::NoSuchUpload);
         }
         Some(Fault::Reset) => {

@@ -69,7 +69,7 @@ fn a_failed_after_upload_step_is_counted_in_columns_and_waits_until_due() {
     assert_eq!(g.after_failures, 1);
     let err = g.after_error.clone().unwrap_or_default();
     assert!(err.starts_with(&format!("move to {}: ", s.blocker.join("done").display())), "{err}");
-    assert!(err.contains("Not a directory"), "{err}");
+    assert!(err.contains(if cfg!(windows) { "(os error" } else { "Not a directory" }), "{err}");
     let next = g.after_next_ms.unwrap();
     let wait = i64::try_from(after_upload_delay(1).as_millis()).unwrap();
     assert!(next >= before + wait && next <= now_ms() + wait, "due one delay from now");

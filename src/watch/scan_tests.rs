@@ -160,6 +160,24 @@ fn a_folder_that_cannot_be_read_is_an_error_never_an_empty_or_missing_export() {
     println!("siege-child-ok");
 }
 
+/// A file the renderer holds open without sharing it (what Windows
+/// applications writing a file do): opening it is a sharing violation,
+/// which means "still being written", never a verdict on the export.
+#[cfg(windows)]
+#[test]
+fn a_file_held_open_exclusively_is_still_being_written() {
+    use std::os::windows::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("Shot_010_L.mov");
+    let writer = std::fs::OpenOptions::new().write(true).create(true).truncate(true).share_mode(0).open(&path);
+    let writer = writer.expect("the renderer's exclusive handle");
+    let e = crate::group::open::open_regular(&path).expect_err("a sharing violation");
+    assert_eq!(e.raw_os_error(), Some(32), "ERROR_SHARING_VIOLATION: {e}");
+    assert!(is_transient(&e) && !is_absent(&e), "{e}");
+    drop(writer);
+    crate::group::open::open_regular(&path).expect("opens once the renderer lets go");
+}
+
 #[test]
 fn errors_that_say_nothing_is_there_differ_from_read_errors() {
     assert!(is_absent(&io::Error::from(io::ErrorKind::NotFound)));

@@ -244,6 +244,10 @@ fn deleted_while_settling_is_forgotten() {
     run.stop();
 }
 
+// Unix only: a dangling symlink and `chmod 000` are how a Unix file becomes
+// unreadable; on Windows that is a sharing violation, which means "still
+// being written" (`a_file_held_open_exclusively_is_still_being_written`).
+#[cfg(unix)]
 #[test]
 fn unreadable_file_rejects_the_export_with_the_os_error() {
     // Root opens a chmod-000 file anyway, so a dangling symlink (followed)
@@ -273,6 +277,9 @@ fn unreadable_file_rejects_the_export_with_the_os_error() {
     run.stop();
 }
 
+// Unix only: making a symlink on Windows needs the SeCreateSymbolicLink
+// privilege (Administrators or Developer Mode); the rule is the same code.
+#[cfg(unix)]
 #[test]
 fn symlinked_export_is_ignored_unless_followed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -595,6 +602,8 @@ fn change_after_queued_requeues_with_the_new_files() {
     jr.run.stop();
 }
 
+// Unix only: a dangling symlink (see unreadable_file_rejects_the_export_with_the_os_error).
+#[cfg(unix)]
 #[test]
 fn unreadable_file_is_rejected_in_the_journal_with_the_os_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -745,6 +754,10 @@ fn startup_scan_begun(run: &Run) {
     eventually("the startup scan", || WatchStats::get(&run.stats().rescans) >= 1);
 }
 
+// Not on Windows: under Wine 8 the watch folder's removal or rename is not
+// seen as it is on Linux (no folder identity there: `scan::root_identity`
+// has no inode on Windows); the rescan notices, later. Not run on real Windows.
+#[cfg(unix)]
 #[test]
 fn a_watch_folder_that_goes_away_is_reported_and_watched_again_when_it_comes_back() {
     use crate::journal::PauseReason;
@@ -818,6 +831,10 @@ fn a_watch_folder_behind_a_symlink_sees_new_exports_by_events() {
     run.stop();
 }
 
+// Not on Windows: under Wine 8 the watch folder's removal or rename is not
+// seen as it is on Linux (no folder identity there: `scan::root_identity`
+// has no inode on Windows); the rescan notices, later. Not run on real Windows.
+#[cfg(unix)]
 #[test]
 fn a_watch_folder_renamed_away_is_reported_missing_at_once_and_back_when_it_returns() {
     use crate::journal::PauseReason;

@@ -115,11 +115,13 @@ fn fast() -> RetryPolicy {
 
 /// A hook that appends its group id to `log`.
 fn hook(dir: &Path, log: &Path) -> Vec<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("hook.sh");
-    std::fs::write(&path, "#!/bin/sh\necho \"$SPATIALGEN_GROUP_ID\" >> \"$1\"\n").expect("write hook");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    vec![path.display().to_string(), log.display().to_string()]
+    let path = crate::ops::hooks::tests::script(
+        dir,
+        "hook",
+        "echo \"$SPATIALGEN_GROUP_ID\" >> \"$1\"",
+        ">> \"%~1\" echo %SPATIALGEN_GROUP_ID%",
+    );
+    vec![path, log.display().to_string()]
 }
 
 fn lines(log: &Path) -> Vec<String> {

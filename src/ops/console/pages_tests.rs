@@ -47,7 +47,8 @@ async fn the_status_page_lists_active_and_attention_in_full_and_history_a_page_a
     assert_eq!(ids(&hit["groups"]), (40..50).rev().map(|i| done[i]).collect::<Vec<_>>());
     let (_, hit) = e.get("/api/v1/status?q=clip-007").await;
     assert_eq!(ids(&hit["ended"]["groups"]), vec![done[7]]);
-    let (_, hit) = e.get("/api/v1/groups?q=exports%2Fbroken").await;
+    let sep = if cfg!(windows) { "%5C" } else { "%2F" };
+    let (_, hit) = e.get(&format!("/api/v1/groups?q=exports{sep}broken")).await;
     assert_eq!(ids(&hit["groups"]), vec![failed], "the path is searched too");
 
     // A bad parameter is named, not ignored.

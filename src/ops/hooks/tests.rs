@@ -25,13 +25,38 @@ fn event(kind: EventKind) -> GroupEvent {
     }
 }
 
-/// Write an executable script into `dir`.
-fn script(dir: &Path, name: &str, body: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+/// Write an executable script named `name` into `dir`: `name.sh` running
+/// `sh` on Unix, `name.cmd` running `cmd` (a batch file, which Windows runs
+/// through cmd.exe) on Windows. Returns its path.
+pub(crate) fn script(dir: &Path, name: &str, sh: &str, cmd: &str) -> String {
+    #[cfg(unix)]
+    let path = {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = cmd;
+        let path = dir.join(format!("{name}.sh"));
+        std::fs::write(&path, format!("#!/bin/sh\n{sh}\n")).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    };
+    #[cfg(windows)]
+    let path = {
+        let _ = sh;
+        let path = dir.join(format!("{name}.cmd"));
+        std::fs::write(&path, format!("@echo off\r\n{}\r\n", cmd.replace('\n', "\r\n"))).expect("write script");
+        path
+    };
     path.display().to_string()
+}
+
+/// The script file name [`script`] gives `name` here.
+fn script_name(name: &str) -> String {
+    if cfg!(windows) { format!("{name}.cmd") } else { format!("{name}.sh") }
+}
+
+/// A batch line that sleeps about `secs` seconds (Windows has no `sleep`;
+/// `ping` waits a second between its echoes).
+fn cmd_sleep(secs: u32) -> String {
+    format!("ping -n {} 127.0.0.1 >nul", secs + 1)
 }
 
 /// Log lines written while the guard lives (current-thread runtime: spawned tasks log here too).
@@ -74,7 +99,7 @@ async fn hook_runs_without_a_shell_and_receives_the_group_in_its_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("env.txt");
     // `$1` is the output file: argv from the config arrives verbatim, spaces included.
-    let hook = script(dir.path(), "on complete.sh", "/usr/bin/env > \"$1\"");
+    let hook = script(dir.path(), "on complete", "/usr/bin/env > \"$1\"", "set > \"%~1\"");
     let cfg = HooksConfig {
         on_complete: Some(vec![hook, out.display().to_string()]),
         timeout: Dur::secs(10),
@@ -105,9 +130,11 @@ async fn failure_hook_gets_the_error_and_its_output_is_logged_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hook = script(
         dir.path(),
-        "fail.sh",
+        "fail",
         "echo \"state=$SPATIALGEN_STATE error=$SPATIALGEN_ERROR\" >&2\n\
          i=0; while [ $i -lt 400 ]; do echo 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'; i=$((i+1)); done\nexit 3",
+        "echo state=%SPATIALGEN_STATE% error=%SPATIALGEN_ERROR% 1>&2\n\
+         for /l %%i in (1,1,400) do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\nexit /b 3",
     );
     let cfg = HooksConfig { on_failure: Some(vec![hook]), timeout: Dur::secs(10), ..HooksConfig::default() };
     let notifier = Notifier::new(&cfg).expect("notifier").with_hook_retry(fast_retry(1));
@@ -115,31 +142,50 @@ async fn failure_hook_gets_the_error_and_its_output_is_logged_bounded() {
     assert!(notifier.drain(Duration::from_secs(10)).await);
 
     let text = logs.text();
-    assert!(text.contains("fail.sh failed (exit status: 3)"), "{text}");
+    // "exit status: 3" on Unix, "exit code: 3" on Windows.
+    assert!(text.contains(&format!("{} failed (exit ", script_name("fail"))) && text.contains(": 3)"), "{text}");
     assert!(text.contains("state=failed error=layout Separate needs video_right"), "{text}");
-    // 400 lines of 50 bytes = 20,000 bytes; 8 KiB kept, the rest counted.
-    assert!(text.contains(&format!("({} more bytes not kept)", 20_000 - OUTPUT_LIMIT)), "{text}");
+    // 400 lines of 50 bytes (51 with Windows' CRLF); 8 KiB kept, the rest counted.
+    let line = if cfg!(windows) { 51 } else { 50 };
+    assert!(text.contains(&format!("({} more bytes not kept)", 400 * line - OUTPUT_LIMIT)), "{text}");
 }
 
 #[tokio::test]
 async fn timeout_kills_the_hook_and_its_children() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (pid_file, done_file) = (dir.path().join("pid"), dir.path().join("done"));
-    let hook = script(dir.path(), "slow.sh", "/bin/sleep 30 &\necho $! > \"$1\"\nwait\necho finished > \"$2\"");
+    let (pid_file, done_file, late_file) = (dir.path().join("pid"), dir.path().join("done"), dir.path().join("late"));
+    // A grandchild that says it started, then would say "late" three seconds on.
+    let late = script(
+        dir.path(),
+        "late",
+        "echo started > \"$1\"\n/bin/sleep 3\necho late >> \"$1\"",
+        &format!("> \"%~1\" echo started\n{}\n>> \"%~1\" echo late", cmd_sleep(3)),
+    );
+    let hook = script(
+        dir.path(),
+        "slow",
+        &format!("\"{late}\" \"$3\" &\n/bin/sleep 30 &\necho $! > \"$1\"\nwait\necho finished > \"$2\""),
+        &format!("start /b \"\" \"{late}\" \"%~3\"\n{}\n> \"%~2\" echo finished", cmd_sleep(30)),
+    );
+    let args = [&pid_file, &done_file, &late_file].map(|p| p.display().to_string());
     let cfg = HooksConfig {
-        on_rejected: Some(vec![hook, pid_file.display().to_string(), done_file.display().to_string()]),
-        timeout: Dur(Duration::from_millis(300)),
+        on_rejected: Some([vec![hook], args.to_vec()].concat()),
+        timeout: Dur(Duration::from_secs(2)),
         ..HooksConfig::default()
     };
     let notifier = Notifier::new(&cfg).expect("notifier").with_hook_retry(fast_retry(1));
     let start = Instant::now();
     notifier.notify(event(EventKind::Rejected));
     assert!(notifier.drain(Duration::from_secs(10)).await, "the hook task ends after the kill");
-    assert!(start.elapsed() < Duration::from_secs(5), "killed, not waited for: {:?}", start.elapsed());
-    assert!(!done_file.exists(), "the script never got past `wait`");
+    assert!(start.elapsed() < Duration::from_secs(6), "killed, not waited for: {:?}", start.elapsed());
+    assert!(!done_file.exists(), "the script never got past its wait");
 
-    // The script's child went down with it (gone, or a zombie awaiting its
-    // reaper). SIGKILL lands asynchronously, so allow it a moment.
+    // The grandchild went down with it: it started, and never said "late".
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let said = std::fs::read_to_string(&late_file).expect("the grandchild started before the timeout");
+    assert_eq!(said.split_whitespace().collect::<Vec<_>>(), ["started"], "the grandchild outlived the hook's timeout");
+
+    // The script's other child too (gone, or a zombie awaiting its reaper).
     #[cfg(target_os = "linux")]
     {
         let pid = std::fs::read_to_string(&pid_file).expect("pid written").trim().to_string();
@@ -147,10 +193,6 @@ async fn timeout_kills_the_hook_and_its_children() {
             Err(_) => true,
             Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z"),
         };
-        let since = Instant::now();
-        while !dead() && since.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         assert!(dead(), "sleep {pid} survived the hook's timeout");
     }
 }
@@ -380,15 +422,23 @@ fn sign_is_hmac_sha256_in_hex() {
     );
 }
 
-/// A 0600 file holding `secret` (with the newline editors add).
-fn secret_file(dir: &Path, secret: &str, mode: u32) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
+/// A file holding `secret` (with the newline editors add), owner-only, or
+/// readable by everyone when `open`.
+fn secret_file(dir: &Path, secret: &str, open: bool) -> PathBuf {
     let path = dir.join("webhook-secret");
     std::fs::write(&path, format!("{secret}\n")).expect("write secret");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    if open {
+        crate::owner_only::open_to_everyone(&path).expect("open up");
+    } else {
+        crate::owner_only::restrict(&path).expect("owner only");
+    }
     path
 }
 
+// Unix only: the secret file must be owner-only, which Wine cannot express.
+// Windows under Wine: a DACL set is not kept (Wine 8 maps it onto Unix mode
+// bits and leaves Everyone's read), so owner-only is observed on Unix only.
+#[cfg(unix)]
 #[tokio::test]
 async fn webhook_body_is_signed_over_its_exact_bytes_and_the_secret_never_shows() {
     use hmac::Mac;
@@ -398,7 +448,7 @@ async fn webhook_body_is_signed_over_its_exact_bytes_and_the_secret_never_shows(
     let (r, url) = receiver(1, StatusCode::SERVICE_UNAVAILABLE).await;
     let cfg = HooksConfig {
         webhook: Some(url),
-        webhook_secret_file: Some(secret_file(dir.path(), "s3cr3t-Hm4c", 0o600)),
+        webhook_secret_file: Some(secret_file(dir.path(), "s3cr3t-Hm4c", false)),
         ..HooksConfig::default()
     };
     let notifier = Notifier::new(&cfg).expect("notifier").with_retry(fast_retry(3), FAST_TIMEOUT);
@@ -429,7 +479,7 @@ async fn without_a_secret_there_is_no_signature_header() {
 #[test]
 fn a_secret_file_others_can_read_or_an_empty_one_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = secret_file(dir.path(), "s3cr3t", 0o644);
+    let file = secret_file(dir.path(), "s3cr3t", true);
     let cfg = HooksConfig {
         webhook: Some("https://hooks.example.com/x".into()),
         webhook_secret_file: Some(file.clone()),
@@ -437,11 +487,16 @@ fn a_secret_file_others_can_read_or_an_empty_one_is_refused() {
     };
     let err = Notifier::new(&cfg).expect_err("too open").to_string();
     assert!(err.contains("hooks.webhook_secret_file"), "{err}");
-    assert!(err.contains(&format!("chmod 600 {}", file.display())), "{err}");
+    assert!(err.contains(&crate::owner_only::fix_hint(&file)), "{err}");
     assert!(!err.contains("s3cr3t"), "{err}");
-    secret_file(dir.path(), "  ", 0o600);
-    let err = Notifier::new(&cfg).expect_err("empty").to_string();
-    assert!(err.contains("is empty"), "{err}");
+    #[cfg(unix)]
+    {
+        // Windows under Wine: a DACL set is not kept (Wine 8 maps it onto Unix mode
+        // bits and leaves Everyone's read), so owner-only is observed on Unix only.
+        secret_file(dir.path(), "  ", false);
+        let err = Notifier::new(&cfg).expect_err("empty").to_string();
+        assert!(err.contains("is empty"), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -462,8 +517,8 @@ async fn deliver_says_whether_the_cursor_may_pass() {
     // A command that keeps failing: its attempts, then given up; one that succeeds: delivered.
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
-    let failing = script(dir.path(), "fail.sh", "echo run >> \"$1\"\nexit 1");
-    let ok = script(dir.path(), "ok.sh", "echo run >> \"$1\"");
+    let failing = script(dir.path(), "fail", "echo run >> \"$1\"\nexit 1", ">> \"%~1\" echo run\nexit /b 1");
+    let ok = script(dir.path(), "ok", "echo run >> \"$1\"", ">> \"%~1\" echo run");
     let cfg = HooksConfig {
         on_failure: Some(vec![failing, runs.display().to_string()]),
         on_complete: Some(vec![ok, runs.display().to_string()]),
@@ -484,7 +539,7 @@ async fn deliver_says_whether_the_cursor_may_pass() {
 async fn a_hook_running_at_shutdown_gets_the_grace_then_counts_as_not_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let started = dir.path().join("started");
-    let hook = script(dir.path(), "slow.sh", "touch \"$1\"\n/bin/sleep 30");
+    let hook = script(dir.path(), "slow", "touch \"$1\"\n/bin/sleep 30", &format!("type nul > \"%~1\"\n{}", cmd_sleep(30)));
     let cfg = HooksConfig {
         on_complete: Some(vec![hook, started.display().to_string()]),
         timeout: Dur::secs(60),
