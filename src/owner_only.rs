@@ -75,10 +75,7 @@ pub fn others_can_read(path: &Path) -> std::io::Result<Option<String>> {
 /// The command that makes `path` owner-only, for error messages.
 pub fn fix_hint(path: &Path) -> String {
     if cfg!(windows) {
-        format!(
-            "icacls \"{}\" /inheritance:r /grant:r \"%USERNAME%:F\" SYSTEM:F Administrators:F",
-            path.display()
-        )
+        format!("icacls \"{}\" /inheritance:r /grant:r \"%USERNAME%:F\" SYSTEM:F Administrators:F", path.display())
     } else {
         format!("chmod 600 {}", path.display())
     }
@@ -152,8 +149,8 @@ mod windows {
         SetNamedSecurityInfoW,
     };
     use windows_sys::Win32::Security::{
-        ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl, GetTokenInformation, PROTECTED_DACL_SECURITY_INFORMATION,
-        PSECURITY_DESCRIPTOR, TOKEN_QUERY, TOKEN_USER, TokenUser,
+        ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl, GetTokenInformation,
+        PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, TOKEN_QUERY, TOKEN_USER, TokenUser,
     };
     use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
@@ -186,9 +183,8 @@ mod windows {
         let mut buf = vec![0u64; 64]; // 512 bytes, 8-aligned: TOKEN_USER and its SID
         let mut len = 0u32;
         // SAFETY: the buffer and its size are ours; the token is open.
-        let ok = unsafe {
-            GetTokenInformation(token, TokenUser, buf.as_mut_ptr().cast(), (buf.len() * 8) as u32, &mut len)
-        };
+        let ok =
+            unsafe { GetTokenInformation(token, TokenUser, buf.as_mut_ptr().cast(), (buf.len() * 8) as u32, &mut len) };
         let err = std::io::Error::last_os_error();
         // SAFETY: the token was opened above and is closed once.
         unsafe { CloseHandle(token) };
@@ -217,8 +213,14 @@ mod windows {
         let sddl = wide(sddl.as_ref());
         let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
         // SAFETY: `sddl` is NUL-terminated; `sd` is LocalAlloc'd on success.
-        if unsafe { ConvertStringSecurityDescriptorToSecurityDescriptorW(sddl.as_ptr(), SDDL_REVISION_1, &mut sd, std::ptr::null_mut()) }
-            == 0
+        if unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        } == 0
         {
             return Err(std::io::Error::last_os_error());
         }

@@ -38,7 +38,7 @@ mod units;
 mod validate;
 mod watch;
 
-pub use env::{find_config, system_config, is_loopback_host, vet_endpoint};
+pub use env::{find_config, is_loopback_host, system_config, vet_endpoint};
 pub use fleet::{DatabaseTarget, DatabaseUrl, SSL_MODES, database_password, host_name};
 pub use sections::{
     ApiConfig, DEFAULT_HTTP_LISTEN, HooksConfig, HttpConfig, JournalConfig, LogConfig, LogFormat, MetricsConfig,

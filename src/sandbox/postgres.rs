@@ -259,6 +259,7 @@ fn as_owner(_cmd: &mut Command, _owner: Option<(u32, u32)>) {}
 #[derive(Debug)]
 pub struct SharedPg {
     admin: String,
+    run: u128,
     next: AtomicU64,
 }
 
@@ -295,7 +296,10 @@ pub fn shared() -> &'static SharedPg {
                 }
             }
         };
-        SharedPg { admin, next: AtomicU64::new(0) }
+        // Process ids repeat (under Wine every run is a small pid) and test
+        // databases are left behind: the start time keeps names apart.
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        SharedPg { admin, run, next: AtomicU64::new(0) }
     })
 }
 
@@ -303,7 +307,7 @@ impl SharedPg {
     /// A new empty database; its URL (with the password, `sslmode=disable`).
     pub fn database(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let name = format!("t{}_{n}", std::process::id());
+        let name = format!("t{}_{}_{n}", std::process::id(), self.run);
         create_database(&self.admin, &name)
             .unwrap_or_else(|e| panic!("test PostgreSQL at {}: {e}", redact(&self.admin)))
     }

@@ -206,7 +206,9 @@ fn mtimes_centuries_away_saturate_instead_of_wrapping() {
     // Windows' clock starts in 1601: 400 years before 1970 is no SystemTime there.
     let past = std::time::UNIX_EPOCH.checked_sub(std::time::Duration::from_secs(400 * 365 * 24 * 3600));
     if let Some(past) = past
-        && f.set_modified(past).is_ok() && std::fs::metadata(&p).unwrap().modified().unwrap() == past {
+        && f.set_modified(past).is_ok()
+        && std::fs::metadata(&p).unwrap().modified().unwrap() == past
+    {
         assert_eq!(mtime_ns(&std::fs::metadata(&p).unwrap()), i64::MIN);
     }
     let now = std::time::SystemTime::now();

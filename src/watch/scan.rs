@@ -319,7 +319,26 @@ pub fn root_identity(rules: &WatchRules) -> Option<(u64, u64)> {
     fs::metadata(&rules.root).ok().map(|m| (m.dev(), m.ino()))
 }
 
-#[cfg(not(unix))]
+/// Windows: the volume serial number and the file index of the folder
+/// (what `GetFileInformationByHandle` tells: NTFS's inode).
+#[cfg(windows)]
+pub fn root_identity(rules: &WatchRules) -> Option<(u64, u64)> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{BY_HANDLE_FILE_INFORMATION, GetFileInformationByHandle};
+    // std opens folders with FILE_FLAG_BACKUP_SEMANTICS, as this needs.
+    let folder = fs::File::open(&rules.root).ok()?;
+    // SAFETY: an all-zero BY_HANDLE_FILE_INFORMATION is a valid value to be
+    // overwritten; the handle is open for the call.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `info` is a local the call writes into.
+    if unsafe { GetFileInformationByHandle(folder.as_raw_handle(), &mut info) } == 0 {
+        return None;
+    }
+    let index = (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow);
+    Some((u64::from(info.dwVolumeSerialNumber), index))
+}
+
+#[cfg(not(any(unix, windows)))]
 pub fn root_identity(rules: &WatchRules) -> Option<(u64, u64)> {
     fs::metadata(&rules.root).ok().map(|_| (0, 0))
 }

@@ -10,8 +10,6 @@
 //! README's platform table).
 
 #[cfg(unix)]
-mod support;
-#[cfg(unix)]
 mod agent;
 #[cfg(unix)]
 mod binary;
@@ -47,3 +45,5 @@ mod siege;
 mod siege_after;
 #[cfg(unix)]
 mod siege_watch;
+#[cfg(unix)]
+mod support;

@@ -539,7 +539,8 @@ async fn deliver_says_whether_the_cursor_may_pass() {
 async fn a_hook_running_at_shutdown_gets_the_grace_then_counts_as_not_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let started = dir.path().join("started");
-    let hook = script(dir.path(), "slow", "touch \"$1\"\n/bin/sleep 30", &format!("type nul > \"%~1\"\n{}", cmd_sleep(30)));
+    let hook =
+        script(dir.path(), "slow", "touch \"$1\"\n/bin/sleep 30", &format!("type nul > \"%~1\"\n{}", cmd_sleep(30)));
     let cfg = HooksConfig {
         on_complete: Some(vec![hook, started.display().to_string()]),
         timeout: Dur::secs(60),
