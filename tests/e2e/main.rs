@@ -16,6 +16,7 @@ mod dashboards;
 mod engine;
 mod files;
 mod fleet;
+mod macos;
 mod media;
 mod notify;
 mod server;
