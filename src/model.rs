@@ -194,6 +194,62 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     }
 }
 
+/// Unicode normalization of names, for the filesystems that hand out the
+/// same name in two spellings.
+///
+/// macOS (APFS, HFS+) and Finder give accented names in decomposed form
+/// (NFD: `e` + U+0301) as often as composed (NFC: `é`); Windows, Linux
+/// tools, browsers and the SpatialGen dashboard use NFC. The rule:
+/// - **What the agent names** (a group's `videoName`, each file's
+///   `fileName` and path relative to its export, and so the fingerprint)
+///   is NFC on every platform: the server sees one spelling, and an export
+///   seen once as NFD and once as NFC has one fingerprint.
+/// - **The path used to open, move or delete a file** is always the bytes
+///   the OS gave. On Linux NFC and NFD are two different names (two files
+///   may sit side by side), so a re-encoded path could name nothing, or
+///   another file.
+/// - **The journal's identity of an export** (its key) folds the two
+///   spellings only where the filesystem itself does
+///   ([`FOLDS_NORMALIZATION`]: macOS): there `Café` typed in a terminal
+///   and `Café` listed by the OS are one folder, and must be one group. On
+///   Linux they are two folders and stay two groups: folding them would
+///   let one's row stand for the other's and lose one of them.
+pub mod names {
+    use std::borrow::Cow;
+
+    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+
+    /// Does this platform's filesystem treat the NFC and NFD spellings of a
+    /// name as one name? APFS and HFS+ do (both are normalization-insensitive);
+    /// ext4, XFS, btrfs and NTFS compare bytes or UTF-16 units.
+    pub const FOLDS_NORMALIZATION: bool = cfg!(target_os = "macos");
+
+    /// `s` in Unicode Normalization Form C (borrowed when it already is).
+    pub fn nfc(s: &str) -> Cow<'_, str> {
+        match is_nfc_quick(s.chars()) {
+            IsNormalized::Yes => Cow::Borrowed(s),
+            _ => Cow::Owned(s.nfc().collect()),
+        }
+    }
+
+    /// The bytes that identify an export path in the journal, from the
+    /// path's raw bytes: NFC when `fold` (pass [`FOLDS_NORMALIZATION`]) and
+    /// the bytes are UTF-8; otherwise the bytes unchanged (a name that is
+    /// not UTF-8 has no normalization to fold).
+    pub fn identity_bytes(raw: Vec<u8>, fold: bool) -> Vec<u8> {
+        if !fold {
+            return raw;
+        }
+        match std::str::from_utf8(&raw) {
+            Ok(text) => match nfc(text) {
+                Cow::Borrowed(_) => raw,
+                Cow::Owned(folded) => folded.into_bytes(),
+            },
+            Err(_) => raw,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +278,32 @@ mod tests {
         assert!(!language_allowed(FileRole::Subtitle, "zxx"));
         assert!(language_allowed(FileRole::Subtitle, "sv"));
         assert!(!language_allowed(FileRole::Audio, "en-us"));
+    }
+
+    const NFD: &str = "Cafe\u{301} cre\u{300}me";
+    const NFC: &str = "Caf\u{e9} cr\u{e8}me";
+
+    #[test]
+    fn names_are_composed_and_already_composed_names_are_borrowed() {
+        assert_ne!(NFD, NFC);
+        assert_eq!(names::nfc(NFD), NFC);
+        assert!(matches!(names::nfc(NFC), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(names::nfc("Shot_010_L.mov"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn identity_folds_the_two_spellings_only_when_the_platform_does() {
+        let nfd = format!("/Users/ed/Movies/{NFD}").into_bytes();
+        let nfc = format!("/Users/ed/Movies/{NFC}").into_bytes();
+        // macOS: one folder, one identity.
+        assert_eq!(names::identity_bytes(nfd.clone(), true), nfc);
+        assert_eq!(names::identity_bytes(nfc.clone(), true), nfc);
+        // Linux, Windows: two folders, two identities, each its own bytes.
+        assert_eq!(names::identity_bytes(nfd.clone(), false), nfd);
+        assert_eq!(names::identity_bytes(nfc.clone(), false), nfc);
+        // Bytes that are not UTF-8 are kept as they are.
+        let odd = b"/exports/caf\xe9".to_vec();
+        assert_eq!(names::identity_bytes(odd.clone(), true), odd);
+        assert_eq!(names::FOLDS_NORMALIZATION, cfg!(target_os = "macos"));
     }
 }

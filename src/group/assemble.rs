@@ -167,7 +167,7 @@ pub(super) fn assemble(items: Vec<Item>, frame: Frame<'_>, opts: &GroupOptions<'
     let probed = inspect::probe_files(&mut files, watch.media_check)?;
     let (layout, perspective) = layout::resolve(watch, &frame.sidecar, &files);
     let mut group = UploadGroup {
-        name: frame.sidecar.video_name.clone().unwrap_or(frame.name),
+        name: frame.sidecar.video_name.as_deref().map_or(frame.name, |n| crate::model::names::nfc(n).into_owned()),
         key: frame.key,
         root: frame.root.to_owned(),
         watch_path: frame.watch_path,

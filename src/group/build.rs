@@ -96,8 +96,11 @@ fn inside_watch(path: &Path, watch: &WatchConfig) -> Option<PathBuf> {
     (path != watch.path && path.starts_with(&watch.path)).then(|| watch.path.clone())
 }
 
+/// The folder's name as the group's `videoName`: NFC ([`crate::model::names`]).
 fn folder_name(folder: &Path) -> String {
-    folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| folder.display().to_string())
+    let name =
+        folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| folder.display().to_string());
+    crate::model::names::nfc(&name).into_owned()
 }
 
 /// Folders mode: one export folder → one group (valid or with violations).
@@ -169,7 +172,7 @@ fn flat(drop: &Path, only: Option<&str>, opts: &GroupOptions<'_>) -> Result<Vec<
                 matcher.flat_stem(rel, false).unwrap_or_else(|| strip_extension(rel).to_string())
             }
         };
-        if only.is_none_or(|s| s == stem) {
+        if only.is_none_or(|s| crate::model::names::nfc(s) == stem) {
             by_stem.entry(stem).or_default().push(item);
         }
     }

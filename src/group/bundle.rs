@@ -22,6 +22,21 @@
 //! - Finder litter (`.DS_Store`, `._*`) is left out; symbolic links inside a
 //!   bundle are left out (with a warning) rather than followed out of it.
 //! - The dry run ([`zip_size`]) writes nothing: it zips into a counting sink.
+//! - A bundle is finished only when its document, `Info.fcpxml`, is at its
+//!   top ([`document_present`]): Final Cut Pro (10.6 and later, FCPXML 1.10+)
+//!   creates the `.fcpxmld` directory first and writes the files into it
+//!   after. Until then the export counts as still being written, for the
+//!   watcher's looks and for the grouping step alike.
+//!
+//! The layout, from Apple's "FCPXML Bundle Reference"
+//! (<https://developer.apple.com/documentation/professional-video-applications/fcpxml-bundle-reference>):
+//! "The simplest FCPXML bundle contains an `Info.fcpxml` file at the root
+//! level of the bundle", which locates any other file the bundle carries
+//! (tracking or stabilization data, say; Philip Hodgetts, "Final Cut Pro
+//! 10.6's XML Bundle Format Explained", 2021). Tools that write bundles
+//! themselves often add an `Info.plist` beside it. Copied to an exFAT, FAT
+//! or SMB volume, each file also gets an AppleDouble `._` twin, and Finder
+//! drops a `.DS_Store` into any folder it shows.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -32,6 +47,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use super::GroupError;
+use super::roles::is_finder_litter;
 
 /// One entry of a bundle, in zip order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +71,16 @@ fn system_time(ns: i64) -> SystemTime {
     }
 }
 
-fn is_finder_litter(name: &str) -> bool {
-    name == ".DS_Store" || name.starts_with("._")
+/// The document every FCPXML bundle has at its top.
+pub const BUNDLE_DOCUMENT: &str = "Info.fcpxml";
+
+/// Is the bundle's document (`Info.fcpxml`) at the top of the bundle
+/// directory `dir`, as a regular file? Not yet, while Final Cut Pro is
+/// still writing the bundle. One `lstat`, so that the watcher's looks and
+/// the grouping step ask the same question the same way (and, on a
+/// case-insensitive Mac volume, the filesystem's own case rule applies).
+pub fn document_present(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(BUNDLE_DOCUMENT)).is_ok_and(|m| m.is_file())
 }
 
 /// Every entry of the bundle directory `dir`, under the top-level name
@@ -64,6 +88,7 @@ fn is_finder_litter(name: &str) -> bool {
 /// export.
 pub fn list_bundle(dir: &Path, top: &str) -> Result<Vec<BundleEntry>, GroupError> {
     let meta = std::fs::metadata(dir).map_err(|source| GroupError::Read { path: dir.to_owned(), source })?;
+    let top = crate::model::names::nfc(top);
     let mut out = vec![BundleEntry {
         zip_name: format!("{top}/"),
         path: dir.to_owned(),
@@ -76,7 +101,9 @@ pub fn list_bundle(dir: &Path, top: &str) -> Result<Vec<BundleEntry>, GroupError
         let read = |source| GroupError::Read { path: folder.clone(), source };
         for entry in std::fs::read_dir(&folder).map_err(read)? {
             let entry = entry.map_err(read)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            // The name inside the zip is NFC, as every name the agent sends;
+            // the bytes are read from `path`, the OS's own spelling.
+            let name = crate::model::names::nfc(&entry.file_name().to_string_lossy()).into_owned();
             if is_finder_litter(&name) {
                 continue;
             }

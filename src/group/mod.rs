@@ -18,7 +18,8 @@
 //!   the sidecar), [`bundle`] (`.fcpxmld` listing and zipping), [`open`]
 //!   (reading without following links), [`rules`] (the API's rules).
 //! - Tests: `tests.rs`, `special_tests.rs` (FIFOs, devices, oversized
-//!   sidecars, device and inode), `proptests.rs` (the rules against the
+//!   sidecars, device and inode), `mac_tests.rs` (NFD names, Final Cut
+//!   Pro bundles, Finder litter), `proptests.rs` (the rules against the
 //!   sandbox's); `roles_tests.rs` and `rules_tests.rs` beside their modules.
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub mod bundle;
 pub mod inspect;
 pub mod language;
 pub mod layout;
+#[cfg(test)]
+mod mac_tests;
 pub mod open;
 #[cfg(all(test, feature = "sandbox"))]
 mod proptests;

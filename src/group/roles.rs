@@ -57,6 +57,21 @@ pub const DEFAULT_TEMPORARY: &[&str] =
 /// Files that are simply not part of any video.
 pub const DEFAULT_IGNORE: &[&str] = &[".*", "Thumbs.db", "desktop.ini"];
 
+/// Files and folders macOS itself leaves beside a user's files: Finder's
+/// `.DS_Store` (folder view settings), AppleDouble `._name` files (a file's
+/// resource fork and extended attributes, written beside it on volumes
+/// without native xattrs: exFAT, FAT, SMB and NFS shares), `Icon\r` (a custom
+/// folder icon), and the volume-root folders of Spotlight, FSEvents and the
+/// Trash. None is ever part of a video, and none may reject an export, even
+/// when a watch folder's `ignore` patterns are replaced (an AppleDouble
+/// `._Shot_L.mov` would otherwise match the left-eye pattern).
+pub fn is_finder_litter(name: &str) -> bool {
+    name == ".DS_Store"
+        || name.starts_with("._")
+        || name == "Icon\r"
+        || matches!(name, ".Trashes" | ".fseventsd" | ".Spotlight-V100" | ".TemporaryItems" | ".DocumentRevisions-V100")
+}
+
 /// What a file is to the grouping engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Class {
@@ -173,8 +188,10 @@ impl RoleMatcher {
 
     /// Is this a file still being written (`*.part`, `~*`, ...)? While one is
     /// present the export is not finished. Used by the watcher.
+    /// Finder litter never is, even `._Shot.mov.part`: an AppleDouble file
+    /// left behind on a share must not hold an export back for ever.
     pub fn is_temporary(&self, rel_path: &str) -> bool {
-        self.temporary.is_match(rel_path)
+        !is_finder_litter(rel_path.rsplit('/').next().unwrap_or(rel_path)) && self.temporary.is_match(rel_path)
     }
 
     /// Is this file never part of a video: the sidecar, the ready marker, or
@@ -185,9 +202,12 @@ impl RoleMatcher {
     }
 
     /// The sidecar and the ready marker, at the top of the export, are the
-    /// agent's own files: always ignored, whatever the patterns say.
+    /// agent's own files, and Finder's litter anywhere is the Mac's
+    /// ([`is_finder_litter`]): always ignored, whatever the patterns say.
     fn is_reserved(&self, rel_path: &str) -> bool {
-        rel_path.eq_ignore_ascii_case(SIDECAR_NAME) || self.ready_marker.as_deref() == Some(rel_path)
+        rel_path.eq_ignore_ascii_case(SIDECAR_NAME)
+            || self.ready_marker.as_deref() == Some(rel_path)
+            || is_finder_litter(rel_path.rsplit('/').next().unwrap_or(rel_path))
     }
 
     /// The role of the file at `rel_path`, or why it has none.
@@ -214,7 +234,9 @@ impl RoleMatcher {
     /// What the directory at `rel_path` is: a bundle to zip, a folder to skip,
     /// or a folder whose files belong to the export.
     pub fn classify_dir(&self, rel_path: &str) -> DirClass {
-        if self.is_temporary(rel_path) {
+        if is_finder_litter(rel_path.rsplit('/').next().unwrap_or(rel_path)) {
+            DirClass::Ignored
+        } else if self.is_temporary(rel_path) {
             DirClass::Temporary
         } else if self.ignore.is_match(rel_path) {
             DirClass::Ignored
@@ -233,7 +255,15 @@ impl RoleMatcher {
     /// A temporary file gives the stem of the file being written
     /// (`A_L.mov.part` → `A`), so it can hold back its group. `None` for
     /// ignored files. The watcher uses this to key flat-mode exports.
+    ///
+    /// The stem is NFC ([`crate::model::names`]): it is the group's
+    /// `videoName` and, under the drop folder, its key (not a real path), so
+    /// `Café_L.mov` spelled NFD and `Café_R.mov` spelled NFC are one video.
     pub fn flat_stem(&self, file_name: &str, is_dir: bool) -> Option<String> {
+        self.flat_stem_as_written(file_name, is_dir).map(|s| crate::model::names::nfc(&s).into_owned())
+    }
+
+    fn flat_stem_as_written(&self, file_name: &str, is_dir: bool) -> Option<String> {
         if is_dir {
             return match self.classify_dir(file_name) {
                 DirClass::Bundle => Some(stem_for_role(file_name, FileRole::Fcpxmld)),

@@ -64,6 +64,8 @@ fn default_roles_table() {
         ("sub/render.TMP", Temporary),
         (".DS_Store", Ignored),
         ("._Shot_L.mov", Ignored),
+        ("audio/._Dialog.mp4", Ignored),
+        ("._Shot.mov.part", Ignored),
         ("Thumbs.db", Ignored),
         ("desktop.ini", Ignored),
         ("spatialgen.toml", Ignored),
@@ -124,8 +126,17 @@ fn replaced_patterns_replace_the_defaults() {
     assert_eq!(m.classify("renders/deep/x.mov"), Class::Ignored);
     assert_eq!(m.classify("x.writing"), Class::Temporary);
     assert!(!m.is_temporary("x.part"), "default temporary list replaced");
-    // Hidden files are no longer ignored once `ignore` is replaced.
-    assert_eq!(m.classify(".DS_Store"), Class::Unmatched);
+    // Hidden files are no longer ignored once `ignore` is replaced...
+    assert_eq!(m.classify(".hidden"), Class::Unmatched);
+    // ...but Finder's litter always is: an AppleDouble `._Shot_LE.mov` is
+    // no second left eye, a `._x.writing` holds nothing back.
+    for litter in [".DS_Store", "._Shot_LE.mov", "sub/._x.mov", "._x.writing", "Icon\r"] {
+        assert_eq!(m.classify(litter), Class::Ignored, "{litter}");
+        assert!(!m.is_temporary(litter), "{litter}");
+    }
+    for dir in [".Trashes", ".fseventsd", ".Spotlight-V100", "._Shot_010"] {
+        assert_eq!(m.classify_dir(dir), DirClass::Ignored, "{dir}");
+    }
 }
 
 #[test]

@@ -86,6 +86,9 @@ impl Scanner<'_> {
                 ));
                 continue;
             };
+            // What the export *names* is NFC (APFS and Finder hand out NFD
+            // as often); `path`, which is opened, stays the OS's bytes.
+            let name = &*crate::model::names::nfc(name);
             let rel = format!("{prefix}{name}");
             let lmeta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
@@ -178,6 +181,14 @@ impl Scanner<'_> {
                         "temporary-file-present",
                         &rel,
                         "looks like something still being written; the export is not finished".into(),
+                    )),
+                    DirClass::Bundle if !bundle::document_present(&path) => out.push(problem(
+                        "temporary-file-present",
+                        &rel,
+                        format!(
+                            "has no {} yet: the bundle is still being written; the export is not finished until it is there",
+                            bundle::BUNDLE_DOCUMENT
+                        ),
                     )),
                     DirClass::Bundle => match bundle::list_bundle(&path, name) {
                         Ok(entries) => out.push(Item::Found(Found {

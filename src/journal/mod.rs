@@ -264,6 +264,11 @@ impl JournalError {
 pub struct Journal {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// An export's key (and root) is stored and looked up with its NFC and
+    /// NFD spellings folded into one ([`crate::model::names`]): on macOS,
+    /// whose filesystems treat the two as one name. Elsewhere the two are
+    /// different folders and the key is the OS's bytes.
+    fold_names: bool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -275,6 +280,20 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This journal with the NFC/NFD folding of export keys on or off,
+    /// whatever the platform (tests of the macOS rule on every platform).
+    #[cfg(test)]
+    pub(crate) fn folding_names(mut self, fold: bool) -> Journal {
+        self.fold_names = fold;
+        self
+    }
+
+    /// The stored form of an export's key or root: the OS's bytes, with
+    /// the two normalization spellings folded where the platform folds them.
+    fn key_bytes(&self, p: &Path) -> Vec<u8> {
+        crate::model::names::identity_bytes(codec::path_bytes(p), self.fold_names)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -360,5 +379,7 @@ mod cursor_tests;
 mod filter_plans;
 #[cfg(test)]
 mod forget_tests;
+#[cfg(test)]
+mod names_tests;
 #[cfg(test)]
 mod tests;

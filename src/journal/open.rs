@@ -2,6 +2,7 @@
 //! what happens to a corrupt one (renamed aside, completed groups salvaged);
 //! the read-only open; the ended groups whose housekeeping a crash left undone.
 
+use crate::model::names::FOLDS_NORMALIZATION;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -129,7 +130,7 @@ impl Journal {
                 schema::LATEST
             )));
         }
-        Ok(Journal { conn: Mutex::new(conn), path: path.to_owned() })
+        Ok(Journal { conn: Mutex::new(conn), path: path.to_owned(), fold_names: FOLDS_NORMALIZATION })
     }
 
     fn open_existing(path: &Path) -> Result<Journal, JournalError> {
@@ -146,7 +147,7 @@ impl Journal {
             return Err(JournalError::Corrupt(format!("{} fails quick_check: {check}", path.display())));
         }
         migrate(&mut conn, path)?;
-        Ok(Journal { conn: Mutex::new(conn), path: path.to_owned() })
+        Ok(Journal { conn: Mutex::new(conn), path: path.to_owned(), fold_names: FOLDS_NORMALIZATION })
     }
 }
 

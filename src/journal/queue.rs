@@ -103,7 +103,7 @@ pub(super) fn violations_text(group: &UploadGroup) -> Option<String> {
 
 impl Queue for Journal {
     fn note_waiting(&self, key: &Path, name: &str, watch_path: Option<&Path>) -> Result<GroupId, JournalError> {
-        let k = path_bytes(key);
+        let k = self.key_bytes(key);
         self.write(|tx| {
             let existing: Option<GroupId> = tx
                 .query_row("SELECT id FROM groups WHERE key = ?1 AND state IN ('waiting','queued')", [&k], |r| r.get(0))
@@ -124,7 +124,7 @@ impl Queue for Journal {
     }
 
     fn drop_waiting(&self, key: &Path) -> Result<(), JournalError> {
-        let k = path_bytes(key);
+        let k = self.key_bytes(key);
         self.write(|tx| {
             tx.execute("DELETE FROM groups WHERE key = ?1 AND state = 'waiting'", [&k])?;
             Ok(())
@@ -140,7 +140,7 @@ impl Queue for Journal {
     }
 
     fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {
-        let k = path_bytes(key);
+        let k = self.key_bytes(key);
         self.write(|tx| {
             let row: Option<(GroupId, Option<String>)> = tx
                 .query_row("SELECT id, error FROM groups WHERE key = ?1 AND state = 'waiting'", [&k], |r| {
@@ -164,7 +164,8 @@ impl Queue for Journal {
     }
 
     fn enqueue(&self, group: &UploadGroup) -> Result<Enqueued, JournalError> {
-        let k = path_bytes(&group.key);
+        let k = self.key_bytes(&group.key);
+        let root = self.key_bytes(&group.root);
         let violations = violations_text(group);
         let violations_json = if group.violations.is_empty() {
             None
@@ -212,7 +213,7 @@ impl Queue for Journal {
                 None => {
                     tx.execute(
                         "INSERT INTO groups (key, name, root, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                        params![k, group.name, path_bytes(&group.root), target.as_str(), now],
+                        params![k, group.name, root, target.as_str(), now],
                     )?;
                     let id = tx.last_insert_rowid();
                     let detail = violations.clone().unwrap_or_else(|| queued_detail(group, "queued"));
@@ -228,7 +229,7 @@ impl Queue for Journal {
                 params![
                     id,
                     group.name,
-                    path_bytes(&group.root),
+                    root,
                     group.watch_path.as_deref().map(path_bytes),
                     group.layout.as_str(),
                     group.perspective.map(|p| p.as_str()),
@@ -251,7 +252,7 @@ impl Queue for Journal {
     }
 
     fn unqueue(&self, key: &Path) -> Result<bool, JournalError> {
-        let k = path_bytes(key);
+        let k = self.key_bytes(key);
         self.write(|tx| {
             let pending: Option<(GroupId, String)> = tx
                 .query_row("SELECT id, state FROM groups WHERE key = ?1 AND state IN ('waiting','queued')", [&k], |r| {
@@ -351,12 +352,12 @@ impl Queue for Journal {
             return Ok(hit);
         }
         let p = Path::new(spec);
-        let mut candidates = vec![path_bytes(p)];
+        let mut candidates = vec![self.key_bytes(p)];
         if let Ok(abs) = std::path::absolute(p) {
-            candidates.push(path_bytes(&abs));
+            candidates.push(self.key_bytes(&abs));
         }
         if let Ok(canon) = p.canonicalize() {
-            candidates.push(path_bytes(&canon));
+            candidates.push(self.key_bytes(&canon));
         }
         for c in candidates {
             let trimmed: Vec<u8> = if c.len() > 1 && c.ends_with(b"/") { c[..c.len() - 1].to_vec() } else { c };

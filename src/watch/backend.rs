@@ -121,6 +121,20 @@ fn is_limit_io(e: &std::io::Error) -> bool {
 
 /// The warning an operator needs when the limit is hit, naming the knob.
 pub(crate) fn limit_warning(root: &Path, err: &notify::Error, poll: Duration) -> String {
+    limit_warning_for(root, err, poll, cfg!(target_os = "linux"))
+}
+
+/// [`limit_warning`] for a platform: the inotify sysctls exist on Linux
+/// only; elsewhere (FSEvents on macOS, ReadDirectoryChangesW on Windows)
+/// there is no knob to name, only the fallback.
+fn limit_warning_for(root: &Path, err: &notify::Error, poll: Duration, linux: bool) -> String {
+    if !linux {
+        return format!(
+            "{}: the OS refused to watch this folder ({err}); watching it by polling every {} instead",
+            root.display(),
+            Dur(poll)
+        );
+    }
     let instances = matches!(&err.kind, notify::ErrorKind::Io(e) if e.raw_os_error() == Some(emfile()));
     let (knob, value) =
         if instances { ("fs.inotify.max_user_instances", 1024) } else { ("fs.inotify.max_user_watches", 524_288) };
@@ -250,9 +264,17 @@ mod tests {
     fn watch_limit_errors_are_recognised_and_the_warning_names_the_sysctl() {
         let e = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
         assert!(is_watch_limit(&e));
-        let msg = limit_warning(Path::new("/renders"), &e, Duration::from_secs(15));
+        let msg = limit_warning_for(Path::new("/renders"), &e, Duration::from_secs(15), true);
         assert!(msg.contains("sysctl -w fs.inotify.max_user_watches=524288"), "{msg}");
         assert!(msg.contains("/renders") && msg.contains("15s"), "{msg}");
+        // macOS and Windows have no inotify: no sysctl to raise, only the fallback.
+        let other = limit_warning_for(Path::new("/renders"), &e, Duration::from_secs(15), false);
+        assert!(!other.contains("sysctl") && !other.contains("inotify"), "{other}");
+        assert!(other.contains("/renders") && other.contains("polling every 15s"), "{other}");
+        assert_eq!(
+            limit_warning(Path::new("/r"), &e, Duration::from_secs(1)).contains("sysctl"),
+            cfg!(target_os = "linux")
+        );
         #[cfg(target_os = "linux")]
         {
             let nospc = notify::Error::io(std::io::Error::from_raw_os_error(libc::ENOSPC));
@@ -262,6 +284,37 @@ mod tests {
             assert!(limit_warning(Path::new("/r"), &mfile, Duration::from_secs(1)).contains("max_user_instances"));
         }
         assert!(!is_watch_limit(&notify::Error::path_not_found()));
+    }
+
+    /// FSEvents (macOS) says only that a path changed, often several
+    /// changes in one event of kind `Any`, with real paths (`/private/tmp`
+    /// for `/tmp`), and asks for a rescan when it dropped events. Each must
+    /// reach the driver as a change, under the configured spelling.
+    #[test]
+    fn fsevents_shaped_events_reach_the_driver_as_changes_under_the_configured_path() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let signals = Arc::new(Signals::default());
+        let stats = Arc::new(WatchStats::default());
+        let respell = Some((PathBuf::from("/private/tmp/w"), PathBuf::from("/tmp/w")));
+        let h = handler(3, tx, signals.clone(), stats.clone(), respell);
+        h(Ok(Event::new(EventKind::Any).add_path(PathBuf::from("/private/tmp/w/Shot/a.mov"))));
+        h(Ok(Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)));
+        h(Ok(Event::new(EventKind::Modify(notify::event::ModifyKind::Name(notify::event::RenameMode::Any)))
+            .add_path(PathBuf::from("/private/tmp/w/Shot.part"))
+            .add_path(PathBuf::from("/private/tmp/w/Shot"))));
+        let got: Vec<Event> = rx
+            .try_iter()
+            .map(|m| match m {
+                Msg::Event { watch: 3, event: Ok(ev) } => ev,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].paths, vec![PathBuf::from("/tmp/w/Shot/a.mov")]);
+        assert!(got[1].need_rescan());
+        assert_eq!(got[2].paths, vec![PathBuf::from("/tmp/w/Shot.part"), PathBuf::from("/tmp/w/Shot")]);
+        assert_eq!(WatchStats::get(&stats.events), 3);
+        assert!(!signals.overflow.load(Ordering::SeqCst));
     }
 
     #[test]

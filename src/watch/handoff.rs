@@ -196,8 +196,11 @@ impl JournalHandoff {
     }
 }
 
+/// The export's name as the journal shows it before its group exists: NFC,
+/// as the group's own name will be ([`crate::model::names`]).
 fn export_name(key: &Path) -> String {
-    key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| key.display().to_string())
+    let name = key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| key.display().to_string());
+    crate::model::names::nfc(&name).into_owned()
 }
 
 impl Handoff for JournalHandoff {

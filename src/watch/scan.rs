@@ -99,7 +99,9 @@ impl WatchRules {
     /// ignored). A marker `<stem>.<ready_marker>` belongs to its stem.
     pub fn flat_stem(&self, name: &str, is_dir: bool) -> Option<String> {
         if let Some(rest) = self.flat_marker_of(name) {
-            return Some(self.matcher.flat_stem(rest, false).unwrap_or_else(|| rest.to_owned()));
+            return Some(
+                self.matcher.flat_stem(rest, false).unwrap_or_else(|| crate::model::names::nfc(rest).into_owned()),
+            );
         }
         self.matcher.flat_stem(name, is_dir)
     }
@@ -410,11 +412,21 @@ fn flat_file(rules: &WatchRules, path: &Path, name: &str, acc: &mut Acc) {
     if meta.is_dir() {
         // Only `.fcpxmld` bundle directories belong to a flat-mode stem.
         if rules.matcher.classify_dir(name) == DirClass::Bundle {
-            walk(rules, path, name, 1, acc);
+            bundle(rules, path, name, 1, acc);
         }
         return;
     }
     note_file(rules, path, name, &meta, acc, true);
+}
+
+/// A `.fcpxmld` bundle directory: its files, and until its `Info.fcpxml`
+/// is there, a blocker (Final Cut Pro makes the directory first and writes
+/// into it after; see [`crate::group::bundle`]).
+fn bundle(rules: &WatchRules, path: &Path, rel: &str, depth: usize, acc: &mut Acc) {
+    if !crate::group::bundle::document_present(path) {
+        acc.temporary.get_or_insert_with(|| format!("{rel}/{}", crate::group::bundle::BUNDLE_DOCUMENT));
+    }
+    walk(rules, path, rel, depth, acc);
 }
 
 /// Metadata of an entry, following a symlink only when allowed; `None` to skip.
@@ -498,9 +510,8 @@ fn walk(rules: &WatchRules, dir: &Path, rel: &str, depth: usize, acc: &mut Acc) 
                 DirClass::Temporary => {
                     acc.temporary.get_or_insert_with(|| child_rel.clone());
                 }
-                DirClass::Bundle | DirClass::Descend if depth < MAX_DEPTH => {
-                    walk(rules, &path, &child_rel, depth + 1, acc)
-                }
+                DirClass::Bundle if depth < MAX_DEPTH => bundle(rules, &path, &child_rel, depth + 1, acc),
+                DirClass::Descend if depth < MAX_DEPTH => walk(rules, &path, &child_rel, depth + 1, acc),
                 DirClass::Bundle | DirClass::Descend => {}
             }
         } else {

@@ -195,3 +195,61 @@ fn errors_that_say_nothing_is_there_differ_from_read_errors() {
         }
     }
 }
+
+#[test]
+fn a_bundle_directory_without_its_document_yet_blocks_the_look_in_both_modes() {
+    // Final Cut Pro creates `Edit.fcpxmld/` and then writes `Info.fcpxml`
+    // into it: a look in between must not call the export quiet.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exp = dir.path().join("shot");
+    let bundle = exp.join("Edit.fcpxmld");
+    fs::create_dir_all(&bundle).expect("mkdir");
+    fs::write(exp.join("Edit.aivu"), b"1234").expect("write");
+    fs::write(bundle.join(".DS_Store"), b"finder").expect("write");
+    let r = rules(dir.path(), WatchMode::Folders);
+    let early = look_export(&r, &exp).expect("look").expect("exists");
+    assert_eq!(early.look.temporary.as_deref(), Some("Edit.fcpxmld/Info.fcpxml"));
+    fs::write(bundle.join("Info.fcpxml"), b"<fcpxml version=\"1.11\"/>").expect("write");
+    let done = look_export(&r, &exp).expect("look").expect("exists");
+    assert!(done.look.temporary.is_none(), "{:?}", done.look.temporary);
+    assert_ne!(early.look.digest, done.look.digest);
+
+    // Flat mode: the bundle beside the movie in the drop folder.
+    let drop = tempfile::tempdir().expect("tempdir");
+    let bundle = drop.path().join("Edit.fcpxmld");
+    fs::create_dir_all(&bundle).expect("mkdir");
+    fs::write(drop.path().join("Edit.aivu"), b"1234").expect("write");
+    let f = rules(drop.path(), WatchMode::Flat);
+    let key = drop.path().join("Edit");
+    let early = look_export(&f, &key).expect("look").expect("exists");
+    assert_eq!(early.look.temporary.as_deref(), Some("Edit.fcpxmld/Info.fcpxml"));
+    fs::write(bundle.join("Info.fcpxml"), b"<fcpxml/>").expect("write");
+    assert!(look_export(&f, &key).expect("look").expect("exists").look.temporary.is_none());
+}
+
+#[test]
+fn finder_litter_neither_counts_nor_blocks_a_look() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exp = dir.path().join("shot");
+    fs::create_dir_all(&exp).expect("mkdir");
+    fs::write(exp.join("a.mov"), b"1234").expect("write");
+    let r = rules(dir.path(), WatchMode::Folders);
+    let clean = look_export(&r, &exp).expect("look").expect("exists");
+    for litter in [".DS_Store", "._a.mov", "._b.mov.part"] {
+        fs::write(exp.join(litter), b"\0\x05\x16\x07").expect("write");
+    }
+    let littered = look_export(&r, &exp).expect("look").expect("exists");
+    assert!(littered.look.temporary.is_none(), "{:?}", littered.look.temporary);
+    assert_eq!(littered.look.files, clean.look.files);
+}
+
+#[test]
+fn flat_mode_keys_are_nfc_whatever_spelling_the_os_reports() {
+    let f = rules(Path::new("/drop"), WatchMode::Flat);
+    let nfc = Some(PathBuf::from("/drop/Caf\u{e9}"));
+    assert_eq!(f.route(Path::new("/drop/Cafe\u{301}_L.mov")), nfc);
+    assert_eq!(f.route(Path::new("/drop/Caf\u{e9}_R.mov")), nfc);
+    // Folders mode: the key is the folder itself, as the OS spells it.
+    let r = rules(Path::new("/drop"), WatchMode::Folders);
+    assert_eq!(r.route(Path::new("/drop/Cafe\u{301}/a.mov")), Some(PathBuf::from("/drop/Cafe\u{301}")));
+}

@@ -10,6 +10,9 @@
 //! README's platform table).
 
 #[cfg(unix)]
+mod support;
+
+#[cfg(unix)]
 mod agent;
 #[cfg(unix)]
 mod binary;
@@ -32,6 +35,8 @@ mod files;
 #[cfg(unix)]
 mod fleet;
 #[cfg(unix)]
+mod macos;
+#[cfg(unix)]
 mod media;
 #[cfg(unix)]
 mod notify;
@@ -45,5 +50,3 @@ mod siege;
 mod siege_after;
 #[cfg(unix)]
 mod siege_watch;
-#[cfg(unix)]
-mod support;

@@ -7,11 +7,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
 use spatialgen_sync::journal::GroupState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+#[cfg(target_os = "linux")]
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::agent::{Agent, drop_folder, free_port, publish, wait_state, watch_table};
+use crate::agent::{Agent, drop_folder, free_port, watch_table};
+#[cfg(target_os = "linux")]
+use crate::agent::{publish, wait_state};
 use crate::support::*;
 
 const KIB: usize = 1024;
@@ -41,6 +46,7 @@ fn siege_world_config(w: &World, drop: &Path, http_extra: &str) -> SocketAddr {
 
 /// Send `head`, then (unless empty) `body` while reading; the status code
 /// of the answer (0 when the connection ended without one).
+#[cfg(target_os = "linux")]
 async fn request(addr: SocketAddr, head: String, body: Vec<u8>, limit: Duration) -> u16 {
     let Ok(s) = TcpStream::connect(addr).await else { return 0 };
     let (mut rd, mut wr) = s.into_split();
@@ -72,12 +78,14 @@ async fn request(addr: SocketAddr, head: String, body: Vec<u8>, limit: Duration)
 }
 
 /// The process's resident set, from /proc.
+#[cfg(target_os = "linux")]
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+#[cfg(target_os = "linux")]
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use spatialgen_sync::journal::prelude::*;
 use spatialgen_sync::journal::{GroupState, PauseReason};
 
-use crate::agent::{Agent, drop_folder, free_port, publish, row, wait_state};
+use crate::agent::{Agent, drop_folder, publish, wait_state};
+#[cfg(target_os = "linux")]
+use crate::agent::{free_port, row};
 use crate::support::*;
 
 const KIB: usize = 1024;
@@ -24,6 +26,7 @@ fn slow_rescan_table(folder: &Path) -> String {
 
 /// The lowest descriptor number `pid` has free: with the soft limit there,
 /// every new open in it fails with EMFILE.
+#[cfg(target_os = "linux")]
 fn lowest_free_fd(pid: i32) -> u64 {
     let open: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the agent's descriptors are listed")
@@ -33,12 +36,14 @@ fn lowest_free_fd(pid: i32) -> u64 {
 }
 
 /// `pid`'s soft limit on open files.
+#[cfg(target_os = "linux")]
 fn soft_nofile(pid: i32) -> u64 {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("the agent's limits");
     let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a file limit");
     line.split_whitespace().nth(3).and_then(|v| v.parse().ok()).expect("a number")
 }
 
+#[cfg(target_os = "linux")]
 fn set_soft_nofile(pid: i32, soft: u64) {
     let out = std::process::Command::new("prlimit")
         .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
@@ -47,6 +52,7 @@ fn set_soft_nofile(pid: i32, soft: u64) {
     assert!(out.status.success(), "prlimit: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+#[cfg(target_os = "linux")]
 fn has_prlimit() -> bool {
     std::process::Command::new("prlimit").arg("--version").output().is_ok_and(|o| o.status.success())
 }

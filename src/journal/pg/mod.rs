@@ -54,6 +54,7 @@ mod schema;
 mod tls;
 mod transfer;
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -403,6 +404,13 @@ impl PgJournal {
 
     pub(super) fn mounts(&self) -> &Mounts {
         &self.mounts
+    }
+
+    /// An export's key or root as stored: its fleet-wide spelling, with the
+    /// NFC and NFD spellings folded where the platform's filesystem folds
+    /// them (macOS; see [`crate::model::names`]), as the SQLite journal does.
+    pub(super) fn key_code(&self, p: &Path) -> Vec<u8> {
+        crate::model::names::identity_bytes(self.mounts.encode(p), crate::model::names::FOLDS_NORMALIZATION)
     }
 
     /// A session advisory lock on a connection of its own, held as long as

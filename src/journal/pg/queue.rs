@@ -134,7 +134,7 @@ fn waiting_error(
 
 impl Queue for PgJournal {
     fn note_waiting(&self, key: &Path, name: &str, watch_path: Option<&Path>) -> Result<GroupId, JournalError> {
-        let k = self.mounts().encode(key);
+        let k = self.key_code(key);
         let watch = self.mounts().watch_of(watch_path.unwrap_or(key)).map(str::to_string);
         let wp = watch_path.map(|p| self.mounts().encode(p));
         // Every node notes every export it sees: the row another node made
@@ -161,7 +161,7 @@ impl Queue for PgJournal {
     }
 
     fn drop_waiting(&self, key: &Path) -> Result<(), JournalError> {
-        let k = self.mounts().encode(key);
+        let k = self.key_code(key);
         self.write(|tx| {
             tx.execute("DELETE FROM groups WHERE key = $1 AND state = 'waiting'", &[&k]).map_err(db_err)?;
             Ok(())
@@ -178,7 +178,7 @@ impl Queue for PgJournal {
     }
 
     fn set_waiting_reason(&self, key: &Path, reason: Option<&str>) -> Result<(), JournalError> {
-        let k = self.mounts().encode(key);
+        let k = self.key_code(key);
         // Read first: every node of a fleet looks at the same export, and
         // only a changed reason takes the fleet-wide lock.
         match self.with(|c| waiting_error(c, &k))? {
@@ -199,8 +199,8 @@ impl Queue for PgJournal {
     }
 
     fn enqueue(&self, group: &UploadGroup) -> Result<Enqueued, JournalError> {
-        let k = self.mounts().encode(&group.key);
-        let root = self.mounts().encode(&group.root);
+        let k = self.key_code(&group.key);
+        let root = self.key_code(&group.root);
         let wp = group.watch_path.as_deref().map(|p| self.mounts().encode(p));
         let watch = self.mounts().watch_of(group.watch_path.as_deref().unwrap_or(&group.key)).map(str::to_string);
         let violations = violations_text(group);
@@ -313,7 +313,7 @@ impl Queue for PgJournal {
     }
 
     fn unqueue(&self, key: &Path) -> Result<bool, JournalError> {
-        let k = self.mounts().encode(key);
+        let k = self.key_code(key);
         self.write(|tx| match self.pending_of(tx, &k)? {
             Some((id, s)) if s == "queued" => {
                 transition(self, tx, id, GroupState::Waiting, Some("export changed before its upload started"))?;
@@ -414,7 +414,7 @@ impl Queue for PgJournal {
             candidates.extend(std::path::absolute(p).ok());
             candidates.extend(p.canonicalize().ok());
             for cand in candidates {
-                let mut b = self.mounts().encode(&cand);
+                let mut b = self.key_code(&cand);
                 if b.len() > 1 && b.ends_with(b"/") {
                     b.pop();
                 }
