@@ -18,6 +18,7 @@ mod files;
 mod fleet;
 mod media;
 mod notify;
+mod packaging;
 mod server;
 mod service;
 mod siege;
