@@ -38,7 +38,8 @@ all | deb | windows | macos) ;;
 *) echo "release: --only takes deb, windows or macos, not '$only'" >&2; exit 2 ;;
 esac
 want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
-step() { printf '\n== %s\n' "$*"; }
+started=$SECONDS
+step() { printf '\n== [%d s] %s\n' "$((SECONDS - started))" "$*"; }
 sha256() { if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi; }
 
 version=$(awk '/^\[package\]/ { p = 1; next } /^\[/ { p = 0 } p && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' Cargo.toml)
@@ -47,7 +48,6 @@ out=target/release-artifacts
 work=target/release-work
 rm -rf "$out" "$work"
 mkdir -p "$out" "$work"
-started=$SECONDS
 skipped=()
 
 # --- Linux: the .deb -----------------------------------------------------------
@@ -61,7 +61,7 @@ if want deb; then
   BIN=target/release/spatialgen-sync scripts/deb-assets.sh
   deb=$(cargo deb --locked --quiet | tail -n 1)
   [ -f "$deb" ] || { echo "release: cargo deb reported '$deb', which is not a file" >&2; exit 1; }
-  dpkg-deb --info "$deb" >/dev/null
+  if command -v dpkg-deb >/dev/null; then dpkg-deb --info "$deb" >/dev/null; fi
   cp "$deb" "$out/"
 fi
 
@@ -95,6 +95,9 @@ if want windows; then
   stage=$work/windows/$name
   mkdir -p "$stage"
   cp "target/$triple/release/spatialgen-sync.exe" "$stage/"
+  # The release profile keeps line tables, which mingw's linker stores in the
+  # .exe (126 MB); the symbols stay, the DWARF goes (30 MB). cargo deb strips too.
+  x86_64-w64-mingw32-strip --strip-debug "$stage/spatialgen-sync.exe"
   cp packaging/windows/spatialgen-sync.xml packaging/windows/install.ps1 "$stage/"
   scripts/platform-config.sh windows >"$stage/config.example.toml"
   sed -e "s/@VERSION@/$version/g" packaging/windows/INSTALL.txt | awk '{ printf "%s\r\n", $0 }' >"$stage/INSTALL.txt"
@@ -153,6 +156,8 @@ if want macos; then
     stage=$work/macos/$name
     mkdir -p "$stage"
     skipped+=("macOS binary: linking one needs Apple's SDK (build on a Mac: scripts/release.sh --only macos); $name.tar.gz has the plist, config and notes only")
+    echo "The macOS binary is not built here ($(uname -s)): linking it needs Apple's SDK, so build it on a Mac."
+    echo "Making $name.tar.gz: the launchd plist, the macOS example config and the install notes, no binary."
   fi
   cp packaging/launchd/com.spatialgen.sync.plist "$stage/"
   scripts/platform-config.sh macos >"$stage/config.example.toml"
