@@ -126,8 +126,13 @@ if want windows; then
       echo "release: the Windows example config fails check under Wine" >&2
       exit 1
     fi
-    grep -q 'journal.sqlite3' "$work/wine-check.txt"
-    head -n 3 "$work/wine-check.txt" | tr -d '\r'
+    # The relative journal and key file landed in install.ps1's data folder.
+    tr -d '\r' <"$work/wine-check.txt" >"$work/wine-check.unix.txt"
+    for want in "path = 'C:\\ProgramData\\spatialgen-sync\\journal.sqlite3'" \
+      "api_key_file = 'C:\\ProgramData\\spatialgen-sync\\api-key'" "path = 'D:\\Renders\\Exports'"; do
+      grep -qxF "$want" "$work/wine-check.unix.txt" || { echo "release: check under Wine does not say $want" >&2; exit 1; }
+    done
+    head -n 3 "$work/wine-check.unix.txt"
   else
     step "Windows smoke: no wine here; the Linux binary checks the Windows example config"
     cargo build --release --locked
@@ -136,7 +141,12 @@ if want windows; then
     cp "$unz/$name/config.example.toml" "$chk/config.toml"
     printf 'release-smoke-key' >"$chk/api-key"
     chmod 600 "$chk/api-key"
-    target/release/spatialgen-sync check --config "$chk/config.toml" | head -n 3
+    if ! target/release/spatialgen-sync check --config "$chk/config.toml" >"$work/linux-check.txt" 2>&1; then
+      cat "$work/linux-check.txt" >&2
+      echo "release: the Windows example config fails check" >&2
+      exit 1
+    fi
+    head -n 3 "$work/linux-check.txt"
   fi
 fi
 

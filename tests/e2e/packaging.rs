@@ -5,6 +5,7 @@
 //! where the installers put them. The release script itself (the build, the
 //! zip, `check` under Wine) runs in CI, not here: it takes minutes.
 
+#[cfg(unix)]
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
