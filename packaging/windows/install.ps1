@@ -23,7 +23,13 @@ $ErrorActionPreference = "Stop"
 
 New-Item -ItemType Directory -Force -Path $InstallDir, $DataDir, "$DataDir\logs" | Out-Null
 Copy-Item -Force spatialgen-sync.exe, spatialgen-sync-service.exe -Destination $InstallDir
-Copy-Item -Force spatialgen-sync.xml -Destination "$InstallDir\spatialgen-sync-service.xml"
+# The definition names %ProgramData%\spatialgen-sync (the config, the working
+# directory, the logs); another -DataDir is written into the installed copy.
+$definition = Get-Content -Raw spatialgen-sync.xml
+if ($DataDir -ne "$env:ProgramData\spatialgen-sync") {
+    $definition = $definition.Replace('%ProgramData%\spatialgen-sync', $DataDir)
+}
+Set-Content -NoNewline -Path "$InstallDir\spatialgen-sync-service.xml" -Value $definition
 
 # The key file: readable by SYSTEM and the service account, writable by
 # Administrators (so that running this again can replace the key), and no
@@ -53,7 +59,9 @@ try {
 $config = Join-Path $DataDir "config.toml"
 if (-not (Test-Path $config)) {
     Copy-Item config.example.toml $config
-    Write-Host "Edit $config (watch folders, journal path, and api_key_file = '$keyFile'), then start the service."
+    # Its journal ('journal.sqlite3') and api_key_file ('api-key') are relative
+    # to its folder: $DataDir, where the key was just written.
+    Write-Host "Edit the [[watch]] folders in $config, then start the service."
 }
 
 & "$InstallDir\spatialgen-sync.exe" check --config $config

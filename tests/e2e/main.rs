@@ -41,6 +41,8 @@ mod media;
 #[cfg(unix)]
 mod notify;
 #[cfg(unix)]
+mod packaging;
+#[cfg(unix)]
 mod server;
 #[cfg(unix)]
 mod service;
