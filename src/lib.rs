@@ -38,7 +38,9 @@ pub mod model;
 pub mod ops;
 pub mod owner_only;
 pub mod retry;
-#[cfg(feature = "sandbox")]
+// The unit tests use the sandbox (and its test PostgreSQL) with or without
+// the feature, so that `--no-default-features --all-targets` builds.
+#[cfg(any(test, feature = "sandbox"))]
 pub mod sandbox;
 // Descriptor starvation (RLIMIT_NOFILE) is a Linux test's tool.
 #[cfg(all(test, target_os = "linux"))]

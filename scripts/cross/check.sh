@@ -25,8 +25,13 @@ done
 if ! command -v x86_64-w64-mingw32-gcc >/dev/null || ! command -v wine >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-mingw-w64-x86-64 wine wine64 >/dev/null
 fi
+if ! command -v python3 >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+fi
 if ! python3 -m ziglang version >/dev/null 2>&1; then
-  python3 -m pip install --quiet --root-user-action=ignore ziglang
+  # Debian's own python3 refuses pip installs outside a venv (PEP 668).
+  python3 -m pip install --quiet ziglang 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages ziglang
 fi
 export CC_aarch64_apple_darwin=$here/zig-cc CC_x86_64_apple_darwin=$here/zig-cc
 

@@ -537,6 +537,28 @@ both! {
 }
 
 both! {
+    // Windows' drive-letter and UNC paths (a render farm's share) come back
+    // from the journal, `find` and `status --json` exactly as they went in,
+    // backslashes and all; on Unix they are odd but valid names.
+    fn drive_letter_and_unc_paths_round_trip_through_the_journal_and_status(j) {
+        for (n, key) in [r"D:\Renders\Café 010\Shot_010_v002", r"\\renderfs\exports\spatial\Shot 020"].iter().enumerate() {
+            let mut g = group(key, &format!("fp-win-{n}"), &[5]);
+            g.key = PathBuf::from(key);
+            g.root = g.key.clone();
+            g.files[0].source = PathBuf::from(format!(r"{key}\Shot_010_v002_L.mov"));
+            let Enqueued::Queued(id) = j.enqueue(&g).unwrap() else { panic!() };
+            let r = j.group(id).unwrap();
+            assert_eq!((r.key.to_str(), r.root.to_str()), (Some(*key), Some(*key)));
+            assert_eq!(r.files[0].source, g.files[0].source);
+            assert_eq!(j.find(key).unwrap(), Some(id), "found by its path");
+            let v = serde_json::to_value(j.list().unwrap()).unwrap();
+            let row = v.as_array().unwrap().iter().find(|r| r["id"] == id).cloned().unwrap();
+            assert_eq!(row["path"], *key, "status --json shows the path as given");
+        }
+    }
+}
+
+both! {
     #[cfg(unix)]
     fn odd_file_names_round_trip(j) {
         use std::os::unix::ffi::OsStrExt;
