@@ -119,6 +119,9 @@ if want windows; then
     ln -sfn "$PWD/$work/d-drive" "$prefix/dosdevices/d:"
     cp "$unz/$name/config.example.toml" "$data/config.toml"
     printf 'release-smoke-key' >"$data/api-key"
+    # What install.ps1's ACL is on Windows: Wine shows a file's Unix mode as
+    # its DACL, and the agent refuses a key file Everyone may read.
+    chmod 600 "$data/api-key"
     v=$(wine "$exe" --version | tr -d '\r')
     [ "$v" = "spatialgen-sync $version" ] || { echo "release: the .exe says '$v', not 'spatialgen-sync $version'" >&2; exit 1; }
     if ! wine "$exe" check --config 'C:\ProgramData\spatialgen-sync\config.toml' >"$work/wine-check.txt" 2>&1; then
