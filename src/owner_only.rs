@@ -16,7 +16,10 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 /// Create `path` (which must not exist) for reading and writing, readable
-/// by its owner only.
+/// by its owner only. On Unix the mode is set as the file is made. On
+/// Windows the DACL is set just after; a volume that keeps no ACLs (FAT,
+/// exFAT) or refuses the change leaves the file as its folder makes it,
+/// with a warning rather than no journal at all.
 pub fn create_new(path: &Path) -> std::io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.read(true).write(true).create_new(true);
@@ -26,7 +29,10 @@ pub fn create_new(path: &Path) -> std::io::Result<File> {
         opts.mode(0o600);
     }
     let file = opts.open(path)?;
-    restrict(path)?;
+    #[cfg(windows)]
+    if let Err(e) = restrict(path) {
+        tracing::warn!(path = %path.display(), "cannot make the file owner-only ({e}); it keeps its folder's ACL");
+    }
     Ok(file)
 }
 
