@@ -96,8 +96,9 @@ fn inside_watch(path: &Path, watch: &WatchConfig) -> Option<PathBuf> {
     (path != watch.path && path.starts_with(&watch.path)).then(|| watch.path.clone())
 }
 
-/// The folder's name as the group's `videoName`: NFC ([`crate::model::names`]).
-fn folder_name(folder: &Path) -> String {
+/// An export folder's name as the group's `videoName` (and the journal's
+/// name for it before the group exists): NFC ([`crate::model::names`]).
+pub fn folder_name(folder: &Path) -> String {
     let name =
         folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| folder.display().to_string());
     crate::model::names::nfc(&name).into_owned()

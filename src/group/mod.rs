@@ -53,8 +53,8 @@ pub(crate) use walk::dev_ino;
 
 pub use assemble::{fingerprint, staged_name};
 pub use build::{
-    GroupError, GroupOptions, build_flat_group, build_flat_groups, build_folder_group, export_folders, holds_videos,
-    plan_folders, plan_watch, remove_staged,
+    GroupError, GroupOptions, build_flat_group, build_flat_groups, build_folder_group, export_folders, folder_name,
+    holds_videos, plan_folders, plan_watch, remove_staged,
 };
 pub use roles::{Class, DirClass, RoleMatcher};
 pub use rules::validate;

@@ -66,10 +66,22 @@ pub const DEFAULT_IGNORE: &[&str] = &[".*", "Thumbs.db", "desktop.ini"];
 /// when a watch folder's `ignore` patterns are replaced (an AppleDouble
 /// `._Shot_L.mov` would otherwise match the left-eye pattern).
 pub fn is_finder_litter(name: &str) -> bool {
-    name == ".DS_Store"
-        || name.starts_with("._")
-        || name == "Icon\r"
-        || matches!(name, ".Trashes" | ".fseventsd" | ".Spotlight-V100" | ".TemporaryItems" | ".DocumentRevisions-V100")
+    name.starts_with("._")
+        || matches!(
+            name,
+            ".DS_Store"
+                | "Icon\r"
+                | ".Trashes"
+                | ".fseventsd"
+                | ".Spotlight-V100"
+                | ".TemporaryItems"
+                | ".DocumentRevisions-V100"
+        )
+}
+
+/// Is the last component of the export-relative `rel_path` Finder litter?
+fn is_litter_at(rel_path: &str) -> bool {
+    is_finder_litter(rel_path.rsplit('/').next().unwrap_or(rel_path))
 }
 
 /// What a file is to the grouping engine.
@@ -191,7 +203,7 @@ impl RoleMatcher {
     /// Finder litter never is, even `._Shot.mov.part`: an AppleDouble file
     /// left behind on a share must not hold an export back for ever.
     pub fn is_temporary(&self, rel_path: &str) -> bool {
-        !is_finder_litter(rel_path.rsplit('/').next().unwrap_or(rel_path)) && self.temporary.is_match(rel_path)
+        !is_litter_at(rel_path) && self.temporary.is_match(rel_path)
     }
 
     /// Is this file never part of a video: the sidecar, the ready marker, or
@@ -207,7 +219,7 @@ impl RoleMatcher {
     fn is_reserved(&self, rel_path: &str) -> bool {
         rel_path.eq_ignore_ascii_case(SIDECAR_NAME)
             || self.ready_marker.as_deref() == Some(rel_path)
-            || is_finder_litter(rel_path.rsplit('/').next().unwrap_or(rel_path))
+            || is_litter_at(rel_path)
     }
 
     /// The role of the file at `rel_path`, or why it has none.
@@ -234,7 +246,7 @@ impl RoleMatcher {
     /// What the directory at `rel_path` is: a bundle to zip, a folder to skip,
     /// or a folder whose files belong to the export.
     pub fn classify_dir(&self, rel_path: &str) -> DirClass {
-        if is_finder_litter(rel_path.rsplit('/').next().unwrap_or(rel_path)) {
+        if is_litter_at(rel_path) {
             DirClass::Ignored
         } else if self.is_temporary(rel_path) {
             DirClass::Temporary

@@ -40,6 +40,22 @@ pub(super) fn bytes_path(b: &[u8]) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(b).into_owned())
 }
 
+/// The spellings of `spec` a look-up by path tries: as given, absolute and
+/// canonical (separators as written: a key keeps the OS's spelling).
+pub(super) fn path_candidates(spec: &str) -> Vec<PathBuf> {
+    let p = Path::new(spec);
+    [Some(p.to_path_buf()), std::path::absolute(p).ok(), p.canonicalize().ok()].into_iter().flatten().collect()
+}
+
+/// An encoded path without its trailing separator (`/`, and `\` on
+/// Windows), unless that is all it is.
+pub(super) fn trim_separator(mut b: Vec<u8>) -> Vec<u8> {
+    if b.len() > 1 && b.last().is_some_and(|&c| std::path::is_separator(char::from(c))) {
+        b.pop();
+    }
+    b
+}
+
 /// A path column: written as a blob, read back from a blob or text.
 pub(super) fn get_path(row: &Row<'_>, col: &str) -> rusqlite::Result<PathBuf> {
     match row.get_ref(col)? {

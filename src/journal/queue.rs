@@ -351,16 +351,8 @@ impl Queue for Journal {
         if hit.is_some() {
             return Ok(hit);
         }
-        let p = Path::new(spec);
-        let mut candidates = vec![self.key_bytes(p)];
-        if let Ok(abs) = std::path::absolute(p) {
-            candidates.push(self.key_bytes(&abs));
-        }
-        if let Ok(canon) = p.canonicalize() {
-            candidates.push(self.key_bytes(&canon));
-        }
-        for c in candidates {
-            let trimmed: Vec<u8> = if c.len() > 1 && c.ends_with(b"/") { c[..c.len() - 1].to_vec() } else { c };
+        for cand in super::codec::path_candidates(spec) {
+            let trimmed = super::codec::trim_separator(self.key_bytes(&cand));
             let hit: Option<GroupId> = conn
                 .query_row(
                     "SELECT id FROM groups WHERE key = ?1 OR root = ?1 ORDER BY id DESC LIMIT 1",

@@ -551,6 +551,8 @@ both! {
             assert_eq!((r.key.to_str(), r.root.to_str()), (Some(*key), Some(*key)));
             assert_eq!(r.files[0].source, g.files[0].source);
             assert_eq!(j.find(key).unwrap(), Some(id), "found by its path");
+            #[cfg(windows)]
+            assert_eq!(j.find(&format!("{key}\\")).unwrap(), Some(id), "and with a trailing backslash");
             let v = serde_json::to_value(j.list().unwrap()).unwrap();
             let row = v.as_array().unwrap().iter().find(|r| r["id"] == id).cloned().unwrap();
             assert_eq!(row["path"], *key, "status --json shows the path as given");

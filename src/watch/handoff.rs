@@ -107,7 +107,7 @@ impl JournalHandoff {
         };
         match rules.mode {
             WatchMode::Folders => Ok(Some(group::build_folder_group(key, &staged)?)),
-            WatchMode::Flat => Ok(group::build_flat_group(&rules.root, &export_name(key), &staged)?),
+            WatchMode::Flat => Ok(group::build_flat_group(&rules.root, &group::folder_name(key), &staged)?),
         }
     }
 
@@ -156,7 +156,7 @@ impl JournalHandoff {
         if first {
             // Re-checks of the same hold find the row and the reason as they were left.
             tracing::info!(export = %key.display(), "quiet, but {reason}");
-            self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+            self.journal.note_waiting(key, &group::folder_name(key), Some(&rules.root))?;
             self.journal.set_waiting_reason(key, Some(&reason))?;
         }
         let left = wait.0.saturating_sub(waited);
@@ -196,13 +196,6 @@ impl JournalHandoff {
     }
 }
 
-/// The export's name as the journal shows it before its group exists: NFC,
-/// as the group's own name will be ([`crate::model::names`]).
-fn export_name(key: &Path) -> String {
-    let name = key.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| key.display().to_string());
-    crate::model::names::nfc(&name).into_owned()
-}
-
 impl Handoff for JournalHandoff {
     fn hand_off(&mut self, settle: &Settle, rules: &WatchRules) -> Result<Handed, WatchError> {
         match settle {
@@ -216,14 +209,14 @@ impl Handoff for JournalHandoff {
                     None => false,
                 };
                 if !known {
-                    self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+                    self.journal.note_waiting(key, &group::folder_name(key), Some(&rules.root))?;
                 }
             }
             Settle::Changed { key, .. } => {
                 // Back to waiting if it has not started; an upload in
                 // progress notices the change itself.
                 self.journal.unqueue(key)?;
-                self.journal.note_waiting(key, &export_name(key), Some(&rules.root))?;
+                self.journal.note_waiting(key, &group::folder_name(key), Some(&rules.root))?;
                 self.journal.set_waiting_reason(key, None)?;
             }
             Settle::Settled { key, held_for, .. } => match self.build(key, rules)? {

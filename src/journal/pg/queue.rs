@@ -409,15 +409,8 @@ impl Queue for PgJournal {
             {
                 return Ok(Some(hit));
             }
-            let p = Path::new(spec);
-            let mut candidates = vec![p.to_path_buf()];
-            candidates.extend(std::path::absolute(p).ok());
-            candidates.extend(p.canonicalize().ok());
-            for cand in candidates {
-                let mut b = self.key_code(&cand);
-                if b.len() > 1 && b.ends_with(b"/") {
-                    b.pop();
-                }
+            for cand in super::super::codec::path_candidates(spec) {
+                let b = super::super::codec::trim_separator(self.key_code(&cand));
                 let sql = "SELECT id FROM groups WHERE key = $1 OR root = $1 ORDER BY id DESC LIMIT 1";
                 if let Some(hit) = first(c, sql, &b)? {
                     return Ok(Some(hit));
